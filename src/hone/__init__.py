@@ -1,0 +1,44 @@
+"""hone: take a trained model to its fastest correct deployment, end to end.
+
+The Python API mirrors the CLI: ``hone.load(...)``, ``hone.info(...)``, ``hone.bench(...)``,
+``hone.run(...)``, ``hone.export(...)``.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from hone.errors import HoneError  # noqa: E402
+from hone.model import Model, load  # noqa: E402
+
+
+def info(source: "str | Model", **load_options: object) -> "object":
+    """The ModelInfo of ``source`` (a path, zoo name, factory or Model)."""
+    from hone.info import describe
+
+    return describe(load(source, **load_options))  # type: ignore[arg-type]
+
+
+def bench(source: "str | Model", **options: object) -> "object":
+    """Benchmark ``source``; options are those of ``hone.bench.bench`` plus ``input_shapes``."""
+    from hone.bench import bench as run_bench
+
+    input_shapes = options.pop("input_shapes", None)
+    return run_bench(load(source, input_shapes=input_shapes), **options)  # type: ignore[arg-type]
+
+
+def run(source: "str | Model | None" = None, **options: object) -> "object":
+    """The end-to-end job; options are those of ``hone.job.run``."""
+    from hone.job import run as run_job
+
+    return run_job(source, **options)  # type: ignore[arg-type]
+
+
+def export(source: "str | Model", output: str, *, target: str = "onnx", force: bool = False, **load_options: object) -> "object":
+    """Write ``source`` for ``target``; see ``hone.export``."""
+    from hone.export import export as run_export
+
+    return run_export(load(source, **load_options), output, target=target, force=force)  # type: ignore[arg-type]
+
+
+__all__ = ["HoneError", "Model", "__version__", "bench", "export", "info", "load", "run"]

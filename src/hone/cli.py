@@ -1,0 +1,261 @@
+"""The ``hone`` command: parses, calls the API, renders results. No logic of its own.
+
+Every HoneError becomes one line on stderr and exit code 2; every command takes ``--json PATH``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from hone.errors import HoneError, OptionError
+
+app = typer.Typer(
+    name="hone",
+    help="Take a trained model to its fastest correct deployment, end to end.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+# Piped output gets wide tables instead of rich's 80-column default, so no column is cut.
+console = Console() if sys.stdout.isatty() else Console(width=160)
+error_console = Console(stderr=True)
+
+ModelArg = Annotated[
+    str, typer.Argument(help="an .onnx file, a zoo name (resnet18, resnet50, digits_cnn, minilm), or file.py:factory")
+]
+JsonOption = Annotated[Path | None, typer.Option("--json", help="write the result as JSON to this path")]
+ForceOption = Annotated[bool, typer.Option("--force", help="overwrite existing output files")]
+InputShapeOption = Annotated[
+    list[str] | None,
+    typer.Option("--input-shape", help="input shape for file.py:factory models, e.g. 1,3,224,224 (repeat per input, NAME:dims)"),
+]
+DimOption = Annotated[
+    list[str] | None, typer.Option("--dim", help="value of a symbolic dim, e.g. sequence=64 (repeatable)")
+]
+ThreadsOption = Annotated[int | None, typer.Option("--threads", help="intra-op threads (default: physical cores)")]
+ProviderOption = Annotated[str, typer.Option("--provider", help="cpu | cuda | tensorrt")]
+
+
+@app.callback()
+def _configure(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show info logs")] = False) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=error_console, show_path=False, show_time=False)],
+    )
+
+
+@app.command()
+def info(
+    model: ModelArg,
+    input_shape: InputShapeOption = None,
+    json_path: JsonOption = None,
+    force: ForceOption = False,
+) -> None:
+    """Inputs/outputs with symbolic dims, opset, nodes by op type, parameters, file size."""
+    from hone.info import describe
+    from hone.model import load
+    from hone.report.terminal import info_tables
+
+    _check_json_target(json_path, force)
+    result = describe(load(model, input_shapes=input_shape))
+    for table in info_tables(result):
+        console.print(table)
+    _write_json(result, json_path, force)
+
+
+@app.command()
+def bench(
+    model: ModelArg,
+    batch: Annotated[str, typer.Option("--batch", help="comma-separated batch sizes")] = "1,8",
+    threads: ThreadsOption = None,
+    provider: ProviderOption = "cpu",
+    variant: Annotated[
+        list[str] | None, typer.Option("--variant", help="torch-eager | ort-disabled | ort-all (default: all that apply)")
+    ] = None,
+    budget_s: Annotated[float, typer.Option("--budget-s", help="time budget per configuration, seconds")] = 3.0,
+    rel_tol: Annotated[float, typer.Option("--rel-tol", help="stop when the median's 95% CI is within this fraction")] = 0.02,
+    input_shape: InputShapeOption = None,
+    dim: DimOption = None,
+    json_path: JsonOption = None,
+    force: ForceOption = False,
+) -> None:
+    """Latency (p50/p90/p99), throughput, peak memory per batch and variant, until the median is stable."""
+    from hone.bench import bench as run_bench
+    from hone.model import load
+    from hone.report.terminal import bench_table
+
+    _check_json_target(json_path, force)
+    batches = _parse_batches(batch)
+    loaded = load(model, input_shapes=input_shape)
+    loaded.default_dims.update(_parse_dims(dim))
+    with _progress() as progress:
+        task = progress.add_task("bench", total=None)
+        result = run_bench(
+            loaded,
+            batches=batches,
+            threads=threads,
+            provider=provider,
+            variants=variant or None,
+            budget_s=budget_s,
+            rel_tol=rel_tol,
+            on_config=lambda v, b: progress.update(task, description=f"bench {v} batch {b}"),
+        )
+    console.print(bench_table(result))
+    for config in result.unstable:
+        error_console.print(
+            f"[yellow]warning:[/yellow] {config.variant} batch {config.batch} did not reach a stable "
+            f"median in {config.seconds:.1f}s (CI ±{100 * config.median_ci_rel:.1f}%); raise --budget-s"
+        )
+    # The JSON is the list of configurations (each carries model, variant, provider, batch, threads).
+    _write_json(result.configs, json_path, force)
+
+
+@app.command()
+def run(
+    model: Annotated[str | None, typer.Argument(help="model (default: resnet18)")] = None,
+    out: Annotated[Path, typer.Option("--out", help="folder for report.json and report.html")] = Path("hone-out"),
+    batch: Annotated[str | None, typer.Option("--batch", help="comma-separated batch sizes (default 1,8)")] = None,
+    threads: ThreadsOption = None,
+    provider: ProviderOption = "cpu",
+    budget_s: Annotated[float, typer.Option("--budget-s", help="bench time budget per configuration, seconds")] = 3.0,
+    input_shape: InputShapeOption = None,
+    json_path: JsonOption = None,
+    force: ForceOption = False,
+) -> None:
+    """The end-to-end job: load -> verify -> bench baselines; writes report.json and report.html."""
+    from hone.job import run as run_job
+    from hone.report.terminal import run_summary
+
+    _check_json_target(json_path, force)
+    batches = _parse_batches(batch) if batch else None
+    with _progress(transient=False) as progress:
+        tasks: dict[str, Any] = {}
+
+        def on_progress(stage: str, event: str, detail: str) -> None:
+            if event == "start":
+                tasks[stage] = progress.add_task(stage, total=1)
+            elif event == "step":
+                progress.update(tasks[stage], description=f"{stage}: {detail}")
+            elif event == "done":
+                progress.update(tasks[stage], completed=1, description=f"{stage} [green]done[/green]")
+            elif event == "failed":
+                progress.update(tasks[stage], description=f"{stage} [red]failed[/red]")
+
+        report = run_job(
+            model,
+            out_dir=out,
+            batches=batches,
+            threads=threads,
+            provider=provider,
+            input_shapes=input_shape,
+            budget_s=budget_s,
+            force=force,
+            progress=on_progress,
+        )
+    console.print(run_summary(report))
+    if report.bench is not None:
+        from hone.report.terminal import bench_table
+
+        console.print(bench_table(report.bench))
+    console.print(f"report: {out / 'report.html'} and {out / 'report.json'}")
+    _write_json(report, json_path, force)
+    if not report.passed:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def export(
+    model: ModelArg,
+    output: Annotated[Path, typer.Option("-o", "--output", help="output path")],
+    target: Annotated[str, typer.Option("--target", help="onnx (web and edge come with their issues)")] = "onnx",
+    input_shape: InputShapeOption = None,
+    json_path: JsonOption = None,
+    force: ForceOption = False,
+) -> None:
+    """Write the model for a target; --target onnx writes it as loaded, unchanged."""
+    from hone.export import export as run_export
+    from hone.model import load
+
+    _check_json_target(json_path, force)
+    result = run_export(load(model, input_shapes=input_shape), output, target=target, force=force)
+    console.print(f"wrote {result.path} ({result.size_bytes:,} bytes, target {result.target})")
+    _write_json(result, json_path, force)
+
+
+def _parse_batches(text: str) -> list[int]:
+    try:
+        batches = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise OptionError(f"--batch {text!r} is not a comma-separated list of integers, like 1,8,32") from exc
+    if not batches or any(b < 1 for b in batches):
+        raise OptionError(f"--batch {text!r} needs positive integers, like 1,8,32")
+    return batches
+
+
+def _parse_dims(texts: list[str] | None) -> dict[str, int]:
+    dims: dict[str, int] = {}
+    for text in texts or []:
+        name, sep, value = text.partition("=")
+        if not sep or not name or not value.strip().isdigit() or int(value) < 1:
+            raise OptionError(f"--dim {text!r} must look like NAME=N with N >= 1, e.g. sequence=64")
+        dims[name.strip()] = int(value)
+    return dims
+
+
+def _check_json_target(json_path: Path | None, force: bool) -> None:
+    """Refuse before any work is done, not after minutes of benchmarking."""
+    if json_path is not None:
+        from hone.paths import ensure_writable
+
+        ensure_writable(json_path, force=force)
+
+
+def _write_json(result: Any, json_path: Path | None, force: bool) -> None:
+    if json_path is None:
+        return
+    from hone.results import write_json
+
+    write_json(result, json_path, force=force)
+    console.print(f"json: {json_path}")
+
+
+def _progress(transient: bool = True) -> Progress:
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                    console=error_console, transient=transient)
+
+
+def main() -> None:
+    try:
+        app()
+    except HoneError as exc:
+        error_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        error_console.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # a bug in hone: still one line, the traceback only with HONE_DEBUG=1
+        import os
+        import traceback
+
+        if os.environ.get("HONE_DEBUG"):
+            traceback.print_exc()
+        error_console.print(
+            f"[red]internal error:[/red] {type(exc).__name__}: {exc} (set HONE_DEBUG=1 for the "
+            "traceback and report it)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

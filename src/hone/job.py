@@ -1,0 +1,144 @@
+"""The end-to-end job behind ``hone run``: its stages in order, each result collected in a RunReport.
+
+Stages today: load -> verify (the model runs and agrees with itself and its PyTorch source) ->
+bench (the baselines). Later stages (profile, optimize, quantize, serve, export) append to the
+same list and the same report. The job never prints: it reports progress through a callback and
+the CLI renders it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hone import __version__
+from hone.bench import BenchResult, bench
+from hone.errors import HoneError
+from hone.info import ModelInfo, describe
+from hone.model import Model, load
+from hone.paths import ensure_writable
+from hone.runtime import default_threads
+from hone.verify import VerifyResult, verify_runs
+from hone.zoo import DEFAULT_MODEL
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("load", "verify", "bench")
+DEFAULT_RUN_BATCHES = (1, 8)
+
+
+@dataclass
+class StageResult:
+    name: str
+    status: str  # "ok" | "failed" | "skipped"
+    seconds: float
+    message: str = ""
+
+
+@dataclass
+class RunReport:
+    hone_version: str
+    model: str
+    source: str
+    started_at: str
+    out_dir: str
+    # Choices hone made because the user did not (zero config, but said out loud).
+    defaults_taken: list[str] = field(default_factory=list)
+    stages: list[StageResult] = field(default_factory=list)
+    info: ModelInfo | None = None
+    verify: VerifyResult | None = None
+    bench: BenchResult | None = None
+
+    @property
+    def passed(self) -> bool:
+        return all(stage.status == "ok" for stage in self.stages)
+
+
+# progress(stage, event, detail): event is "start" | "done" | "failed" | "step".
+ProgressCallback = Callable[[str, str, str], None]
+
+
+def run(
+    source: "str | os.PathLike[str] | Model | None" = None,
+    *,
+    out_dir: str | os.PathLike[str] = "hone-out",
+    batches: Sequence[int] | None = None,
+    threads: int | None = None,
+    provider: str = "cpu",
+    input_shapes: Sequence[str] | None = None,
+    budget_s: float = 3.0,
+    force: bool = False,
+    progress: ProgressCallback | None = None,
+) -> RunReport:
+    """Run every stage on ``source`` (default: the zoo's resnet18) and write the report to ``out_dir``."""
+    from hone.report.html import write_html
+
+    notify = progress or (lambda stage, event, detail: None)
+    out = Path(out_dir)
+    json_path = ensure_writable(out / "report.json", force=force)
+    html_path = ensure_writable(out / "report.html", force=force)
+
+    report = RunReport(
+        hone_version=__version__,
+        model="",
+        source=str(source) if source is not None else DEFAULT_MODEL,
+        started_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        out_dir=str(out),
+    )
+    if source is None:
+        report.defaults_taken.append(f"model: {DEFAULT_MODEL} (no MODEL given)")
+        source = DEFAULT_MODEL
+    if batches is None:
+        batches = DEFAULT_RUN_BATCHES
+        report.defaults_taken.append(f"batches: {', '.join(map(str, batches))}")
+    if threads is None:
+        threads = default_threads()
+        report.defaults_taken.append(f"threads: {threads} (physical cores)")
+
+    model = _stage(report, notify, "load", lambda: load(source, input_shapes=input_shapes))
+    report.model = model.name
+    report.info = describe(model)
+    report.verify = _stage(
+        report, notify, "verify", lambda: verify_runs(model, provider=provider, threads=threads)
+    )
+    if not report.verify.passed:
+        report.stages[-1].status = "failed"
+        report.stages[-1].message = "outputs differ between executions; see the verify section"
+    report.bench = _stage(
+        report,
+        notify,
+        "bench",
+        lambda: bench(
+            model,
+            batches=batches,
+            threads=threads,
+            provider=provider,
+            budget_s=budget_s,
+            on_config=lambda variant, batch: notify("bench", "step", f"{variant} batch {batch}"),
+        ),
+    )
+    from hone.results import write_json
+
+    write_json(report, json_path, force=True)  # checked above, before any work was done
+    write_html(report, html_path)
+    return report
+
+
+def _stage(report: RunReport, notify: ProgressCallback, name: str, work: Callable[[], Any]) -> Any:
+    notify(name, "start", "")
+    began = time.perf_counter()
+    try:
+        value = work()
+    except HoneError as exc:
+        report.stages.append(StageResult(name, "failed", time.perf_counter() - began, str(exc)))
+        notify(name, "failed", str(exc))
+        raise
+    report.stages.append(StageResult(name, "ok", time.perf_counter() - began))
+    notify(name, "done", "")
+    return value

@@ -1,0 +1,305 @@
+"""Model, the one currency of hone: an onnx-ir model plus what hone knows about it.
+
+``load()`` accepts an .onnx path (external data included, no 2 GB protobuf limit), a zoo name, or
+a PyTorch factory ``path/to/file.py:factory`` (exported with torch.onnx, dynamic batch axis).
+Every failure on the way in becomes one ``InputError`` line that says what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import onnx
+import onnx_ir as ir
+from google.protobuf.message import DecodeError
+
+from hone import zoo
+from hone.errors import (
+    ExternalDataError,
+    InvalidModelError,
+    ModelNotFoundError,
+    UnknownModelError,
+)
+from hone.paths import ensure_writable
+from hone.specs import TensorSpec
+
+if TYPE_CHECKING:  # torch is imported lazily: loading an .onnx file must not pay for it
+    import torch
+
+logger = logging.getLogger(__name__)
+
+# Key under which hone records input specs (value ranges, default dims) in the model's metadata.
+_SPECS_METADATA_KEY = "hone.inputs"
+_DEFAULT_DIMS_METADATA_KEY = "hone.default_dims"
+# Above this many bytes of weights, hand onnxruntime a file instead of one serialized protobuf.
+_IN_MEMORY_LIMIT_BYTES = 1_500_000_000
+
+
+@dataclass
+class Model:
+    """An ONNX model in onnx-ir form, with its specs, where it came from and what was done to it."""
+
+    ir: ir.Model
+    name: str
+    source: str
+    source_kind: str  # "onnx" | "zoo" | "torch"
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    # Values for symbolic dims other than the batch dim (e.g. {"sequence": 128}).
+    default_dims: dict[str, int] = field(default_factory=dict)
+    # The file the graph was read from, while the graph is unchanged since then.
+    path: Path | None = None
+    provenance: dict[str, str] = field(default_factory=dict)
+    steps: list[str] = field(default_factory=list)
+    # Builds the eager PyTorch module this model was exported from, when there is one.
+    torch_factory: Callable[[], "torch.nn.Module"] | None = None
+
+    @property
+    def opset(self) -> int:
+        return int(self.ir.opset_imports.get("", 0))
+
+    def with_graph(self, new_ir: ir.Model, step: str) -> "Model":
+        """A new Model holding ``new_ir``, with ``step`` appended to its history."""
+        return replace(self, ir=new_ir, path=None, steps=[*self.steps, step])
+
+    def onnx_source(self) -> str | bytes:
+        """What onnxruntime should load: the original file while unchanged, else serialized bytes."""
+        if self.path is not None:
+            return str(self.path)
+        if _initializer_bytes(self.ir) > _IN_MEMORY_LIMIT_BYTES:
+            folder = Path(tempfile.mkdtemp(prefix="hone-"))
+            target = folder / f"{self.name}.onnx"
+            ir.save(self.ir, target, external_data=f"{self.name}.onnx.data")
+            return str(target)
+        ir.external_data.load_to_model(self.ir)
+        return ir.to_proto(self.ir).SerializeToString()
+
+    def save(self, path: str | os.PathLike[str], *, force: bool = False) -> Path:
+        """Write the model as ONNX; weights go to ``<name>.data`` beside it when over 2 GB in total."""
+        target = ensure_writable(path, force=force)
+        self.ir.metadata_props[_SPECS_METADATA_KEY] = json.dumps(
+            [
+                {"name": s.name, "value_range": list(s.value_range)}
+                for s in self.inputs
+                if s.value_range is not None
+            ]
+        )
+        if self.default_dims:
+            self.ir.metadata_props[_DEFAULT_DIMS_METADATA_KEY] = json.dumps(self.default_dims)
+        if _initializer_bytes(self.ir) > _IN_MEMORY_LIMIT_BYTES:
+            data_name = target.name + ".data"
+            ensure_writable(target.parent / data_name, force=force)
+            ir.save(self.ir, target, external_data=data_name)
+        else:
+            ir.external_data.load_to_model(self.ir)
+            ir.save(self.ir, target)
+        return target
+
+
+def load(
+    source: "str | os.PathLike[str] | Model",
+    *,
+    input_shapes: Sequence[str] | None = None,
+) -> Model:
+    """Load a model from an .onnx path, a zoo name, or ``file.py:factory`` (with ``input_shapes``).
+
+    ``input_shapes`` are only used for factories: ``"1,3,224,224"`` or ``"name:1,3,224,224"``,
+    one per input; the first dim of each becomes the dynamic batch axis.
+    """
+    if isinstance(source, Model):
+        return source
+    text = str(source)
+    factory_ref = _split_factory_ref(text)
+    if factory_ref is not None:
+        from hone import torch_export
+
+        return torch_export.load_factory(factory_ref[0], factory_ref[1], input_shapes or ())
+    path = Path(text).expanduser()
+    if path.exists():
+        return load_onnx_file(path)
+    if text in zoo.names():
+        return load_zoo(text)
+    if path.suffix.lower() == ".onnx" or os.sep in text:
+        raise ModelNotFoundError(f"{text}: no such file; check the path", source=text)
+    raise UnknownModelError(
+        f"{text!r} is neither a file nor a zoo model; zoo models are: {', '.join(zoo.names())}",
+        source=text,
+    )
+
+
+def load_onnx_file(path: Path, *, name: str | None = None, source: str | None = None) -> Model:
+    """Read and check an .onnx file; external data must stay inside the model's folder."""
+    if path.is_dir():
+        raise InvalidModelError(f"{path} is a folder; give the path of an .onnx file", path=str(path))
+    try:
+        proto = onnx.load_model(str(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError) as exc:
+        raise InvalidModelError(
+            f"{path} is not a readable ONNX model (truncated or corrupt protobuf?); re-export it",
+            path=str(path),
+        ) from exc
+    if proto.ir_version <= 0 or not proto.HasField("graph") or not proto.graph.output:
+        raise InvalidModelError(
+            f"{path} does not hold an ONNX model (no graph or outputs); give an .onnx file",
+            path=str(path),
+        )
+    _check_external_data(proto, path.parent)
+    try:
+        onnx.checker.check_model(str(path))
+    except onnx.checker.ValidationError as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid model"
+        raise InvalidModelError(
+            f"{path} fails the ONNX checker ({first_line}); fix or re-export the model",
+            path=str(path),
+        ) from exc
+    try:
+        model_ir = ir.load(path)
+    except Exception as exc:  # onnx-ir raises several types for malformed graphs
+        raise InvalidModelError(f"{path} could not be read by onnx-ir ({exc}); re-export it") from exc
+    zoo_specs = _recorded_specs(model_ir)
+    default_dims = _recorded_default_dims(model_ir)
+    return Model(
+        ir=model_ir,
+        name=name or path.stem,
+        source=source or str(path),
+        source_kind="onnx",
+        inputs=_graph_specs(model_ir.graph.inputs, zoo_specs),
+        outputs=_graph_specs(model_ir.graph.outputs, {}),
+        default_dims=default_dims,
+        path=path.resolve(),
+        provenance={"file": str(path.resolve())},
+    )
+
+
+def load_zoo(name: str) -> Model:
+    """A built-in model: exported once to the cache, with its eager module available for baselines."""
+    entry = zoo.get(name)
+    onnx_path = zoo.cached_onnx(entry)
+    model = load_onnx_file(onnx_path, name=entry.name, source=entry.name)
+    specs_by_name = {s.name: s for s in entry.inputs}
+    model.inputs = tuple(
+        replace(spec, value_range=specs_by_name[spec.name].value_range)
+        if spec.name in specs_by_name
+        else spec
+        for spec in model.inputs
+    )
+    model.source_kind = "zoo"
+    model.default_dims = dict(entry.default_dims)
+    model.provenance = {"zoo": entry.name, **entry.provenance, "onnx_cache": str(onnx_path)}
+    model.torch_factory = entry.build_module
+    return model
+
+
+def _split_factory_ref(text: str) -> tuple[str, str] | None:
+    """``"dir/file.py:make"`` -> ``("dir/file.py", "make")``; anything else -> None."""
+    head, sep, tail = text.rpartition(":")
+    if sep and head.endswith(".py") and tail.isidentifier():
+        return head, tail
+    return None
+
+
+def _check_external_data(proto: onnx.ModelProto, base_dir: Path) -> None:
+    base = base_dir.resolve()
+    for tensor in _all_tensors(proto.graph):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        info = {entry.key: entry.value for entry in tensor.external_data}
+        location = info.get("location", "")
+        target = (base / location).resolve()
+        if not location or Path(location).is_absolute() or not target.is_relative_to(base):
+            raise ExternalDataError(
+                f"tensor {tensor.name!r} points at external data {location!r} outside the model's "
+                f"folder {base}; move the data file next to the model",
+                tensor=tensor.name,
+                location=location,
+            )
+        if not target.is_file():
+            raise ExternalDataError(
+                f"external data file {location!r} for tensor {tensor.name!r} is missing; copy it "
+                f"next to the model in {base}",
+                tensor=tensor.name,
+                location=location,
+            )
+        end = int(info.get("offset", 0)) + int(info.get("length", 0))
+        if end > target.stat().st_size:
+            raise ExternalDataError(
+                f"external data file {location!r} is shorter than tensor {tensor.name!r} needs "
+                f"({target.stat().st_size} < {end} bytes); it is truncated, copy it again",
+                tensor=tensor.name,
+                location=location,
+            )
+
+
+def _all_tensors(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
+    tensors = list(graph.initializer)
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.TENSOR:
+                tensors.append(attribute.t)
+            elif attribute.type == onnx.AttributeProto.GRAPH:
+                tensors.extend(_all_tensors(attribute.g))
+            elif attribute.type == onnx.AttributeProto.GRAPHS:
+                for subgraph in attribute.graphs:
+                    tensors.extend(_all_tensors(subgraph))
+    return tensors
+
+
+def _graph_specs(values: Sequence[ir.Value], recorded: dict[str, TensorSpec]) -> tuple[TensorSpec, ...]:
+    specs = []
+    for value in values:
+        dims: list[int | str | None] = []
+        for dim in value.shape or ():
+            dims.append(dim if isinstance(dim, int) else dim.value)
+        dtype = value.dtype.numpy().name if value.dtype is not None else "float32"
+        known = recorded.get(value.name or "")
+        specs.append(
+            TensorSpec(
+                name=value.name or "",
+                dtype=dtype,
+                shape=tuple(dims),
+                value_range=known.value_range if known else None,
+            )
+        )
+    return tuple(specs)
+
+
+def _recorded_specs(model_ir: ir.Model) -> dict[str, TensorSpec]:
+    raw = model_ir.metadata_props.get(_SPECS_METADATA_KEY)
+    if not raw:
+        return {}
+    try:
+        entries: list[dict[str, Any]] = json.loads(raw)
+        return {
+            e["name"]: TensorSpec(e["name"], "", (), tuple(e["value_range"]))  # type: ignore[arg-type]
+            for e in entries
+        }
+    except (ValueError, KeyError, TypeError):
+        logger.warning("ignoring malformed %s metadata", _SPECS_METADATA_KEY)
+        return {}
+
+
+def _recorded_default_dims(model_ir: ir.Model) -> dict[str, int]:
+    raw = model_ir.metadata_props.get(_DEFAULT_DIMS_METADATA_KEY)
+    if not raw:
+        return {}
+    try:
+        return {str(k): int(v) for k, v in json.loads(raw).items()}
+    except (ValueError, AttributeError, TypeError):
+        logger.warning("ignoring malformed %s metadata", _DEFAULT_DIMS_METADATA_KEY)
+        return {}
+
+
+def _initializer_bytes(model_ir: ir.Model) -> int:
+    total = 0
+    for value in model_ir.graph.initializers.values():
+        tensor = value.const_value
+        if tensor is not None:
+            total += tensor.nbytes
+    return total

@@ -1,0 +1,141 @@
+"""The HTML report: one self-contained file (styles inline, plots as data: URIs) that opens offline.
+
+It renders a RunReport; every number in it comes from the report's dataclasses.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from hone.report.plots import bench_latency_png, op_counts_png
+from hone.report.terminal import human_bytes
+
+_STYLE = """
+body { font-family: -apple-system, system-ui, sans-serif; margin: 2rem auto; max-width: 1100px;
+       color: #222; padding: 0 1rem; }
+h1 { margin-bottom: 0.2rem; } .sub { color: #666; margin-top: 0; }
+table { border-collapse: collapse; margin: 0.6rem 0 1.4rem; font-size: 0.9rem; }
+th, td { border: 1px solid #ddd; padding: 0.3rem 0.6rem; text-align: right; }
+th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
+.ok { color: #1a7f37; font-weight: 600; } .failed { color: #cf222e; font-weight: 600; }
+.warn { color: #9a6700; } img { max-width: 100%; border: 1px solid #eee; }
+code { background: #f6f8fa; padding: 0 0.2rem; }
+"""
+
+
+def write_html(report: "object", path: Path) -> Path:
+    path.write_text(render_html(report), encoding="utf-8")
+    return path
+
+
+def render_html(report: "object") -> str:
+    from hone.job import RunReport
+
+    assert isinstance(report, RunReport)
+    e = html.escape
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>hone report: {e(report.model)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>hone report: {e(report.model)}</h1>",
+        f"<p class='sub'>source <code>{e(report.source)}</code> · started {e(report.started_at)} · "
+        f"hone {e(report.hone_version)} · overall "
+        f"<span class='{'ok' if report.passed else 'failed'}'>{'passed' if report.passed else 'FAILED'}</span></p>",
+        "<h2 id='stages'>Stages</h2>",
+        _table(
+            ("stage", "status", "seconds", "message"),
+            [
+                (s.name, _status(s.status), f"{s.seconds:.2f}", e(s.message))
+                for s in report.stages
+            ],
+            escape=False,
+        ),
+    ]
+    if report.defaults_taken:
+        parts.append("<h2 id='defaults'>Defaults taken</h2><ul>")
+        parts.extend(f"<li>{e(item)}</li>" for item in report.defaults_taken)
+        parts.append("</ul>")
+    if report.info is not None:
+        info = report.info
+        parts.append("<h2 id='model'>Model</h2>")
+        rows = [
+            ("file size", human_bytes(info.file_size_bytes)),
+            ("opsets", ", ".join(f"{d or 'ai.onnx'}={v}" for d, v in info.opset_imports.items())),
+            ("nodes", str(info.node_count)),
+            ("parameters", f"{info.parameter_count:,} ({human_bytes(info.parameter_bytes)})"),
+            ("producer", info.producer or "-"),
+            *((k, v) for k, v in info.provenance.items()),
+        ]
+        parts.append(_table(("field", "value"), rows))
+        io_rows = [
+            (kind, t.name, t.dtype, "[" + ", ".join("?" if d is None else str(d) for d in t.shape) + "]")
+            for kind, tensors in (("input", info.inputs), ("output", info.outputs))
+            for t in tensors
+        ]
+        parts.append(_table(("kind", "name", "dtype", "shape"), io_rows))
+        parts.append(_image(op_counts_png(info.op_counts, "nodes by op type"), "nodes by op type"))
+    if report.verify is not None:
+        verify = report.verify
+        parts.append("<h2 id='verify'>Verify</h2>")
+        parts.append(
+            f"<p>batch {verify.batch}; outputs finite: {'yes' if verify.finite else 'NO'}; "
+            f"tolerance |Δ| ≤ atol + rtol·|ref|</p>"
+        )
+        rows = [
+            (
+                e(c.reference), e(c.candidate), e(o.name), f"{o.max_abs_error:.2e}", f"{o.max_rel_error:.2e}",
+                f"{o.cosine:.6f}", "-" if o.top1_agreement is None else f"{100 * o.top1_agreement:.1f}%",
+                f"{c.atol:g} / {c.rtol:g}", _status("ok" if o.passed else "failed"),
+            )
+            for c in verify.comparisons
+            for o in c.outputs
+        ]
+        parts.append(
+            _table(("reference", "candidate", "output", "max abs err", "max rel err", "cosine",
+                    "top-1 agree", "atol / rtol", "ok"), rows, escape=False)
+        )
+    if report.bench is not None:
+        result = report.bench
+        parts.append("<h2 id='bench'>Benchmark</h2>")
+        parts.append(
+            f"<p>{e(result.provider)}, {result.threads} threads; each configuration ran until the "
+            f"median's 95% CI was within ±{100 * result.rel_tol:.0f}% or {result.budget_s:g}s passed. "
+            f"Machine: {e(', '.join(f'{k} {v}' for k, v in result.machine.items()))}.</p>"
+        )
+        rows = [
+            (
+                e(c.variant), str(c.batch), f"{c.p50_ms:.3f}", f"{c.p90_ms:.3f}", f"{c.p99_ms:.3f}",
+                f"{c.iqr_ms:.3f}", f"{c.throughput:,.1f}",
+                "-" if c.speedup_vs_baseline is None else f"{c.speedup_vs_baseline:.2f}x",
+                f"{c.peak_mem_mb:.1f}", str(c.runs),
+                "<span class='ok'>yes</span>" if c.stable
+                else f"<span class='warn'>no (±{100 * c.median_ci_rel:.1f}%)</span>",
+            )
+            for c in result.configs
+        ]
+        parts.append(
+            _table(("variant", "batch", "p50 ms", "p90 ms", "p99 ms", "IQR ms", "samples/s",
+                    "speedup", "peak mem MB", "runs", "stable"), rows, escape=False)
+        )
+        parts.append(_image(bench_latency_png(result), "latency and throughput by variant and batch"))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _status(status: str) -> str:
+    css = "ok" if status == "ok" else "failed" if status == "failed" else "warn"
+    return f"<span class='{css}'>{html.escape(status)}</span>"
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]], *, escape: bool = True) -> str:
+    cell = html.escape if escape else (lambda text: text)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell(str(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _image(png: bytes, alt: str) -> str:
+    encoded = base64.b64encode(png).decode("ascii")
+    return f"<p><img alt='{html.escape(alt)}' src='data:image/png;base64,{encoded}'></p>"

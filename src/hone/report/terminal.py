@@ -1,0 +1,133 @@
+"""Rich tables for results: info, bench, verify, and the run summary."""
+
+from __future__ import annotations
+
+from rich.markup import escape
+from rich.table import Table
+
+from hone.bench import BenchResult
+from hone.info import ModelInfo
+from hone.verify import VerifyResult
+
+
+def human_bytes(count: int | None) -> str:
+    if count is None:
+        return "-"
+    size = float(count)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"
+
+
+def info_tables(info: ModelInfo) -> list[Table]:
+    summary = Table(title=f"{info.name}  ({info.source_kind}: {info.source})", show_header=False)
+    summary.add_column("field", style="bold")
+    summary.add_column("value")
+    summary.add_row("file size", human_bytes(info.file_size_bytes))
+    summary.add_row("ir version", str(info.ir_version))
+    summary.add_row("opsets", ", ".join(f"{d or 'ai.onnx'}={v}" for d, v in info.opset_imports.items()))
+    summary.add_row("producer", info.producer or "-")
+    summary.add_row("nodes", str(info.node_count))
+    summary.add_row("parameters", f"{info.parameter_count:,} ({human_bytes(info.parameter_bytes)})")
+    if info.external_data_files:
+        summary.add_row("external data", ", ".join(info.external_data_files))
+    for key, value in info.provenance.items():
+        summary.add_row(escape(key), escape(value))
+
+    io = Table(title="inputs and outputs")
+    for column in ("kind", "name", "dtype", "shape"):
+        io.add_column(column)
+    for kind, tensors in (("input", info.inputs), ("output", info.outputs)):
+        for tensor in tensors:
+            shape = "[" + ", ".join("?" if d is None else str(d) for d in tensor.shape) + "]"
+            io.add_row(kind, escape(tensor.name), tensor.dtype, escape(shape))
+
+    ops = Table(title="nodes by op type")
+    ops.add_column("op type")
+    ops.add_column("count", justify="right")
+    for op, count in info.op_counts.items():
+        ops.add_row(escape(op), str(count))
+    return [summary, io, ops]
+
+
+def bench_table(result: BenchResult) -> Table:
+    table = Table(
+        title=f"bench {result.model}: {result.provider}, {result.threads} threads "
+        f"(median stable within ±{100 * result.rel_tol:.0f}% or {result.budget_s:g}s budget)"
+    )
+    columns = ("variant", "batch", "p50 ms", "p90 ms", "p99 ms", "IQR ms", "samples/s", "speedup",
+               "peak mem MB", "runs", "stable")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for c in result.configs:
+        speedup = "-" if c.speedup_vs_baseline is None else f"{c.speedup_vs_baseline:.2f}x"
+        table.add_row(
+            c.variant,
+            str(c.batch),
+            f"{c.p50_ms:.3f}",
+            f"{c.p90_ms:.3f}",
+            f"{c.p99_ms:.3f}",
+            f"{c.iqr_ms:.3f}",
+            f"{c.throughput:,.1f}",
+            speedup,
+            f"{c.peak_mem_mb:.1f}",
+            str(c.runs),
+            "yes" if c.stable else f"[yellow]no (±{100 * c.median_ci_rel:.1f}%)[/yellow]",
+        )
+    baseline = next((c.baseline_variant for c in result.configs if c.baseline_variant), None)
+    if baseline:
+        table.caption = f"speedup = p50 of {baseline} / p50, same batch, same run"
+    return table
+
+
+def verify_table(result: VerifyResult) -> Table:
+    table = Table(title=f"verify {result.model} (batch {result.batch}, finite outputs: "
+                  f"{'yes' if result.finite else 'NO'})")
+    for column in ("reference", "candidate", "output", "max abs err", "max rel err", "cosine",
+                   "top-1 agree", "ok"):
+        table.add_column(column)
+    for comparison in result.comparisons:
+        for output in comparison.outputs:
+            table.add_row(
+                comparison.reference,
+                comparison.candidate,
+                output.name,
+                f"{output.max_abs_error:.2e}",
+                f"{output.max_rel_error:.2e}",
+                f"{output.cosine:.6f}",
+                "-" if output.top1_agreement is None else f"{100 * output.top1_agreement:.1f}%",
+                "[green]yes[/green]" if output.passed else "[red]no[/red]",
+            )
+    return table
+
+
+def run_summary(report: "object") -> Table:
+    from hone.job import RunReport
+
+    assert isinstance(report, RunReport)
+    table = Table(title=f"hone run {report.model}: summary")
+    table.add_column("stage")
+    table.add_column("status")
+    table.add_column("seconds", justify="right")
+    table.add_column("result")
+    for stage in report.stages:
+        detail = stage.message
+        if stage.name == "load" and report.info is not None:
+            detail = (f"{report.info.node_count} nodes, {report.info.parameter_count:,} parameters, "
+                      f"opset {report.info.opset_imports.get('', '?')}")
+        elif stage.name == "verify" and report.verify is not None:
+            worst = max((c.max_abs_error for c in report.verify.comparisons), default=0.0)
+            refs = ", ".join(f"{c.reference} vs {c.candidate}" for c in report.verify.comparisons)
+            detail = f"{refs}: max abs err {worst:.1e}" + ("" if report.verify.passed else " (FAILED)")
+        elif stage.name == "bench" and report.bench is not None:
+            parts = []
+            for batch in report.bench.batches:
+                best = report.bench.best(batch)
+                if best is not None:
+                    parts.append(f"batch {batch}: {best.variant} {best.p50_ms:.2f} ms")
+            detail = "fastest " + "; ".join(parts)
+        style = {"ok": "green", "failed": "red"}.get(stage.status, "yellow")
+        table.add_row(stage.name, f"[{style}]{stage.status}[/{style}]", f"{stage.seconds:.1f}", detail)
+    return table

@@ -1,0 +1,121 @@
+"""Session: the one way hone executes a model, a thin layer over onnxruntime.
+
+Profile, bench, verify and serve all build their sessions here, so they measure the same thing:
+same provider names, same thread settings, same graph-optimization levels.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+from hone.errors import ExecutionError, InvalidModelError, OptionError, ProviderUnavailableError
+from hone.model import Model
+
+logger = logging.getLogger(__name__)
+
+PROVIDERS: dict[str, str] = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+OPTIMIZATION_LEVELS: dict[str, ort.GraphOptimizationLevel] = {
+    "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+def default_threads() -> int:
+    """Physical cores of this machine (intra-op threads beyond them rarely help)."""
+    import psutil
+
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    provider: str = "cpu"
+    threads: int | None = None
+    optimization: str = "all"
+
+    def __post_init__(self) -> None:
+        if self.provider not in PROVIDERS:
+            raise OptionError(
+                f"provider {self.provider!r} is unknown; choose one of: {', '.join(PROVIDERS)}"
+            )
+        if self.optimization not in OPTIMIZATION_LEVELS:
+            raise OptionError(
+                f"optimization {self.optimization!r} is unknown; choose one of: "
+                f"{', '.join(OPTIMIZATION_LEVELS)}"
+            )
+        if self.threads is not None and self.threads < 1:
+            raise OptionError(f"threads must be at least 1, got {self.threads}")
+
+
+def check_provider(provider: str) -> str:
+    """The onnxruntime name of ``provider``, or a clear error when this build lacks it."""
+    if provider not in PROVIDERS:
+        raise OptionError(f"provider {provider!r} is unknown; choose one of: {', '.join(PROVIDERS)}")
+    ort_name = PROVIDERS[provider]
+    available = ort.get_available_providers()
+    if ort_name not in available:
+        raise ProviderUnavailableError(
+            f"provider {provider!r} ({ort_name}) is not available in this onnxruntime build "
+            f"(available: {', '.join(available)}); install onnxruntime-gpu or use --provider cpu",
+            provider=provider,
+        )
+    return ort_name
+
+
+class Session:
+    """An onnxruntime InferenceSession for a hone Model under a SessionConfig."""
+
+    def __init__(self, model: Model, config: SessionConfig | None = None) -> None:
+        self.model = model
+        self.config = config or SessionConfig()
+        ort_provider = check_provider(self.config.provider)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = OPTIMIZATION_LEVELS[self.config.optimization]
+        options.intra_op_num_threads = self.config.threads or default_threads()
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        providers = [ort_provider] if ort_provider == "CPUExecutionProvider" else [ort_provider, "CPUExecutionProvider"]
+        try:
+            self._session = ort.InferenceSession(model.onnx_source(), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            raise InvalidModelError(
+                f"onnxruntime cannot load {model.name}: {_first_line(exc)}; check the model's "
+                "opset and operators",
+                model=model.name,
+            ) from exc
+        self.input_names = [i.name for i in self._session.get_inputs()]
+        self.output_names = [o.name for o in self._session.get_outputs()]
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self._session.get_providers())
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        missing = [name for name in self.input_names if name not in feeds]
+        if missing:
+            raise ExecutionError(f"inputs missing for {self.model.name}: {', '.join(missing)}")
+        try:
+            return self._session.run(None, {name: feeds[name] for name in self.input_names})
+        except Exception as exc:
+            raise ExecutionError(
+                f"onnxruntime failed running {self.model.name}: {_first_line(exc)}",
+                model=self.model.name,
+            ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,139 @@
+"""Loading models: .onnx files (with external data), zoo names, and every bad-input case."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+import hone
+from hone.errors import (
+    ExternalDataError,
+    InvalidModelError,
+    ModelNotFoundError,
+    OutputExistsError,
+    UnknownModelError,
+)
+from hone.runtime import Session
+
+from conftest import small_mlp
+
+
+def test_an_onnx_file_loads_with_its_symbolic_batch_dim(mlp_path: Path) -> None:
+    model = hone.load(mlp_path)
+    assert model.name == "mlp"
+    assert model.source_kind == "onnx"
+    assert [(s.name, s.dtype, s.shape) for s in model.inputs] == [("x", "float32", ("batch", 4))]
+    assert [(s.name, s.shape) for s in model.outputs] == [("y", ("batch", 3))]
+    assert model.opset == 17
+
+
+def test_external_data_inside_the_model_folder_loads_and_runs(external_data_model: Path) -> None:
+    model = hone.load(external_data_model)
+    x = np.ones((2, 4), dtype=np.float32)
+    (y,) = Session(model).run({"x": x})
+    expected = np.maximum(x @ (np.arange(12, dtype=np.float32).reshape(4, 3) / 10) + [0.1, -0.2, 0.3], 0)
+    np.testing.assert_allclose(y, expected, rtol=1e-6)
+
+
+def test_external_data_pointing_outside_the_folder_is_refused(tmp_path: Path) -> None:
+    model = small_mlp()
+    (tmp_path / "secret.bin").write_bytes(np.zeros(12, np.float32).tobytes())
+    tensor = model.graph.initializer[0]
+    tensor.ClearField("float_data")
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    for key, value in (("location", "../secret.bin"), ("offset", "0"), ("length", "48")):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+    folder = tmp_path / "model"
+    folder.mkdir()
+    onnx.save(model, folder / "evil.onnx")
+    with pytest.raises(ExternalDataError, match="outside the model's folder"):
+        hone.load(folder / "evil.onnx")
+
+
+def test_missing_external_data_file_says_which_file(external_data_model: Path) -> None:
+    (external_data_model.parent / "weights.bin").unlink()
+    with pytest.raises(ExternalDataError, match="weights.bin.*missing"):
+        hone.load(external_data_model)
+
+
+def test_truncated_external_data_is_refused(external_data_model: Path) -> None:
+    data = external_data_model.parent / "weights.bin"
+    data.write_bytes(data.read_bytes()[:10])
+    with pytest.raises(ExternalDataError, match="truncated"):
+        hone.load(external_data_model)
+
+
+def test_a_missing_file_is_reported_as_such(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFoundError, match="no such file"):
+        hone.load(tmp_path / "nope.onnx")
+
+
+def test_a_text_file_is_not_an_onnx_model(tmp_path: Path) -> None:
+    path = tmp_path / "notes.onnx"
+    path.write_text("this is not a model\n" * 20)
+    with pytest.raises(InvalidModelError):
+        hone.load(path)
+
+
+def test_a_truncated_protobuf_is_reported_as_corrupt(mlp_path: Path) -> None:
+    data = mlp_path.read_bytes()
+    mlp_path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InvalidModelError, match="truncated or corrupt"):
+        hone.load(mlp_path)
+
+
+def test_random_bytes_are_reported_as_corrupt(tmp_path: Path) -> None:
+    path = tmp_path / "noise.onnx"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    with pytest.raises(InvalidModelError):
+        hone.load(path)
+
+
+def test_a_graph_that_fails_the_checker_is_invalid(tmp_path: Path) -> None:
+    model = small_mlp()
+    model.graph.node[0].op_type = "NoSuchOp"
+    path = tmp_path / "bad_op.onnx"
+    onnx.save(model, path)
+    with pytest.raises(InvalidModelError, match="checker"):
+        hone.load(path)
+
+
+def test_a_folder_is_not_a_model(tmp_path: Path) -> None:
+    with pytest.raises(InvalidModelError, match="folder"):
+        hone.load(tmp_path)
+
+
+def test_an_unknown_name_lists_the_zoo(tmp_path: Path) -> None:
+    with pytest.raises(UnknownModelError, match="resnet18.*digits_cnn.*minilm"):
+        hone.load("resnet1000")
+
+
+def test_save_refuses_to_overwrite_without_force(mlp_path: Path, tmp_path: Path) -> None:
+    model = hone.load(mlp_path)
+    target = tmp_path / "copy.onnx"
+    target.write_text("precious")
+    with pytest.raises(OutputExistsError, match="--force"):
+        model.save(target)
+    assert target.read_text() == "precious"
+    model.save(target, force=True)
+    assert hone.load(target).inputs == model.inputs
+
+
+def test_saved_models_keep_their_input_value_ranges(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    model = small_mlp()
+    model.graph.input[0].type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    loaded = hone.load(path)
+    loaded.inputs = (replace(loaded.inputs[0], value_range=(0.0, 5.0)),)
+    loaded.default_dims = {"sequence": 16}
+    loaded.save(tmp_path / "saved.onnx")
+    again = hone.load(tmp_path / "saved.onnx")
+    assert again.inputs[0].value_range == (0.0, 5.0)
+    assert again.default_dims == {"sequence": 16}
