@@ -1,0 +1,111 @@
+"""``hone run``: the end-to-end job writes report.json and report.html, and opens in a browser."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+import hone
+from hone.errors import OutputExistsError
+
+FACTORY = '''
+import torch
+
+def make():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+        torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 3))
+'''
+
+
+@pytest.fixture(scope="module")
+def run_out(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    folder = tmp_path_factory.mktemp("run")
+    factory = folder / "tiny.py"
+    factory.write_text(FACTORY)
+    events: list[tuple[str, str]] = []
+    report = hone.run(
+        f"{factory}:make",
+        input_shapes=["1,1,6,6"],
+        out_dir=folder / "out",
+        batches=[1, 4],
+        threads=1,
+        budget_s=0.3,
+        progress=lambda stage, event, detail: events.append((stage, event)),
+    )
+    report.events = events  # type: ignore[attr-defined]
+    return folder / "out", report
+
+
+def test_the_job_runs_every_stage_in_order_and_reports_progress(run_out) -> None:
+    _, report = run_out
+    assert [s.name for s in report.stages] == ["load", "verify", "bench"]
+    assert all(s.status == "ok" for s in report.stages)
+    assert ("load", "start") in report.events and ("bench", "done") in report.events
+    assert "threads" not in " ".join(report.defaults_taken)  # given explicitly
+
+
+def test_the_json_report_holds_every_stage_result(run_out) -> None:
+    out, _ = run_out
+    data = json.loads((out / "report.json").read_text())
+    assert data["passed"] is True
+    assert data["info"]["op_counts"]["BatchNormalization"] == 1
+    pairs = [(c["reference"], c["candidate"]) for c in data["verify"]["comparisons"]]
+    assert pairs == [("ort-disabled", "ort-all"), ("torch-eager", "ort-all")]
+    variants = {(c["variant"], c["batch"]) for c in data["bench"]["configs"]}
+    assert variants == {(v, b) for v in ("torch-eager", "ort-disabled", "ort-all") for b in (1, 4)}
+
+
+def test_the_html_report_is_self_contained(run_out) -> None:
+    out, _ = run_out
+    page = (out / "report.html").read_text()
+    assert page.count("src='data:image/png;base64,") == 2
+    assert "http://" not in page and "https://" not in page
+    assert "torch-eager" in page and "Benchmark" in page
+
+
+def test_the_job_refuses_to_overwrite_a_report_without_force(run_out) -> None:
+    out, _ = run_out
+    before = (out / "report.json").read_text()
+    with pytest.raises(OutputExistsError):
+        hone.run("resnet18", out_dir=out)
+    assert (out / "report.json").read_text() == before
+
+
+@pytest.mark.browser
+def test_the_report_renders_in_headless_chromium(run_out) -> None:
+    from playwright.sync_api import sync_playwright
+
+    out, _ = run_out
+    chromium = shutil.which("chromium")
+    assert chromium, "Chromium is missing: run `make browser` (Debian package chromium)"
+    requested: list[str] = []
+    with tempfile.TemporaryDirectory() as profile, sync_playwright() as playwright:
+        # A fresh profile folder is the --user-data-dir; Playwright passes it on itself.
+        browser = playwright.chromium.launch_persistent_context(
+            profile,
+            executable_path=chromium,
+            headless=True,
+            args=["--headless", "--no-sandbox", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+            viewport={"width": 1200, "height": 900},
+        )
+        try:
+            page = browser.new_page()
+            page.on("request", lambda request: requested.append(request.url))
+            page.goto((out / "report.html").as_uri())
+            page.wait_for_load_state("load")
+            assert page.title().startswith("hone report")
+            widths = page.eval_on_selector_all("img", "imgs => imgs.map(i => i.naturalWidth)")
+            assert len(widths) == 2 and all(w > 300 for w in widths)
+            assert page.locator("#bench").is_visible()
+            page.screenshot(path=str(out / "report.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (out / "report.png").stat().st_size > 10_000
+    assert all(url.startswith(("file:", "data:")) for url in requested), requested
