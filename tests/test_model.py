@@ -137,3 +137,42 @@ def test_saved_models_keep_their_input_value_ranges(tmp_path: Path) -> None:
     again = hone.load(tmp_path / "saved.onnx")
     assert again.inputs[0].value_range == (0.0, 5.0)
     assert again.default_dims == {"sequence": 16}
+
+
+def test_models_over_the_in_memory_limit_are_saved_with_external_data(
+    mlp_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hone.model as model_module
+
+    from onnx import numpy_helper
+
+    proto = small_mlp()
+    weight = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    proto.graph.initializer[0].CopyFrom(numpy_helper.from_array(weight, "w1"))
+    bias = np.linspace(-1, 1, 3).astype(np.float32)
+    proto.graph.initializer[1].CopyFrom(numpy_helper.from_array(bias, "b1"))
+    monkeypatch.setattr(model_module, "_IN_MEMORY_LIMIT_BYTES", 8)
+    monkeypatch.setattr(model_module, "_EXTERNAL_DATA_MIN_TENSOR_BYTES", 0)
+    onnx.save(proto, tmp_path / "m.onnx")
+    model = hone.load(tmp_path / "m.onnx")
+    target = model.save(tmp_path / "big.onnx")
+    assert (tmp_path / "big.onnx.data").stat().st_size >= 48 + 12
+    again = hone.load(target)
+    assert hone.info(again).external_data_files == ["big.onnx.data"]
+    x = np.ones((1, 4), dtype=np.float32)
+    np.testing.assert_array_equal(Session(again).run({"x": x})[0], Session(model).run({"x": x})[0])
+
+
+def test_a_changed_model_over_the_limit_runs_from_a_temporary_file(
+    mlp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hone.model as model_module
+
+    monkeypatch.setattr(model_module, "_IN_MEMORY_LIMIT_BYTES", 8)
+    model = hone.load(mlp_path)
+    changed = model.with_graph(model.ir, "identity step")
+    source = changed.onnx_source()
+    assert isinstance(source, str) and source.endswith(".onnx")
+    assert changed.steps == ["identity step"]
+    x = np.ones((2, 4), dtype=np.float32)
+    np.testing.assert_array_equal(Session(changed).run({"x": x})[0], Session(model).run({"x": x})[0])

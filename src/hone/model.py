@@ -40,6 +40,8 @@ _SPECS_METADATA_KEY = "hone.inputs"
 _DEFAULT_DIMS_METADATA_KEY = "hone.default_dims"
 # Above this many bytes of weights, hand onnxruntime a file instead of one serialized protobuf.
 _IN_MEMORY_LIMIT_BYTES = 1_500_000_000
+# When weights go to an external file, tensors under this size stay inside the .onnx file.
+_EXTERNAL_DATA_MIN_TENSOR_BYTES = 1024
 
 
 @dataclass
@@ -76,7 +78,8 @@ class Model:
         if _initializer_bytes(self.ir) > _IN_MEMORY_LIMIT_BYTES:
             folder = Path(tempfile.mkdtemp(prefix="hone-"))
             target = folder / f"{self.name}.onnx"
-            ir.save(self.ir, target, external_data=f"{self.name}.onnx.data")
+            ir.save(self.ir, target, external_data=f"{self.name}.onnx.data",
+                    size_threshold_bytes=_EXTERNAL_DATA_MIN_TENSOR_BYTES)
             return str(target)
         ir.external_data.load_to_model(self.ir)
         return ir.to_proto(self.ir).SerializeToString()
@@ -96,7 +99,8 @@ class Model:
         if _initializer_bytes(self.ir) > _IN_MEMORY_LIMIT_BYTES:
             data_name = target.name + ".data"
             ensure_writable(target.parent / data_name, force=force)
-            ir.save(self.ir, target, external_data=data_name)
+            ir.save(self.ir, target, external_data=data_name,
+                    size_threshold_bytes=_EXTERNAL_DATA_MIN_TENSOR_BYTES)
         else:
             ir.external_data.load_to_model(self.ir)
             ir.save(self.ir, target)
