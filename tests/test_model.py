@@ -176,3 +176,12 @@ def test_a_changed_model_over_the_limit_runs_from_a_temporary_file(
     assert changed.steps == ["identity step"]
     x = np.ones((2, 4), dtype=np.float32)
     np.testing.assert_array_equal(Session(changed).run({"x": x})[0], Session(model).run({"x": x})[0])
+
+
+def test_the_api_functions_keep_their_names_after_submodules_are_imported() -> None:
+    import importlib
+
+    for submodule in ("hone.bench.sweep", "hone.info", "hone.export", "hone.job"):
+        importlib.import_module(submodule)
+    assert all(callable(getattr(hone, name)) for name in ("load", "info", "bench", "run", "export"))
+    assert hone.info.__module__ == "hone" and hone.bench.__module__ == "hone"

@@ -8,6 +8,13 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+# The API functions below share their names with subpackages (hone.bench, hone.info, hone.export).
+# Python binds a subpackage to its parent's attribute only when it is first imported, so these are
+# imported here first; the functions defined afterwards then own the names for good, while
+# ``from hone.bench import ...`` keeps working through sys.modules.
+import hone.bench  # noqa: E402,F401
+import hone.export  # noqa: E402,F401
+import hone.info  # noqa: E402,F401
 from hone.errors import HoneError  # noqa: E402
 from hone.model import Model, load  # noqa: E402
 

@@ -120,6 +120,71 @@ def bench(
 
 
 @app.command()
+def profile(
+    model: ModelArg,
+    batch: Annotated[int, typer.Option("--batch", help="batch size to profile")] = 1,
+    threads: ThreadsOption = None,
+    provider: ProviderOption = "cpu",
+    optimization: Annotated[
+        str, typer.Option("--optimization", help="onnxruntime graph optimizations: all | extended | basic | disabled")
+    ] = "all",
+    runs: Annotated[int, typer.Option("--runs", help="profiled runs after warm-up (median per node)")] = 20,
+    input_shape: InputShapeOption = None,
+    dim: DimOption = None,
+    json_path: JsonOption = None,
+    trace: Annotated[Path | None, typer.Option("--trace", help="write a Chrome trace (chrome://tracing, Perfetto)")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="write the roofline plot (.png or .svg)")] = None,
+    force: ForceOption = False,
+) -> None:
+    """Where the time goes and why: per-node time, FLOPs and bytes, roofline class, recommendations."""
+    from hone.model import load
+    from hone.profile import profile as run_profile
+    from hone.profile import write_plots, write_trace
+    from hone.report.terminal import profile_tables
+
+    for path in (json_path, trace, plot):
+        _check_json_target(path, force)
+    if runs < 1:
+        raise OptionError(f"--runs must be at least 1, got {runs}")
+    loaded = load(model, input_shapes=input_shape)
+    loaded.default_dims.update(_parse_dims(dim))
+    with _progress() as progress:
+        progress.add_task(f"profile {loaded.name} batch {batch}", total=None)
+        result = run_profile(loaded, batch=batch, threads=threads, provider=provider,
+                             optimization=optimization, runs=runs)
+    for table in profile_tables(result):
+        console.print(table)
+    if trace is not None:
+        write_trace(result, trace, force=force)
+        console.print(f"trace: {trace}")
+    if plot is not None:
+        written = write_plots(result, plot, force=force)
+        console.print("plots: " + ", ".join(str(p) for p in written))
+    _write_json(result, json_path, force)
+
+
+@app.command()
+def machine(
+    threads: ThreadsOption = None,
+    remeasure: Annotated[bool, typer.Option("--remeasure", help="measure again instead of using the cache")] = False,
+    json_path: JsonOption = None,
+    force: ForceOption = False,
+) -> None:
+    """The measured ceilings of this machine: peak GEMM rate and memory bandwidth (cached)."""
+    from hone.machine import ceilings
+    from hone.report.terminal import machine_table
+
+    _check_json_target(json_path, force)
+    if threads is not None and threads < 1:
+        raise OptionError(f"--threads must be at least 1, got {threads}")
+    with _progress() as progress:
+        progress.add_task("measuring machine ceilings (cached after the first time)", total=None)
+        result = ceilings(threads, remeasure=remeasure)
+    console.print(machine_table(result))
+    _write_json(result, json_path, force)
+
+
+@app.command()
 def run(
     model: Annotated[str | None, typer.Argument(help="model (default: resnet18)")] = None,
     out: Annotated[Path, typer.Option("--out", help="folder for report.json and report.html")] = Path("hone-out"),

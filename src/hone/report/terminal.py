@@ -131,3 +131,60 @@ def run_summary(report: "object") -> Table:
         style = {"ok": "green", "failed": "red"}.get(stage.status, "yellow")
         table.add_row(stage.name, f"[{style}]{stage.status}[/{style}]", f"{stage.seconds:.1f}", detail)
     return table
+
+
+def profile_tables(result: "object", top_nodes: int = 10) -> list[Table]:
+    from hone.profile.profiler import ProfileResult
+
+    assert isinstance(result, ProfileResult)
+    roofs = result.ceilings
+    by_type = Table(
+        title=f"profile {result.model}: batch {result.batch}, {result.provider}, {result.threads} threads, "
+        f"ORT optimization {result.optimization}; {result.total_ms:.3f} ms/run (median of {result.runs}); "
+        f"whole model {result.bound}-bound",
+        caption=f"roofs measured {roofs.measured_at}: GEMM {roofs.gemm_gflops:.1f} GFLOP/s, "
+        f"memory {roofs.memory_gbps:.1f} GB/s; {result.total_macs / 1e9:.3f} GMACs = "
+        f"{result.total_flops / 1e9:.3f} GFLOPs per run",
+    )
+    for column in ("op type", "nodes", "ms", "share", "GFLOP/s", "GB/s", "bound"):
+        by_type.add_column(column, justify="left" if column in ("op type", "bound") else "right")
+    for row in result.by_op_type:
+        seconds = row.time_ms / 1000 if row.time_ms else 0.0
+        by_type.add_row(
+            escape(row.op_type), str(row.nodes), f"{row.time_ms:.3f}", f"{100 * row.share:.1f}%",
+            f"{row.flops / seconds / 1e9:.1f}" if seconds and row.flops else "-",
+            f"{row.bytes / seconds / 1e9:.1f}" if seconds and row.bytes else "-",
+            row.bound,
+        )
+    nodes = Table(title=f"slowest {top_nodes} nodes")
+    for column in ("node", "executed as", "ms", "share", "GFLOP/s", "GB/s", "% roof", "bound"):
+        nodes.add_column(column, justify="left" if column in ("node", "executed as", "bound") else "right")
+    for node in sorted(result.nodes, key=lambda n: n.time_ms, reverse=True)[:top_nodes]:
+        nodes.add_row(
+            escape(node.name[-48:]), escape(f"{node.op_type} ({node.covered_ops})"), f"{node.time_ms:.3f}",
+            f"{100 * node.share:.1f}%", f"{node.achieved_gflops:.1f}", f"{node.achieved_gbps:.1f}",
+            f"{node.roof_pct:.0f}%", node.bound,
+        )
+    advice = Table(title="recommendations", show_lines=False)
+    advice.add_column("finding")
+    advice.add_column("do")
+    for rec in result.recommendations:
+        advice.add_row(escape(rec.finding), escape(rec.action))
+    return [by_type, nodes, advice]
+
+
+def machine_table(ceilings: "object") -> Table:
+    from hone.machine import MachineCeilings
+
+    assert isinstance(ceilings, MachineCeilings)
+    table = Table(title="machine ceilings (measured)", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    table.add_row("cpu", escape(ceilings.cpu))
+    table.add_row("threads", str(ceilings.threads))
+    table.add_row("peak GEMM", f"{ceilings.gemm_gflops:.1f} GFLOP/s (N={ceilings.gemm_size})")
+    table.add_row("memory bandwidth", f"{ceilings.memory_gbps:.1f} GB/s (read + write)")
+    table.add_row("ridge point", f"{ceilings.gemm_gflops / ceilings.memory_gbps:.1f} FLOP/byte")
+    table.add_row("measured at", ceilings.measured_at)
+    table.add_row("method", escape(ceilings.method))
+    return table

@@ -1,0 +1,243 @@
+"""``hone profile``: where the time goes and why.
+
+measure (onnxruntime's profiler, median per executed node) -> attribute executed nodes to the
+user's nodes -> cost them (FLOPs from the user's nodes, bytes from the shapes onnxruntime ran)
+-> classify against the machine's measured roofs -> group by op type -> recommend.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import onnx_ir as ir
+
+from hone.machine import MachineCeilings, ceilings
+from hone.model import Model
+from hone.profile.attribute import attribute
+from hone.profile.cost import model_cost
+from hone.profile.recommend import Recommendation, recommend
+from hone.profile.roofline import Roofline, classify, dominant_bound
+from hone.profile.runner import RawProfile, collect
+from hone.runtime import default_threads
+
+logger = logging.getLogger(__name__)
+
+OUTSIDE_NODES_ROW = "(outside nodes)"
+
+
+@dataclass
+class NodeProfile:
+    """One executed node: its time, what it covers of the user's graph, its cost and its class."""
+
+    name: str
+    op_type: str  # as executed (FusedConv, Conv, MatMul, ...)
+    covers: list[str]  # the user's nodes it stands for
+    covered_ops: str  # their op types joined, e.g. "Conv+BatchNormalization+Relu"
+    provider: str
+    time_ms: float
+    share: float  # of the total run time
+    macs: int
+    flops: int
+    bytes: int
+    bound: str
+    achieved_gflops: float
+    achieved_gbps: float
+    roof_pct: float
+    unknown_cost: bool = False
+
+
+@dataclass
+class OpTypeRow:
+    op_type: str  # the user's op types an executed node covers, e.g. "Conv+BatchNormalization+Relu"
+    nodes: int
+    time_ms: float
+    share: float
+    flops: int
+    bytes: int
+    bound: str  # the class holding most of this op type's time
+
+
+@dataclass
+class ProfileResult:
+    model: str
+    provider: str
+    batch: int
+    threads: int
+    optimization: str
+    dims: dict[str, int]
+    runs: int
+    total_ms: float  # median run time
+    nodes_ms: float  # median of the summed node times
+    outside_nodes_ms: float  # total_ms - nodes_ms: session overhead and copies outside any node
+    total_macs: int
+    total_flops: int
+    total_bytes: int
+    ceilings: MachineCeilings
+    bound: str  # whole model: the class holding most of the time
+    bound_shares: dict[str, float]
+    nodes: list[NodeProfile] = field(default_factory=list)
+    by_op_type: list[OpTypeRow] = field(default_factory=list)
+    removed_by_runtime: list[str] = field(default_factory=list)
+    unknown_ops: dict[str, int] = field(default_factory=dict)
+    recommendations: list[Recommendation] = field(default_factory=list)
+    trace_events: list[dict[str, object]] = field(default_factory=list)
+
+
+def profile(
+    model: Model,
+    *,
+    batch: int = 1,
+    threads: int | None = None,
+    provider: str = "cpu",
+    optimization: str = "all",
+    runs: int = 20,
+    warmup_runs: int = 3,
+    machine: MachineCeilings | None = None,
+) -> ProfileResult:
+    threads = threads or default_threads()
+    named = _with_unique_node_names(model)
+    raw = collect(named, batch=batch, threads=threads, provider=provider,
+                  optimization=optimization, runs=runs, warmup_runs=warmup_runs)
+    roofs = machine or ceilings(threads)
+    roof = Roofline(roofs.gemm_gflops, roofs.memory_gbps)
+    original = ir.to_proto(named.ir)
+    costs = model_cost(named, batch=batch, dims=named.default_dims)
+    attribution = attribute(original, raw.optimized_graph, [node.name for node in raw.executed])
+    by_name = {node.name: node for node in costs.nodes}
+    op_of = {node.name: node.op_type for node in original.graph.node}
+
+    nodes: list[NodeProfile] = []
+    total_ms = raw.run_ms if raw.run_ms > 0 else raw.nodes_ms
+    for executed in raw.executed:
+        covers = attribution.covered.get(executed.name, [])
+        covered_costs = [by_name[name] for name in covers if name in by_name]
+        flops = sum(c.flops for c in covered_costs)
+        macs = sum(c.macs for c in covered_costs)
+        bytes_moved = executed.bytes_moved or sum(c.bytes for c in covered_costs)
+        placement = classify(executed.op_type, flops, bytes_moved, executed.time_ms, roof)
+        covered_ops = "+".join(_unique(op_of.get(name, "?") for name in covers)) or executed.op_type
+        nodes.append(
+            NodeProfile(
+                name=executed.name,
+                op_type=executed.op_type,
+                covers=covers,
+                covered_ops=covered_ops,
+                provider=executed.provider,
+                time_ms=executed.time_ms,
+                share=executed.time_ms / total_ms if total_ms else 0.0,
+                macs=macs,
+                flops=flops,
+                bytes=bytes_moved,
+                bound=placement.bound,
+                achieved_gflops=placement.achieved_gflops,
+                achieved_gbps=placement.achieved_gbps,
+                roof_pct=placement.roof_pct,
+                unknown_cost=any(not c.known for c in covered_costs),
+            )
+        )
+    times = [(node.bound, node.time_ms) for node in nodes] + [("overhead", raw.outside_nodes_ms)]
+    shares = _bound_shares(times, total_ms)
+    result = ProfileResult(
+        model=model.name,
+        provider=provider,
+        batch=batch,
+        threads=threads,
+        optimization=optimization,
+        dims=dict(named.default_dims),
+        runs=raw.runs,
+        total_ms=total_ms,
+        nodes_ms=raw.nodes_ms,
+        outside_nodes_ms=raw.outside_nodes_ms,
+        total_macs=costs.total_macs,
+        total_flops=costs.total_flops,
+        total_bytes=costs.total_bytes,
+        ceilings=roofs,
+        bound=dominant_bound(times),
+        bound_shares=shares,
+        nodes=nodes,
+        by_op_type=_group(nodes, raw, total_ms),
+        removed_by_runtime=attribution.removed,
+        unknown_ops=dict(costs.unknown_ops),
+        trace_events=_trace(raw, nodes),
+    )
+    result.recommendations = recommend(result, original)
+    return result
+
+
+def _with_unique_node_names(model: Model) -> Model:
+    names = Counter(node.name for node in model.ir.graph)
+    if all(name and count == 1 for name, count in names.items()):
+        return model
+    seen: set[str] = set()
+    for index, node in enumerate(model.ir.graph):
+        if not node.name or node.name in seen:
+            node.name = f"{node.op_type}_{index}"
+        seen.add(node.name)
+    logger.info("gave every node of %s a unique name for profiling", model.name)
+    return model.with_graph(model.ir, "name nodes for profiling")
+
+
+def _unique(items: Iterable[str]) -> list[str]:
+    seen: list[str] = []
+    for item in items:
+        if item not in seen:
+            seen.append(item)
+    return seen
+
+
+def _bound_shares(times: list[tuple[str, float]], total_ms: float) -> dict[str, float]:
+    shares: dict[str, float] = defaultdict(float)
+    for bound, time_ms in times:
+        shares[bound] += time_ms / total_ms if total_ms else 0.0
+    return dict(shares)
+
+
+def _group(nodes: list[NodeProfile], raw: RawProfile, total_ms: float) -> list[OpTypeRow]:
+    groups: dict[str, list[NodeProfile]] = defaultdict(list)
+    for node in nodes:
+        groups[node.covered_ops].append(node)
+    rows = [
+        OpTypeRow(
+            op_type=op_type,
+            nodes=len(members),
+            time_ms=sum(m.time_ms for m in members),
+            share=sum(m.time_ms for m in members) / total_ms if total_ms else 0.0,
+            flops=sum(m.flops for m in members),
+            bytes=sum(m.bytes for m in members),
+            bound=dominant_bound((m.bound, m.time_ms) for m in members),
+        )
+        for op_type, members in groups.items()
+    ]
+    if raw.outside_nodes_ms > 0:
+        rows.append(
+            OpTypeRow(OUTSIDE_NODES_ROW, 0, raw.outside_nodes_ms,
+                      raw.outside_nodes_ms / total_ms if total_ms else 0.0, 0, 0, "overhead")
+        )
+    return sorted(rows, key=lambda row: row.time_ms, reverse=True)
+
+
+def _trace(raw: RawProfile, nodes: list[NodeProfile]) -> list[dict[str, object]]:
+    """The last measured run as Chrome-trace events, with hone's classification in each args."""
+    by_name = {node.name: node for node in nodes}
+    events: list[dict[str, object]] = []
+    for event in raw.trace_events:
+        copy = {k: v for k, v in event.items() if k != "args"}
+        args = dict(event.get("args", {}) or {})  # type: ignore[call-overload]
+        args.pop("thread_scheduling_stats", None)
+        name = str(event.get("name", "")).removesuffix("_kernel_time")
+        node = by_name.get(name)
+        if node is not None:
+            copy["name"] = f"{node.covered_ops} {name}"
+            args.update(
+                hone_bound=node.bound, hone_flops=node.flops, hone_bytes=node.bytes,
+                hone_roof_pct=round(node.roof_pct, 2), hone_covers=node.covers,
+            )
+        copy["args"] = args
+        events.append(copy)
+    return events
+
+
+__all__ = ["OUTSIDE_NODES_ROW", "NodeProfile", "OpTypeRow", "ProfileResult", "profile"]

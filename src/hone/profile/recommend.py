@@ -1,0 +1,115 @@
+"""Recommendations tied to what hone can do, drawn from a profile and the user's graph.
+
+Each rule looks at measured shares and classes (never at guesses) and names the hone step that
+addresses it; a rule that does not fire says nothing. The rules:
+
+- standalone BatchNormalization after Conv/ConvTranspose/Gemm -> fold it (pass fuse_conv_bn);
+- overhead-bound elementwise/activation nodes holding time -> elementwise fusion;
+- LayerNormalization spelled out (ReduceMean/Pow/Sqrt/Div) -> fuse_layer_norm;
+- attention spelled out (MatMul -> Softmax -> MatMul) -> fuse_attention;
+- Memcpy (transfer-bound) time -> keep data on the device with IO binding;
+- time outside every node -> batch requests (serve's dynamic batching) / IO binding;
+- compute-bound MatMul/Conv/Gemm holding most of the time -> INT8 quantization;
+- memory-bound nodes holding most of the time -> fuse, or shrink bytes with fp16/INT8;
+- ops the cost model does not know -> say their FLOPs are not counted.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import onnx
+
+if TYPE_CHECKING:
+    from hone.profile.profiler import ProfileResult
+
+_ELEMENTWISE = {
+    "Add", "Sub", "Mul", "Div", "Relu", "Sigmoid", "Tanh", "Erf", "Clip", "LeakyRelu", "HardSwish",
+    "HardSigmoid", "Gelu", "Pow", "Sqrt", "Exp", "Neg", "Max", "Min", "Where", "Cast", "BiasGelu",
+    "FastGelu",
+}
+_DENSE = {"Conv", "MatMul", "Gemm", "FusedConv", "FusedMatMul", "FusedGemm", "ConvTranspose"}
+_MIN_SHARE = 0.02
+
+
+@dataclass
+class Recommendation:
+    finding: str  # what was measured, with its share and class
+    action: str  # what to do about it, as a hone command or pass
+    share: float  # of the total run time this finding is about
+
+
+def recommend(result: "ProfileResult", graph: onnx.ModelProto) -> list[Recommendation]:
+    found: list[Recommendation] = []
+    producer = {out: node for node in graph.graph.node for out in node.output}
+    ops = Counter(node.op_type for node in graph.graph.node)
+
+    bn_after_dense = [
+        node for node in graph.graph.node
+        if node.op_type == "BatchNormalization" and node.input
+        and node.input[0] in producer and producer[node.input[0]].op_type in ("Conv", "ConvTranspose", "Gemm")
+    ]
+    if bn_after_dense:
+        bn_share = sum(n.share for n in result.nodes if n.op_type == "BatchNormalization")
+        bn_bound = next((n.bound for n in result.nodes if n.op_type == "BatchNormalization"), "")
+        if bn_share >= _MIN_SHARE:
+            finding = f"BatchNormalization {100 * bn_share:.0f}% {bn_bound}-bound ({len(bn_after_dense)} after Conv/Gemm)"
+        else:
+            finding = (f"{len(bn_after_dense)} BatchNormalization after Conv/Gemm (fused by onnxruntime "
+                       f"at run time here, not in the file)")
+        found.append(Recommendation(
+            finding, "fold into the Conv/Gemm weights: `hone optimize` pass fuse_conv_bn "
+            "(permanent for every runtime: web, edge, other providers)", bn_share))
+
+    elementwise = [n for n in result.nodes if n.op_type in _ELEMENTWISE and n.bound == "overhead"]
+    share = sum(n.share for n in elementwise)
+    if share >= _MIN_SHARE and len(elementwise) >= 3:
+        found.append(Recommendation(
+            f"{len(elementwise)} small elementwise ops, {100 * share:.0f}% of the time, overhead-bound",
+            "elementwise fusion: `hone optimize` (fuses chains into one kernel)", share))
+
+    if ops["ReduceMean"] >= 2 and ops["LayerNormalization"] == 0 and (ops["Pow"] or ops["Sqrt"]):
+        share = sum(n.share for n in result.nodes if n.op_type in ("ReduceMean", "Pow", "Sqrt", "Div", "Sub"))
+        found.append(Recommendation(
+            f"LayerNormalization spelled out as ReduceMean/Pow/Sqrt ({ops['ReduceMean'] // 2} times, "
+            f"{100 * share:.0f}% of the time)", "`hone optimize` pass fuse_layer_norm", share))
+
+    if ops["Softmax"] and ops["MatMul"] >= 2 * ops["Softmax"] and not ops["Attention"] and not ops["MultiHeadAttention"]:
+        share = sum(n.share for n in result.nodes if n.op_type in ("Softmax", "MatMul") and "MatMul" in n.covered_ops)
+        found.append(Recommendation(
+            f"attention spelled out as MatMul/Softmax/MatMul ({ops['Softmax']} times)",
+            "`hone optimize --target ort-cpu` pass fuse_attention", share))
+
+    transfer = [n for n in result.nodes if n.bound == "transfer"]
+    share = sum(n.share for n in transfer)
+    if share >= _MIN_SHARE:
+        found.append(Recommendation(
+            f"Memcpy {100 * share:.0f}% transfer-bound ({len(transfer)} copies)",
+            "keep data on the device: IO binding (`hone serve` binds inputs and outputs)", share))
+
+    outside = result.outside_nodes_ms / result.total_ms if result.total_ms else 0.0
+    if outside >= 0.1:
+        found.append(Recommendation(
+            f"{100 * outside:.0f}% of each run is outside every node (session overhead)",
+            "amortize it: larger batches (`hone serve` dynamic batching) or IO binding", outside))
+
+    dense_compute = sum(n.share for n in result.nodes if n.op_type in _DENSE and n.bound == "compute")
+    if dense_compute >= 0.5:
+        found.append(Recommendation(
+            f"Conv/MatMul/Gemm compute-bound, {100 * dense_compute:.0f}% of the time",
+            "fewer or cheaper FLOPs: INT8 quantization (`hone quantize`), or pruning", dense_compute))
+
+    memory = result.bound_shares.get("memory", 0.0)
+    if memory >= 0.3:
+        found.append(Recommendation(
+            f"memory-bound nodes hold {100 * memory:.0f}% of the time",
+            "move fewer bytes: fusion (`hone optimize`), fp16 or INT8 weights (`hone quantize`)", memory))
+
+    if result.unknown_ops:
+        listed = ", ".join(f"{op} x{count}" for op, count in result.unknown_ops.items())
+        found.append(Recommendation(
+            f"ops without a cost formula: {listed}; their FLOPs are not counted", "none needed to run; "
+            "their time is still measured", 0.0))
+    return sorted(found, key=lambda rec: rec.share, reverse=True)

@@ -1,0 +1,208 @@
+"""Per-node time from onnxruntime's own profiler, aggregated over many runs after warm-up.
+
+onnxruntime writes a Chrome-trace JSON with one ``Node`` event per executed kernel per run
+(``<node name>_kernel_time``, with ``op_name`` and ``provider`` in its args) and one ``Session``
+event ``model_run`` per run. We keep the median per executed node across the measured runs and
+the median run time; what the runs spend outside every node (scheduling, copies between
+provider-less steps, session overhead) is the difference, reported as its own row.
+
+The optimized graph that onnxruntime actually ran is saved next to the profile (it may hold
+fused nodes such as FusedConv or NCHWc Conv); ``hone.profile.attribute`` maps it back to the
+nodes of the model the user gave.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from hone.data import check_batchable, synthesize
+from hone.errors import ExecutionError, InvalidModelError
+from hone.model import Model
+from hone.runtime import OPTIMIZATION_LEVELS, check_provider, default_threads
+
+logger = logging.getLogger(__name__)
+
+_KERNEL_SUFFIX = "_kernel_time"
+# Bytes per element of the type names onnxruntime writes in input_type_shape/output_type_shape.
+_DTYPE_BYTES = {
+    "float": 4, "float16": 2, "bfloat16": 2, "double": 8, "int64": 8, "int32": 4, "int16": 2,
+    "int8": 1, "uint8": 1, "uint16": 2, "uint32": 4, "uint64": 8, "bool": 1,
+}
+
+
+@dataclass
+class ExecutedNode:
+    """One node as onnxruntime executed it (possibly a fusion of several of the user's nodes)."""
+
+    name: str
+    op_type: str
+    provider: str
+    time_ms: float  # median over the measured runs
+    times_ms: list[float]
+    input_shapes: list[list[int]]
+    output_shapes: list[list[int]]
+    # Minimum bytes of the kernel as it ran: every input read once, every output written once.
+    bytes_moved: int
+    order: int  # position in the first measured run
+
+
+@dataclass
+class RawProfile:
+    runs: int
+    warmup_runs: int
+    run_ms: float  # median wall time of model_run
+    nodes_ms: float  # median over runs of the summed node times
+    executed: list[ExecutedNode]
+    optimized_graph: onnx.ModelProto | None
+    trace_events: list[dict[str, object]] = field(default_factory=list)
+    profile_file: str = ""
+
+    @property
+    def outside_nodes_ms(self) -> float:
+        return max(self.run_ms - self.nodes_ms, 0.0)
+
+
+def collect(
+    model: Model,
+    *,
+    batch: int = 1,
+    threads: int | None = None,
+    provider: str = "cpu",
+    optimization: str = "all",
+    runs: int = 20,
+    warmup_runs: int = 3,
+    seed: int = 0,
+) -> RawProfile:
+    """Run ``model`` under onnxruntime's profiler and aggregate per-node times."""
+    check_batchable(model.inputs, batch)
+    ort_provider = check_provider(provider)
+    folder = Path(tempfile.mkdtemp(prefix="hone-profile-"))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = OPTIMIZATION_LEVELS[optimization]
+    options.intra_op_num_threads = threads or default_threads()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    options.optimized_model_filepath = str(folder / "optimized.onnx")
+    providers = [ort_provider] if ort_provider == "CPUExecutionProvider" else [ort_provider, "CPUExecutionProvider"]
+    feeds = synthesize(model.inputs, batch=batch, dims=model.default_dims, seed=seed)
+    try:
+        # Warm-up in a session without profiling, so that one-time costs stay out of the profile.
+        warm = ort.InferenceSession(model.onnx_source(), options, providers=providers)
+        for _ in range(warmup_runs):
+            warm.run(None, feeds)
+        del warm
+        options.optimized_model_filepath = ""
+        options.enable_profiling = True
+        options.profile_file_prefix = str(folder / "ort")
+        session = ort.InferenceSession(model.onnx_source(), options, providers=providers)
+        for _ in range(warmup_runs):
+            session.run(None, feeds)
+        for _ in range(runs):
+            session.run(None, feeds)
+        profile_file = session.end_profiling()
+    except ort.capi.onnxruntime_pybind11_state.Fail as exc:  # type: ignore[attr-defined]
+        raise ExecutionError(f"onnxruntime failed while profiling {model.name}: {exc}") from exc
+    except Exception as exc:
+        raise InvalidModelError(f"onnxruntime cannot profile {model.name}: {exc}") from exc
+    events = json.loads(Path(profile_file).read_text())
+    optimized_path = folder / "optimized.onnx"
+    optimized = onnx.load(str(optimized_path), load_external_data=False) if optimized_path.exists() else None
+    return _aggregate(events, warmup_runs=warmup_runs, runs=runs, optimized=optimized,
+                      profile_file=profile_file)
+
+
+def _aggregate(
+    events: list[dict[str, object]],
+    *,
+    warmup_runs: int,
+    runs: int,
+    optimized: onnx.ModelProto | None,
+    profile_file: str,
+) -> RawProfile:
+    run_events = sorted(
+        (e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
+        key=lambda e: float(e["ts"]),  # type: ignore[arg-type]
+    )
+    measured = run_events[-runs:] if runs else run_events
+    node_events = [e for e in events if e.get("cat") == "Node" and str(e.get("name", "")).endswith(_KERNEL_SUFFIX)]
+    per_node: dict[str, list[float]] = defaultdict(list)
+    info: dict[str, dict[str, object]] = {}
+    order: dict[str, int] = {}
+    per_run_total: list[float] = []
+    kept_events: list[dict[str, object]] = []
+    for run in measured:
+        start = float(run["ts"])  # type: ignore[arg-type]
+        end = start + float(run["dur"])  # type: ignore[arg-type]
+        total = 0.0
+        inside = [e for e in node_events if start <= float(e["ts"]) <= end]  # type: ignore[arg-type]
+        for event in inside:
+            name = str(event["name"])[: -len(_KERNEL_SUFFIX)]
+            duration_ms = float(event["dur"]) / 1000.0  # type: ignore[arg-type]
+            per_node[name].append(duration_ms)
+            total += duration_ms
+            if name not in info:
+                info[name] = event.get("args", {})  # type: ignore[assignment]
+                order[name] = len(order)
+        per_run_total.append(total)
+        if run is measured[-1]:
+            kept_events = [run, *inside]
+    executed = []
+    for name, times in per_node.items():
+        args = info[name]
+        executed.append(
+            ExecutedNode(
+                name=name,
+                op_type=str(args.get("op_name", "?")),
+                provider=str(args.get("provider", "?")),
+                time_ms=float(np.median(times)),
+                times_ms=times,
+                input_shapes=_shapes(args.get("input_type_shape")),
+                output_shapes=_shapes(args.get("output_type_shape")),
+                bytes_moved=_bytes(args.get("input_type_shape")) + _bytes(args.get("output_type_shape")),
+                order=order[name],
+            )
+        )
+    executed.sort(key=lambda node: node.order)
+    run_ms = float(np.median([float(r["dur"]) / 1000.0 for r in measured])) if measured else 0.0  # type: ignore[arg-type]
+    return RawProfile(
+        runs=len(measured),
+        warmup_runs=warmup_runs,
+        run_ms=run_ms,
+        nodes_ms=float(np.median(per_run_total)) if per_run_total else 0.0,
+        executed=executed,
+        optimized_graph=optimized,
+        trace_events=kept_events,
+        profile_file=profile_file,
+    )
+
+
+def _shapes(raw: object) -> list[list[int]]:
+    shapes: list[list[int]] = []
+    if isinstance(raw, list):
+        for entry in raw:
+            if isinstance(entry, dict):
+                for dims in entry.values():
+                    shapes.append([int(d) for d in dims])
+    return shapes
+
+
+def _bytes(raw: object) -> int:
+    total = 0
+    if isinstance(raw, list):
+        for entry in raw:
+            if isinstance(entry, dict):
+                for dtype, dims in entry.items():
+                    count = 1
+                    for dim in dims:
+                        count *= int(dim)
+                    total += count * _DTYPE_BYTES.get(dtype, 4)
+    return total
