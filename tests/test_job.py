@@ -44,7 +44,7 @@ def run_out(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
 
 def test_the_job_runs_every_stage_in_order_and_reports_progress(run_out) -> None:
     _, report = run_out
-    assert [s.name for s in report.stages] == ["load", "verify", "bench"]
+    assert [s.name for s in report.stages] == ["load", "verify", "profile", "bench"]
     assert all(s.status == "ok" for s in report.stages)
     assert ("load", "start") in report.events and ("bench", "done") in report.events
     assert "threads" not in " ".join(report.defaults_taken)  # given explicitly
@@ -57,6 +57,8 @@ def test_the_json_report_holds_every_stage_result(run_out) -> None:
     assert data["info"]["op_counts"]["BatchNormalization"] == 1
     pairs = [(c["reference"], c["candidate"]) for c in data["verify"]["comparisons"]]
     assert pairs == [("ort-disabled", "ort-all"), ("torch-eager", "ort-all")]
+    assert data["profile"]["batch"] == 1 and data["profile"]["total_macs"] > 0
+    assert {n["bound"] for n in data["profile"]["nodes"]} <= {"compute", "memory", "overhead", "transfer", "sync"}
     variants = {(c["variant"], c["batch"]) for c in data["bench"]["configs"]}
     assert variants == {(v, b) for v in ("torch-eager", "ort-disabled", "ort-all") for b in (1, 4)}
 
@@ -64,7 +66,8 @@ def test_the_json_report_holds_every_stage_result(run_out) -> None:
 def test_the_html_report_is_self_contained(run_out) -> None:
     out, _ = run_out
     page = (out / "report.html").read_text()
-    assert page.count("src='data:image/png;base64,") == 2
+    assert page.count("src='data:image/png;base64,") == 4
+    assert "Profile" in page and "Recommendations" in page
     assert "http://" not in page and "https://" not in page
     assert "torch-eager" in page and "Benchmark" in page
 
@@ -102,7 +105,8 @@ def test_the_report_renders_in_headless_chromium(run_out) -> None:
             page.wait_for_load_state("load")
             assert page.title().startswith("hone report")
             widths = page.eval_on_selector_all("img", "imgs => imgs.map(i => i.naturalWidth)")
-            assert len(widths) == 2 and all(w > 300 for w in widths)
+            assert len(widths) == 4 and all(w > 300 for w in widths)
+            assert page.locator("#profile").is_visible()
             assert page.locator("#bench").is_visible()
             page.screenshot(path=str(out / "report.png"), full_page=True)
         finally:

@@ -1,8 +1,8 @@
 """The end-to-end job behind ``hone run``: its stages in order, each result collected in a RunReport.
 
 Stages today: load -> verify (the model runs and agrees with itself and its PyTorch source) ->
-bench (the baselines). Later stages (profile, optimize, quantize, serve, export) append to the
-same list and the same report. The job never prints: it reports progress through a callback and
+profile (where the time goes and why, at the first batch size) -> bench (the baselines). Later
+stages (optimize, quantize, serve, export) append to the same list and the same report. The job never prints: it reports progress through a callback and
 the CLI renders it.
 """
 
@@ -23,13 +23,14 @@ from hone.errors import HoneError
 from hone.info import ModelInfo, describe
 from hone.model import Model, load
 from hone.paths import ensure_writable
+from hone.profile import ProfileResult, profile
 from hone.runtime import default_threads
 from hone.verify import VerifyResult, verify_runs
 from hone.zoo import DEFAULT_MODEL
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("load", "verify", "bench")
+STAGES = ("load", "verify", "profile", "bench")
 DEFAULT_RUN_BATCHES = (1, 8)
 
 
@@ -53,6 +54,7 @@ class RunReport:
     stages: list[StageResult] = field(default_factory=list)
     info: ModelInfo | None = None
     verify: VerifyResult | None = None
+    profile: ProfileResult | None = None
     bench: BenchResult | None = None
 
     @property
@@ -110,6 +112,12 @@ def run(
     if not report.verify.passed:
         report.stages[-1].status = "failed"
         report.stages[-1].message = "outputs differ between executions; see the verify section"
+    report.profile = _stage(
+        report,
+        notify,
+        "profile",
+        lambda: profile(model, batch=batches[0], threads=threads, provider=provider),
+    )
     report.bench = _stage(
         report,
         notify,

@@ -26,6 +26,8 @@ from hone.runtime import Session, SessionConfig, check_provider, default_threads
 logger = logging.getLogger(__name__)
 
 VARIANTS = ("torch-eager", "ort-disabled", "ort-all")
+# Even past the budget, take this many samples so the median has a finite confidence interval.
+_MIN_SAMPLES_FOR_CI = 5
 
 
 @dataclass
@@ -222,7 +224,7 @@ def _measure(
         if len(samples) >= min_runs and len(samples) % check_every == 0:
             if median_ci_rel(np.asarray(samples)) <= rel_tol:
                 break
-        if spent >= budget_s and len(samples) >= 3:
+        if spent >= budget_s and len(samples) >= _MIN_SAMPLES_FOR_CI:
             break
     return samples, warmup_runs, time.perf_counter() - start
 

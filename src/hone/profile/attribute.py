@@ -1,8 +1,8 @@
 """Map the nodes onnxruntime executed back to the nodes of the model the user gave.
 
 onnxruntime rewrites the graph before running it: Conv+BatchNormalization+Relu becomes one
-FusedConv (or an NCHWc Conv named after the last fused output, with ``_nchwc`` tensors and
-ReorderInput/ReorderOutput nodes around it), Identity and Dropout vanish, constant subgraphs fold.
+FusedConv (or an NCHWc Conv named ``<last fused output>_nchwc`` that writes ``reorder_token_N``
+tensors, with ReorderInput/ReorderOutput nodes around the NCHWc region), Identity and Dropout vanish, constant subgraphs fold.
 An executed node covers the original nodes that lie between its inputs and its outputs: walk
 back from the producers of its outputs and stop at any tensor that is an input of the executed
 node, a graph input, an initializer, or the output of another executed node. Original nodes no
@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import onnx
 
 _LAYOUT_SUFFIXES = ("_nchwc",)
+# The user's op that an executed (fused) kernel is built around.
+_ANCHORS = {"FusedConv": "Conv", "FusedGemm": "Gemm", "FusedMatMul": "MatMul", "NhwcFusedConv": "Conv"}
 
 
 @dataclass
@@ -31,6 +33,7 @@ def attribute(
     original: onnx.ModelProto,
     optimized: onnx.ModelProto | None,
     executed_names: Iterable[str],
+    executed_ops: dict[str, str] | None = None,
 ) -> Attribution:
     names = list(executed_names)
     original_nodes = list(original.graph.node)
@@ -52,6 +55,12 @@ def attribute(
             continue
         inputs = {_original_tensor(t, producer, stops) for t in node.input if t}
         outputs = {_original_tensor(t, producer, stops) for t in node.output if t}
+        if not outputs & producer.keys():
+            # NCHWc kernels write "reorder_token_N" tensors but carry the original output's name
+            # as their own node name ("<tensor>_nchwc").
+            from_name = _original_tensor(name, producer, stops)
+            if from_name in producer:
+                outputs.add(from_name)
         executed_io[name] = (inputs, outputs)
     boundary = set(stops)
     for _, outputs in executed_io.values():
@@ -79,8 +88,43 @@ def attribute(
                 pending.append(producer[tensor])
         claimed |= group
         covered[name] = sorted(group, key=lambda n: order.get(n, 0))
+    _give_back_absorbed_heads(covered, executed_ops or {}, by_name, producer, order)
     removed = [node.name for node in original_nodes if node.name not in claimed]
     return Attribution(covered, removed)
+
+
+def _give_back_absorbed_heads(
+    covered: dict[str, list[str]],
+    executed_ops: dict[str, str],
+    by_name: dict[str, onnx.NodeProto],
+    producer: dict[str, onnx.NodeProto],
+    order: dict[str, int],
+) -> None:
+    """Fusion only absorbs consumers: nodes of a group that come before its anchor op (the op the
+    kernel executes, e.g. Conv for FusedConv or an NCHWc Conv) belong to the executed node that
+    produced their input. This happens when a kernel fused a residual Add+Relu ("Sum") but was
+    named after an earlier tensor, so the walk back from the next kernel passed through them.
+    """
+    owner = {name: executed for executed, group in covered.items() for name in group}
+    for executed, group in list(covered.items()):
+        anchor_op = _ANCHORS.get(executed_ops.get(executed, ""), executed_ops.get(executed, ""))
+        anchors = [name for name in group if by_name[name].op_type == anchor_op]
+        if not anchors or anchors[0] == group[0]:
+            continue
+        first = order[anchors[0]]
+        heads = [name for name in group if order[name] < first]
+        for name in heads:
+            previous = next(
+                (owner[producer[t].name] for t in by_name[name].input
+                 if t in producer and owner.get(producer[t].name) not in (None, executed)),
+                None,
+            )
+            if previous is None:
+                continue
+            group.remove(name)
+            covered[previous].append(name)
+            covered[previous].sort(key=lambda n: order.get(n, 0))
+            owner[name] = previous
 
 
 def _original_tensor(name: str, producer: dict[str, onnx.NodeProto], stops: set[str]) -> str:

@@ -206,7 +206,9 @@ def model_cost(
     graph = proto.graph
     constants = _constant_names(graph)
     if specs is None:
-        specs = tuple(_spec_from_value_info(vi) for vi in graph.input if vi.name not in constants)
+        specs = tuple(
+            _spec_from_value_info(vi, given_dims) for vi in graph.input if vi.name not in constants
+        )
     shapes, used_dims = _concrete_shapes(specs, batch, given_dims)
 
     slim = _shape_inference_input(proto, shapes, constants)
@@ -280,19 +282,19 @@ def _constant_names(graph: onnx.GraphProto) -> set[str]:
     return names
 
 
-def _spec_from_value_info(value: onnx.ValueInfoProto) -> TensorSpec:
+def _spec_from_value_info(value: onnx.ValueInfoProto, given_dims: Mapping[str, int]) -> TensorSpec:
+    """The spec of a bare ONNX input: its first symbolic dim, unless named in ``given_dims``, is
+    the batch dim wherever it sits."""
     dims: list[int | str | None] = []
     for dim in value.type.tensor_type.shape.dim:
         if dim.HasField("dim_value") and dim.dim_value > 0:
             dims.append(dim.dim_value)
         else:
             dims.append(dim.dim_param or None)
-    # The first symbolic dim of a bare ONNX input is its batch dim, wherever it sits.
     first_symbolic = next((i for i, d in enumerate(dims) if not isinstance(d, int)), None)
-    if first_symbolic is not None and dims[first_symbolic] is None:
+    if first_symbolic is not None and dims[first_symbolic] not in given_dims:
         dims[first_symbolic] = "batch"
-    spec = TensorSpec(name=value.name, dtype="", shape=tuple(dims))
-    return spec
+    return TensorSpec(name=value.name, dtype="", shape=tuple(dims))
 
 
 def _concrete_shapes(
@@ -302,15 +304,9 @@ def _concrete_shapes(
     shapes: dict[str, tuple[int, ...]] = {}
     used: dict[str, int] = {}
     for spec in specs:
-        shape_spec = spec
-        first_symbolic = next((i for i, d in enumerate(spec.shape) if not isinstance(d, int)), None)
-        if first_symbolic is not None and first_symbolic > 0 and spec.shape[first_symbolic] not in given_dims:
-            renamed = list(spec.shape)
-            renamed[first_symbolic] = "batch"
-            shape_spec = TensorSpec(spec.name, spec.dtype, tuple(renamed))
-        shape = resolve_shape(shape_spec, batch=batch, dims=given_dims)
+        shape = resolve_shape(spec, batch=batch, dims=given_dims)
         shapes[spec.name] = shape
-        for axis, dim in enumerate(shape_spec.shape):
+        for axis, dim in enumerate(spec.shape):
             takes_batch = dim not in given_dims and (axis == 0 or dim == "batch")
             if isinstance(dim, str) and not takes_batch:
                 used[dim] = shape[axis]
@@ -338,10 +334,12 @@ def _shape_inference_input(
             for size in shapes[value.name]:
                 copy.type.tensor_type.shape.dim.add().dim_value = size
     for tensor in source.initializer:
-        if math.prod(tensor.dims) <= _INLINE_INITIALIZER_MAX_ELEMENTS and tensor.data_location != onnx.TensorProto.EXTERNAL:
+        external = tensor.data_location == onnx.TensorProto.EXTERNAL
+        if math.prod(tensor.dims) <= _INLINE_INITIALIZER_MAX_ELEMENTS and not external:
             graph.initializer.append(tensor)
         elif tensor.name not in declared_inputs:
-            graph.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
+            typed = helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims))
+            graph.input.append(typed)
     graph.sparse_initializer.extend(source.sparse_initializer)
     for value in source.output:
         copy = graph.output.add()
@@ -425,15 +423,18 @@ def _tensor_table(inferred: onnx.ModelProto, original: onnx.ModelProto) -> dict[
     for sparse in original.graph.sparse_initializer:
         table[sparse.values.name] = _TensorInfo(sparse.values.data_type, tuple(sparse.dims))
     for node in original.graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].type == onnx.AttributeProto.TENSOR:
+        if node.op_type != "Constant" or not node.attribute:
+            continue
+        if node.attribute[0].type == onnx.AttributeProto.TENSOR:
             tensor = node.attribute[0].t
             table[node.output[0]] = _TensorInfo(tensor.data_type, tuple(tensor.dims))
     for value in _value_infos(inferred.graph):
-        if value.type.HasField("tensor_type") and value.name not in table:
-            info = _read_value_info(value)
-            previous = table.get(value.name)
-            if previous is None or (previous.numel is None and info.numel is not None):
-                table[value.name] = info
+        if not value.type.HasField("tensor_type"):
+            continue
+        info = _read_value_info(value)
+        previous = table.get(value.name)
+        if previous is None or (previous.numel is None and info.numel is not None):
+            table[value.name] = info
     for value in original.graph.value_info:
         info = _read_value_info(value)
         previous = table.get(value.name)
@@ -498,7 +499,9 @@ class _NodeView:
 _Handler = Callable[[_NodeView], _Work]
 
 
-def _cost_node(node: onnx.NodeProto, index: int, tensors: dict[str, _TensorInfo], constants: set[str]) -> NodeCost:
+def _cost_node(
+    node: onnx.NodeProto, index: int, tensors: dict[str, _TensorInfo], constants: set[str]
+) -> NodeCost:
     view = _NodeView(node, tensors)
     name = node.name or f"{node.op_type}_{index}"
     domain = "" if node.domain == "ai.onnx" else node.domain
@@ -571,10 +574,10 @@ def _node_bytes(view: _NodeView, constants: set[str]) -> tuple[int, int, int, li
         else:
             bytes_written += size
     notes = []
-    if unknown_inputs:
-        notes.append("shape unknown for input " + ", ".join(repr(n) for n in unknown_inputs) + " (0 bytes counted)")
-    if unknown_outputs:
-        notes.append("shape unknown for output " + ", ".join(repr(n) for n in unknown_outputs) + " (0 bytes counted)")
+    for role, names in (("input", unknown_inputs), ("output", unknown_outputs)):
+        if names:
+            listed = ", ".join(repr(n) for n in names)
+            notes.append(f"shape unknown for {role} {listed} (0 bytes counted)")
     return bytes_read, bytes_written, weight_bytes, notes
 
 
@@ -587,7 +590,9 @@ def _reads_only_output_elements(op_type: str, index: int) -> bool:
 # --- MAC-based ops ----------------------------------------------------------------------------
 
 
-def _conv_work(x: int, w: int, bias: int | None, per_output_extra: int = 0, sum_input: int | None = None) -> _Handler:
+def _conv_work(
+    w: int, *, bias: int | None, per_output_extra: int = 0, sum_input: int | None = None
+) -> _Handler:
     def handler(view: _NodeView) -> _Work:
         weight = view.in_shape(w)
         outputs = view.out_numel(0)
@@ -652,7 +657,9 @@ def _matmul_nbits(view: _NodeView) -> _Work:
     return _Work(macs, 2 * macs + extra)
 
 
-def _gemm_work(a: int, b: int, c: int, *, per_output_extra: int = 0, requantize_if: int | None = None) -> _Handler:
+def _gemm_work(
+    a: int, b: int, c: int, *, per_output_extra: int = 0, requantize_if: int | None = None
+) -> _Handler:
     def handler(view: _NodeView) -> _Work:
         a_shape, b_shape = view.in_shape(a), view.in_shape(b)
         m, k = (a_shape[1], a_shape[0]) if view.attr("transA", 0) else (a_shape[0], a_shape[1])
@@ -675,7 +682,10 @@ def _contrib_attention(view: _NodeView) -> _Work:
     batch, seq, hidden_in = view.in_shape(0)
     total = view.in_shape(1)[1]
     sizes = view.attr("qkv_hidden_sizes")
-    hidden_q, hidden_k, hidden_v = (int(s) for s in sizes) if sizes else (total // 3,) * 3  # type: ignore[union-attr]
+    if sizes:
+        _, hidden_k, hidden_v = (int(size) for size in sizes)  # type: ignore[union-attr]
+    else:
+        hidden_k = hidden_v = total // 3
     heads = int(view.attr("num_heads", 1))  # type: ignore[arg-type]
     past = view.in_shape(4)[3] if view.present(4) else 0
     kv_len = past + seq
@@ -683,7 +693,6 @@ def _contrib_attention(view: _NodeView) -> _Work:
     extra = SCORE_FLOPS * batch * heads * seq * kv_len
     if view.present(2):
         extra += batch * seq * total
-    del hidden_q
     return _Work(macs, 2 * macs + extra)
 
 
@@ -796,9 +805,9 @@ def _fast_gelu(view: _NodeView) -> _Work:
     return _Work(0, per_element * view.out_numel(0))
 
 
-def _skip_norm(base: int) -> _Handler:
+def _skip_norm(base: int, bias: int) -> _Handler:
     def handler(view: _NodeView) -> _Work:
-        per_element = base + 1 + (1 if view.present(4) else 0)  # skip add, bias add
+        per_element = base + 1 + (1 if view.present(bias) else 0)  # skip add, bias add
         return _Work(0, per_element * view.in_numel(0))
 
     return handler
@@ -875,18 +884,18 @@ def _handlers() -> dict[str, _Handler]:
     for op in "LayerNormalization InstanceNormalization GroupNormalization".split():
         table[op] = _per_input(8)
     table["SimplifiedLayerNormalization"] = _per_input(6)
-    table["SkipLayerNormalization"] = _skip_norm(8)
-    table["SkipSimplifiedLayerNormalization"] = _skip_norm(6)
+    table["SkipLayerNormalization"] = _skip_norm(8, bias=4)
+    table["SkipSimplifiedLayerNormalization"] = _skip_norm(6, bias=3)
     table["EmbedLayerNormalization"] = _embed_layer_norm
     table["MeanVarianceNormalization"] = _per_input(6)
     table["LpNormalization"] = _per_input(3)
     table["MaxPool"] = table["AveragePool"] = table["QLinearAveragePool"] = _pool()
     table["LpPool"] = _pool(2)
 
-    table["Conv"] = _conv_work(0, 1, bias=2)
-    table["ConvInteger"] = _conv_work(0, 1, bias=None)
-    table["QLinearConv"] = _conv_work(0, 3, bias=8, per_output_extra=2)
-    table["FusedConv"] = _conv_work(0, 1, bias=2, per_output_extra=1, sum_input=3)
+    table["Conv"] = _conv_work(1, bias=2)
+    table["ConvInteger"] = _conv_work(1, bias=None)
+    table["QLinearConv"] = _conv_work(3, bias=8, per_output_extra=2)
+    table["FusedConv"] = _conv_work(1, bias=2, per_output_extra=1, sum_input=3)
     table["ConvTranspose"] = _conv_transpose
     table["MatMul"] = _matmul_work(0, 1)
     table["MatMulInteger"] = _matmul_work(0, 1)

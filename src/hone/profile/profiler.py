@@ -105,7 +105,8 @@ def profile(
     roof = Roofline(roofs.gemm_gflops, roofs.memory_gbps)
     original = ir.to_proto(named.ir)
     costs = model_cost(named, batch=batch, dims=named.default_dims)
-    attribution = attribute(original, raw.optimized_graph, [node.name for node in raw.executed])
+    attribution = attribute(original, raw.optimized_graph, [node.name for node in raw.executed],
+                            {node.name: node.op_type for node in raw.executed})
     by_name = {node.name: node for node in costs.nodes}
     op_of = {node.name: node.op_type for node in original.graph.node}
 
@@ -116,7 +117,12 @@ def profile(
         covered_costs = [by_name[name] for name in covers if name in by_name]
         flops = sum(c.flops for c in covered_costs)
         macs = sum(c.macs for c in covered_costs)
-        bytes_moved = executed.bytes_moved or sum(c.bytes for c in covered_costs)
+        group_weights = sum(c.weight_bytes for c in covered_costs)
+        if executed.bytes_moved:
+            # Add the weights onnxruntime prepacked and left out of its shapes (Gemm's B).
+            bytes_moved = executed.bytes_moved + max(group_weights - executed.weight_bytes, 0)
+        else:
+            bytes_moved = sum(c.bytes for c in covered_costs)
         placement = classify(executed.op_type, flops, bytes_moved, executed.time_ms, roof)
         covered_ops = "+".join(_unique(op_of.get(name, "?") for name in covers)) or executed.op_type
         nodes.append(

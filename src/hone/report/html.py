@@ -10,7 +10,13 @@ import html
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from hone.report.plots import bench_latency_png, op_counts_png
+from hone.report.plots import (
+    bench_latency_png,
+    breakdown_figure,
+    figure_bytes,
+    op_counts_png,
+    roofline_figure,
+)
 from hone.report.terminal import human_bytes
 
 _STYLE = """
@@ -96,6 +102,8 @@ def render_html(report: "object") -> str:
             _table(("reference", "candidate", "output", "max abs err", "max rel err", "cosine",
                     "top-1 agree", "atol / rtol", "ok"), rows, escape=False)
         )
+    if report.profile is not None:
+        parts.append(_profile_section(report.profile))
     if report.bench is not None:
         result = report.bench
         parts.append("<h2 id='bench'>Benchmark</h2>")
@@ -139,3 +147,37 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[str]], *, escape: bool
 def _image(png: bytes, alt: str) -> str:
     encoded = base64.b64encode(png).decode("ascii")
     return f"<p><img alt='{html.escape(alt)}' src='data:image/png;base64,{encoded}'></p>"
+
+
+def _profile_section(result: "object") -> str:
+    from hone.profile import ProfileResult
+
+    assert isinstance(result, ProfileResult)
+    e = html.escape
+    roofs = result.ceilings
+    parts = [
+        "<h2 id='profile'>Profile</h2>",
+        f"<p>batch {result.batch}, {e(result.provider)}, {result.threads} threads, onnxruntime "
+        f"optimization {e(result.optimization)}: <b>{result.total_ms:.3f} ms per run</b> (median of "
+        f"{result.runs}); whole model <b>{e(result.bound)}-bound</b>. {result.total_macs / 1e9:.3f} GMACs "
+        f"= {result.total_flops / 1e9:.3f} GFLOPs per run (FLOPs count each multiply-accumulate as 2 "
+        f"plus elementwise work). Roofs measured {e(roofs.measured_at)}: GEMM "
+        f"{roofs.gemm_gflops:.1f} GFLOP/s, memory {roofs.memory_gbps:.1f} GB/s.</p>",
+    ]
+    rows = []
+    for row in result.by_op_type:
+        seconds = row.time_ms / 1000
+        rows.append((
+            e(row.op_type), str(row.nodes), f"{row.time_ms:.3f}", f"{100 * row.share:.1f}%",
+            f"{row.flops / seconds / 1e9:.1f}" if seconds and row.flops else "-",
+            f"{row.bytes / seconds / 1e9:.1f}" if seconds and row.bytes else "-", e(row.bound),
+        ))
+    parts.append(_table(("op type (as in your graph)", "nodes", "ms", "share", "GFLOP/s", "GB/s", "bound"),
+                        rows, escape=False))
+    if result.recommendations:
+        parts.append("<h3>Recommendations</h3><ul>")
+        parts.extend(f"<li>{e(r.finding)} &rarr; {e(r.action)}</li>" for r in result.recommendations)
+        parts.append("</ul>")
+    parts.append(_image(figure_bytes(roofline_figure(result)), "roofline: every node a point, sized by time"))
+    parts.append(_image(figure_bytes(breakdown_figure(result)), "time by op type and bottleneck class"))
+    return "\n".join(parts)

@@ -121,6 +121,13 @@ def run_summary(report: "object") -> Table:
             worst = max((c.max_abs_error for c in report.verify.comparisons), default=0.0)
             refs = ", ".join(f"{c.reference} vs {c.candidate}" for c in report.verify.comparisons)
             detail = f"{refs}: max abs err {worst:.1e}" + ("" if report.verify.passed else " (FAILED)")
+        elif stage.name == "profile" and report.profile is not None:
+            result = report.profile
+            top = result.by_op_type[0] if result.by_op_type else None
+            detail = (f"batch {result.batch}: {result.total_ms:.2f} ms/run, {result.total_macs / 1e9:.2f} GMACs, "
+                      f"{result.bound}-bound")
+            if top is not None:
+                detail += f"; top {top.op_type} {100 * top.share:.0f}% ({top.bound})"
         elif stage.name == "bench" and report.bench is not None:
             parts = []
             for batch in report.bench.batches:
