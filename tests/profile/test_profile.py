@@ -221,3 +221,27 @@ def test_machine_prints_and_writes_its_ceilings(cli, tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     assert data["gemm_gflops"] > 0 and data["memory_gbps"] > 0 and data["measured_at"]
     assert "GFLOP/s" in result.stdout
+
+
+def test_standalone_batchnorm_time_is_measured_and_recommended_for_folding(small_cnn_profile, machine) -> None:
+    folder, _ = small_cnn_profile
+    model = hone.load(f"{folder / 'cnn.py'}:make", input_shapes=["1,3,32,32"])
+    result = profile(model, batch=2, runs=5, optimization="disabled", machine=machine)
+    bn_rows = [row for row in result.by_op_type if row.op_type == "BatchNormalization"]
+    assert bn_rows and bn_rows[0].nodes == 2 and bn_rows[0].time_ms > 0
+    advice = [r for r in result.recommendations if "fuse_conv_bn" in r.action]
+    assert advice and "BatchNormalization" in advice[0].finding and advice[0].share > 0
+
+
+def test_ops_without_a_cost_formula_are_reported_never_silently_zero(tmp_path: Path, machine) -> None:
+    path = _save(tmp_path, """
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[batch, 16] x) => (float[batch, 16] y) {
+            a = Relu (x)
+            y = Hardmax (a)
+        }""", "hardmax")
+    result = profile(hone.load(path), batch=2, runs=3, machine=machine)
+    assert result.unknown_ops == {"Hardmax": 1}
+    assert any("Hardmax" in r.finding for r in result.recommendations)
+    hardmax = next(n for n in result.nodes if n.op_type == "Hardmax")
+    assert hardmax.unknown_cost

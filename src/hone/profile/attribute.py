@@ -41,6 +41,8 @@ def attribute(
     by_name = {node.name: node for node in original_nodes}
     producer = {output: node for node in original_nodes for output in node.output if output}
     stops = {value.name for value in original.graph.input} | {t.name for t in original.graph.initializer}
+    # onnxruntime turns Constant nodes into initializers: their outputs are inputs, not work.
+    stops |= {out for node in original_nodes if node.op_type == "Constant" for out in node.output}
 
     if optimized is None:
         # No rewritten graph to look at: each executed node is the original node of that name.

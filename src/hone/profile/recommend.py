@@ -4,7 +4,9 @@ Each rule looks at measured shares and classes (never at guesses) and names the 
 addresses it; a rule that does not fire says nothing. The rules:
 
 - standalone BatchNormalization after Conv/ConvTranspose/Gemm -> fold it (pass fuse_conv_bn);
-- overhead-bound elementwise/activation nodes holding time -> elementwise fusion;
+- separate elementwise/activation nodes (overhead- or memory-bound) holding time -> fusion;
+- shape computations (Shape/Gather/Unsqueeze/Concat...) holding time -> constant folding;
+- GELU spelled out (Erf) -> fuse_gelu;
 - LayerNormalization spelled out (ReduceMean/Pow/Sqrt/Div) -> fuse_layer_norm;
 - attention spelled out (MatMul -> Softmax -> MatMul) -> fuse_attention;
 - Memcpy (transfer-bound) time -> keep data on the device with IO binding;
@@ -30,6 +32,8 @@ _ELEMENTWISE = {
     "HardSigmoid", "Gelu", "Pow", "Sqrt", "Exp", "Neg", "Max", "Min", "Where", "Cast", "BiasGelu",
     "FastGelu",
 }
+_SHAPE_OPS = {"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Reshape", "Slice", "Range",
+              "ConstantOfShape", "Expand", "Equal"}
 _DENSE = {"Conv", "MatMul", "Gemm", "FusedConv", "FusedMatMul", "FusedGemm", "ConvTranspose"}
 _MIN_SHARE = 0.02
 
@@ -63,12 +67,27 @@ def recommend(result: "ProfileResult", graph: onnx.ModelProto) -> list[Recommend
             finding, "fold into the Conv/Gemm weights: `hone optimize` pass fuse_conv_bn "
             "(permanent for every runtime: web, edge, other providers)", bn_share))
 
-    elementwise = [n for n in result.nodes if n.op_type in _ELEMENTWISE and n.bound == "overhead"]
+    elementwise = [n for n in result.nodes if n.op_type in _ELEMENTWISE and n.bound in ("overhead", "memory")]
     share = sum(n.share for n in elementwise)
     if share >= _MIN_SHARE and len(elementwise) >= 3:
+        bounds = "/".join(sorted({n.bound for n in elementwise}))
         found.append(Recommendation(
-            f"{len(elementwise)} small elementwise ops, {100 * share:.0f}% of the time, overhead-bound",
-            "elementwise fusion: `hone optimize` (fuses chains into one kernel)", share))
+            f"{len(elementwise)} separate elementwise ops, {100 * share:.0f}% of the time, {bounds}-bound",
+            "elementwise fusion: `hone optimize` (one kernel per chain, one pass over memory)", share))
+
+    shape_ops = [n for n in result.nodes if n.op_type in _SHAPE_OPS]
+    share = sum(n.share for n in shape_ops)
+    if share >= _MIN_SHARE and len(shape_ops) >= 5:
+        found.append(Recommendation(
+            f"{len(shape_ops)} shape computations (Shape/Gather/Unsqueeze/Concat...) at run time, "
+            f"{100 * share:.0f}% of the time",
+            "fold them: `hone optimize` (shape inference + constant folding)", share))
+
+    if ops["Erf"] and not ops["Gelu"] and not ops["com.microsoft::BiasGelu"]:
+        share = sum(n.share for n in result.nodes if "Erf" in n.covered_ops)
+        found.append(Recommendation(
+            f"GELU spelled out as Div/Erf/Add/Mul ({ops['Erf']} times, {100 * share:.0f}% of the time)",
+            "`hone optimize` pass fuse_gelu", share))
 
     if ops["ReduceMean"] >= 2 and ops["LayerNormalization"] == 0 and (ops["Pow"] or ops["Sqrt"]):
         share = sum(n.share for n in result.nodes if n.op_type in ("ReduceMean", "Pow", "Sqrt", "Div", "Sub"))
