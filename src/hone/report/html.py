@@ -117,7 +117,7 @@ def render_html(report: "object") -> str:
                 e(c.variant), str(c.batch), f"{c.p50_ms:.3f}", f"{c.p90_ms:.3f}", f"{c.p99_ms:.3f}",
                 f"{c.iqr_ms:.3f}", f"{c.throughput:,.1f}",
                 "-" if c.speedup_vs_baseline is None else f"{c.speedup_vs_baseline:.2f}x",
-                f"{c.peak_mem_mb:.1f}", str(c.runs),
+                f"{c.peak_rss_mb:.0f}", f"{c.peak_mem_mb:.1f}", str(c.runs),
                 "<span class='ok'>yes</span>" if c.stable
                 else f"<span class='warn'>no (±{100 * c.median_ci_rel:.1f}%)</span>",
             )
@@ -125,7 +125,7 @@ def render_html(report: "object") -> str:
         ]
         parts.append(
             _table(("variant", "batch", "p50 ms", "p90 ms", "p99 ms", "IQR ms", "samples/s",
-                    "speedup", "peak mem MB", "runs", "stable"), rows, escape=False)
+                    "speedup", "RSS peak MB", "+MB", "runs", "stable"), rows, escape=False)
         )
         parts.append(_image(bench_latency_png(result), "latency and throughput by variant and batch"))
     parts.append("</body></html>")

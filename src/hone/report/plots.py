@@ -91,7 +91,11 @@ def roofline_figure(result: "object") -> "object":
         axis.scatter([n.flops / n.bytes for n in members], [max(n.achieved_gflops, 1e-3) for n in members],
                      s=[20 + 400 * n.time_ms / largest for n in members], color=color, alpha=0.6,
                      edgecolors="black", linewidths=0.3, label=f"{bound}-bound")
-    for node in sorted(points, key=lambda n: n.time_ms, reverse=True)[:5]:
+    labelled: set[str] = set()
+    for node in sorted(points, key=lambda n: n.time_ms, reverse=True):
+        if node.covered_ops in labelled or len(labelled) >= 5:
+            continue
+        labelled.add(node.covered_ops)
         axis.annotate(node.covered_ops, (node.flops / node.bytes, max(node.achieved_gflops, 1e-3)),
                       fontsize=7, xytext=(4, 4), textcoords="offset points")
     axis.set_xscale("log")

@@ -58,7 +58,7 @@ def bench_table(result: BenchResult) -> Table:
         f"(median stable within ±{100 * result.rel_tol:.0f}% or {result.budget_s:g}s budget)"
     )
     columns = ("variant", "batch", "p50 ms", "p90 ms", "p99 ms", "IQR ms", "samples/s", "speedup",
-               "peak mem MB", "runs", "stable")
+               "RSS peak MB", "+MB", "runs", "stable")
     for column in columns:
         table.add_column(column, justify="left" if column == "variant" else "right")
     for c in result.configs:
@@ -72,13 +72,16 @@ def bench_table(result: BenchResult) -> Table:
             f"{c.iqr_ms:.3f}",
             f"{c.throughput:,.1f}",
             speedup,
+            f"{c.peak_rss_mb:.0f}",
             f"{c.peak_mem_mb:.1f}",
             str(c.runs),
             "yes" if c.stable else f"[yellow]no (±{100 * c.median_ci_rel:.1f}%)[/yellow]",
         )
     baseline = next((c.baseline_variant for c in result.configs if c.baseline_variant), None)
+    caption = "RSS peak: the process's resident set at its peak; +MB: its growth during the configuration"
     if baseline:
-        table.caption = f"speedup = p50 of {baseline} / p50, same batch, same run"
+        caption = f"speedup = p50 of {baseline} / p50, same batch, same run; " + caption
+    table.caption = caption
     return table
 
 
