@@ -44,6 +44,10 @@ class SessionConfig:
     provider: str = "cpu"
     threads: int | None = None
     optimization: str = "all"
+    # Profiling (hone.profile): onnxruntime's per-node trace is written under this prefix.
+    profile_prefix: str | None = None
+    # Where onnxruntime saves the graph after its own optimizations, when set.
+    optimized_model_path: str | None = None
 
     def __post_init__(self) -> None:
         if self.provider not in PROVIDERS:
@@ -87,6 +91,11 @@ class Session:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3
+        if self.config.profile_prefix:
+            options.enable_profiling = True
+            options.profile_file_prefix = self.config.profile_prefix
+        if self.config.optimized_model_path:
+            options.optimized_model_filepath = self.config.optimized_model_path
         providers = [ort_provider] if ort_provider == "CPUExecutionProvider" else [ort_provider, "CPUExecutionProvider"]
         try:
             self._session = ort.InferenceSession(model.onnx_source(), options, providers=providers)
@@ -102,6 +111,10 @@ class Session:
     @property
     def providers(self) -> list[str]:
         return list(self._session.get_providers())
+
+    def end_profiling(self) -> str:
+        """Stop profiling and return the path of onnxruntime's trace file."""
+        return str(self._session.end_profiling())
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         missing = [name for name in self.input_names if name not in feeds]

@@ -15,19 +15,18 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from hone.data import check_batchable, synthesize
-from hone.errors import ExecutionError, InvalidModelError
 from hone.model import Model
-from hone.runtime import OPTIMIZATION_LEVELS, check_provider, default_threads
+from hone.runtime import Session, SessionConfig, default_threads
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +65,6 @@ class RawProfile:
     executed: list[ExecutedNode]
     optimized_graph: onnx.ModelProto | None
     trace_events: list[dict[str, object]] = field(default_factory=list)
-    profile_file: str = ""
 
     @property
     def outside_nodes_ms(self) -> float:
@@ -86,40 +84,28 @@ def collect(
 ) -> RawProfile:
     """Run ``model`` under onnxruntime's profiler and aggregate per-node times."""
     check_batchable(model.inputs, batch)
-    ort_provider = check_provider(provider)
     folder = Path(tempfile.mkdtemp(prefix="hone-profile-"))
-    options = ort.SessionOptions()
-    options.graph_optimization_level = OPTIMIZATION_LEVELS[optimization]
-    options.intra_op_num_threads = threads or default_threads()
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    options.optimized_model_filepath = str(folder / "optimized.onnx")
-    providers = [ort_provider] if ort_provider == "CPUExecutionProvider" else [ort_provider, "CPUExecutionProvider"]
-    feeds = synthesize(model.inputs, batch=batch, dims=model.default_dims, seed=seed)
-    try:
-        # Warm-up in a session without profiling, so that one-time costs stay out of the profile.
-        warm = ort.InferenceSession(model.onnx_source(), options, providers=providers)
-        for _ in range(warmup_runs):
-            warm.run(None, feeds)
-        del warm
-        options.optimized_model_filepath = ""
-        options.enable_profiling = True
-        options.profile_file_prefix = str(folder / "ort")
-        session = ort.InferenceSession(model.onnx_source(), options, providers=providers)
-        for _ in range(warmup_runs):
-            session.run(None, feeds)
-        for _ in range(runs):
-            session.run(None, feeds)
-        profile_file = session.end_profiling()
-    except ort.capi.onnxruntime_pybind11_state.Fail as exc:  # type: ignore[attr-defined]
-        raise ExecutionError(f"onnxruntime failed while profiling {model.name}: {exc}") from exc
-    except Exception as exc:
-        raise InvalidModelError(f"onnxruntime cannot profile {model.name}: {exc}") from exc
-    events = json.loads(Path(profile_file).read_text())
     optimized_path = folder / "optimized.onnx"
+    feeds = synthesize(model.inputs, batch=batch, dims=model.default_dims, seed=seed)
+    config = SessionConfig(provider=provider, threads=threads or default_threads(), optimization=optimization)
+    # Warm-up in a session without profiling (it also saves the graph onnxruntime runs), so that
+    # one-time costs stay out of the profile.
+    warm = Session(model, replace(config, optimized_model_path=str(optimized_path)))
+    for _ in range(warmup_runs):
+        warm.run(feeds)
+    del warm
+    session = Session(model, replace(config, profile_prefix=str(folder / "ort")))
+    for _ in range(warmup_runs + runs):
+        session.run(feeds)
+    profile_file = session.end_profiling()
+    events = json.loads(Path(profile_file).read_text())
+    # Only the graph structure is needed for attribution, not the (possibly large) weights.
     optimized = onnx.load(str(optimized_path), load_external_data=False) if optimized_path.exists() else None
-    return _aggregate(events, warmup_runs=warmup_runs, runs=runs, optimized=optimized,
-                      profile_file=profile_file)
+    if optimized is not None:
+        for tensor in optimized.graph.initializer:
+            tensor.ClearField("raw_data")
+    shutil.rmtree(folder, ignore_errors=True)
+    return _aggregate(events, warmup_runs=warmup_runs, runs=runs, optimized=optimized)
 
 
 def _aggregate(
@@ -128,7 +114,6 @@ def _aggregate(
     warmup_runs: int,
     runs: int,
     optimized: onnx.ModelProto | None,
-    profile_file: str,
 ) -> RawProfile:
     run_events = sorted(
         (e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
@@ -183,7 +168,6 @@ def _aggregate(
         executed=executed,
         optimized_graph=optimized,
         trace_events=kept_events,
-        profile_file=profile_file,
     )
 
 
