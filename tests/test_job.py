@@ -44,7 +44,7 @@ def run_out(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
 
 def test_the_job_runs_every_stage_in_order_and_reports_progress(run_out) -> None:
     _, report = run_out
-    assert [s.name for s in report.stages] == ["load", "verify", "profile", "bench"]
+    assert [s.name for s in report.stages] == ["load", "verify", "profile", "optimize", "bench"]
     assert all(s.status == "ok" for s in report.stages)
     assert ("load", "start") in report.events and ("bench", "done") in report.events
     assert "threads" not in " ".join(report.defaults_taken)  # given explicitly
@@ -59,8 +59,11 @@ def test_the_json_report_holds_every_stage_result(run_out) -> None:
     assert pairs == [("ort-disabled", "ort-all"), ("torch-eager", "ort-all")]
     assert data["profile"]["batch"] == 1 and data["profile"]["total_macs"] > 0
     assert {n["bound"] for n in data["profile"]["nodes"]} <= {"compute", "memory", "overhead", "transfer", "sync"}
+    assert data["optimize"]["nodes_after"] < data["optimize"]["nodes_before"]
+    assert "fuse_conv_bn" in [p["name"] for p in data["optimize"]["passes"] if p["status"] == "applied"]
     variants = {(c["variant"], c["batch"]) for c in data["bench"]["configs"]}
-    assert variants == {(v, b) for v in ("torch-eager", "ort-disabled", "ort-all") for b in (1, 4)}
+    expected = ("torch-eager", "ort-disabled", "ort-all", "hone+ort-disabled", "hone+ort-all")
+    assert variants == {(v, b) for v in expected for b in (1, 4)}
 
 
 def test_the_html_report_is_self_contained(run_out) -> None:
@@ -68,6 +71,7 @@ def test_the_html_report_is_self_contained(run_out) -> None:
     page = (out / "report.html").read_text()
     assert page.count("src='data:image/png;base64,") == 4
     assert "Profile" in page and "Recommendations" in page
+    assert "id='optimize'" in page and "fuse_conv_bn" in page
     assert "http://" not in page and "https://" not in page
     assert "torch-eager" in page and "Benchmark" in page
 

@@ -41,6 +41,13 @@ def run(source: "str | Model | None" = None, **options: object) -> "object":
     return run_job(source, **options)  # type: ignore[arg-type]
 
 
+def optimize(source: "str | Model", *, target: str = "ort-cpu", verify: bool = True) -> "tuple[Model, object]":
+    """Rewrite ``source`` for ``target`` with every pass verified; returns (Model, OptimizeResult)."""
+    from hone.passes import optimize as run_optimize
+
+    return run_optimize(source, target=target, verify=verify)
+
+
 def export(source: "str | Model", output: str, *, target: str = "onnx", force: bool = False, **load_options: object) -> "object":
     """Write ``source`` for ``target``; see ``hone.export``."""
     from hone.export import export as run_export
@@ -48,4 +55,4 @@ def export(source: "str | Model", output: str, *, target: str = "onnx", force: b
     return run_export(load(source, **load_options), output, target=target, force=force)  # type: ignore[arg-type]
 
 
-__all__ = ["HoneError", "Model", "__version__", "bench", "export", "info", "load", "run"]
+__all__ = ["HoneError", "Model", "__version__", "bench", "export", "info", "load", "optimize", "run"]

@@ -164,6 +164,35 @@ def profile(
 
 
 @app.command()
+def optimize(
+    model: ModelArg,
+    output: Annotated[Path, typer.Option("-o", "--output", help="where to write the optimized .onnx")],
+    target: Annotated[str, typer.Option("--target", help="ort-cpu | ort-cuda | web | generic (web/generic: standard ops only)")] = "ort-cpu",
+    no_verify: Annotated[bool, typer.Option("--no-verify", help="skip checking each pass against the model before it")] = False,
+    input_shape: InputShapeOption = None,
+    json_path: JsonOption = None,
+    force: ForceOption = False,
+) -> None:
+    """Graph rewrites, each verified against the model before it and rolled back when it changes the answer."""
+    from hone.model import load
+    from hone.passes import optimize as run_optimize
+    from hone.report.terminal import optimize_table
+
+    _check_json_target(json_path, force)
+    from hone.paths import ensure_writable
+
+    ensure_writable(output, force=force)
+    loaded = load(model, input_shapes=input_shape)
+    with _progress() as progress:
+        progress.add_task(f"optimize {loaded.name} for {target}", total=None)
+        optimized, result = run_optimize(loaded, target=target, verify=not no_verify)
+    console.print(optimize_table(result))
+    optimized.save(output, force=force)
+    console.print(f"wrote {output}")
+    _write_json(result, json_path, force)
+
+
+@app.command()
 def machine(
     threads: ThreadsOption = None,
     remeasure: Annotated[bool, typer.Option("--remeasure", help="measure again instead of using the cache")] = False,

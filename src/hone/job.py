@@ -1,8 +1,9 @@
 """The end-to-end job behind ``hone run``: its stages in order, each result collected in a RunReport.
 
 Stages today: load -> verify (the model runs and agrees with itself and its PyTorch source) ->
-profile (where the time goes and why, at the first batch size) -> bench (the baselines). Later
-stages (optimize, quantize, serve, export) append to the same list and the same report. The job never prints: it reports progress through a callback and
+profile (where the time goes and why, at the first batch size) -> optimize (verified graph rewrites
+for the provider's onnxruntime target) -> bench (the baselines and the optimized model, in one
+run so the ratios compare). Later stages (quantize, serve, export) append to the same report. The job never prints: it reports progress through a callback and
 the CLI renders it.
 """
 
@@ -19,10 +20,13 @@ from typing import Any
 
 from hone import __version__
 from hone.bench import BenchResult, bench
+from hone.bench.sweep import merge
 from hone.errors import HoneError
 from hone.info import ModelInfo, describe
 from hone.model import Model, load
 from hone.paths import ensure_writable
+from hone.passes import OptimizeResult
+from hone.passes import optimize as optimize_model
 from hone.profile import ProfileResult, profile
 from hone.runtime import default_threads
 from hone.verify import VerifyResult, verify_runs
@@ -30,7 +34,7 @@ from hone.zoo import DEFAULT_MODEL
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("load", "verify", "profile", "bench")
+STAGES = ("load", "verify", "profile", "optimize", "bench")
 DEFAULT_RUN_BATCHES = (1, 8)
 
 
@@ -55,6 +59,7 @@ class RunReport:
     info: ModelInfo | None = None
     verify: VerifyResult | None = None
     profile: ProfileResult | None = None
+    optimize: OptimizeResult | None = None
     bench: BenchResult | None = None
 
     @property
@@ -118,19 +123,23 @@ def run(
         "profile",
         lambda: profile(model, batch=batches[0], threads=threads, provider=provider),
     )
-    report.bench = _stage(
-        report,
-        notify,
-        "bench",
-        lambda: bench(
-            model,
-            batches=batches,
-            threads=threads,
-            provider=provider,
-            budget_s=budget_s,
-            on_config=lambda variant, batch: notify("bench", "step", f"{variant} batch {batch}"),
-        ),
+    target = "ort-cuda" if provider in ("cuda", "tensorrt") else "ort-cpu"
+    optimized, report.optimize = _stage(
+        report, notify, "optimize", lambda: optimize_model(model, target=target, verify=True)
     )
+
+    def bench_both() -> BenchResult:
+        def step(variant: str, batch: int) -> None:
+            notify("bench", "step", f"{variant} batch {batch}")
+
+        options = dict(batches=batches, threads=threads, provider=provider, budget_s=budget_s)
+        result = bench(model, on_config=step, **options)  # type: ignore[arg-type]
+        rewritten = bench(optimized, variants=["ort-disabled", "ort-all"],
+                          on_config=lambda v, b: step(f"hone+{v}", b), **options)  # type: ignore[arg-type]
+        merge(result, rewritten, "hone")
+        return result
+
+    report.bench = _stage(report, notify, "bench", bench_both)
     from hone.results import write_json
 
     write_json(report, json_path, force=True)  # checked above, before any work was done

@@ -177,7 +177,7 @@ def bench(
                     peak_rss_mb=memory.peak_mb,
                 )
             )
-    _fill_speedups(result)
+    fill_speedups(result)
     return result
 
 
@@ -229,7 +229,8 @@ def _measure(
     return samples, warmup_runs, time.perf_counter() - start
 
 
-def _fill_speedups(result: BenchResult) -> None:
+def fill_speedups(result: BenchResult) -> None:
+    """Set each configuration's speedup over the baseline variant at the same batch."""
     baseline = next((v for v in ("torch-eager", "ort-disabled") if v in result.variants), None)
     if baseline is None:
         return
@@ -272,3 +273,16 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def merge(result: BenchResult, other: BenchResult, prefix: str) -> None:
+    """Add ``other``'s configurations to ``result`` as variants ``<prefix>+<variant>``.
+
+    For comparing a rewritten model with its original in one table; speedups are recomputed
+    against ``result``'s baseline, measured in the same run.
+    """
+    for config in other.configs:
+        config.variant = f"{prefix}+{config.variant}"
+        result.configs.append(config)
+    result.variants.extend(f"{prefix}+{variant}" for variant in other.variants)
+    fill_speedups(result)

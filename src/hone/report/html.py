@@ -104,6 +104,8 @@ def render_html(report: "object") -> str:
         )
     if report.profile is not None:
         parts.append(_profile_section(report.profile))
+    if report.optimize is not None:
+        parts.append(_optimize_section(report.optimize, report.bench))
     if report.bench is not None:
         result = report.bench
         parts.append("<h2 id='bench'>Benchmark</h2>")
@@ -180,4 +182,39 @@ def _profile_section(result: "object") -> str:
         parts.append("</ul>")
     parts.append(_image(figure_bytes(roofline_figure(result)), "roofline: every node a point, sized by time"))
     parts.append(_image(figure_bytes(breakdown_figure(result)), "time by op type and bottleneck class"))
+    return "\n".join(parts)
+
+
+def _optimize_section(result: "object", bench: "object") -> str:
+    from hone.bench import BenchResult
+    from hone.passes import OptimizeResult
+
+    assert isinstance(result, OptimizeResult)
+    e = html.escape
+    parts = [
+        "<h2 id='optimize'>Optimize</h2>",
+        f"<p>target {e(result.target)}: <b>nodes {result.nodes_before} &rarr; {result.nodes_after}</b>; "
+        f"each pass {'verified against the model before it' if result.verified else 'NOT verified'}.</p>",
+    ]
+    if isinstance(bench, BenchResult):
+        rows = []
+        for batch in bench.batches:
+            for level in ("ort-disabled", "ort-all"):
+                before = next((c for c in bench.configs if c.variant == level and c.batch == batch), None)
+                after = next((c for c in bench.configs if c.variant == f"hone+{level}" and c.batch == batch), None)
+                if before and after:
+                    rows.append((str(batch), level, f"{before.p50_ms:.3f}", f"{after.p50_ms:.3f}",
+                                 f"{before.p50_ms / after.p50_ms:.2f}x", f"{before.peak_rss_mb:.0f}",
+                                 f"{after.peak_rss_mb:.0f}"))
+        parts.append(_table(("batch", "onnxruntime", "before p50 ms", "after p50 ms", "speedup",
+                             "before RSS MB", "after RSS MB"), rows))
+    rows = [
+        (e(p.name), _status("ok" if p.status in ("applied", "no_change") else "failed" if p.status == "failed" else "warn")
+         + f" {e(p.status)}", f"{p.nodes_before} &rarr; {p.nodes_after}", f"{p.seconds:.2f}",
+         "-" if p.max_abs_error is None else f"{p.max_abs_error:.1e}", "-" if p.matched is None else str(p.matched),
+         e("; ".join([*p.missed, p.message] if p.message else p.missed)))
+        for p in result.passes
+    ]
+    parts.append(_table(("pass", "status", "nodes", "seconds", "max abs err", "matched", "missed / message"),
+                        rows, escape=False))
     return "\n".join(parts)

@@ -131,6 +131,12 @@ def run_summary(report: "object") -> Table:
                       f"{result.bound}-bound")
             if top is not None:
                 detail += f"; top {top.op_type} {100 * top.share:.0f}% ({top.bound})"
+        elif stage.name == "optimize" and report.optimize is not None:
+            result = report.optimize
+            applied = [p.name for p in result.passes if p.status == "applied"]
+            detail = f"{result.target}: nodes {result.nodes_before} -> {result.nodes_after}; applied {', '.join(applied) or 'none'}"
+            if result.rolled_back:
+                detail += f"; rolled back {', '.join(result.rolled_back)}"
         elif stage.name == "bench" and report.bench is not None:
             parts = []
             for batch in report.bench.batches:
@@ -197,4 +203,26 @@ def machine_table(ceilings: "object") -> Table:
     table.add_row("ridge point", f"{ceilings.gemm_gflops / ceilings.memory_gbps:.1f} FLOP/byte")
     table.add_row("measured at", ceilings.measured_at)
     table.add_row("method", escape(ceilings.method))
+    return table
+
+
+def optimize_table(result: "object") -> Table:
+    from hone.passes import OptimizeResult
+
+    assert isinstance(result, OptimizeResult)
+    table = Table(
+        title=f"optimize {result.model} for {result.target}: nodes {result.nodes_before} -> {result.nodes_after}"
+        + ("" if result.verified else " (NOT verified: --no-verify)"),
+    )
+    for column in ("pass", "status", "nodes", "seconds", "max abs err", "matched", "missed / message"):
+        table.add_column(column, justify="right" if column in ("seconds", "max abs err", "matched") else "left")
+    styles = {"applied": "green", "no_change": "dim", "rolled_back": "yellow", "failed": "red"}
+    for p in result.passes:
+        style = styles.get(p.status, "white")
+        notes = "; ".join([*p.missed, p.message] if p.message else p.missed)
+        table.add_row(
+            p.name, f"[{style}]{p.status}[/{style}]", f"{p.nodes_before} -> {p.nodes_after}", f"{p.seconds:.2f}",
+            "-" if p.max_abs_error is None else f"{p.max_abs_error:.1e}",
+            "-" if p.matched is None else str(p.matched), escape(notes),
+        )
     return table

@@ -1,0 +1,242 @@
+"""The optimize pipeline: passes in order for a target, each verified and rolled back on a miss.
+
+For every pass: copy the current model, run the pass on the copy, run the copy and the current
+model on the same inputs (synthesized from the input specs at batch 2, plus the zoo's real data
+when the model is a zoo model) with onnxruntime's own optimizations off, compare every output
+(tolerances per dtype below), and keep the copy only if it agrees. A pass that raises is
+reported ``failed``; a pass that changes the answer is ``rolled_back``, with a warning naming
+the pass and the worst output. ``verify=False`` keeps every pass unchecked.
+
+Tolerances (|candidate - reference| <= atol + rtol * |reference|, element-wise):
+float32/float64 atol 1e-4, rtol 1e-3 (folding BN or constants reorders float arithmetic);
+float16/bfloat16 atol 1e-2, rtol 1e-2; integer and bool outputs must be equal.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx_ir as ir
+
+from hone.data import synthesize
+from hone.errors import HoneError, InvalidModelError, OptionError
+from hone.model import Model, load
+from hone.passes.base import HonePass, node_count
+from hone.passes.collapse_chains import CollapseChainsPass
+from hone.passes.eliminate_common_subexpressions import EliminateCommonSubexpressionsPass
+from hone.passes.fold_constants import FoldConstantsPass
+from hone.passes.fuse_conv_bn import FuseConvBnPass
+from hone.passes.fuse_matmul_add import FuseMatMulAddPass
+from hone.passes.fuse_pad_conv import FusePadConvPass
+from hone.passes.fuse_transformer import FuseTransformerPass
+from hone.passes.infer_shapes import InferShapesPass
+from hone.passes.remove_dead_code import RemoveDeadCodePass
+from hone.passes.remove_no_ops import RemoveNoOpsPass
+from hone.runtime import Session, SessionConfig
+from hone.verify import compare
+
+logger = logging.getLogger(__name__)
+
+TARGETS = ("ort-cpu", "ort-cuda", "web", "generic")
+STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
+_TOLERANCES = {"float16": (1e-2, 1e-2), "bfloat16": (1e-2, 1e-2)}
+_FLOAT_TOLERANCE = (1e-4, 1e-3)
+
+
+def default_passes() -> list[HonePass]:
+    """Every pass in the order the pipeline runs them (targets filter the list)."""
+    return [
+        InferShapesPass(),
+        FoldConstantsPass(),
+        RemoveNoOpsPass(),
+        CollapseChainsPass(),
+        FuseConvBnPass(),
+        FusePadConvPass(),
+        FuseMatMulAddPass(),
+        EliminateCommonSubexpressionsPass(),
+        FuseTransformerPass(),
+        FoldConstantsPass(),
+        RemoveDeadCodePass(),
+    ]
+
+
+@dataclass
+class PassReport:
+    name: str
+    nodes_before: int
+    nodes_after: int
+    seconds: float
+    status: str  # "applied" | "no_change" | "rolled_back" | "failed"
+    max_abs_error: float | None  # worst output difference against the model before the pass
+    matched: int | None = None  # patterns rewritten, for fusions
+    missed: list[str] = field(default_factory=list)  # expected patterns left unrewritten
+    message: str = ""
+
+
+@dataclass
+class OptimizeResult:
+    model: str
+    target: str
+    verified: bool
+    nodes_before: int
+    nodes_after: int
+    passes: list[PassReport] = field(default_factory=list)
+    op_counts_before: dict[str, int] = field(default_factory=dict)
+    op_counts_after: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rolled_back(self) -> list[str]:
+        return [p.name for p in self.passes if p.status == "rolled_back"]
+
+
+def optimize(
+    source: "str | Model",
+    *,
+    target: str = "ort-cpu",
+    verify: bool = True,
+    passes: list[HonePass] | None = None,
+    seed: int = 0,
+) -> tuple[Model, OptimizeResult]:
+    """Optimize ``source`` for ``target``; returns the new Model and the per-pass report."""
+    if target not in TARGETS:
+        raise OptionError(f"target {target!r} is unknown; choose one of: {', '.join(TARGETS)}")
+    original = load(source)
+    current = original.with_graph(_copy(original.ir), "load for optimize")
+    result = OptimizeResult(
+        model=original.name, target=target, verified=verify,
+        nodes_before=node_count(original.ir), nodes_after=0, op_counts_before=_op_counts(original.ir),
+    )
+    checker = _Checker(original, seed=seed) if verify else None
+    for hone_pass in passes if passes is not None else default_passes():
+        if target not in hone_pass.targets:
+            continue
+        current = _run_pass(hone_pass, current, checker, result)
+    if target in ("web", "generic"):
+        foreign = sorted({f"{n.domain}::{n.op_type}" for n in current.ir.graph if n.domain not in STANDARD_DOMAINS})
+        if foreign:
+            raise InvalidModelError(
+                f"the model uses non-standard ops ({', '.join(foreign)}), which target {target} cannot "
+                "run; optimize for ort-cpu instead or replace them"
+            )
+    result.nodes_after = node_count(current.ir)
+    result.op_counts_after = _op_counts(current.ir)
+    return current, result
+
+
+def _run_pass(hone_pass: HonePass, current: Model, checker: "_Checker | None", result: OptimizeResult) -> Model:
+    before = node_count(current.ir)
+    began = time.perf_counter()
+    candidate_ir = _copy(current.ir)
+    try:
+        changed = hone_pass(candidate_ir).modified
+    except Exception as exc:  # a library pass failing on an unusual graph must not stop the run
+        logger.warning("pass %s failed and was skipped: %s", hone_pass.name, exc)
+        result.passes.append(PassReport(hone_pass.name, before, before, time.perf_counter() - began,
+                                        "failed", None, message=f"{type(exc).__name__}: {exc}"))
+        return current
+    after = node_count(candidate_ir)
+    report = PassReport(hone_pass.name, before, after, 0.0, "applied" if changed else "no_change", None,
+                        matched=hone_pass.matched, missed=list(hone_pass.missed))
+    if changed:
+        candidate = current.with_graph(candidate_ir, hone_pass.name)
+        if checker is not None:
+            verdict = checker.check(candidate)
+            report.max_abs_error = verdict.max_abs_error
+            if not verdict.passed:
+                report.status = "rolled_back"
+                report.nodes_after = before
+                report.message = verdict.message
+                logger.warning("pass %s changed the answer and was rolled back: %s", hone_pass.name, verdict.message)
+                candidate = current
+            else:
+                checker.accept(verdict)
+        current = candidate
+    report.seconds = time.perf_counter() - began
+    result.passes.append(report)
+    return current
+
+
+@dataclass
+class _Verdict:
+    passed: bool
+    max_abs_error: float
+    message: str
+    outputs: list[list[np.ndarray]]
+
+
+class _Checker:
+    """Runs candidates on fixed inputs and compares them with the last accepted model."""
+
+    def __init__(self, original: Model, *, seed: int) -> None:
+        self.feeds = [synthesize(original.inputs, batch=2, dims=original.default_dims, seed=seed)]
+        self.feeds.extend(_real_inputs(original))
+        self.reference = self._run(original)
+        self.names = [spec.name for spec in original.outputs]
+
+    def _run(self, model: Model) -> list[list[np.ndarray]]:
+        session = Session(model, SessionConfig(optimization="disabled"))
+        return [session.run(feeds) for feeds in self.feeds]
+
+    def check(self, candidate: Model) -> _Verdict:
+        try:
+            outputs = self._run(candidate)
+        except HoneError as exc:
+            return _Verdict(False, float("inf"), f"the rewritten model does not run: {exc}", [])
+        worst, worst_name, passed = 0.0, "", True
+        for reference, produced in zip(self.reference, outputs):
+            for name, ref, out in zip(self.names, reference, produced):
+                atol, rtol = _tolerance(ref.dtype)
+                comparison = compare([ref], [out], names=[name], reference_label="before",
+                                     candidate_label="after", atol=atol, rtol=rtol)
+                error = comparison.max_abs_error
+                if error >= worst:
+                    worst, worst_name = error, name
+                passed = passed and comparison.passed
+        message = "" if passed else f"worst output {worst_name!r}: max abs error {worst:.3g}"
+        return _Verdict(passed, worst, message, outputs)
+
+    def accept(self, verdict: _Verdict) -> None:
+        self.reference = verdict.outputs
+
+
+def _tolerance(dtype: np.dtype) -> tuple[float, float]:
+    if not np.issubdtype(dtype, np.floating):
+        return (0.0, 0.0)
+    return _TOLERANCES.get(np.dtype(dtype).name, _FLOAT_TOLERANCE)
+
+
+def _real_inputs(model: Model) -> list[dict[str, np.ndarray]]:
+    """The zoo's real evaluation inputs (first 8 samples), when the model is a zoo model."""
+    from hone import zoo
+
+    name = model.provenance.get("zoo")
+    if not name:
+        return []
+    entry = zoo.get(name)
+    if entry.eval_data is None:
+        return []
+    try:
+        data = entry.eval_data()
+    except HoneError as exc:
+        logger.warning("verifying on synthesized inputs only: %s", exc)
+        return []
+    return [{key: value[:8] for key, value in data.inputs.items()}]
+
+
+def _copy(model_ir: ir.Model) -> ir.Model:
+    ir.external_data.load_to_model(model_ir)
+    return ir.from_proto(ir.to_proto(model_ir))
+
+
+def _op_counts(model_ir: ir.Model) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for node in ir.traversal.RecursiveGraphIterator(model_ir.graph):
+        key = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: -item[1]))
+
+
+__all__ = ["TARGETS", "OptimizeResult", "PassReport", "default_passes", "optimize"]
