@@ -37,11 +37,18 @@ class ModelInfo:
     provenance: dict[str, str] = field(default_factory=dict)
 
 
+def op_counts(model_ir: ir.Model) -> dict[str, int]:
+    """Nodes by op type ("domain::OpType" outside the default domain), subgraphs included,
+    most frequent first."""
+    ops: Counter[str] = Counter()
+    for node in ir.traversal.RecursiveGraphIterator(model_ir.graph):
+        ops[node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"] += 1
+    return dict(ops.most_common())
+
+
 def describe(model: Model) -> ModelInfo:
     graph = model.ir.graph
-    ops: Counter[str] = Counter()
-    for node in ir.traversal.RecursiveGraphIterator(graph):
-        ops[node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"] += 1
+    ops = op_counts(model.ir)
     parameter_count = 0
     parameter_bytes = 0
     external_files: set[str] = set()
@@ -71,7 +78,7 @@ def describe(model: Model) -> ModelInfo:
         inputs=[_tensor_info(s) for s in model.inputs],
         outputs=[_tensor_info(s) for s in model.outputs],
         node_count=sum(ops.values()),
-        op_counts=dict(ops.most_common()),
+        op_counts=ops,
         parameter_count=parameter_count,
         parameter_bytes=parameter_bytes,
         external_data_files=sorted(external_files),

@@ -23,6 +23,7 @@ import onnx_ir as ir
 
 from hone.data import synthesize
 from hone.errors import HoneError, InvalidModelError, OptionError
+from hone.info import op_counts
 from hone.model import Model, load
 from hone.passes.base import HonePass, node_count
 from hone.passes.collapse_chains import CollapseChainsPass
@@ -107,7 +108,7 @@ def optimize(
     current = original.with_graph(_copy(original.ir), "load for optimize")
     result = OptimizeResult(
         model=original.name, target=target, verified=verify,
-        nodes_before=node_count(original.ir), nodes_after=0, op_counts_before=_op_counts(original.ir),
+        nodes_before=node_count(original.ir), nodes_after=0, op_counts_before=op_counts(original.ir),
     )
     checker = _Checker(original, seed=seed) if verify else None
     for hone_pass in passes if passes is not None else default_passes():
@@ -122,7 +123,7 @@ def optimize(
                 "run; optimize for ort-cpu instead or replace them"
             )
     result.nodes_after = node_count(current.ir)
-    result.op_counts_after = _op_counts(current.ir)
+    result.op_counts_after = op_counts(current.ir)
     return current, result
 
 
@@ -229,14 +230,6 @@ def _real_inputs(model: Model) -> list[dict[str, np.ndarray]]:
 def _copy(model_ir: ir.Model) -> ir.Model:
     ir.external_data.load_to_model(model_ir)
     return ir.from_proto(ir.to_proto(model_ir))
-
-
-def _op_counts(model_ir: ir.Model) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for node in ir.traversal.RecursiveGraphIterator(model_ir.graph):
-        key = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
-        counts[key] = counts.get(key, 0) + 1
-    return dict(sorted(counts.items(), key=lambda item: -item[1]))
 
 
 __all__ = ["TARGETS", "OptimizeResult", "PassReport", "default_passes", "optimize"]
