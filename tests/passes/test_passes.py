@@ -171,14 +171,25 @@ def test_without_verification_a_wrong_pass_is_kept(mlp_path: Path) -> None:
     assert "Sigmoid" in [n.op_type for n in optimized.ir.graph]
 
 
-def test_generic_target_refuses_contrib_ops_in_the_result(tmp_path: Path) -> None:
-    model = onnx.parser.parse_model("""
-        <ir_version: 8, opset_import: ["" : 17, "com.microsoft" : 1]>
-        g (float[N, 4] x) => (float[N, 4] y) { y = com.microsoft.Gelu (x) }""")
-    path = tmp_path / "gelu.onnx"
-    onnx.save(model, path)
-    with pytest.raises(InvalidModelError, match="non-standard ops.*com.microsoft::Gelu"):
-        optimize(str(path), target="web", verify=False)
+UNKNOWN_OP = """
+    <ir_version: 8, opset_import: ["" : 17, "my.ops" : 1]>
+    g (float[N, 4] x) => (float[N, 4] y) {
+        a = Identity (x)
+        b = my.ops.Frobnicate (a)
+        y = Relu (b)
+    }"""
+
+
+@pytest.mark.parametrize("target", ["ort-cpu", "generic"])
+def test_a_model_with_an_op_nobody_knows_is_still_optimized_and_says_what_it_skipped(tmp_path: Path, target) -> None:
+    path = tmp_path / "frobnicate.onnx"
+    onnx.save(onnx.parser.parse_model(UNKNOWN_OP), path)
+    optimized, result = optimize(str(path), target=target)
+    assert [n.op_type for n in optimized.ir.graph] == ["Frobnicate", "Relu"]  # the Identity went
+    assert not result.verified
+    assert any("NOT verified" in note and "cannot be run" in note for note in result.notes)
+    if target == "generic":
+        assert any("my.ops::Frobnicate" in note and "kept" in note for note in result.notes)
 
 
 def test_an_unknown_target_is_an_option_error(mlp_path: Path) -> None:

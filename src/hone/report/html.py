@@ -195,6 +195,7 @@ def _optimize_section(result: "object", bench: "object") -> str:
         "<h2 id='optimize'>Optimize</h2>",
         f"<p>target {e(result.target)}: <b>nodes {result.nodes_before} &rarr; {result.nodes_after}</b>; "
         f"each pass {'verified against the model before it' if result.verified else 'NOT verified'}.</p>",
+        *(f"<p>{_status('warn')} {e(note)}</p>" for note in result.notes),
     ]
     if isinstance(bench, BenchResult):
         rows = []

@@ -212,7 +212,8 @@ def optimize_table(result: "object") -> Table:
     assert isinstance(result, OptimizeResult)
     table = Table(
         title=f"optimize {result.model} for {result.target}: nodes {result.nodes_before} -> {result.nodes_after}"
-        + ("" if result.verified else " (NOT verified: --no-verify)"),
+        + ("" if result.verified else " (NOT verified)"),
+        caption=escape("; ".join(result.notes)) or None,
     )
     for column in ("pass", "status", "nodes", "seconds", "max abs err", "matched", "missed / message"):
         table.add_column(column, justify="right" if column in ("seconds", "max abs err", "matched") else "left")
