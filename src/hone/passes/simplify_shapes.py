@@ -84,9 +84,15 @@ def symbolic_shapes(model: ir.Model) -> dict[str, list[Dim | None]]:
 
     proto = ir.to_proto(model)
     _spell_constants_as_tensors(proto.graph)
-    inferred = SymbolicShapeInference.infer_shapes(proto, auto_merge=True, guess_output_rank=False)
-    if inferred is None:
-        raise RuntimeError("symbolic shape inference returned nothing")
+    # SymbolicShapeInference.infer_shapes() does these steps too, but when some shape stays unknown it
+    # writes sym_shape_infer_temp.onnx (and its data) into the working directory and raises; hone
+    # must not write into the user's folder, and a partial result is still useful here.
+    inference = SymbolicShapeInference(2**31 - 1, True, False, 0)  # int_max, auto_merge, guess_rank, verbose
+    inference._preprocess(proto)
+    while inference.run_:
+        inference._infer_impl()
+    inference._update_output_from_vi()
+    inferred = inference.out_mp_
     shapes: dict[str, list[Dim | None]] = {}
     for info in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
         tensor_type = info.type.tensor_type
