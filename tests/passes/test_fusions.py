@@ -245,3 +245,29 @@ def test_both_minilm_exports_get_every_attention_fused_and_keep_their_answers(na
     assert "Softmax" not in result.op_counts_after
     assert result.nodes_after < result.nodes_before / 4
     assert result.verified and not result.rolled_back
+
+
+RESIDUAL = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N, 3, 6, 6] x) => (float[N, 3, 6, 6] y) <float[3, 3, 3, 3] w = {{{w}}}, float[3] b = {{0.1, -0.2, 0.3}}> {{
+        c = Conv <pads = [1, 1, 1, 1]> (x, w, b)
+        s = Add ({order})
+        y = Relu (s)
+    }}"""
+
+
+@pytest.mark.parametrize("order", ["c, x", "x, c"])
+def test_a_residual_add_and_relu_after_a_conv_become_the_fused_convs_sum_input(order: str) -> None:
+    text = RESIDUAL.format(w=_floats((3, 3, 3, 3), 5), order=order)
+    original, rewritten, modified = _apply(FuseActivationPass("ort-cpu"), text)
+    assert modified and [n.op_type for n in rewritten.graph.node] == ["FusedConv"]
+    assert list(rewritten.graph.node[0].input) == ["x", "w", "b", "x"]
+    feeds = {"x": np.random.default_rng(4).standard_normal((2, 3, 6, 6)).astype(np.float32)}
+    np.testing.assert_allclose(_run(rewritten, feeds)[0], _run(original, feeds)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_a_residual_that_would_broadcast_is_not_fused() -> None:
+    text = RESIDUAL.format(w=_floats((3, 3, 3, 3), 5), order="c, r").replace(
+        "float[N, 3, 6, 6] x)", "float[N, 3, 6, 6] x, float[1, 3, 1, 1] r)")
+    _, rewritten, _ = _apply(FuseActivationPass("ort-cpu"), text)
+    assert [n.op_type for n in rewritten.graph.node] == ["Conv", "Add", "Relu"]

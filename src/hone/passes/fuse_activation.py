@@ -1,5 +1,6 @@
 """Activation fusion for onnxruntime targets: Conv -> activation  ->  com.microsoft ``FusedConv``;
-Gemm -> activation  ->  com.microsoft ``FusedGemm`` (CPU only).
+Conv -> Add(residual) -> Relu  ->  ``FusedConv`` with the residual as its sum input ``Z`` (CPU);
+Gemm -> activation  ->  com.microsoft ``FusedGemm`` (CPU).
 
 Activations and their parameters (``activation`` and ``activation_params`` of FusedConv,
 ``activation_alpha``/``activation_beta`` of FusedGemm):
@@ -12,7 +13,8 @@ here gives runtimes with optimizations off (or a session that skips them) the sa
 Written here: onnxscript has no rule that emits FusedConv/FusedGemm. Targets: ort-cpu (every
 activation above, both ops); ort-cuda (Conv + Relu only, the one fused CUDA kernel). Leaves
 alone: a Conv/Gemm whose output is also used elsewhere or is a graph output, Clip with bounds
-computed at run time, Conv with a sum input already fused.
+computed at run time, a residual whose shape is not known to equal the convolution's (``Z`` does
+not broadcast).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import math
 
 import onnx_ir as ir
+from onnx_ir.passes.common import ShapeInferencePass
 
 from hone.passes.base import HonePass
 
@@ -38,6 +41,7 @@ class FuseActivationPass(HonePass):
         self.target = target
 
     def rewrite(self, model: ir.Model) -> ir.passes.PassResult:
+        ShapeInferencePass(strict_mode=False)(model)  # residual fusion needs known shapes
         graph, outputs = model.graph, set(model.graph.outputs)
         conv_activations = ("Relu",) if self.target == "ort-cuda" else _CPU_ACTIVATIONS
         gemm_activations = () if self.target == "ort-cuda" else _GEMM_ACTIVATIONS
@@ -50,6 +54,9 @@ class FuseActivationPass(HonePass):
             if produced in outputs or len(users) != 1:
                 continue
             activation = users[0][0]
+            if node.op_type == "Conv" and self.target == "ort-cpu" and activation.op_type == "Add":
+                self.matched += _fuse_residual(graph, node, activation, outputs)
+                continue
             allowed = conv_activations if node.op_type == "Conv" else gemm_activations
             if activation.domain not in _STANDARD or activation.op_type not in allowed:
                 continue
@@ -65,6 +72,34 @@ class FuseActivationPass(HonePass):
         if self.matched:
             model.opset_imports.setdefault(MS_DOMAIN, 1)
         return ir.passes.PassResult(model, modified=self.matched > 0)
+
+
+def _fuse_residual(graph: ir.Graph, conv: ir.Node, add: ir.Node, outputs: set[ir.Value]) -> int:
+    """Conv -> Add(residual) -> Relu  ->  FusedConv(x, w, b, Z=residual, activation=Relu); 1 if fused."""
+    added = add.outputs[0]
+    users = added.uses()
+    if add.domain not in _STANDARD or added in outputs or len(users) != 1:
+        return 0
+    relu = users[0][0]
+    if relu.op_type != "Relu" or relu.domain not in _STANDARD:
+        return 0
+    conv_out = conv.outputs[0]
+    residual = add.inputs[1] if add.inputs[0] is conv_out else add.inputs[0]
+    if residual is conv_out or not _same_known_shape(residual, conv_out) or not _same_known_shape(added, conv_out):
+        return 0
+    inputs = list(conv.inputs) + [None] * (3 - len(conv.inputs)) + [residual]
+    attributes = {name: attr.value for name, attr in conv.attributes.items()}
+    attributes["activation"] = "Relu"
+    fused = ir.node("FusedConv", inputs, attributes, domain=MS_DOMAIN, name=f"{conv.name}_add_relu")
+    ir.convenience.replace_nodes_and_values(graph, relu, [conv, add, relu], [fused], [relu.outputs[0]], [fused.outputs[0]])
+    return 1
+
+
+def _same_known_shape(a: ir.Value, b: ir.Value) -> bool:
+    return a.shape is not None and b.shape is not None and len(a.shape) == len(b.shape) and all(
+        x == y and (isinstance(x, int) or isinstance(x, ir.SymbolicDim) and x.value is not None)
+        for x, y in zip(a.shape, b.shape)
+    )
 
 
 def _activation_params(activation: ir.Node) -> list[float] | None:
