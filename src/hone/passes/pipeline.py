@@ -36,6 +36,7 @@ from hone.passes.fuse_matmul_add import FuseMatMulAddPass
 from hone.passes.fuse_pad_conv import FusePadConvPass
 from hone.passes.fuse_transformer import FuseTransformerPass
 from hone.passes.infer_shapes import InferShapesPass
+from hone.passes.lift_constants import LiftConstantsPass
 from hone.passes.remove_dead_code import RemoveDeadCodePass
 from hone.passes.remove_no_ops import RemoveNoOpsPass
 from hone.passes.simplify_shapes import SimplifyShapesPass
@@ -66,6 +67,7 @@ def default_passes(target: str = "ort-cpu") -> list[HonePass]:
         FuseAttentionPass(),
         FuseTransformerPass(),
         FoldConstantsPass(),
+        LiftConstantsPass(),
         RemoveDeadCodePass(),
     ]
 
