@@ -1,14 +1,17 @@
 # The two commands of the README: `make run` and `make test`. Both set everything up first:
 # a virtual environment at .venv with the pinned dependencies (torch==2.13.0, CPU build) and,
-# for the tests, Debian's Chromium for the browser checks.
+# for the tests, Debian's Chromium for the browser checks and the ONNX backend node test data.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= hone-out
+# ONNX backend node test cases (model + inputs + expected outputs), from the onnx 1.22.0 wheel.
+NODE_DATA := .cache/onnx-node-data
+NODE_DATA_STAMP := $(NODE_DATA)/.fetched
 
-.PHONY: setup run test browser clean
+.PHONY: setup run test browser node-data clean
 
 setup: $(STAMP)
 
@@ -31,8 +34,14 @@ browser:
 	  echo "installing Debian's chromium (needs root)"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
-test: setup browser
+# pip downloads the wheel (~19 MB) and only its onnx/backend/test/data/node/ folder is kept.
+node-data: $(NODE_DATA_STAMP)
+
+$(NODE_DATA_STAMP): $(STAMP) tests/tools/fetch_onnx_node_data.py
+	$(BIN)/python tests/tools/fetch_onnx_node_data.py --dest $(NODE_DATA)
+
+test: setup browser node-data
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) $(OUT) .pytest_cache
+	rm -rf $(VENV) $(OUT) .pytest_cache $(NODE_DATA)

@@ -11,7 +11,6 @@ import abc
 from collections.abc import Sequence
 
 import onnx_ir as ir
-from onnx_ir.passes.common import IdentityEliminationPass, ShapeInferencePass
 from onnxscript.rewriter import RewriteRuleSet
 from onnxscript.rewriter._rewrite_rule import RewriteRule
 
@@ -45,13 +44,15 @@ class RewriteRulesPass(HonePass):
 
     def rewrite(self, model: ir.Model) -> ir.passes.PassResult:
         # Several rules check shapes (x+0 is a no-op only when broadcasting changes nothing).
-        ShapeInferencePass(strict_mode=False)(model)
+        from hone.passes.infer_shapes import infer_shapes  # here: infer_shapes imports this module
+
+        infer_shapes(model)
         flat: list[RewriteRule] = []
         for rule in self.rules:
             flat.extend(rule.rules if isinstance(rule, RewriteRuleSet) else [rule])
         count = RewriteRuleSet(flat).apply_to_model(model)
         # Rules that cancel nodes leave an Identity behind; drop those (graph outputs keep names).
-        IdentityEliminationPass()(model)
+        eliminate_identities(model)
         self.matched = count
         self.missed = self.find_missed(model)
         return ir.passes.PassResult(model, modified=count > 0)
@@ -59,6 +60,33 @@ class RewriteRulesPass(HonePass):
     def find_missed(self, model: ir.Model) -> list[str]:
         """Patterns this pass should have rewritten but the graph still holds (none by default)."""
         return []
+
+
+def eliminate_identities(model: ir.Model) -> int:
+    """Identity(x) -> x in the main graph; returns how many went.
+
+    Written here instead of onnx-ir's IdentityEliminationPass, which also removes an Identity
+    between two graph outputs and so merges two outputs into one. Such an Identity (and one from
+    a graph input or an initializer straight to an output) is kept. When the Identity's output is
+    a graph output, its input takes over the output's name.
+    """
+    graph, removed = model.graph, 0
+    for node in list(graph):
+        if node.op_type != "Identity" or node.domain not in ("", "ai.onnx") or node.inputs[0] is None:
+            continue
+        source, output = node.inputs[0], node.outputs[0]
+        if output.is_graph_output():
+            if source.is_graph_output() or source.is_graph_input() or source.is_initializer():
+                continue
+            name = output.name
+            output.replace_all_uses_with(source, replace_graph_outputs=True)
+            graph.remove(node, safe=True)
+            source.name = name
+        else:
+            output.replace_all_uses_with(source)
+            graph.remove(node, safe=True)
+        removed += 1
+    return removed
 
 
 def producer_op(value: ir.Value | None) -> str | None:

@@ -22,9 +22,9 @@ from __future__ import annotations
 import math
 
 import onnx_ir as ir
-from onnx_ir.passes.common import ShapeInferencePass
 
 from hone.passes.base import HonePass
+from hone.passes.infer_shapes import infer_shapes
 
 MS_DOMAIN = "com.microsoft"
 _STANDARD = ("", "ai.onnx")
@@ -41,7 +41,7 @@ class FuseActivationPass(HonePass):
         self.target = target
 
     def rewrite(self, model: ir.Model) -> ir.passes.PassResult:
-        ShapeInferencePass(strict_mode=False)(model)  # residual fusion needs known shapes
+        infer_shapes(model)  # residual fusion needs known shapes
         graph, outputs = model.graph, set(model.graph.outputs)
         conv_activations = ("Relu",) if self.target == "ort-cuda" else _CPU_ACTIVATIONS
         gemm_activations = () if self.target == "ort-cuda" else _GEMM_ACTIVATIONS

@@ -33,9 +33,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx_ir as ir
-from onnx_ir.passes.common import ShapeInferencePass
 
 from hone.passes.base import HonePass
+from hone.passes.infer_shapes import infer_shapes
 
 MS_DOMAIN = "com.microsoft"
 _STANDARD = ("", "ai.onnx")
@@ -65,7 +65,7 @@ class FuseAttentionPass(HonePass):
     targets = ("ort-cpu", "ort-cuda")
 
     def rewrite(self, model: ir.Model) -> ir.passes.PassResult:
-        ShapeInferencePass(strict_mode=False)(model)  # ranks and hidden sizes for the checks
+        infer_shapes(model)  # ranks and hidden sizes for the checks
         graph = model.graph
         self.matched = 0
         for softmax in [n for n in graph if n.op_type == "Softmax" and n.domain in _STANDARD]:

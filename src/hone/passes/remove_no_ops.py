@@ -1,8 +1,9 @@
 """No-op removal: Identity, inference Dropout, x+0, x-0, x*1, x/1, Cast to the same type, Expand
 and Transpose that change nothing -> their input.
 
-onnxscript's no-op rules, then onnx-ir's IdentityEliminationPass (which keeps graph outputs
-named). Leaves alone: Dropout in training mode, ops whose no-op-ness depends on unknown shapes.
+onnxscript's no-op rules, then hone's Identity elimination (``base.eliminate_identities``, which
+keeps graph outputs named and distinct). Leaves alone: Dropout in training mode or whose mask is used (a graph output included),
+ops whose no-op-ness depends on unknown shapes.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def _remove_inference_dropouts(model: ir.Model) -> int:
         training = node.inputs[2] if len(node.inputs) > 2 else None
         if training is not None and (training.const_value is None or bool(training.const_value.numpy())):
             continue
-        if len(node.outputs) > 1 and node.outputs[1].uses():
+        if len(node.outputs) > 1 and (node.outputs[1].uses() or node.outputs[1].is_graph_output()):
             continue
         output = node.outputs[0]
         if output in graph_outputs:
