@@ -40,5 +40,7 @@ class ZooModel:
     # Facts worth recording with the model: seed, data set, attention implementation, accuracy...
     provenance: dict[str, str] = field(default_factory=dict)
     eval_data: Callable[[], EvalSet] | None = None
+    # Samples for calibrating static INT8, disjoint from ``eval_data``: (inputs by name, description).
+    calibration_data: Callable[[], tuple[dict[str, np.ndarray], str]] | None = None
     # Bump when the architecture or weights change so that cached exports are rebuilt.
     version: str = "1"

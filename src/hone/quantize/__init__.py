@@ -1,0 +1,244 @@
+"""hone quantize: INT8 (static or dynamic) or fp16 candidates, an accuracy gate with per-layer
+fallback, and a speed gate that keeps a candidate only if it is measured faster on the target.
+
+The flow, for ``quantize(model)``:
+
+1. optimize the float model first (``hone.optimize``, verified): ``generic`` before static INT8 so
+   the quantizer sees standard ops with BatchNorm folded; ``ort-cpu`` before dynamic INT8 so
+   attention is already one Attention node (which becomes QAttention);
+2. build each candidate: static -> QDQ and QOperator (``--format auto``), dynamic, or fp16;
+3. judge each against the *original* float model with the accuracy gate (``gate.py``);
+4. when none passes, rank the layers by what each one's quantization added to the error
+   (``fallback.py``) and keep the worst 1, 2, 4, ... in float until one passes; if even half the
+   layers in float do not pass, the budget cannot be met: hone says so and keeps the float model;
+5. time the float model and every passing candidate at ORT_ENABLE_ALL on the target's threads,
+   and keep the fastest, only if it beats float (INT8 is not always faster: QDQ on CPUs without
+   VNNI, tiny models dominated by overhead).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from hone.errors import HoneError, OptionError
+from hone.model import Model, load
+from hone.quantize.calibration import CalibrationSet, calibration_set
+from hone.quantize.fallback import LayerError, rank_layers
+from hone.quantize.gate import AccuracyReport, Budget, EvalPlan, judge, plan_for
+from hone.quantize.int8 import FORMATS, METHODS, dynamic_int8, fp16, quantizable_nodes, size_bytes, static_int8
+
+logger = logging.getLogger(__name__)
+
+MODES = ("auto", "static", "dynamic", "fp16")
+
+
+@dataclass
+class Candidate:
+    """One quantized variant, judged and (when it passed) timed."""
+
+    name: str  # e.g. "static-qdq", "dynamic", "fp16"
+    mode: str
+    format: str
+    accuracy: AccuracyReport
+    kept_float: list[str]
+    size_bytes: int
+    p50_ms: float | None = None
+    speedup: float | None = None  # float p50 / this p50, measured in the same run
+    chosen: bool = False
+
+
+@dataclass
+class QuantizeResult:
+    model: str
+    mode: str
+    format: str  # of the kept model: "qdq" | "qoperator" | "dynamic" | "fp16" | "float"
+    accuracy: AccuracyReport | None  # of the kept candidate (None when float was kept)
+    kept_float: list[str]  # layers left in float by the gate, with the reason in ``layer_errors``
+    speedup: float | None  # kept model vs the float model, measured on the target
+    size_bytes_before: int
+    size_bytes_after: int
+    calibration: str
+    budget: str
+    float_p50_ms: float | None = None
+    candidates: list[Candidate] = field(default_factory=list)
+    layer_errors: list[LayerError] = field(default_factory=list)  # worst first, when the fallback ran
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def kept_quantized(self) -> bool:
+        return self.format != "float"
+
+
+def quantize(
+    source: "str | Model",
+    *,
+    mode: str = "auto",
+    fmt: str = "auto",
+    calib: str | None = None,
+    method: str = "minmax",
+    budget: Budget | str | None = None,
+    per_channel: bool = True,
+    samples: int = 200,
+    threads: int | None = None,
+    measure_speed: bool = True,
+    bench_budget_s: float = 3.0,
+) -> tuple[Model, QuantizeResult]:
+    """Quantize ``source``; returns the kept Model (the float one when nothing passed) and the report."""
+    began = time.perf_counter()
+    if mode not in MODES:
+        raise OptionError(f"mode {mode!r} is unknown; choose one of: {', '.join(MODES)}")
+    if fmt not in (*FORMATS, "auto"):
+        raise OptionError(f"format {fmt!r} is unknown; choose one of: {', '.join(FORMATS)}, auto")
+    if method not in METHODS:
+        raise OptionError(f"calibration method {method!r} is unknown; choose one of: {', '.join(METHODS)}")
+    if samples < 1:
+        raise OptionError(f"samples must be at least 1, got {samples}")
+    budget = budget if isinstance(budget, Budget) else Budget.parse(budget)
+    original = load(source)
+    mode = _choose_mode(original) if mode == "auto" else mode
+    if calib is not None and mode != "static":
+        raise OptionError(f"--calib is for static INT8; mode {mode} needs no calibration data")
+
+    from hone.passes import optimize
+
+    float_model, _ = optimize(original, target="ort-cpu" if mode == "dynamic" else "generic")
+    plan = plan_for(original, samples=samples, threads=threads)
+    calibration = calibration_set(float_model, calib) if mode == "static" else None
+    result = QuantizeResult(
+        model=original.name, mode=mode, format="float", accuracy=None, kept_float=[], speedup=None,
+        size_bytes_before=size_bytes(original), size_bytes_after=0,
+        calibration=calibration.description if calibration else "none (dynamic/fp16 need no calibration)",
+        budget=budget.describe(plan.metric),
+    )
+    if calibration is not None and calibration.source == "synthesized":
+        result.notes.append("calibrated on synthesized inputs: give real samples with --calib for better scales")
+
+    builders = _builders(mode, fmt, calibration, method, per_channel)
+    built = _judge_all(builders, float_model, plan, budget, exclude=[])
+    passing = [(c, m) for c, m in built if c.accuracy.passed]
+    if not passing:
+        passing, built_more = _fall_back(builders, float_model, plan, budget, calibration, result, threads)
+        built.extend(built_more)
+    result.candidates = [c for c, _ in built]
+
+    kept, kept_model = None, original
+    if passing:
+        kept, kept_model = _fastest(passing, original, result, threads, measure_speed, bench_budget_s)
+    if kept is None:
+        result.size_bytes_after = result.size_bytes_before
+        if not passing:
+            result.notes.append(f"the budget ({result.budget}) cannot be met by {mode} quantization; "
+                                "the float model is kept")
+    else:
+        kept.chosen = True
+        result.format, result.accuracy, result.kept_float = kept.format, kept.accuracy, kept.kept_float
+        result.speedup, result.size_bytes_after = kept.speedup, kept.size_bytes
+    result.seconds = time.perf_counter() - began
+    return kept_model, result
+
+
+def _choose_mode(model: Model) -> str:
+    ops = {node.op_type for node in model.ir.graph}
+    if "Conv" in ops:
+        return "static"
+    if ops & {"MatMul", "Gemm", "Attention"}:
+        return "dynamic"
+    raise OptionError(f"{model.name} has no Conv, MatMul or Gemm to quantize; nothing for INT8 to speed up")
+
+
+Builder = tuple[str, str, "object"]  # (candidate name, format, build(float_model, exclude) -> Model)
+
+
+def _builders(mode: str, fmt: str, calibration: CalibrationSet | None, method: str, per_channel: bool) -> list[Builder]:
+    if mode == "static":
+        assert calibration is not None
+        formats = FORMATS if fmt == "auto" else (fmt,)
+        return [(f"static-{f}", f, lambda m, ex, f=f: static_int8(m, calibration, fmt=f, method=method,
+                                                                  per_channel=per_channel, exclude=ex))
+                for f in formats]
+    if mode == "dynamic":
+        return [("dynamic", "dynamic", lambda m, ex: dynamic_int8(m, per_channel=per_channel, exclude=ex))]
+    return [("fp16", "fp16", lambda m, ex: fp16(m, exclude=ex))]
+
+
+def _judge_all(builders: list[Builder], float_model: Model, plan: EvalPlan, budget: Budget,
+               exclude: list[str]) -> list[tuple[Candidate, Model]]:
+    built = []
+    for name, fmt, build in builders:
+        try:
+            candidate_model = build(float_model, exclude)
+            accuracy = judge(candidate_model, plan, budget)
+        except HoneError as exc:
+            logger.warning("candidate %s skipped: %s", name, exc)
+            continue
+        logger.info("%s: %s %.4f (%s) -> %s", name, accuracy.metric, accuracy.candidate_value, accuracy.budget,
+                    "pass" if accuracy.passed else "miss")
+        built.append((Candidate(name, name.split("-")[0], fmt, accuracy, list(exclude), size_bytes(candidate_model)),
+                      candidate_model))
+    return built
+
+
+def _fall_back(builders, float_model, plan, budget, calibration, result, threads):
+    """Keep the most sensitive layers float, 1, 2, 4, ... until a candidate passes."""
+    nodes = quantizable_nodes(float_model)
+    # Rank on the QDQ (or dynamic/fp16) candidate: it keeps the float tensor names.
+    ranking_builder = next((b for b in builders if b[1] != "qoperator"), None)
+    if ranking_builder is None:  # --format qoperator: rank with a QDQ build of the same calibration
+        ranking_builder = ("static-qdq", "qdq", lambda m, ex: static_int8(m, calibration, fmt="qdq", exclude=ex))
+    probe = ranking_builder[2](float_model, [])
+    feeds = calibration.feeds[:2] if calibration is not None else plan.feeds[:1]
+    ranking = rank_layers(float_model, probe, feeds, nodes, threads)
+    result.layer_errors = ranking
+    order = [layer.node for layer in ranking]
+    built_more: list[tuple[Candidate, object]] = []
+    count = 1
+    while order and count <= max(1, len(order) // 2):
+        exclude = order[:count]
+        attempt = _judge_all(builders, float_model, plan, budget, exclude)
+        built_more.extend(attempt)
+        passing = [(c, m) for c, m in attempt if c.accuracy.passed]
+        if passing:
+            result.notes.append(
+                f"kept {len(exclude)} most sensitive layer(s) in float to meet the budget: {', '.join(exclude)}"
+            )
+            return passing, built_more
+        count *= 2
+    return [], built_more
+
+
+def _fastest(passing, original: Model, result: QuantizeResult, threads: int | None, measure_speed: bool,
+             budget_s: float) -> tuple[Candidate | None, Model]:
+    if not measure_speed:
+        candidate, model = min(passing, key=lambda cm: cm[0].size_bytes)
+        result.notes.append("speed not measured (measure_speed=False): kept the smallest passing candidate")
+        return candidate, model
+    from hone.bench import bench
+
+    def p50(model: Model) -> float:
+        measured = bench(model, batches=[1], variants=["ort-all"], threads=threads, budget_s=budget_s)
+        return measured.configs[0].p50_ms
+
+    # Two alternating rounds (float, candidates, float, candidates): the lower p50 of each counts.
+    timings: dict[int, list[float]] = {}
+    for _ in range(2):
+        timings.setdefault(-1, []).append(p50(original))
+        for index, (_, model) in enumerate(passing):
+            timings.setdefault(index, []).append(p50(model))
+    result.float_p50_ms = min(timings[-1])
+    for index, (candidate, _) in enumerate(passing):
+        candidate.p50_ms = min(timings[index])
+        candidate.speedup = result.float_p50_ms / candidate.p50_ms
+    best_candidate, best_model = min(passing, key=lambda cm: cm[0].p50_ms)
+    if best_candidate.speedup is not None and best_candidate.speedup <= 1.0:
+        result.notes.append(
+            f"no candidate that passes the gate is faster than float here (best {best_candidate.name}: "
+            f"{best_candidate.speedup:.2f}x); the float model is kept"
+        )
+        return None, original
+    return best_candidate, best_model
+
+
+__all__ = ["MODES", "Budget", "Candidate", "QuantizeResult", "quantize"]
