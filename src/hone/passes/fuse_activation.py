@@ -90,7 +90,7 @@ def _fuse_residual(graph: ir.Graph, conv: ir.Node, add: ir.Node, outputs: set[ir
     inputs = list(conv.inputs) + [None] * (3 - len(conv.inputs)) + [residual]
     attributes = {name: attr.value for name, attr in conv.attributes.items()}
     attributes["activation"] = "Relu"
-    fused = ir.node("FusedConv", inputs, attributes, domain=MS_DOMAIN, name=f"{conv.name}_add_relu")
+    fused = ir.node("FusedConv", inputs, attributes, domain=MS_DOMAIN, name=f"{conv.name or conv.outputs[0].name}_add_relu")
     ir.convenience.replace_nodes_and_values(graph, relu, [conv, add, relu], [fused], [relu.outputs[0]], [fused.outputs[0]])
     return 1
 
@@ -137,7 +137,7 @@ def _fused_node(node: ir.Node, activation: ir.Node, params: list[float]) -> ir.N
         for name, value in zip(("activation_alpha", "activation_beta"), params):
             attributes[name] = value
         op_type = "FusedGemm"
-    return ir.node(op_type, list(node.inputs), attributes, domain=MS_DOMAIN, name=f"{node.name}_{activation.op_type}")
+    return ir.node(op_type, list(node.inputs), attributes, domain=MS_DOMAIN, name=f"{node.name or node.outputs[0].name}_{activation.op_type}")
 
 
 def _float_attr(node: ir.Node, name: str, default: float) -> float:

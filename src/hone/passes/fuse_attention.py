@@ -212,7 +212,7 @@ def _replace(graph: ir.Graph, found: _Attention) -> None:
     while inputs and inputs[-1] is None:
         inputs.pop()
     fused = ir.node(
-        op_type, inputs, domain=MS_DOMAIN, num_outputs=1, name=f"{anchor.name or 'attention'}_fused",
+        op_type, inputs, domain=MS_DOMAIN, num_outputs=1, name=f"{anchor.name or found.output.name}_fused",
         attributes={"num_heads": found.num_heads, "scale": float(found.scale)},
     )
     dtype = found.output.dtype or found.q.dtype or ir.DataType.FLOAT

@@ -2,8 +2,8 @@
 and Transpose that change nothing -> their input.
 
 onnxscript's no-op rules, then hone's Identity elimination (``base.eliminate_identities``, which
-keeps graph outputs named and distinct). Leaves alone: Dropout in training mode or whose mask is used (a graph output included),
-ops whose no-op-ness depends on unknown shapes.
+keeps graph outputs named and distinct). Leaves alone: Dropout in training mode or whose mask is
+used (a graph output included), ops whose no-op-ness depends on unknown shapes.
 """
 
 from __future__ import annotations

@@ -53,6 +53,12 @@ class SimplifyShapesPass(HonePass):
             in_shape, out_shape = shapes.get(source.name), shapes.get(node.outputs[0].name)
             if source is None or target is None or in_shape is None or out_shape is None:
                 continue
+            # The symbolic inference can get reversed Slices wrong (a negative length): trust no
+            # shape with a negative dim, nor one that contradicts onnx's own inference.
+            if any(isinstance(d, int) and d < 0 for d in [*in_shape, *out_shape]) or not (
+                _agrees(source, in_shape) and _agrees(node.outputs[0], out_shape)
+            ):
+                continue
             if node.outputs[0] not in model.graph.outputs and _same(in_shape, out_shape):
                 node.outputs[0].replace_all_uses_with(source)
                 model.graph.remove(node, safe=True)
@@ -124,6 +130,15 @@ def _dim(dim: onnx.TensorShapeProto.Dimension) -> Dim | None:
     if dim.HasField("dim_param") and dim.dim_param:
         return dim.dim_param
     return None
+
+
+def _agrees(value: ir.Value, dims: list[Dim | None]) -> bool:
+    """False when onnx's inferred shape of ``value`` has a static dim that ``dims`` contradicts."""
+    if value.shape is None:
+        return True
+    if len(value.shape) != len(dims):
+        return False
+    return all(not isinstance(a, int) or not isinstance(b, int) or a == b for a, b in zip(value.shape, dims))
 
 
 def _same(a: list[Dim | None], b: list[Dim | None]) -> bool:
