@@ -51,6 +51,10 @@ class RewriteRulesPass(HonePass):
         for rule in self.rules:
             flat.extend(rule.rules if isinstance(rule, RewriteRuleSet) else [rule])
         count = RewriteRuleSet(flat).apply_to_model(model)
+        # onnxscript's rules can overwrite an initializer of the same name: register it again.
+        from hone.passes.collapse_chains import restore_overwritten_initializers
+
+        restore_overwritten_initializers(model)
         # Rules that cancel nodes leave an Identity behind; drop those (graph outputs keep names).
         eliminate_identities(model)
         self.matched = count

@@ -36,11 +36,6 @@ class CollapseChainsPass(RewriteRulesPass):
         rules.successive_relu_clip_rule,
     )
 
-    def rewrite(self, model: ir.Model) -> ir.passes.PassResult:
-        result = super().rewrite(model)
-        restore_overwritten_initializers(model)
-        return result
-
 
 def restore_overwritten_initializers(model: ir.Model) -> int:
     """Register again each constant that a node reads but the graph no longer holds (an

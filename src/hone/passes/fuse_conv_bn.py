@@ -7,7 +7,7 @@ Leaves alone: BatchNormalization whose input is used elsewhere too, whose parame
 constant, or in training mode; those are reported as missed.
 
 The rule names a new bias ``<weight>_bias`` and onnxscript 0.7 overwrote an initializer already
-called that (see collapse_chains); ``restore_overwritten_initializers`` puts it back.
+called that (see collapse_chains); RewriteRulesPass puts it back with ``restore_overwritten_initializers``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import onnx_ir as ir
 from onnxscript.rewriter.rules import common as rules
 
 from hone.passes.base import RewriteRulesPass, producer_op
-from hone.passes.collapse_chains import restore_overwritten_initializers
 
 
 class FuseConvBnPass(RewriteRulesPass):
@@ -26,11 +25,6 @@ class FuseConvBnPass(RewriteRulesPass):
         rules.fuse_batchnorm_into_conv_transpose_rule,
         rules.fuse_batchnorm_into_gemm_rule,
     )
-
-    def rewrite(self, model: ir.Model) -> ir.passes.PassResult:
-        result = super().rewrite(model)
-        restore_overwritten_initializers(model)
-        return result
 
     def find_missed(self, model: ir.Model) -> list[str]:
         left = [
