@@ -1,20 +1,21 @@
 """hone: take a trained model to its fastest correct deployment, end to end.
 
 The Python API mirrors the CLI: ``hone.load(...)``, ``hone.info(...)``, ``hone.bench(...)``,
-``hone.run(...)``, ``hone.export(...)``.
+``hone.run(...)``, ``hone.export(...)``, ``hone.optimize(...)``, ``hone.quantize(...)``, ``hone.prune(...)``.
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-# The API functions below share their names with subpackages (hone.bench, hone.info, hone.export).
+# The API functions below share their names with subpackages (hone.bench, hone.info, hone.export, hone.quantize).
 # Python binds a subpackage to its parent's attribute only when it is first imported, so these are
 # imported here first; the functions defined afterwards then own the names for good, while
 # ``from hone.bench import ...`` keeps working through sys.modules.
 import hone.bench  # noqa: E402,F401
 import hone.export  # noqa: E402,F401
 import hone.info  # noqa: E402,F401
+import hone.quantize  # noqa: E402,F401
 from hone.errors import HoneError  # noqa: E402
 from hone.model import Model, load  # noqa: E402
 
@@ -48,6 +49,28 @@ def optimize(source: "str | Model", *, target: str = "ort-cpu", verify: bool = T
     return run_optimize(source, target=target, verify=verify)
 
 
+def quantize(source: "str | Model", **options: object) -> "tuple[Model, object]":
+    """INT8 or fp16 behind the accuracy and speed gates; returns (kept Model, QuantizeResult).
+
+    Options are those of ``hone.quantize.quantize`` (mode, fmt, calib, method, budget, per_channel,
+    samples, threads, measure_speed, prefer). The kept Model is the float one when nothing passed.
+    """
+    from hone.quantize import quantize as run_quantize
+
+    return run_quantize(source, **options)  # type: ignore[arg-type]
+
+
+def prune(source: "str | Model", **options: object) -> "tuple[Model, object]":
+    """Magnitude pruning judged by the accuracy gate; returns (pruned Model, PruneResult).
+
+    Options are those of ``hone.quantize.prune.prune`` (sparsity, pattern, scope, budget,
+    fine_tune, fine_tune_epochs, exclude, threads, samples, measure_speed).
+    """
+    from hone.quantize.prune import prune as run_prune
+
+    return run_prune(source, **options)  # type: ignore[arg-type]
+
+
 def export(source: "str | Model", output: str, *, target: str = "onnx", force: bool = False, **load_options: object) -> "object":
     """Write ``source`` for ``target``; see ``hone.export``."""
     from hone.export import export as run_export
@@ -55,4 +78,4 @@ def export(source: "str | Model", output: str, *, target: str = "onnx", force: b
     return run_export(load(source, **load_options), output, target=target, force=force)  # type: ignore[arg-type]
 
 
-__all__ = ["HoneError", "Model", "__version__", "bench", "export", "info", "load", "optimize", "run"]
+__all__ = ["HoneError", "Model", "__version__", "bench", "export", "info", "load", "optimize", "prune", "quantize", "run"]

@@ -192,6 +192,100 @@ def optimize(
     _write_json(result, json_path, force)
 
 
+BudgetOption = Annotated[
+    str | None,
+    typer.Option("--budget", help="accuracy budget, e.g. top1-drop=0.5,agreement=0.99,cosine-mean=0.995,cosine-min=0.98"),
+]
+SamplesOption = Annotated[int, typer.Option("--samples", help="inputs synthesized for the gate when the model has no real data")]
+
+
+@app.command()
+def quantize(
+    model: ModelArg,
+    output: Annotated[Path, typer.Option("-o", "--output", help="where to write the kept .onnx")],
+    mode: Annotated[str, typer.Option("--mode", help="auto | static | dynamic | fp16 (auto: static for Conv models, dynamic for MatMul models)")] = "auto",
+    fmt: Annotated[str, typer.Option("--format", help="qdq | qoperator | auto (auto: build both, keep the faster)")] = "auto",
+    calib: Annotated[str | None, typer.Option("--calib", help="calibration data: .npz/.npy, images, or a folder of them")] = None,
+    method: Annotated[str, typer.Option("--method", help="calibration method: minmax | percentile | entropy")] = "minmax",
+    budget: BudgetOption = None,
+    per_tensor: Annotated[bool, typer.Option("--per-tensor", help="one weight scale per tensor instead of per channel")] = False,
+    prefer: Annotated[str, typer.Option("--prefer", help="speed | size: keep the fastest or the smallest passing candidate")] = "speed",
+    no_speed: Annotated[bool, typer.Option("--no-speed", help="skip timing; keep the smallest passing candidate")] = False,
+    threads: ThreadsOption = None,
+    samples: SamplesOption = 200,
+    input_shape: InputShapeOption = None,
+    json_path: JsonOption = None,
+    force: ForceOption = False,
+) -> None:
+    """INT8 or fp16, judged by an accuracy gate (keeping sensitive layers float) and kept only if faster."""
+    from hone.model import load
+    from hone.paths import ensure_writable
+    from hone.quantize import quantize as run_quantize
+    from hone.report.terminal import quantize_table
+
+    _check_json_target(json_path, force)
+    ensure_writable(output, force=force)
+    loaded = load(model, input_shapes=input_shape)
+    with _progress() as progress:
+        progress.add_task(f"quantize {loaded.name} ({mode})", total=None)
+        kept, result = run_quantize(
+            loaded, mode=mode, fmt=fmt, calib=calib, method=method, budget=budget, per_channel=not per_tensor,
+            samples=samples, threads=threads, measure_speed=not no_speed, prefer=prefer,
+        )
+    console.print(quantize_table(result))
+    kept.save(output, force=force)
+    what = "the float model (no candidate passed both gates)" if not result.kept_quantized else result.format
+    console.print(f"wrote {output}: {what}")
+    _write_json(result, json_path, force)
+
+
+@app.command()
+def prune(
+    model: ModelArg,
+    output: Annotated[Path, typer.Option("-o", "--output", help="where to write the pruned .onnx")],
+    sparsity: Annotated[float | None, typer.Option("--sparsity", help="share of prunable weights set to zero, in [0, 1) (2:4 implies 0.5)")] = None,
+    pattern: Annotated[str, typer.Option("--pattern", help="unstructured | 2:4")] = "unstructured",
+    scope: Annotated[str, typer.Option("--scope", help="global | per_layer (unstructured only)")] = "global",
+    budget: BudgetOption = None,
+    fine_tune: Annotated[bool, typer.Option("--fine-tune", help="retrain briefly with the masks fixed (torch models with training data: digits_cnn)")] = False,
+    fine_tune_epochs: Annotated[int, typer.Option("--fine-tune-epochs", help="epochs of fine-tuning")] = 3,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="weight (initializer) name to keep dense (repeatable)")] = None,
+    ignore_budget: Annotated[bool, typer.Option("--ignore-budget", help="write the pruned model even when it is outside the accuracy budget")] = False,
+    no_speed: Annotated[bool, typer.Option("--no-speed", help="skip timing the pruned model")] = False,
+    threads: ThreadsOption = None,
+    samples: SamplesOption = 200,
+    input_shape: InputShapeOption = None,
+    json_path: JsonOption = None,
+    force: ForceOption = False,
+) -> None:
+    """Magnitude pruning (unstructured or 2:4) with a per-layer sparsity report, judged by the accuracy gate."""
+    from hone.model import load
+    from hone.paths import ensure_writable
+    from hone.quantize.prune import prune as run_prune
+    from hone.report.terminal import prune_table
+
+    _check_json_target(json_path, force)
+    ensure_writable(output, force=force)
+    loaded = load(model, input_shapes=input_shape)
+    with _progress() as progress:
+        progress.add_task(f"prune {loaded.name} ({pattern})", total=None)
+        pruned, result = run_prune(
+            loaded, sparsity=sparsity, pattern=pattern, scope=scope, budget=budget, fine_tune=fine_tune,
+            fine_tune_epochs=fine_tune_epochs, threads=threads, measure_speed=not no_speed, samples=samples,
+            exclude=exclude or (),
+        )
+    console.print(prune_table(result))
+    _write_json(result, json_path, force)
+    if result.passed is False and not ignore_budget:
+        assert result.accuracy_after is not None
+        raise OptionError(
+            f"the pruned model is outside the accuracy budget ({result.accuracy_after.budget}); {output} was not "
+            "written: lower --sparsity, add --fine-tune, widen --budget, or pass --ignore-budget to write it anyway"
+        )
+    pruned.save(output, force=force)
+    console.print(f"wrote {output}")
+
+
 @app.command()
 def machine(
     threads: ThreadsOption = None,

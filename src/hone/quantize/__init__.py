@@ -5,7 +5,7 @@ The flow, for ``quantize(model)``:
 
 1. optimize the float model first (``hone.optimize``, verified): ``generic`` before static INT8 so
    the quantizer sees standard ops with BatchNorm folded; ``ort-cpu`` before dynamic INT8 so
-   attention is already one Attention node (which becomes QAttention);
+   attention is already one Attention node (kept float: see ``int8.DYNAMIC_OP_TYPES``);
 2. build each candidate: static -> QDQ and QOperator (``--format auto``), dynamic, or fp16;
 3. judge each against the *original* float model with the accuracy gate (``gate.py``);
 4. when none passes, rank the layers by what each one's quantization added to the error
@@ -13,7 +13,8 @@ The flow, for ``quantize(model)``:
    layers in float do not pass, the budget cannot be met: hone says so and keeps the float model;
 5. time the float model and every passing candidate at ORT_ENABLE_ALL on the target's threads,
    and keep the fastest, only if it beats float (INT8 is not always faster: QDQ on CPUs without
-   VNNI, tiny models dominated by overhead).
+   VNNI, tiny models dominated by overhead). With ``prefer="size"`` (the edge target) the
+   smallest passing candidate is kept whatever its speed, and its speed is still reported.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from hone.quantize.int8 import FORMATS, METHODS, dynamic_int8, fp16, quantizable
 logger = logging.getLogger(__name__)
 
 MODES = ("auto", "static", "dynamic", "fp16")
+PREFER = ("speed", "size")
 
 
 @dataclass
@@ -85,6 +87,7 @@ def quantize(
     threads: int | None = None,
     measure_speed: bool = True,
     bench_budget_s: float = 3.0,
+    prefer: str = "speed",
 ) -> tuple[Model, QuantizeResult]:
     """Quantize ``source``; returns the kept Model (the float one when nothing passed) and the report."""
     began = time.perf_counter()
@@ -94,6 +97,8 @@ def quantize(
         raise OptionError(f"format {fmt!r} is unknown; choose one of: {', '.join(FORMATS)}, auto")
     if method not in METHODS:
         raise OptionError(f"calibration method {method!r} is unknown; choose one of: {', '.join(METHODS)}")
+    if prefer not in PREFER:
+        raise OptionError(f"prefer {prefer!r} is unknown; choose one of: {', '.join(PREFER)}")
     if samples < 1:
         raise OptionError(f"samples must be at least 1, got {samples}")
     budget = budget if isinstance(budget, Budget) else Budget.parse(budget)
@@ -126,7 +131,7 @@ def quantize(
 
     kept, kept_model = None, original
     if passing:
-        kept, kept_model = _fastest(passing, original, result, threads, measure_speed, bench_budget_s)
+        kept, kept_model = _fastest(passing, original, result, threads, measure_speed, bench_budget_s, prefer)
     if kept is None:
         result.size_bytes_after = result.size_bytes_before
         if not passing:
@@ -210,7 +215,7 @@ def _fall_back(builders, float_model, plan, budget, calibration, result, threads
 
 
 def _fastest(passing, original: Model, result: QuantizeResult, threads: int | None, measure_speed: bool,
-             budget_s: float) -> tuple[Candidate | None, Model]:
+             budget_s: float, prefer: str = "speed") -> tuple[Candidate | None, Model]:
     if not measure_speed:
         candidate, model = min(passing, key=lambda cm: cm[0].size_bytes)
         result.notes.append("speed not measured (measure_speed=False): kept the smallest passing candidate")
@@ -231,6 +236,11 @@ def _fastest(passing, original: Model, result: QuantizeResult, threads: int | No
     for index, (candidate, _) in enumerate(passing):
         candidate.p50_ms = min(timings[index])
         candidate.speedup = result.float_p50_ms / candidate.p50_ms
+    if prefer == "size":
+        smallest, model = min(passing, key=lambda cm: (cm[0].size_bytes, cm[0].p50_ms))
+        result.notes.append(f"kept the smallest passing candidate ({smallest.name}, {smallest.size_bytes:,} bytes, "
+                            f"{smallest.speedup:.2f}x the float model's speed)")
+        return smallest, model
     best_candidate, best_model = min(passing, key=lambda cm: cm[0].p50_ms)
     if best_candidate.speedup is not None and best_candidate.speedup <= 1.0:
         result.notes.append(
@@ -241,4 +251,4 @@ def _fastest(passing, original: Model, result: QuantizeResult, threads: int | No
     return best_candidate, best_model
 
 
-__all__ = ["MODES", "Budget", "Candidate", "QuantizeResult", "quantize"]
+__all__ = ["MODES", "PREFER", "Budget", "Candidate", "QuantizeResult", "quantize"]

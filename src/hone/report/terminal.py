@@ -227,3 +227,64 @@ def optimize_table(result: "object") -> Table:
             "-" if p.matched is None else str(p.matched), escape(notes),
         )
     return table
+
+
+def _accuracy_text(report: "object") -> str:
+    if report is None:
+        return "-"
+    if report.metric == "top1":
+        return f"top-1 {report.candidate_value:.2f}% (float {report.float_value:.2f}%)"
+    if report.metric == "agreement":
+        return f"agreement {report.candidate_value:.2%}"
+    low = "" if report.cosine_min is None else f", min {report.cosine_min:.4f}"
+    return f"cosine mean {report.candidate_value:.4f}{low}"
+
+
+def quantize_table(result: "object") -> Table:
+    """Every candidate hone built, judged and timed; the kept one marked."""
+    from hone.quantize import QuantizeResult
+
+    assert isinstance(result, QuantizeResult)
+    kept = f"kept {result.format}" + (f", {result.speedup:.2f}x" if result.speedup else "")
+    table = Table(
+        title=f"quantize {result.model} ({result.mode}): {kept}; size {human_bytes(result.size_bytes_before)} -> "
+        f"{human_bytes(result.size_bytes_after)}; gate: {escape(result.budget)}",
+        caption=escape("; ".join(result.notes)) or None,
+    )
+    for column in ("candidate", "kept float", "accuracy", "gate", "size", "p50 ms", "speedup"):
+        table.add_column(column, justify="right" if column in ("size", "p50 ms", "speedup") else "left")
+    if result.float_p50_ms is not None:
+        table.add_row("float", "-", "-", "-", human_bytes(result.size_bytes_before), f"{result.float_p50_ms:.2f}", "1.00x")
+    for candidate in result.candidates:
+        gate = "[green]pass[/green]" if candidate.accuracy.passed else "[red]miss[/red]"
+        name = f"[bold]{candidate.name} (kept)[/bold]" if candidate.chosen else candidate.name
+        table.add_row(
+            name, str(len(candidate.kept_float)), escape(_accuracy_text(candidate.accuracy)), gate,
+            human_bytes(candidate.size_bytes), "-" if candidate.p50_ms is None else f"{candidate.p50_ms:.2f}",
+            "-" if candidate.speedup is None else f"{candidate.speedup:.2f}x",
+        )
+    return table
+
+
+def prune_table(result: "object", top_layers: int = 12) -> Table:
+    """Per-layer sparsity (the largest layers first) and the gate's verdict in the title."""
+    from hone.quantize.prune import PruneResult
+
+    assert isinstance(result, PruneResult)
+    verdict = {True: "[green]within budget[/green]", False: "[red]outside budget[/red]", None: "not judged"}[result.passed]
+    speed = f"; {result.speedup:.2f}x" if result.speedup else ""
+    table = Table(
+        title=f"prune {result.model} ({result.pattern}): sparsity {result.achieved_sparsity:.1%}, "
+        f"{escape(_accuracy_text(result.accuracy_after))} {verdict}; zipped size "
+        f"{human_bytes(result.compressed_bytes_before)} -> {human_bytes(result.compressed_bytes_after)}{speed}",
+        caption=escape("; ".join(result.notes)) or None,
+    )
+    for column in ("weight", "op", "shape", "params", "sparsity"):
+        table.add_column(column, justify="right" if column in ("params", "sparsity") else "left")
+    layers = sorted(result.layers, key=lambda layer: layer.params, reverse=True)
+    for layer in layers[:top_layers]:
+        table.add_row(escape(layer.name), layer.op_type, "x".join(map(str, layer.shape)), f"{layer.params:,}",
+                      f"{layer.sparsity_after:.1%}")
+    if len(layers) > top_layers:
+        table.add_row(f"... {len(layers) - top_layers} more (see --json)", "", "", "", "")
+    return table
