@@ -44,8 +44,9 @@ def run_out(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
 
 def test_the_job_runs_every_stage_in_order_and_reports_progress(run_out) -> None:
     _, report = run_out
-    assert [s.name for s in report.stages] == ["load", "verify", "profile", "optimize", "bench"]
+    assert [s.name for s in report.stages] == ["load", "verify", "profile", "optimize", "quantize", "bench"]
     assert all(s.status == "ok" for s in report.stages)
+    assert ("quantize", "done") in report.events
     assert ("load", "start") in report.events and ("bench", "done") in report.events
     assert "threads" not in " ".join(report.defaults_taken)  # given explicitly
 
@@ -61,8 +62,13 @@ def test_the_json_report_holds_every_stage_result(run_out) -> None:
     assert {n["bound"] for n in data["profile"]["nodes"]} <= {"compute", "memory", "overhead", "transfer", "sync"}
     assert data["optimize"]["nodes_after"] < data["optimize"]["nodes_before"]
     assert "fuse_conv_bn" in [p["name"] for p in data["optimize"]["passes"] if p["status"] == "applied"]
+    quantized = data["quantize"]
+    assert quantized["mode"] == "static" and quantized["candidates"]
+    assert {c["name"] for c in quantized["candidates"]} >= {"static-qdq", "static-qoperator"}
     variants = {(c["variant"], c["batch"]) for c in data["bench"]["configs"]}
-    expected = ("torch-eager", "ort-disabled", "ort-all", "hone+ort-disabled", "hone+ort-all")
+    expected = ["torch-eager", "ort-disabled", "ort-all", "hone+ort-disabled", "hone+ort-all"]
+    if quantized["format"] != "float":  # kept only when it passed the gate and was measured faster
+        expected.append(f"hone-{quantized['format']}+ort-all")
     assert variants == {(v, b) for v in expected for b in (1, 4)}
 
 

@@ -211,6 +211,7 @@ def quantize(
     per_tensor: Annotated[bool, typer.Option("--per-tensor", help="one weight scale per tensor instead of per channel")] = False,
     prefer: Annotated[str, typer.Option("--prefer", help="speed | size: keep the fastest or the smallest passing candidate")] = "speed",
     no_speed: Annotated[bool, typer.Option("--no-speed", help="skip timing; keep the smallest passing candidate")] = False,
+    fp16_io: Annotated[bool, typer.Option("--fp16-io", help="fp16 mode: make float inputs/outputs float16 too (default: kept float32)")] = False,
     threads: ThreadsOption = None,
     samples: SamplesOption = 200,
     input_shape: InputShapeOption = None,
@@ -230,7 +231,7 @@ def quantize(
         progress.add_task(f"quantize {loaded.name} ({mode})", total=None)
         kept, result = run_quantize(
             loaded, mode=mode, fmt=fmt, calib=calib, method=method, budget=budget, per_channel=not per_tensor,
-            samples=samples, threads=threads, measure_speed=not no_speed, prefer=prefer,
+            samples=samples, threads=threads, measure_speed=not no_speed, prefer=prefer, fp16_io=fp16_io,
         )
     console.print(quantize_table(result))
     kept.save(output, force=force)
@@ -315,11 +316,12 @@ def run(
     threads: ThreadsOption = None,
     provider: ProviderOption = "cpu",
     budget_s: Annotated[float, typer.Option("--budget-s", help="bench time budget per configuration, seconds")] = 3.0,
+    no_quantize: Annotated[bool, typer.Option("--no-quantize", help="skip the INT8 stage")] = False,
     input_shape: InputShapeOption = None,
     json_path: JsonOption = None,
     force: ForceOption = False,
 ) -> None:
-    """The end-to-end job: load -> verify -> bench baselines; writes report.json and report.html."""
+    """The end-to-end job: load -> verify -> profile -> optimize -> quantize -> bench; writes report.json and report.html."""
     from hone.job import run as run_job
     from hone.report.terminal import run_summary
 
@@ -337,6 +339,8 @@ def run(
                 progress.update(tasks[stage], completed=1, description=f"{stage} [green]done[/green]")
             elif event == "failed":
                 progress.update(tasks[stage], description=f"{stage} [red]failed[/red]")
+            elif event == "skipped":
+                progress.update(tasks[stage], completed=1, description=f"{stage} [yellow]skipped[/yellow]")
 
         report = run_job(
             model,
@@ -348,6 +352,7 @@ def run(
             budget_s=budget_s,
             force=force,
             progress=on_progress,
+            quantize=not no_quantize,
         )
     console.print(run_summary(report))
     if report.bench is not None:

@@ -2,9 +2,10 @@
 
 Stages today: load -> verify (the model runs and agrees with itself and its PyTorch source) ->
 profile (where the time goes and why, at the first batch size) -> optimize (verified graph rewrites
-for the provider's onnxruntime target) -> bench (the baselines and the optimized model, in one
-run so the ratios compare). Later stages (quantize, serve, export) append to the same report. The job never prints: it reports progress through a callback and
-the CLI renders it.
+for the provider's onnxruntime target) -> quantize (INT8 candidates behind the accuracy gate, kept
+only if measured faster; CPU only) -> bench (the baselines, the optimized model and the kept
+quantized model, in one run so the ratios compare). Later stages (serve, export) append to the
+same report. The job never prints: it reports progress through a callback and the CLI renders it.
 """
 
 from __future__ import annotations
@@ -28,13 +29,15 @@ from hone.paths import ensure_writable
 from hone.passes import OptimizeResult
 from hone.passes import optimize as optimize_model
 from hone.profile import ProfileResult, profile
+from hone.quantize import QuantizeResult
+from hone.quantize import quantize as run_quantize
 from hone.runtime import default_threads
 from hone.verify import VerifyResult, verify_runs
 from hone.zoo import DEFAULT_MODEL
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("load", "verify", "profile", "optimize", "bench")
+STAGES = ("load", "verify", "profile", "optimize", "quantize", "bench")
 DEFAULT_RUN_BATCHES = (1, 8)
 
 
@@ -60,14 +63,15 @@ class RunReport:
     verify: VerifyResult | None = None
     profile: ProfileResult | None = None
     optimize: OptimizeResult | None = None
+    quantize: QuantizeResult | None = None
     bench: BenchResult | None = None
 
     @property
     def passed(self) -> bool:
-        return all(stage.status == "ok" for stage in self.stages)
+        return all(stage.status in ("ok", "skipped") for stage in self.stages)
 
 
-# progress(stage, event, detail): event is "start" | "done" | "failed" | "step".
+# progress(stage, event, detail): event is "start" | "done" | "failed" | "skipped" | "step".
 ProgressCallback = Callable[[str, str, str], None]
 
 
@@ -82,6 +86,7 @@ def run(
     budget_s: float = 3.0,
     force: bool = False,
     progress: ProgressCallback | None = None,
+    quantize: bool = True,
 ) -> RunReport:
     """Run every stage on ``source`` (default: the zoo's resnet18) and write the report to ``out_dir``."""
     from hone.report.html import write_html
@@ -128,6 +133,12 @@ def run(
         report, notify, "optimize", lambda: optimize_model(model, target=target, verify=True)
     )
 
+    quantized, report.quantize = None, None
+    if quantize:
+        quantized, report.quantize = _quantize_stage(report, notify, model, provider, threads, budget_s)
+    else:
+        _skip(report, notify, "quantize", "not asked (--no-quantize)")
+
     def bench_both() -> BenchResult:
         def step(variant: str, batch: int) -> None:
             notify("bench", "step", f"{variant} batch {batch}")
@@ -137,6 +148,10 @@ def run(
         rewritten = bench(optimized, variants=["ort-disabled", "ort-all"],
                           on_config=lambda v, b: step(f"hone+{v}", b), **options)  # type: ignore[arg-type]
         merge(result, rewritten, "hone")
+        if quantized is not None and report.quantize is not None:
+            int8 = bench(quantized, variants=["ort-all"],
+                         on_config=lambda v, b: step(f"hone-{report.quantize.format}+{v}", b), **options)  # type: ignore[arg-type,union-attr]
+            merge(result, int8, f"hone-{report.quantize.format}")
         return result
 
     report.bench = _stage(report, notify, "bench", bench_both)
@@ -145,6 +160,31 @@ def run(
     write_json(report, json_path, force=True)  # checked above, before any work was done
     write_html(report, html_path)
     return report
+
+
+def _quantize_stage(report: RunReport, notify: ProgressCallback, model: Model, provider: str,
+                    threads: int, budget_s: float) -> tuple[Model | None, QuantizeResult | None]:
+    """INT8 behind the gates on CPU; (kept quantized Model or None, result). Never fails the run:
+    a model with nothing to quantize, or another provider, is a skipped stage with its reason."""
+    if provider != "cpu":
+        _skip(report, notify, "quantize", f"INT8 is measured on the CPU provider only; {provider} was asked")
+        return None, None
+    notify("quantize", "start", "")
+    began = time.perf_counter()
+    try:
+        kept, result = run_quantize(model, threads=threads, bench_budget_s=budget_s)
+    except HoneError as exc:
+        _skip(report, notify, "quantize", str(exc), began)
+        return None, None
+    report.stages.append(StageResult("quantize", "ok", time.perf_counter() - began))
+    notify("quantize", "done", "")
+    return (kept if result.kept_quantized else None), result
+
+
+def _skip(report: RunReport, notify: ProgressCallback, name: str, reason: str, began: float | None = None) -> None:
+    seconds = 0.0 if began is None else time.perf_counter() - began
+    report.stages.append(StageResult(name, "skipped", seconds, reason))
+    notify(name, "skipped", reason)
 
 
 def _stage(report: RunReport, notify: ProgressCallback, name: str, work: Callable[[], Any]) -> Any:

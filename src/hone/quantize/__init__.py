@@ -5,8 +5,10 @@ The flow, for ``quantize(model)``:
 
 1. optimize the float model first (``hone.optimize``, verified): ``generic`` before static INT8 so
    the quantizer sees standard ops with BatchNorm folded; ``ort-cpu`` before dynamic INT8 so
-   attention is already one Attention node (kept float: see ``int8.DYNAMIC_OP_TYPES``);
-2. build each candidate: static -> QDQ and QOperator (``--format auto``), dynamic, or fp16;
+   attention is fused, then (``transformer.py``) its QKV projection split out into a MatMul and
+   every MatMul input smoothed on the calibration data, so per-tensor activation scales fit;
+2. build each candidate: static -> QDQ and QOperator (``--format auto``), dynamic -> s8 and u8
+   weights, or fp16;
 3. judge each against the *original* float model with the accuracy gate (``gate.py``);
 4. when none passes, rank the layers by what each one's quantization added to the error
    (``fallback.py``) and keep the worst 1, 2, 4, ... in float until one passes; if even half the
@@ -27,8 +29,8 @@ from hone.errors import HoneError, OptionError
 from hone.model import Model, load
 from hone.quantize.calibration import CalibrationSet, calibration_set
 from hone.quantize.fallback import LayerError, rank_layers
-from hone.quantize.gate import AccuracyReport, Budget, EvalPlan, judge, plan_for
-from hone.quantize.int8 import FORMATS, METHODS, dynamic_int8, fp16, quantizable_nodes, size_bytes, static_int8
+from hone.quantize.gate import EVAL_BATCH, AccuracyReport, Budget, EvalPlan, judge, plan_for
+from hone.quantize.int8 import FORMATS, METHODS, WEIGHT_TYPES, dynamic_int8, fp16, quantizable_nodes, size_bytes, static_int8
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +90,13 @@ def quantize(
     measure_speed: bool = True,
     bench_budget_s: float = 3.0,
     prefer: str = "speed",
+    fp16_io: bool = False,
 ) -> tuple[Model, QuantizeResult]:
-    """Quantize ``source``; returns the kept Model (the float one when nothing passed) and the report."""
+    """Quantize ``source``; returns the kept Model (the float one when nothing passed) and the report.
+
+    ``fp16_io`` (mode fp16): the model's float inputs and outputs become float16 too; by default
+    they stay float32 so callers need not change.
+    """
     began = time.perf_counter()
     if mode not in MODES:
         raise OptionError(f"mode {mode!r} is unknown; choose one of: {', '.join(MODES)}")
@@ -104,28 +111,34 @@ def quantize(
     budget = budget if isinstance(budget, Budget) else Budget.parse(budget)
     original = load(source)
     mode = _choose_mode(original) if mode == "auto" else mode
-    if calib is not None and mode != "static":
-        raise OptionError(f"--calib is for static INT8; mode {mode} needs no calibration data")
+    if calib is not None and mode == "fp16":
+        raise OptionError("--calib is for INT8 (static scales, dynamic smoothing); fp16 needs no calibration data")
 
     from hone.passes import optimize
 
     float_model, _ = optimize(original, target="ort-cpu" if mode == "dynamic" else "generic")
-    plan = plan_for(original, samples=samples, threads=threads)
-    calibration = calibration_set(float_model, calib) if mode == "static" else None
+    # Dynamic INT8 scales activations per run over the whole batch: judge it at batch 1, the
+    # latency target, and report the large-batch figure separately (below).
+    plan = plan_for(original, samples=samples, threads=threads, batch=1 if mode == "dynamic" else EVAL_BATCH)
+    calibration = calibration_set(float_model, calib) if mode in ("static", "dynamic") else None
     result = QuantizeResult(
         model=original.name, mode=mode, format="float", accuracy=None, kept_float=[], speedup=None,
         size_bytes_before=size_bytes(original), size_bytes_after=0,
-        calibration=calibration.description if calibration else "none (dynamic/fp16 need no calibration)",
+        calibration=calibration.description if calibration else "none (fp16 needs no calibration)",
         budget=budget.describe(plan.metric),
     )
     if calibration is not None and calibration.source == "synthesized":
         result.notes.append("calibrated on synthesized inputs: give real samples with --calib for better scales")
+    if mode == "dynamic":
+        assert calibration is not None
+        float_model = _prepare_transformer(float_model, calibration, threads, result)
 
-    builders = _builders(mode, fmt, calibration, method, per_channel)
+    builders = _builders(mode, fmt, calibration, method, per_channel, fp16_io)
     built = _judge_all(builders, float_model, plan, budget, exclude=[])
     passing = [(c, m) for c, m in built if c.accuracy.passed]
     if not passing:
-        passing, built_more = _fall_back(builders, float_model, plan, budget, calibration, result, threads)
+        passing, built_more = _fall_back(builders, float_model, plan, budget, calibration, result, threads,
+                                                method, per_channel)
         built.extend(built_more)
     result.candidates = [c for c, _ in built]
 
@@ -141,8 +154,34 @@ def quantize(
         kept.chosen = True
         result.format, result.accuracy, result.kept_float = kept.format, kept.accuracy, kept.kept_float
         result.speedup, result.size_bytes_after = kept.speedup, kept.size_bytes
+        if mode == "dynamic":
+            result.notes.append(_large_batch_note(kept_model, original, samples, threads, budget))
     result.seconds = time.perf_counter() - began
     return kept_model, result
+
+
+def _large_batch_note(kept_model: Model, original: Model, samples: int, threads: int | None, budget: Budget) -> str:
+    wide = plan_for(original, samples=samples, threads=threads, batch=EVAL_BATCH)
+    report = judge(kept_model, wide, budget)
+    low = "" if report.cosine_min is None else f", min {report.cosine_min:.4f}"
+    return (f"judged at batch 1; in batches of up to {EVAL_BATCH} (padded) the same model gives {report.metric} "
+            f"{report.candidate_value:.4f}{low} ({'within' if report.passed else 'OUTSIDE'} the budget): dynamic "
+            "INT8 takes one activation scale per run, so large padded batches lose precision")
+
+
+def _prepare_transformer(float_model: Model, calibration: CalibrationSet, threads: int | None,
+                         result: QuantizeResult) -> Model:
+    """Attention projections as MatMuls, MatMul inputs smoothed (see ``transformer.py``)."""
+    from hone.quantize.transformer import SMOOTH_ALPHA, smooth_activations, split_attention_projections
+
+    float_model, split = split_attention_projections(float_model)
+    float_model, smoothed = smooth_activations(float_model, calibration.feeds, threads=threads)
+    if split:
+        result.notes.append(f"split {split} fused attention projection(s) into MatMuls for per-channel INT8")
+    if smoothed:
+        result.notes.append(f"smoothed {smoothed} MatMul input(s) (SmoothQuant, alpha {SMOOTH_ALPHA:g}) on the "
+                            "calibration data")
+    return float_model
 
 
 def _choose_mode(model: Model) -> str:
@@ -157,7 +196,8 @@ def _choose_mode(model: Model) -> str:
 Builder = tuple[str, str, "object"]  # (candidate name, format, build(float_model, exclude) -> Model)
 
 
-def _builders(mode: str, fmt: str, calibration: CalibrationSet | None, method: str, per_channel: bool) -> list[Builder]:
+def _builders(mode: str, fmt: str, calibration: CalibrationSet | None, method: str, per_channel: bool,
+              fp16_io: bool = False) -> list[Builder]:
     if mode == "static":
         assert calibration is not None
         formats = FORMATS if fmt == "auto" else (fmt,)
@@ -165,8 +205,10 @@ def _builders(mode: str, fmt: str, calibration: CalibrationSet | None, method: s
                                                                   per_channel=per_channel, exclude=ex))
                 for f in formats]
     if mode == "dynamic":
-        return [("dynamic", "dynamic", lambda m, ex: dynamic_int8(m, per_channel=per_channel, exclude=ex))]
-    return [("fp16", "fp16", lambda m, ex: fp16(m, exclude=ex))]
+        return [(f"dynamic-{w}", "dynamic", lambda m, ex, w=w: dynamic_int8(m, per_channel=per_channel, exclude=ex,
+                                                                            weight_type=w))
+                for w in WEIGHT_TYPES]
+    return [("fp16", "fp16", lambda m, ex: fp16(m, exclude=ex, keep_io_types=not fp16_io))]
 
 
 def _judge_all(builders: list[Builder], float_model: Model, plan: EvalPlan, budget: Budget,
@@ -186,13 +228,14 @@ def _judge_all(builders: list[Builder], float_model: Model, plan: EvalPlan, budg
     return built
 
 
-def _fall_back(builders, float_model, plan, budget, calibration, result, threads):
+def _fall_back(builders, float_model, plan, budget, calibration, result, threads, method="minmax", per_channel=True):
     """Keep the most sensitive layers float, 1, 2, 4, ... until a candidate passes."""
     nodes = quantizable_nodes(float_model)
     # Rank on the QDQ (or dynamic/fp16) candidate: it keeps the float tensor names.
     ranking_builder = next((b for b in builders if b[1] != "qoperator"), None)
     if ranking_builder is None:  # --format qoperator: rank with a QDQ build of the same calibration
-        ranking_builder = ("static-qdq", "qdq", lambda m, ex: static_int8(m, calibration, fmt="qdq", exclude=ex))
+        ranking_builder = ("static-qdq", "qdq", lambda m, ex: static_int8(m, calibration, fmt="qdq", method=method,
+                                                                          per_channel=per_channel, exclude=ex))
     probe = ranking_builder[2](float_model, [])
     feeds = calibration.feeds[:2] if calibration is not None else plan.feeds[:1]
     ranking = rank_layers(float_model, probe, feeds, nodes, threads)
@@ -218,7 +261,7 @@ def _fastest(passing, original: Model, result: QuantizeResult, threads: int | No
              budget_s: float, prefer: str = "speed") -> tuple[Candidate | None, Model]:
     if not measure_speed:
         candidate, model = min(passing, key=lambda cm: cm[0].size_bytes)
-        result.notes.append("speed not measured (measure_speed=False): kept the smallest passing candidate")
+        result.notes.append("speed not measured (--no-speed): kept the smallest passing candidate")
         return candidate, model
     from hone.bench import bench
 

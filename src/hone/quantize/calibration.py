@@ -103,6 +103,9 @@ def load_arrays(path: Path, specs: tuple[TensorSpec, ...] | list[TensorSpec]) ->
     parts: dict[str, list[np.ndarray]] = {}
     for file in files:
         for name, array in _read(file, specs).items():
+            if array.ndim == 0:  # np.concatenate would call it a shape mismatch
+                raise ShapeError(f"calibration array {name!r} in {file} is a scalar; give samples batch first, "
+                                 "shaped (N, ...) like the model's input", input=name)
             parts.setdefault(name, []).append(array)
     arrays = {}
     for name, chunks in parts.items():

@@ -31,7 +31,7 @@ from hone.runtime import Session, SessionConfig
 logger = logging.getLogger(__name__)
 
 METRICS = ("top1", "agreement", "cosine")
-_BATCH = 50  # evaluation batch: large enough to be quick, small enough for resnet50's activations
+EVAL_BATCH = 50  # evaluation batch: large enough to be quick, small enough for resnet50's activations
 
 
 @dataclass(frozen=True)
@@ -54,12 +54,16 @@ class Budget:
         values: dict[str, float] = {}
         for part in text.split(","):
             key, _, number = part.strip().partition("=")
-            if key not in cls._KEYS or not re.fullmatch(r"[0-9.eE+-]+", number.strip() or "x"):
+            try:  # the pattern lets through "1.2.3", "." or "e": float() has the last word
+                value = float(number) if re.fullmatch(r"[0-9.eE+-]+", number.strip() or "x") else None
+            except ValueError:
+                value = None
+            if key not in cls._KEYS or value is None:
                 raise OptionError(
                     f"budget part {part.strip()!r} is not KEY=NUMBER with KEY one of {', '.join(cls._KEYS)} "
                     "(e.g. --budget top1-drop=0.5,cosine-mean=0.995)"
                 )
-            values[cls._KEYS[key]] = float(number)
+            values[cls._KEYS[key]] = value
         return cls(**values)
 
     def describe(self, metric: str) -> str:
@@ -105,15 +109,22 @@ class EvalPlan:
 
 
 def plan_for(model: Model, *, samples: int = 200, seed: int = 1, threads: int | None = None,
-             metric: str | None = None) -> EvalPlan:
-    """Inputs and metric for judging candidates of ``model`` (float outputs computed here)."""
+             metric: str | None = None, batch: int = EVAL_BATCH) -> EvalPlan:
+    """Inputs and metric for judging candidates of ``model`` (float outputs computed here).
+
+    ``batch`` is how many samples each judged run takes. It matters for dynamic INT8, whose
+    activation scale is computed per run over the whole batch (padding tokens included), so the
+    same model is more accurate at batch 1 than in a large padded batch.
+    """
+    if batch < 1:
+        raise OptionError(f"evaluation batch must be at least 1, got {batch}")
     if metric is not None and metric not in METRICS:
         raise OptionError(f"metric {metric!r} is unknown; choose one of: {', '.join(METRICS)}")
     real = _zoo_eval(model)
     if real is not None:
         inputs = real.inputs
         count = len(next(iter(inputs.values())))
-        feeds = [{k: v[i:i + _BATCH] for k, v in inputs.items()} for i in range(0, count, _BATCH)]
+        feeds = [{k: v[i:i + batch] for k, v in inputs.items()} for i in range(0, count, batch)]
         output_name = real.output_name or model.outputs[0].name
         chosen = metric or ("top1" if real.labels is not None else "cosine" if real.metric == "cosine"
                             else _metric_for(model, output_name))
@@ -122,9 +133,9 @@ def plan_for(model: Model, *, samples: int = 200, seed: int = 1, threads: int | 
     else:
         output_name = model.outputs[0].name
         feeds = []
-        for start in range(0, samples, _BATCH):
-            batch = min(_BATCH, samples - start)
-            feeds.append(synthesize(model.inputs, batch=batch, dims=model.default_dims, seed=seed + start))
+        for start in range(0, samples, batch):
+            size = min(batch, samples - start)
+            feeds.append(synthesize(model.inputs, batch=size, dims=model.default_dims, seed=seed + start))
         plan = EvalPlan(metric or _metric_for(model, output_name), feeds, 0, output_name,
                         f"{samples} inputs synthesized from the input specs (no real data known)", threads=threads)
     if plan.metric == "top1" and plan.labels is None:
@@ -136,7 +147,10 @@ def plan_for(model: Model, *, samples: int = 200, seed: int = 1, threads: int | 
 def run_judged(model: Model, plan: EvalPlan) -> list[np.ndarray]:
     """The judged output of ``model`` on every batch of the plan."""
     session = Session(model, SessionConfig(threads=plan.threads, optimization="all"))
-    return [session.run(feeds)[plan.output_index] for feeds in plan.feeds]
+    dtypes = {spec.name: spec.dtype for spec in model.inputs}  # fp16 models may take float16 inputs
+    return [np.asarray(session.run({k: v.astype(dtypes.get(k, v.dtype), copy=False) for k, v in feeds.items()})
+                       [plan.output_index], dtype=np.float32)
+            for feeds in plan.feeds]
 
 
 def judge(candidate: Model, plan: EvalPlan, budget: Budget) -> AccuracyReport:

@@ -106,6 +106,8 @@ def render_html(report: "object") -> str:
         parts.append(_profile_section(report.profile))
     if report.optimize is not None:
         parts.append(_optimize_section(report.optimize, report.bench))
+    if report.quantize is not None:
+        parts.append(_quantize_section(report.quantize))
     if report.bench is not None:
         result = report.bench
         parts.append("<h2 id='bench'>Benchmark</h2>")
@@ -218,4 +220,34 @@ def _optimize_section(result: "object", bench: "object") -> str:
     ]
     parts.append(_table(("pass", "status", "nodes", "seconds", "max abs err", "matched", "missed / message"),
                         rows, escape=False))
+    return "\n".join(parts)
+
+
+def _quantize_section(result: "object") -> str:
+    from hone.quantize import QuantizeResult
+    from hone.report.terminal import accuracy_text, human_bytes
+
+    assert isinstance(result, QuantizeResult)
+    e = html.escape
+    kept = (f"kept <b>{e(result.format)}</b>, {result.speedup or 0:.2f}x the float model" if result.kept_quantized
+            else "kept the <b>float</b> model")
+    parts = [
+        "<h2 id='quantize'>Quantize</h2>",
+        f"<p>{e(result.mode)} INT8: {kept}; size {human_bytes(result.size_bytes_before)} &rarr; "
+        f"{human_bytes(result.size_bytes_after)}; gate: {e(result.budget)}; calibration: {e(result.calibration)}.</p>",
+        *(f"<p>{_status('warn')} {e(note)}</p>" for note in result.notes),
+    ]
+    rows = [
+        (e(c.name) + (" <b>(kept)</b>" if c.chosen else ""), str(len(c.kept_float)), e(accuracy_text(c.accuracy)),
+         _status("ok") if c.accuracy.passed else _status("failed"), human_bytes(c.size_bytes),
+         "-" if c.p50_ms is None else f"{c.p50_ms:.3f}", "-" if c.speedup is None else f"{c.speedup:.2f}x")
+        for c in result.candidates
+    ]
+    parts.append(_table(("candidate", "layers kept float", "accuracy", "gate", "size", "p50 ms", "speedup"), rows,
+                        escape=False))
+    if result.layer_errors:
+        parts.append("<p>Most sensitive layers (error each one's quantization added):</p>")
+        parts.append(_table(("layer", "op", "local error", "cumulative error"),
+                            [(layer.node, layer.op_type, f"{layer.local:.4f}", f"{layer.cumulative:.4f}")
+                             for layer in result.layer_errors[:10]]))
     return "\n".join(parts)

@@ -137,6 +137,13 @@ def run_summary(report: "object") -> Table:
             detail = f"{result.target}: nodes {result.nodes_before} -> {result.nodes_after}; applied {', '.join(applied) or 'none'}"
             if result.rolled_back:
                 detail += f"; rolled back {', '.join(result.rolled_back)}"
+        elif stage.name == "quantize" and report.quantize is not None:
+            result = report.quantize
+            if result.kept_quantized:
+                detail = (f"kept {result.format}: {accuracy_text(result.accuracy)}, {result.speedup or 0:.2f}x, "
+                          f"{human_bytes(result.size_bytes_before)} -> {human_bytes(result.size_bytes_after)}")
+            else:
+                detail = "kept float: " + (result.notes[-1] if result.notes else "no candidate passed")
         elif stage.name == "bench" and report.bench is not None:
             parts = []
             for batch in report.bench.batches:
@@ -229,7 +236,7 @@ def optimize_table(result: "object") -> Table:
     return table
 
 
-def _accuracy_text(report: "object") -> str:
+def accuracy_text(report: "object") -> str:
     if report is None:
         return "-"
     if report.metric == "top1":
@@ -259,7 +266,7 @@ def quantize_table(result: "object") -> Table:
         gate = "[green]pass[/green]" if candidate.accuracy.passed else "[red]miss[/red]"
         name = f"[bold]{candidate.name} (kept)[/bold]" if candidate.chosen else candidate.name
         table.add_row(
-            name, str(len(candidate.kept_float)), escape(_accuracy_text(candidate.accuracy)), gate,
+            name, str(len(candidate.kept_float)), escape(accuracy_text(candidate.accuracy)), gate,
             human_bytes(candidate.size_bytes), "-" if candidate.p50_ms is None else f"{candidate.p50_ms:.2f}",
             "-" if candidate.speedup is None else f"{candidate.speedup:.2f}x",
         )
@@ -275,7 +282,7 @@ def prune_table(result: "object", top_layers: int = 12) -> Table:
     speed = f"; {result.speedup:.2f}x" if result.speedup else ""
     table = Table(
         title=f"prune {result.model} ({result.pattern}): sparsity {result.achieved_sparsity:.1%}, "
-        f"{escape(_accuracy_text(result.accuracy_after))} {verdict}; zipped size "
+        f"{escape(accuracy_text(result.accuracy_after))} {verdict}; zipped size "
         f"{human_bytes(result.compressed_bytes_before)} -> {human_bytes(result.compressed_bytes_after)}{speed}",
         caption=escape("; ".join(result.notes)) or None,
     )
