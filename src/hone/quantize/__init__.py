@@ -242,7 +242,7 @@ def _fall_back(builders, float_model, plan, budget, calibration, result, threads
     result.layer_errors = ranking
     order = [layer.node for layer in ranking]
     built_more: list[tuple[Candidate, object]] = []
-    count = 1
+    count, best_so_far = 1, float("-inf")
     while order and count <= max(1, len(order) // 2):
         exclude = order[:count]
         attempt = _judge_all(builders, float_model, plan, budget, exclude)
@@ -253,6 +253,12 @@ def _fall_back(builders, float_model, plan, budget, calibration, result, threads
                 f"kept {len(exclude)} most sensitive layer(s) in float to meet the budget: {', '.join(exclude)}"
             )
             return passing, built_more
+        best = max((c.accuracy.candidate_value for c, _ in attempt), default=float("-inf"))
+        if count > 1 and best <= best_so_far:  # twice the float layers bought nothing: more will not either
+            result.notes.append(f"stopped the fallback at {count} float layers: keeping more layers float no longer "
+                                f"improved the metric ({best:.4f} after {best_so_far:.4f})")
+            break
+        best_so_far = max(best_so_far, best)
         count *= 2
     return [], built_more
 
