@@ -71,11 +71,17 @@ def prune(source: "str | Model", **options: object) -> "tuple[Model, object]":
     return run_prune(source, **options)  # type: ignore[arg-type]
 
 
-def export(source: "str | Model", output: str, *, target: str = "onnx", force: bool = False, **load_options: object) -> "object":
-    """Write ``source`` for ``target``; see ``hone.export``."""
+def export(source: "str | Model", output: str, *, target: str = "onnx", force: bool = False,
+           budget: str | None = None, calib: str | None = None, sparsity: float | None = None,
+           memory_cap_mb: int | None = None, **load_options: object) -> "object":
+    """Write ``source`` for ``target`` (``output``: an .onnx path, or a folder for ``edge``); see ``hone.export``.
+
+    ``budget``, ``calib``, ``sparsity`` and ``memory_cap_mb`` are the edge target's options.
+    """
     from hone.export import export as run_export
 
-    return run_export(load(source, **load_options), output, target=target, force=force)  # type: ignore[arg-type]
+    return run_export(load(source, **load_options), output, target=target, force=force,  # type: ignore[arg-type]
+                      budget=budget, calib=calib, sparsity=sparsity, memory_cap_mb=memory_cap_mb)
 
 
 __all__ = ["HoneError", "Model", "__version__", "bench", "export", "info", "load", "optimize", "prune", "quantize", "run"]

@@ -368,20 +368,38 @@ def run(
 @app.command()
 def export(
     model: ModelArg,
-    output: Annotated[Path, typer.Option("-o", "--output", help="output path")],
-    target: Annotated[str, typer.Option("--target", help="onnx (web and edge come with their issues)")] = "onnx",
+    output: Annotated[Path, typer.Option("-o", "--output", help="output path: an .onnx file (onnx) or a folder (edge)")],
+    target: Annotated[str, typer.Option("--target", help="onnx | edge (edge: smallest INT8 within the budget, manifest, profile at 1 thread)")] = "onnx",
+    budget: BudgetOption = None,
+    calib: Annotated[str | None, typer.Option("--calib", help="edge: calibration data, .npz/.npy, images, or a folder of them")] = None,
+    sparsity: Annotated[float | None, typer.Option("--sparsity", help="edge: prune this share of weights first, kept only within the budget")] = None,
+    memory_cap_mb: Annotated[int | None, typer.Option("--memory-cap-mb", help="edge: MB of address space the model may add above an idle interpreter (default 256)")] = None,
     input_shape: InputShapeOption = None,
     json_path: JsonOption = None,
     force: ForceOption = False,
 ) -> None:
-    """Write the model for a target; --target onnx writes it as loaded, unchanged."""
+    """Write the model for a target: onnx as loaded, unchanged; edge as a folder with model.onnx, manifest.json, profile.json."""
     from hone.export import export as run_export
     from hone.model import load
 
     _check_json_target(json_path, force)
-    result = run_export(load(model, input_shapes=input_shape), output, target=target, force=force)
-    console.print(f"wrote {result.path} ({result.size_bytes:,} bytes, target {result.target})")
-    _write_json(result, json_path, force)
+    loaded = load(model, input_shapes=input_shape)
+    options: dict[str, Any] = dict(budget=budget, calib=calib, sparsity=sparsity, memory_cap_mb=memory_cap_mb)
+    if target != "edge":
+        result = run_export(loaded, output, target=target, force=force, **options)
+        console.print(f"wrote {result.path} ({result.size_bytes:,} bytes, target {result.target})")
+        _write_json(result, json_path, force)
+        return
+    with _progress() as progress:
+        progress.add_task(f"export {loaded.name} for edge: gate, quantize, profile at 1 thread", total=None)
+        edge = run_export(loaded, output, target=target, force=force, **options)
+    from hone.report.terminal import edge_table
+
+    console.print(edge_table(edge))
+    for note in edge.manifest.notes:
+        console.print(f"note: {note}", highlight=False)
+    console.print(f"wrote {edge.path}: " + ", ".join(Path(f).name for f in edge.files))
+    _write_json(edge, json_path, force)
 
 
 def _parse_batches(text: str) -> list[int]:

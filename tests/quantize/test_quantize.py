@@ -172,7 +172,7 @@ def test_without_timing_the_smallest_passing_candidate_is_kept_and_a_note_says_s
     assert result.size_bytes_after == smallest.size_bytes == size_bytes(kept)
     assert result.size_bytes_after < 0.5 * result.size_bytes_before  # INT8 weights: about a quarter
     assert result.speedup is None and result.float_p50_ms is None
-    assert "speed not measured (--no-speed): kept the smallest passing candidate" in result.notes
+    assert "speed not measured (asked not to): kept the smallest passing candidate" in result.notes
     assert result.kept_quantized
 
 

@@ -1,5 +1,6 @@
-"""Export a Model for a deployment target. Today: ``onnx`` (the model as loaded, unchanged).
-The web and edge bundles join here as targets of the same call."""
+"""Export a Model for a deployment target: ``onnx`` (the model as loaded, unchanged) or ``edge`` (a
+folder with the smallest INT8 artifact that passes the accuracy gate, its manifest and a profile
+under edge-like limits; see ``edge.py``). The web bundle joins here as a target of the same call."""
 
 from __future__ import annotations
 
@@ -7,13 +8,17 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hone.errors import OptionError
 from hone.info import describe
 from hone.model import Model
 from hone.paths import ensure_writable
 
-TARGETS = ("onnx",)
+if TYPE_CHECKING:  # edge imports the quantizer: loaded only when the edge target is asked for
+    from hone.export.edge import EdgeResult
+
+TARGETS = ("onnx", "edge")
 
 
 @dataclass
@@ -24,9 +29,21 @@ class ExportResult:
     size_bytes: int
 
 
-def export(model: Model, output: str | os.PathLike[str], *, target: str = "onnx", force: bool = False) -> ExportResult:
+def export(model: Model, output: str | os.PathLike[str], *, target: str = "onnx", force: bool = False,
+           budget: str | None = None, calib: str | None = None, sparsity: float | None = None,
+           memory_cap_mb: int | None = None) -> "ExportResult | EdgeResult":
+    """Write ``model`` for ``target``; ``budget``, ``calib``, ``sparsity`` and ``memory_cap_mb`` are edge options."""
     if target not in TARGETS:
         raise OptionError(f"export target {target!r} is unknown; choose one of: {', '.join(TARGETS)}")
+    if target == "edge":
+        from hone.export.edge import export_edge
+
+        return export_edge(model, output, budget=budget, calib=calib, sparsity=sparsity, memory_cap_mb=memory_cap_mb,
+                           force=force)
+    edge_only = {"--budget": budget, "--calib": calib, "--sparsity": sparsity, "--memory-cap-mb": memory_cap_mb}
+    given = [flag for flag, value in edge_only.items() if value is not None]
+    if given:
+        raise OptionError(f"{', '.join(given)} apply to --target edge only")
     if model.source_kind == "onnx" and model.path is not None and not model.steps:
         path, size = _copy_unchanged(model.path, Path(output), force=force)
     else:

@@ -267,7 +267,7 @@ def _fastest(passing, original: Model, result: QuantizeResult, threads: int | No
              budget_s: float, prefer: str = "speed") -> tuple[Candidate | None, Model]:
     if not measure_speed:
         candidate, model = min(passing, key=lambda cm: cm[0].size_bytes)
-        result.notes.append("speed not measured (--no-speed): kept the smallest passing candidate")
+        result.notes.append("speed not measured (asked not to): kept the smallest passing candidate")
         return candidate, model
     from hone.bench import bench
 

@@ -295,3 +295,35 @@ def prune_table(result: "object", top_layers: int = 12) -> Table:
     if len(layers) > top_layers:
         table.add_row(f"... {len(layers) - top_layers} more (see --json)", "", "", "", "")
     return table
+
+
+def edge_table(result: "object") -> Table:
+    """fp32 vs the artifact: size, gzip size, latency, peak memory, session creation, accuracy."""
+    from hone.export.edge import EdgeResult
+
+    assert isinstance(result, EdgeResult)
+    manifest, profile = result.manifest, result.profile
+    table = Table(title=f"edge {result.model}: 1 thread, batch 1, ORT all optimizations, memory cap "
+                        f"+{profile.memory_cap_mb} MB over an idle process ({profile.idle_rss_mb:.0f} MB RSS)")
+    for column in ("model", "size", "gzip", "p50 ms", "p90 ms", "peak RSS MB (model)", "session ms", "accuracy"):
+        table.add_column(column, justify="left" if column in ("model", "accuracy") else "right")
+    accuracy = manifest.accuracy
+    rows = (
+        ("fp32", manifest.float_size_bytes, manifest.float_gzip_bytes, profile.float_model,
+         "reference" if accuracy is None or accuracy.metric != "top1" else f"top-1 {accuracy.float_value:.2f}%"),
+        (manifest.format if manifest.sparsity is None else f"{manifest.format}, {manifest.sparsity:.0%} sparse",
+         manifest.size_bytes, manifest.gzip_bytes, profile.artifact,
+         "the float model" if accuracy is None else _judged_text(accuracy)),
+    )
+    for label, size, gzipped, run, judged in rows:
+        timing = ([f"{run.p50_ms:.3f}", f"{run.p90_ms:.3f}", f"{run.peak_rss_mb:.0f} (+{run.model_rss_mb:.0f})",
+                   f"{run.session_create_ms:.0f}"] if run.fits
+                  else ["over the cap", "-", "-", "-"])
+        table.add_row(label, human_bytes(size), human_bytes(gzipped), *timing, judged)
+    return table
+
+
+def _judged_text(accuracy: "object") -> str:
+    value = (f"top-1 {accuracy.candidate_value:.2f}%" if accuracy.metric == "top1"
+             else f"{accuracy.metric} {accuracy.candidate_value:.4f}")
+    return f"{value} ({'within' if accuracy.passed else 'OUTSIDE'} {accuracy.budget})"
