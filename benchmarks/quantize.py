@@ -26,7 +26,6 @@ import argparse
 import datetime as dt
 import gc
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from rich.table import Table
 
 from optimize_compare import OtherLoad  # benchmarks/ is on sys.path when run as a script
 
+from hone.bench.race import race as alternate
 from hone.bench.sweep import machine_summary
 from hone.bench.stats import summarize
 from hone.data import synthesize
@@ -47,6 +47,7 @@ from hone.quantize import QuantizeResult, quantize
 from hone.quantize.calibration import calibration_set
 from hone.quantize.gate import Budget, judge, plan_for
 from hone.quantize.int8 import size_bytes
+from hone.report.terminal import human_bytes
 from hone.results import write_json
 from hone.runtime import Session, SessionConfig
 
@@ -265,25 +266,19 @@ def eager_runner(model: Model, threads: int, feeds: dict[str, np.ndarray]) -> Ca
 
 def race(runners: dict[str, Callable[[], object]], rounds: int, block_s: float,
          console: Console) -> tuple[dict[str, list[float]], list[float]]:
-    """Blocks of each runner in turn, ``rounds`` times; all timings in ms per runner, other-load per round."""
-    timings: dict[str, list[float]] = {label: [] for label in runners}
-    loads = []
-    for run in runners.values():  # warm every runner before the first timed block
-        for _ in range(3):
-            run()
-    for index in range(rounds):
-        load = OtherLoad()
-        for label, run in runners.items():
-            began = time.perf_counter()
-            while time.perf_counter() - began < block_s:
-                start = time.perf_counter()
-                run()
-                timings[label].append((time.perf_counter() - start) * 1000.0)
+    """``hone.bench.race`` with the other processes' load recorded and logged per round."""
+    loads: list[float] = []
+    load = OtherLoad()
+
+    def log_round(index: int, timings: dict[str, list[float]]) -> None:
+        nonlocal load
         loads.append(load.cores())
+        load = OtherLoad()
         console.log(f"round {index + 1}/{rounds}: " + ", ".join(
             f"{label} {np.median(values[-50:]):.2f} ms" for label, values in timings.items())
             + f"; other processes {loads[-1]:.1f} cores")
-    return timings, loads
+
+    return alternate(runners, rounds=rounds, block_s=block_s, on_round=log_round), loads
 
 
 def fill_speedups(report: ModelReport) -> ModelReport:
@@ -316,7 +311,7 @@ def table(report: ModelReport) -> Table:
     for row in report.rows:
         result.add_row(row.system, f"{row.p50_ms:.2f}", str(row.runs) if row.runs else "-",
                        "-" if row.speedup_vs_baseline is None else f"{row.speedup_vs_baseline:.2f}x",
-                       "-" if row.size_bytes is None else f"{row.size_bytes / 1e6:.1f} MB", row.accuracy)
+                       human_bytes(row.size_bytes), row.accuracy)
     result.add_row("other load per round (cores)", ", ".join(f"{c:.1f}" for c in report.round_other_load_cores),
                    "", "", "", "")
     return result
