@@ -10,8 +10,12 @@ OUT ?= hone-out
 # ONNX backend node test cases (model + inputs + expected outputs), from the onnx 1.22.0 wheel.
 NODE_DATA := .cache/onnx-node-data
 NODE_DATA_STAMP := $(NODE_DATA)/.fetched
+# The real KServe v2 clients (tritonclient) in their own environment: they pin numpy<2, protobuf<7.
+CLIENTS_VENV := .cache/clients-venv
+CLIENTS_STAMP := $(CLIENTS_VENV)/.installed
+CLIENTS_LOCK := tests/serve/clients-requirements.txt
 
-.PHONY: setup run test browser node-data clean
+.PHONY: setup run test browser node-data clients clean
 
 setup: $(STAMP)
 
@@ -40,8 +44,17 @@ node-data: $(NODE_DATA_STAMP)
 $(NODE_DATA_STAMP): $(STAMP) tests/tools/fetch_onnx_node_data.py
 	$(BIN)/python tests/tools/fetch_onnx_node_data.py --dest $(NODE_DATA)
 
-test: setup browser node-data
+# tritonclient.http/grpc for tests/serve/test_clients.py, exact versions from the lock.
+clients: $(CLIENTS_STAMP)
+
+$(CLIENTS_STAMP): $(CLIENTS_LOCK)
+	test -x $(CLIENTS_VENV)/bin/python || $(PYTHON) -m venv $(CLIENTS_VENV)
+	$(CLIENTS_VENV)/bin/python -m pip install --quiet -r $(CLIENTS_LOCK)
+	$(CLIENTS_VENV)/bin/python -c "import tritonclient.http, tritonclient.grpc"
+	touch $(CLIENTS_STAMP)
+
+test: setup browser node-data clients
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) $(OUT) .pytest_cache $(NODE_DATA)
+	rm -rf $(VENV) $(OUT) .pytest_cache $(NODE_DATA) $(CLIENTS_VENV)

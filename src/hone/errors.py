@@ -9,13 +9,28 @@ that says what was wrong and what to do; the CLI prints it as one line and exits
     │   ├── ExternalDataError        external data missing or pointing outside the model folder
     │   ├── FactoryError             a `file.py:factory` that cannot be imported, raises, or returns no module
     │   ├── ShapeError               an input shape that does not fit the model
-    │   └── OptionError              a flag value outside its contract
+    │   ├── OptionError              a flag value outside its contract
+    │   └── RepositoryError          a model repository folder that breaks its layout or config
     ├── OutputExistsError            an output would overwrite an existing file (use --force)
     ├── ProviderUnavailableError     an execution provider not available in this onnxruntime
-    └── ExecutionError               onnxruntime or torch failed while running a model
+    ├── ExecutionError               onnxruntime or torch failed while running a model
+    │   └── InferenceExecutionError  500  a served batch failed (also a ServingError)
+    └── ServingError                 hone serve's answer to one request (http_status, grpc_code)
+        ├── InferenceInputError      400  input names, datatypes, shapes or sizes that do not fit
+        ├── ServedModelNotFoundError 404  no served model (or version) of that name
+        ├── ModelNotReadyError       503  the model is loading, warming up or unloaded
+        ├── QueueFullError           503  max_queue_size requests already wait; retry later
+        ├── RequestTimeoutError      503  the request's timeout expired while it was queued
+        └── ServerShuttingDownError  503  the server stopped accepting requests (SIGTERM)
 
 Context is passed as keyword arguments and kept on the exception (``exc.context``) so callers can
 inspect it; third-party errors are translated at the boundary with ``raise ... from exc``.
+
+Serving errors carry the status the protocol layers answer with: ``http_status`` for HTTP and
+``grpc_code`` (a ``grpc.StatusCode`` name) for gRPC. Statuses follow Triton, so clients that retry
+on its answers (perf_analyzer, tritonclient) behave the same here: every "not now, retry" condition
+is 503 / UNAVAILABLE, a queue timeout included (Triton answers it with UNAVAILABLE "Request timeout
+expired", not 504: 504 means an upstream gateway timed out, which a client would blame on a proxy).
 """
 
 from __future__ import annotations
@@ -65,6 +80,10 @@ class OptionError(InputError):
     pass
 
 
+class RepositoryError(InputError):
+    pass
+
+
 class OutputExistsError(HoneError):
     pass
 
@@ -75,3 +94,56 @@ class ProviderUnavailableError(HoneError):
 
 class ExecutionError(HoneError):
     pass
+
+
+class ServingError(HoneError):
+    """An error `hone serve` answers one request with; the server keeps serving the others."""
+
+    http_status = 500
+    grpc_code = "INTERNAL"
+
+
+class InferenceExecutionError(ServingError, ExecutionError):
+    """The batch a request ran in failed (the model raised, or returned the wrong number of rows)."""
+
+
+class InferenceInputError(ServingError):
+    """A request's input names, datatypes, shapes, sizes or parameters do not fit the model."""
+
+    http_status = 400
+    grpc_code = "INVALID_ARGUMENT"
+
+
+class ServedModelNotFoundError(ServingError):
+    """No served model, or no version of it, has the requested name."""
+
+    http_status = 404
+    grpc_code = "NOT_FOUND"
+
+
+class ModelNotReadyError(ServingError):
+    """The model exists but cannot take requests yet (loading, warming up) or any more (unloaded)."""
+
+    http_status = 503
+    grpc_code = "UNAVAILABLE"
+
+
+class QueueFullError(ServingError):
+    """max_queue_size requests already wait at this priority; refused at once, retry later."""
+
+    http_status = 503
+    grpc_code = "UNAVAILABLE"
+
+
+class RequestTimeoutError(ServingError):
+    """The request's timeout expired while it waited in the queue; it never ran."""
+
+    http_status = 503
+    grpc_code = "UNAVAILABLE"
+
+
+class ServerShuttingDownError(ServingError):
+    """The server stopped accepting requests; those accepted before are still answered."""
+
+    http_status = 503
+    grpc_code = "UNAVAILABLE"

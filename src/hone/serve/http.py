@@ -1,0 +1,295 @@
+"""The KServe v2 HTTP routes of ``hone serve`` (FastAPI), with Triton's extensions.
+
+Thin handlers: the registry finds the model, ``protocol`` decodes and encodes tensors,
+``extensions`` builds the metadata, config, statistics and index documents, the batcher runs.
+
+    GET  /v2                                          server metadata (name, version, extensions)
+    GET  /v2/health/live, /v2/health/ready            200, or 503 until every model is warmed up
+    GET  /v2/models/stats                             statistics of every served model
+    GET  /v2/models/{m}[/versions/{v}]                model metadata
+    GET  /v2/models/{m}[/versions/{v}]/ready          200, 503 (not ready) or 404 (unknown)
+    GET  /v2/models/{m}[/versions/{v}]/config         Triton's model configuration
+    GET  /v2/models/{m}[/versions/{v}]/stats          Triton's statistics
+    POST /v2/models/{m}[/versions/{v}]/infer          inference: JSON tensors or binary extension
+    POST /v2/repository/index                         every model version and its state
+    POST /v2/repository/models/{m}/load, /unload      (re)load from the repository, or unload
+
+Errors are ``{"error": "..."}`` with the status the error carries (``ServingError.http_status``):
+400 for a malformed request, 404 for an unknown model, version or route, 413 for a body above
+``max_body_bytes`` (refused from Content-Length before it is read), 503 when the queue is full, a
+queue timeout expired, the model is not ready or the server is shutting down. With ``token``, every
+route but health needs ``Authorization: Bearer <token>`` (else 401).
+
+A client that disconnects while its request waits has the request withdrawn from the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+from collections.abc import Awaitable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+import hone
+from hone.errors import HoneError, InferenceInputError, InputError, ServingError
+from hone.serve import extensions, protocol
+from hone.serve.registry import ModelRegistry, ServedModel
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+HEALTH_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
+# nginx's code for "client closed the request": never sent (the client is gone), only logged.
+CLIENT_CLOSED_REQUEST = 499
+
+
+def create_app(
+    models: ModelRegistry,
+    *,
+    token: str | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> FastAPI:
+    """The v2 HTTP app over ``models``; ``token`` guards every route but health."""
+    if max_body_bytes < 1:
+        raise ValueError(f"max_body_bytes must be at least 1, got {max_body_bytes}")
+    app = FastAPI(title="hone serve", version=hone.__version__, docs_url=None, redoc_url=None)
+    _add_error_handlers(app)
+
+    @app.get("/v2")
+    async def server_metadata() -> dict[str, Any]:
+        return extensions.server_metadata()
+
+    @app.get("/v2/health/live")
+    async def live() -> Response:
+        return Response(status_code=200)
+
+    @app.get("/v2/health/ready")
+    async def ready() -> Response:
+        if models.ready:
+            return Response(status_code=200)
+        reason = "shutting down" if not models.accepting else "models are loading or not ready"
+        return _error(503, f"not ready: {reason}")
+
+    @app.get("/v2/models/stats")
+    async def all_statistics() -> dict[str, Any]:
+        return {"model_stats": [_statistics(served) for served in models.served()]}
+
+    @app.get("/v2/models/{name}")
+    @app.get("/v2/models/{name}/versions/{version}")
+    async def model_metadata(name: str, version: str | None = None) -> dict[str, Any]:
+        served = models.get(name, version)
+        return extensions.model_metadata(served.runner, models.versions(name))
+
+    @app.get("/v2/models/{name}/ready")
+    @app.get("/v2/models/{name}/versions/{version}/ready")
+    async def model_ready(name: str, version: str | None = None) -> Response:
+        models.get(name, version)  # 404 unknown, 503 not ready
+        return Response(status_code=200)
+
+    @app.get("/v2/models/{name}/config")
+    @app.get("/v2/models/{name}/versions/{version}/config")
+    async def model_config(name: str, version: str | None = None) -> dict[str, Any]:
+        served = models.get(name, version)
+        return extensions.model_config(served.runner, served.entry.batch)
+
+    @app.get("/v2/models/{name}/stats")
+    @app.get("/v2/models/{name}/versions/{version}/stats")
+    async def model_statistics(name: str, version: str | None = None) -> dict[str, Any]:
+        if version is not None:
+            return {"model_stats": [_statistics(models.get(name, version))]}
+        models.get(name)  # 404 unknown, 503 no version ready
+        return {"model_stats": [_statistics(s) for s in models.served() if s.name == name]}
+
+    @app.post("/v2/models/{name}/infer")
+    @app.post("/v2/models/{name}/versions/{version}/infer")
+    async def infer(request: Request, name: str, version: str | None = None) -> Response:
+        models.check_accepting()
+        served = models.get(name, version)
+        body = await _read_body(request, max_body_bytes)
+        body = protocol.decompress(body, request.headers.get("content-encoding"), max_body_bytes)
+        header_length = protocol.parse_header_length(request.headers.get(protocol.HEADER_LENGTH), len(body))
+        decoded = protocol.decode_infer_request(body, header_length)
+        protocol.check_requested_outputs(decoded, served.output_names, served.name)
+        submission = served.batcher.submit(
+            decoded.inputs,
+            priority=served.priority_level(decoded.priority),
+            timeout_ms=decoded.timeout_ms,
+        )
+        outputs = await _unless_disconnected(request, submission)
+        if outputs is None:
+            logger.debug("%s: client went away; its request was withdrawn", served.name)
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
+        encoded = protocol.encode_infer_response(
+            model_name=served.name, model_version=served.version, outputs=outputs, request=decoded
+        )
+        return Response(encoded.body, media_type=encoded.content_type, headers=encoded.headers)
+
+    @app.post("/v2/repository/index")
+    async def repository_index(request: Request) -> list[dict[str, Any]]:
+        options = await _json_options(request, max_body_bytes)
+        ready_only = options.get("ready", False)
+        if not isinstance(ready_only, bool):
+            raise InferenceInputError(f"'ready' must be true or false, got {ready_only!r}")
+        return [
+            extensions.index_entry(entry.name, entry.version, entry.state, entry.reason)
+            for entry in models.index()
+            if not ready_only or entry.state == "READY"
+        ]
+
+    @app.post("/v2/repository/models/{name}/load")
+    async def repository_load(request: Request, name: str) -> Response:
+        options = await _json_options(request, max_body_bytes)
+        parameters = options.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise InferenceInputError("'parameters' must be a JSON object")
+        overrides = sorted(key for key in parameters if key == "config" or key.startswith("file:"))
+        if overrides:
+            raise InferenceInputError(
+                f"load parameter(s) {', '.join(overrides)} are not supported: hone serve loads what "
+                "the repository folder holds; change the folder and load again"
+            )
+        await models.load(name)
+        return Response(status_code=200)
+
+    @app.post("/v2/repository/models/{name}/unload")
+    async def repository_unload(request: Request, name: str) -> Response:
+        await _json_options(request, max_body_bytes)
+        await models.unload(name)
+        return Response(status_code=200)
+
+    if token:
+        app.add_middleware(BearerTokenMiddleware, token=token)
+    return app
+
+
+class BearerTokenMiddleware:
+    """Refuse (401) every request but health without ``Authorization: Bearer <token>``."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self._expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in HEALTH_PATHS:
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"authorization", b"")
+        if hmac.compare_digest(given, self._expected):
+            await self.app(scope, receive, send)
+            return
+        response = _error(401, "missing or wrong bearer token: send 'Authorization: Bearer <token>'")
+        response.headers["WWW-Authenticate"] = "Bearer"
+        await response(scope, receive, send)
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def _statistics(served: ServedModel) -> dict[str, Any]:
+    return extensions.model_statistics(
+        served.name, served.version, served.batcher.stats, served.observer.batch_timings
+    )
+
+
+async def _read_body(request: Request, max_bytes: int) -> bytes:
+    """The body, refused with 413 from Content-Length before reading, or as soon as it passes the limit."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise HTTPException(413, _too_large(int(declared), max_bytes))
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise HTTPException(413, _too_large(size, max_bytes, at_least=True))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(size: int, max_bytes: int, *, at_least: bool = False) -> str:
+    return (
+        f"the request body is {'over ' if at_least else ''}{size} bytes, above the server's limit of "
+        f"{max_bytes} bytes; send fewer samples per request (or start the server with a higher limit)"
+    )
+
+
+async def _json_options(request: Request, max_bytes: int) -> dict[str, Any]:
+    """The optional JSON object body of a repository request ({} when empty)."""
+    body = await _read_body(request, max_bytes)
+    if not body.strip():
+        return {}
+    try:
+        options = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InferenceInputError(f"the request body is not valid JSON ({exc})") from exc
+    if not isinstance(options, dict):
+        raise InferenceInputError("the request body must be a JSON object")
+    return options
+
+
+async def _unless_disconnected(request: Request, submission: Awaitable[Any]) -> Any | None:
+    """The submission's result, or None (the request withdrawn) if the client disconnects first."""
+    answer = asyncio.ensure_future(submission)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait((answer, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not answer.done():
+            answer.cancel()  # the batcher takes a cancelled request out of its queue
+    if answer.done() and not answer.cancelled():
+        return answer.result()
+    with contextlib.suppress(asyncio.CancelledError):
+        await answer  # let the withdrawal finish
+    return None
+
+
+async def _disconnected(request: Request) -> None:
+    """Return when the client disconnects (the body has been read, so only that can arrive)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(HoneError)
+    async def hone_error(request: Request, exc: HoneError) -> JSONResponse:
+        if isinstance(exc, ServingError):
+            status = exc.http_status
+        else:
+            status = 400 if isinstance(exc, InputError) else 500
+        # Serving errors are logged where they arise (a failed batch once, by the batcher).
+        log = logger.warning if status >= 500 and not isinstance(exc, ServingError) else logger.debug
+        log("%s %s -> %d: %s", request.method, request.url.path, status, exc)
+        return _error(status, str(exc))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        message = exc.detail
+        if exc.status_code == 404 and exc.detail == "Not Found":
+            message = f"no route {request.method} {request.url.path}; see GET /v2 and the KServe v2 protocol"
+        response = _error(exc.status_code, str(message))
+        for key, value in (exc.headers or {}).items():
+            response.headers[key] = value
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(400, f"malformed request: {exc.errors()}")
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return _error(500, f"internal error: {type(exc).__name__}: {exc}")

@@ -1,0 +1,215 @@
+"""Start and stop ``hone serve``: ports, models, readiness, and the SIGTERM drain.
+
+The order, so that every state is observable from outside:
+
+1. what to serve is resolved (a bad path fails here, before any port is taken);
+2. the HTTP and metrics ports are bound (port 0 picks a free one; a taken port fails here) and
+   both servers start: /v2/health/live answers 200, /v2/health/ready 503;
+3. every model is loaded, its sessions built and every batch size warmed up;
+4. ``on_ready`` is called (the CLI prints its one line) and readiness turns 200 in the same step;
+5. on SIGTERM or SIGINT new requests get 503 and readiness turns 503, every accepted request is
+   answered, then both servers close and ``serve`` returns.
+
+A failure in 1-3 raises a HoneError (the CLI prints one line and exits 2) after closing the ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import uvicorn
+
+from hone.errors import OptionError
+from hone.serve.config import BatchConfig, RepositoryEntry, resolve_models
+from hone.serve.http import DEFAULT_MAX_BODY_BYTES, create_app
+from hone.serve.metrics import ServeMetrics
+from hone.serve.registry import ModelRegistry
+
+logger = logging.getLogger(__name__)
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """What ``hone serve`` was asked for; None batch knobs take ``BatchConfig``'s defaults."""
+
+    model: str
+    name: str | None = None
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    metrics_port: int = 8002
+    max_batch_size: int | None = None
+    max_queue_delay_ms: float | None = None
+    instances: int = 1
+    token: str | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+
+    def __post_init__(self) -> None:
+        for flag, port in (("--http-port", self.http_port), ("--metrics-port", self.metrics_port)):
+            if not 0 <= port <= 65535:
+                raise OptionError(f"{flag} must be from 0 (any free port) to 65535, got {port}")
+        if self.http_port and self.http_port == self.metrics_port:
+            raise OptionError(
+                f"--http-port and --metrics-port are both {self.http_port}; give them different ports"
+            )
+
+    def batch_config(self) -> BatchConfig:
+        knobs: dict[str, float | int] = {}
+        if self.max_batch_size is not None:
+            knobs["max_batch_size"] = self.max_batch_size
+        if self.max_queue_delay_ms is not None:
+            knobs["max_queue_delay_ms"] = self.max_queue_delay_ms
+        return BatchConfig(**knobs)  # type: ignore[arg-type]
+
+    def resolve(self) -> list[RepositoryEntry]:
+        return resolve_models(self.model, self.name, batch=self.batch_config(), instances=self.instances)
+
+
+@dataclass(frozen=True)
+class ReadyInfo:
+    """Where a started server listens and what it serves."""
+
+    models: tuple[tuple[str, str], ...]  # (name, version)
+    host: str
+    http_port: int
+    metrics_port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+    def line(self) -> str:
+        served = ", ".join(f"{name} v{version}" for name, version in self.models)
+        return f"hone serve: ready: {served} on {self.url} (metrics :{self.metrics_port})"
+
+
+def serve(options: ServeOptions, *, on_ready: Callable[[ReadyInfo], None]) -> None:
+    """Run the server until SIGTERM/SIGINT, then drain and return (blocking)."""
+    asyncio.run(_serve(options, on_ready))
+
+
+async def _serve(options: ServeOptions, on_ready: Callable[[ReadyInfo], None]) -> None:
+    options.resolve()  # fail on a bad path or knob before taking any port
+    metrics = ServeMetrics()
+    registry = ModelRegistry(options.resolve, metrics=metrics)
+    app = create_app(registry, token=options.token, max_body_bytes=options.max_body_bytes)
+    with (
+        _listening(options.host, options.http_port, "--http-port") as http_socket,
+        _listening(options.host, options.metrics_port, "--metrics-port") as metrics_socket,
+    ):
+        servers = [_quiet_server(app), _quiet_server(metrics.asgi_app())]
+        tasks = [
+            asyncio.create_task(server.serve(sockets=[sock]), name=f"hone-serve-{kind}")
+            for server, sock, kind in zip(servers, (http_socket, metrics_socket), ("http", "metrics"))
+        ]
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in _STOP_SIGNALS:
+            loop.add_signal_handler(signum, _on_signal, stop, registry)
+        try:
+            await _started(servers, tasks)
+            if await _load_unless_stopped(registry, stop):
+                on_ready(
+                    ReadyInfo(
+                        models=tuple((m.name, m.version) for m in registry.served()),
+                        host=options.host,
+                        http_port=http_socket.getsockname()[1],
+                        metrics_port=metrics_socket.getsockname()[1],
+                    )
+                )
+                await stop.wait()
+        finally:
+            await registry.stop()  # new requests get 503; every accepted one is answered
+            for server in servers:
+                server.should_exit = True
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for signum in _STOP_SIGNALS:
+                loop.remove_signal_handler(signum)
+    logger.info("hone serve stopped")
+
+
+def _on_signal(stop: asyncio.Event, registry: ModelRegistry) -> None:
+    if stop.is_set():
+        logger.warning("already draining the accepted requests; send SIGKILL to stop at once")
+        return
+    logger.info("stop signal: refusing new requests, answering the accepted ones")
+    registry.begin_shutdown()
+    stop.set()
+
+
+async def _started(servers: list[_Server], tasks: list[asyncio.Task[None]]) -> None:
+    """Wait until both servers accept connections; raise if one failed to start."""
+    while not all(server.started for server in servers):
+        failed = [task for task in tasks if task.done()]
+        if failed:
+            failed[0].result()  # its exception, if any
+            raise OptionError("the HTTP server stopped while starting; see the log above")
+        await asyncio.sleep(0.01)
+
+
+async def _load_unless_stopped(registry: ModelRegistry, stop: asyncio.Event) -> bool:
+    """Load every model; False if a stop signal came first. A load error is raised."""
+    loading = asyncio.create_task(registry.start())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait((loading, stopping), return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if loading.done():
+        loading.result()  # raises the load error
+        return True
+    loading.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await loading
+    return False
+
+
+@contextlib.contextmanager
+def _listening(host: str, port: int, flag: str) -> Iterator[socket.socket]:
+    """A bound, listening TCP socket (port 0: a free one), closed on exit."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise OptionError(f"--host {host!r} does not resolve ({exc.strerror}); use an IP address") from exc
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise OptionError(
+            f"cannot listen on {host}:{port} ({exc.strerror}); pick another {flag} (0: any free "
+            "port) or stop what holds it"
+        ) from exc
+    sock.setblocking(False)
+    try:
+        yield sock
+    finally:
+        sock.close()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: ``_serve`` decides the order of shutdown."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _quiet_server(app: object) -> _Server:
+    config = uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        http="h11",
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )
+    return _Server(config)
