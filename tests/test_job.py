@@ -44,7 +44,7 @@ def run_out(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
 
 def test_the_job_runs_every_stage_in_order_and_reports_progress(run_out) -> None:
     _, report = run_out
-    assert [s.name for s in report.stages] == ["load", "verify", "profile", "optimize", "quantize", "bench"]
+    assert [s.name for s in report.stages] == ["load", "verify", "profile", "optimize", "quantize", "bench", "serve"]
     assert all(s.status == "ok" for s in report.stages)
     assert ("quantize", "done") in report.events
     assert ("load", "start") in report.events and ("bench", "done") in report.events
@@ -70,6 +70,14 @@ def test_the_json_report_holds_every_stage_result(run_out) -> None:
     if quantized["format"] != "float":  # kept only when it passed the gate and was measured faster
         expected.append(f"hone-{quantized['format']}+ort-all")
     assert variants == {(v, b) for v in expected for b in (1, 4)}
+    serve = data["serve"]
+    assert serve["artifact"] == ("hone" if quantized["format"] == "float" else f"hone-{quantized['format']}")
+    assert [level["concurrency"] for level in serve["levels"]] == [1, 8]
+    for level in serve["levels"]:
+        assert level["requests"] > 0 and level["failures"] == 0
+        assert 0 < level["p50_ms"] <= level["p99_ms"] and level["throughput_per_s"] > 0
+        # every request was one sample, and every one went through some batch
+        assert sum(int(size) * count for size, count in level["batch_sizes"].items()) == level["requests"]
 
 
 def test_the_html_report_is_self_contained(run_out) -> None:
@@ -80,6 +88,7 @@ def test_the_html_report_is_self_contained(run_out) -> None:
     assert "id='optimize'" in page and "fuse_conv_bn" in page
     assert "http://" not in page and "https://" not in page
     assert "torch-eager" in page and "Benchmark" in page
+    assert "id='serve'" in page and "concurrency" in page
 
 
 def test_the_job_refuses_to_overwrite_a_report_without_force(run_out) -> None:
@@ -123,3 +132,13 @@ def test_the_report_renders_in_headless_chromium(run_out) -> None:
             browser.close()
     assert (out / "report.png").stat().st_size > 10_000
     assert all(url.startswith(("file:", "data:")) for url in requested), requested
+
+
+def test_no_serve_skips_the_serving_stage_with_its_reason(tmp_path: Path) -> None:
+    factory = tmp_path / "tiny.py"
+    factory.write_text(FACTORY)
+    report = hone.run(f"{factory}:make", input_shapes=["1,1,6,6"], out_dir=tmp_path / "out", batches=[1],
+                      threads=1, budget_s=0.1, quantize=False, serve=False)
+    serve = report.stages[-1]
+    assert (serve.name, serve.status, serve.message) == ("serve", "skipped", "not asked (--no-serve)")
+    assert report.serve is None and report.passed

@@ -4,8 +4,9 @@ Stages today: load -> verify (the model runs and agrees with itself and its PyTo
 profile (where the time goes and why, at the first batch size) -> optimize (verified graph rewrites
 for the provider's onnxruntime target) -> quantize (INT8 candidates behind the accuracy gate, kept
 only if measured faster; CPU only) -> bench (the baselines, the optimized model and the kept
-quantized model, in one run so the ratios compare). Later stages (serve, export) append to the
-same report. The job never prints: it reports progress through a callback and the CLI renders it.
+quantized model, in one run so the ratios compare) -> serve (a closed-loop load test of the
+chosen artifact behind the dynamic batcher, in-process; ``hone.serve.loadtest``). Later stages
+(export) append to the same report. The job never prints: it reports progress through a callback and the CLI renders it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from hone.passes import OptimizeResult
 from hone.passes import optimize as optimize_model
 from hone.profile import ProfileResult, profile
 from hone.quantize import QuantizeResult
+from hone.serve.loadtest import LoadTestResult, load_test
 from hone.quantize import quantize as run_quantize
 from hone.runtime import default_threads
 from hone.verify import VerifyResult, verify_runs
@@ -37,7 +39,9 @@ from hone.zoo import DEFAULT_MODEL
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("load", "verify", "profile", "optimize", "quantize", "bench")
+STAGES = ("load", "verify", "profile", "optimize", "quantize", "bench", "serve")
+SERVE_CONCURRENCIES = (1, 8)
+MAX_SERVE_SECONDS_PER_LEVEL = 2.0
 DEFAULT_RUN_BATCHES = (1, 8)
 
 
@@ -65,6 +69,7 @@ class RunReport:
     optimize: OptimizeResult | None = None
     quantize: QuantizeResult | None = None
     bench: BenchResult | None = None
+    serve: LoadTestResult | None = None
 
     @property
     def passed(self) -> bool:
@@ -87,6 +92,7 @@ def run(
     force: bool = False,
     progress: ProgressCallback | None = None,
     quantize: bool = True,
+    serve: bool = True,
 ) -> RunReport:
     """Run every stage on ``source`` (default: the zoo's resnet18) and write the report to ``out_dir``."""
     from hone.report.html import write_html
@@ -155,6 +161,16 @@ def run(
         return result
 
     report.bench = _stage(report, notify, "bench", bench_both)
+    if serve:
+        # The chosen artifact: the kept quantized model, else the optimized one. Each concurrency
+        # runs for the bench budget, at most MAX_SERVE_SECONDS_PER_LEVEL.
+        artifact = f"hone-{report.quantize.format}" if quantized is not None and report.quantize else "hone"
+        report.serve = _stage(report, notify, "serve", lambda: load_test(
+            quantized if quantized is not None else optimized, artifact=artifact,
+            concurrencies=SERVE_CONCURRENCIES, seconds_per_level=min(budget_s, MAX_SERVE_SECONDS_PER_LEVEL),
+            threads=threads, provider=provider))
+    else:
+        _skip(report, notify, "serve", "not asked (--no-serve)")
     from hone.results import write_json
 
     write_json(report, json_path, force=True)  # checked above, before any work was done

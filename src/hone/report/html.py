@@ -132,6 +132,23 @@ def render_html(report: "object") -> str:
                     "speedup", "RSS peak MB", "+MB", "runs", "stable"), rows, escape=False)
         )
         parts.append(_image(bench_latency_png(result), "latency and throughput by variant and batch"))
+    if report.serve is not None:
+        serve = report.serve
+        parts.append("<h2 id='serve'>Serving</h2>")
+        parts.append(
+            f"<p>{e(serve.artifact)} behind the dynamic batcher (max batch {serve.max_batch_size}, "
+            f"queue delay {serve.max_queue_delay_ms:g} ms), closed-loop single-sample requests, in-process.</p>"
+        )
+        rows = [
+            (
+                str(level.concurrency), str(level.requests), str(level.failures), f"{level.p50_ms:.3f}",
+                f"{level.p99_ms:.3f}", f"{level.throughput_per_s:,.1f}",
+                ", ".join(f"{size}: {count}" for size, count in sorted(level.batch_sizes.items())),
+            )
+            for level in serve.levels
+        ]
+        parts.append(_table(("concurrency", "requests", "failures", "p50 ms", "p99 ms", "requests/s",
+                             "batch size: batches"), rows))
     parts.append("</body></html>")
     return "\n".join(parts)
 

@@ -106,6 +106,12 @@ def verify_table(result: VerifyResult) -> Table:
     return table
 
 
+def batch_mean(batch_sizes: dict[int, int]) -> float:
+    """Mean samples per batch of a batch-size histogram (samples -> batches); 0 when empty."""
+    batches = sum(batch_sizes.values())
+    return sum(size * count for size, count in batch_sizes.items()) / batches if batches else 0.0
+
+
 def run_summary(report: "object") -> Table:
     from hone.job import RunReport
 
@@ -151,6 +157,12 @@ def run_summary(report: "object") -> Table:
                 if best is not None:
                     parts.append(f"batch {batch}: {best.variant} {best.p50_ms:.2f} ms")
             detail = "fastest " + "; ".join(parts)
+        elif stage.name == "serve" and report.serve is not None:
+            detail = f"{report.serve.artifact}: " + "; ".join(
+                f"c={level.concurrency} p50 {level.p50_ms:.2f} ms, p99 {level.p99_ms:.2f} ms, "
+                f"{level.throughput_per_s:,.0f} req/s, mean batch {batch_mean(level.batch_sizes):.1f}"
+                for level in report.serve.levels
+            )
         style = {"ok": "green", "failed": "red"}.get(stage.status, "yellow")
         table.add_row(stage.name, f"[{style}]{stage.status}[/{style}]", f"{stage.seconds:.1f}", detail)
     return table

@@ -37,16 +37,60 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import hone
 from hone.errors import HoneError, InferenceInputError, InputError, ServingError
 from hone.serve import extensions, protocol
 from hone.serve.registry import ModelRegistry, ServedModel
+from hone.serve.runner import KSERVE_DATATYPES
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+# The infer handlers read the raw body (JSON, or JSON then binary tensors), so FastAPI cannot infer
+# its schema: this describes the JSON form for the OpenAPI document (and for fuzzing) only.
+_TENSOR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "shape", "datatype"],
+    "properties": {
+        "name": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "datatype": {
+            "type": "string",
+            "enum": list(KSERVE_DATATYPES),
+        },
+        "data": {"type": "array"},
+        "parameters": {"type": "object"},
+    },
+}
+INFER_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["inputs"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "parameters": {"type": "object"},
+                        "inputs": {"type": "array", "items": _TENSOR_SCHEMA},
+                        "outputs": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["name"],
+                                "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}},
+                            },
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
 HEALTH_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
 # nginx's code for "client closed the request": never sent (the client is gone), only logged.
 CLIENT_CLOSED_REQUEST = 499
@@ -68,11 +112,11 @@ def create_app(
     async def server_metadata() -> dict[str, Any]:
         return extensions.server_metadata()
 
-    @app.get("/v2/health/live")
+    @app.get("/v2/health/live", response_class=Response)
     async def live() -> Response:
         return Response(status_code=200)
 
-    @app.get("/v2/health/ready")
+    @app.get("/v2/health/ready", response_class=Response)
     async def ready() -> Response:
         if models.ready:
             return Response(status_code=200)
@@ -89,8 +133,8 @@ def create_app(
         served = models.get(name, version)
         return extensions.model_metadata(served.runner, models.versions(name))
 
-    @app.get("/v2/models/{name}/ready")
-    @app.get("/v2/models/{name}/versions/{version}/ready")
+    @app.get("/v2/models/{name}/ready", response_class=Response)
+    @app.get("/v2/models/{name}/versions/{version}/ready", response_class=Response)
     async def model_ready(name: str, version: str | None = None) -> Response:
         models.get(name, version)  # 404 unknown, 503 not ready
         return Response(status_code=200)
@@ -109,8 +153,8 @@ def create_app(
         models.get(name)  # 404 unknown, 503 no version ready
         return {"model_stats": [_statistics(s) for s in models.served() if s.name == name]}
 
-    @app.post("/v2/models/{name}/infer")
-    @app.post("/v2/models/{name}/versions/{version}/infer")
+    @app.post("/v2/models/{name}/infer", openapi_extra=INFER_OPENAPI)
+    @app.post("/v2/models/{name}/versions/{version}/infer", openapi_extra=INFER_OPENAPI)
     async def infer(request: Request, name: str, version: str | None = None) -> Response:
         models.check_accepting()
         served = models.get(name, version)
@@ -284,6 +328,12 @@ def _add_error_handlers(app: FastAPI) -> None:
         for key, value in (exc.headers or {}).items():
             response.headers[key] = value
         return response
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_disconnected(request: Request, exc: ClientDisconnect) -> Response:
+        # The client left while its body was being read: nothing to answer, nothing to log loudly.
+        logger.debug("%s %s: client went away mid-body", request.method, request.url.path)
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
