@@ -7,6 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= hone-out
+GRPC_SCHEMA := src/hone/serve/triton_grpc.binpb
 # ONNX backend node test cases (model + inputs + expected outputs), from the onnx 1.22.0 wheel.
 NODE_DATA := .cache/onnx-node-data
 NODE_DATA_STAMP := $(NODE_DATA)/.fetched
@@ -19,13 +20,15 @@ CLIENTS_LOCK := tests/serve/clients-requirements.txt
 
 setup: $(STAMP)
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock pyproject.toml scripts/fetch_triton_proto.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first and alone, pinned: anything else would pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
+	# hone serve's gRPC schema, read out of the pinned tritonclient wheel (see the script).
+	$(BIN)/python scripts/fetch_triton_proto.py --out $(GRPC_SCHEMA)
 	$(BIN)/python -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $(STAMP)
 
@@ -57,4 +60,4 @@ test: setup browser node-data clients
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) $(OUT) .pytest_cache $(NODE_DATA) $(CLIENTS_VENV)
+	rm -rf $(VENV) $(OUT) .pytest_cache $(NODE_DATA) $(CLIENTS_VENV) $(GRPC_SCHEMA)

@@ -409,6 +409,7 @@ def serve(
     model: Annotated[str, typer.Argument(help="an .onnx file, a zoo name, or a model repository folder (<repo>/<model>/<version>/model.onnx)")],
     name: Annotated[str | None, typer.Option("--name", help="serve a single model under this name (default: zoo name or file stem)")] = None,
     http_port: Annotated[int, typer.Option("--http-port", help="KServe v2 HTTP port (0: any free port)")] = 8000,
+    grpc_port: Annotated[int, typer.Option("--grpc-port", help="KServe v2 gRPC port (0: any free port)")] = 8001,
     metrics_port: Annotated[int, typer.Option("--metrics-port", help="Prometheus metrics port (0: any free port)")] = 8002,
     max_batch_size: Annotated[int | None, typer.Option("--max-batch-size", help="samples per batch (0 or 1: batching off; default 32)")] = None,
     max_queue_delay_ms: Annotated[float | None, typer.Option("--max-queue-delay-ms", help="longest wait for a batch to fill (default 2)")] = None,
@@ -416,7 +417,7 @@ def serve(
     token: Annotated[str | None, typer.Option("--token", envvar="HONE_SERVE_TOKEN", help="bearer token required on every route but health")] = None,
     host: Annotated[str, typer.Option("--host", help="address to bind")] = "127.0.0.1",
 ) -> None:
-    """Serve models over the KServe v2 HTTP protocol with dynamic batching, until SIGTERM (drains first)."""
+    """Serve models over the KServe v2 HTTP and gRPC protocols with dynamic batching, until SIGTERM (drains first)."""
     from hone.serve.server import ServeOptions
     from hone.serve.server import serve as run_server
 
@@ -425,6 +426,7 @@ def serve(
         name=name,
         host=host,
         http_port=http_port,
+        grpc_port=grpc_port,
         metrics_port=metrics_port,
         max_batch_size=max_batch_size,
         max_queue_delay_ms=max_queue_delay_ms,

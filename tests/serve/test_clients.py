@@ -28,9 +28,11 @@ from serve_models import RECORDER_TEXT, TWO_INPUTS_TEXT, save_model
 
 CLIENTS_PYTHON = Path(__file__).resolve().parents[2] / ".cache" / "clients-venv" / "bin" / "python"
 READY_LINE = re.compile(
-    r"^hone serve: ready: (?P<models>.+) on http://(?P<host>[\d.]+):(?P<port>\d+) \(metrics :(?P<metrics>\d+)\)$"
+    r"^hone serve: ready: (?P<models>.+) on http://(?P<host>[\d.]+):(?P<port>\d+) "
+    r"\(grpc :(?P<grpc>\d+), metrics :(?P<metrics>\d+)\)$"
 )
 START_TIMEOUT_S = 60
+FREE_PORTS = ("--http-port", "0", "--grpc-port", "0", "--metrics-port", "0")
 pytestmark = pytest.mark.slow
 
 
@@ -39,11 +41,16 @@ class Server:
     process: subprocess.Popen[str]
     line: str
     port: int
+    grpc_port: int
     metrics_port: int
 
     @property
     def url(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
 
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
@@ -51,9 +58,9 @@ class Server:
 
 
 def start_server(*args: str) -> Server:
-    """``hone serve ARGS --http-port 0 --metrics-port 0``, once it printed its ready line."""
+    """``hone serve ARGS`` on free ports, once it printed its ready line."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "hone.cli", "serve", *args, "--http-port", "0", "--metrics-port", "0"],
+        [sys.executable, "-m", "hone.cli", "serve", *args, *FREE_PORTS],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -69,7 +76,7 @@ def start_server(*args: str) -> Server:
         process.kill()
         _, stderr = process.communicate(timeout=10)
         pytest.fail(f"hone serve did not print its ready line; stdout {line!r}, stderr {stderr!r}")
-    return Server(process, line, int(match["port"]), int(match["metrics"]))
+    return Server(process, line, int(match["port"]), int(match["grpc"]), int(match["metrics"]))
 
 
 def stop_server(server: Server) -> tuple[int, str, str]:
@@ -177,6 +184,85 @@ def test_tritonclient_http_reads_metadata_config_and_stats_and_infers_json_and_b
     assert report["ready after unload"] is False and report["ready after load"] is True
 
 
+GRPC_METADATA_AND_INFER = """
+import json, sys
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+client = grpcclient.InferenceServerClient(sys.argv[1])
+x = np.linspace(-1, 1, 16, dtype=np.float32).reshape(2, 8)
+ids = np.arange(6, dtype=np.int64).reshape(2, 3) - 2
+report = {
+    "live": client.is_server_live(),
+    "ready": client.is_server_ready(),
+    "model_ready": client.is_model_ready("pair"),
+    "unknown_ready": client.is_model_ready("nope"),
+    "server": client.get_server_metadata(as_json=True),
+    "model": client.get_model_metadata("pair", as_json=True),
+    "config": client.get_model_config("pair", as_json=True),
+}
+tensors = [grpcclient.InferInput("x", list(x.shape), "FP32"), grpcclient.InferInput("ids", list(ids.shape), "INT64")]
+tensors[0].set_data_from_numpy(x)
+tensors[1].set_data_from_numpy(ids)
+outputs = [grpcclient.InferRequestedOutput("z")]
+result = client.infer("pair", tensors, outputs=outputs, request_id="g-1", priority=1, timeout=5_000_000)
+report["only z"] = {
+    "z": bool((result.as_numpy("z") == ids).all()),
+    "y missing": result.as_numpy("y") is None,
+    "id": result.get_response(as_json=True).get("id"),
+}
+result = client.infer("pair", tensors)
+report["both"] = {"y": bool(np.allclose(result.as_numpy("y"), np.maximum(x, 0))), "z": bool((result.as_numpy("z") == ids).all())}
+bad = grpcclient.InferInput("x", [2, 8], "FP64")
+bad.set_data_from_numpy(x.astype(np.float64))
+errors = {}
+for label, call in (
+    ("unknown model", lambda: client.infer("nope", tensors)),
+    ("wrong datatype", lambda: client.infer("pair", [bad, tensors[1]])),
+    ("unknown output", lambda: client.infer("pair", tensors, outputs=[grpcclient.InferRequestedOutput("w")])),
+):
+    try:
+        call()
+    except InferenceServerException as exc:
+        errors[label] = {"status": exc.status(), "message": exc.message()}
+report["errors"] = errors
+report["stats"] = client.get_inference_statistics("pair", as_json=True)
+report["index"] = client.get_model_repository_index(as_json=True)
+client.unload_model("pair")
+report["ready after unload"] = client.is_model_ready("pair")
+client.load_model("pair")
+report["ready after load"] = client.is_model_ready("pair")
+print(json.dumps(report))
+"""
+
+
+def test_tritonclient_grpc_reads_metadata_config_and_stats_and_infers(pair_server: Server) -> None:
+    report = run_client(GRPC_METADATA_AND_INFER, pair_server.grpc_url)
+    assert report["live"] and report["ready"] and report["model_ready"]
+    assert report["unknown_ready"] is False
+    assert report["server"]["name"] == "hone" and "statistics" in report["server"]["extensions"]
+    assert report["model"]["platform"] == "onnxruntime_onnx"
+    assert report["model"]["inputs"][1] == {"name": "ids", "datatype": "INT64", "shape": ["-1", "3"]}
+    config = report["config"]["config"]
+    assert config["max_batch_size"] == 8
+    assert config["input"][0] == {"name": "x", "data_type": "TYPE_FP32", "dims": ["8"]}
+    assert config["dynamic_batching"]["preserve_ordering"] is True
+    assert report["only z"] == {"z": True, "y missing": True, "id": "g-1"}
+    assert report["both"] == {"y": True, "z": True}
+    errors = report["errors"]
+    assert errors["unknown model"]["status"] == "StatusCode.NOT_FOUND"
+    assert "no model named 'nope'" in errors["unknown model"]["message"]
+    assert errors["wrong datatype"]["status"] == "StatusCode.INVALID_ARGUMENT"
+    assert "FP64" in errors["wrong datatype"]["message"]
+    assert errors["unknown output"]["status"] == "StatusCode.INVALID_ARGUMENT"
+    assert "no output(s) 'w'" in errors["unknown output"]["message"]
+    stats = [s for s in report["stats"]["model_stats"] if s["name"] == "pair"][0]
+    assert int(stats["inference_stats"]["success"]["count"]) >= 2
+    assert {"name": "pair", "version": "1", "state": "READY"}.items() <= report["index"]["models"][0].items()
+    assert report["ready after unload"] is False and report["ready after load"] is True
+
+
 CONCURRENT_INFER = """
 import json, sys
 import numpy as np
@@ -273,7 +359,7 @@ def test_startup_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a model")
     completed = subprocess.run(
-        [sys.executable, "-m", "hone.cli", "serve", str(bad), "--http-port", "0", "--metrics-port", "0"],
+        [sys.executable, "-m", "hone.cli", "serve", str(bad), *FREE_PORTS],
         capture_output=True,
         text=True,
         timeout=60,

@@ -13,13 +13,15 @@ Pure functions of their arguments; the routes in ``http.py`` only pick the model
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import hone
+from hone.errors import InferenceInputError
 from hone.serve.batcher import BatcherStats
 from hone.serve.config import BatchConfig
 from hone.serve.metrics import BatchTiming
+from hone.serve.registry import ServedModel
 from hone.serve.runner import ModelRunner, TensorMetadata
 
 SERVER_NAME = "hone"
@@ -130,6 +132,28 @@ def model_statistics(
         ],
         "memory_usage": [],
     }
+
+
+def statistics_document(served_models: Sequence[ServedModel]) -> dict[str, Any]:
+    """``{"model_stats": [...]}`` for the given model versions (GET .../stats, gRPC ModelStatistics)."""
+    return {
+        "model_stats": [
+            model_statistics(
+                served.name, served.version, served.batcher.stats, served.observer.batch_timings
+            )
+            for served in served_models
+        ]
+    }
+
+
+def refuse_load_overrides(parameter_names: Iterable[str]) -> None:
+    """Refuse Triton's load-time overrides (``config``, ``file:...``): hone loads what the folder holds."""
+    overrides = sorted(key for key in parameter_names if key == "config" or key.startswith("file:"))
+    if overrides:
+        raise InferenceInputError(
+            f"load parameter(s) {', '.join(overrides)} are not supported: hone serve loads what "
+            "the repository folder holds; change the folder and load again"
+        )
 
 
 def index_entry(name: str, version: str, state: str, reason: str) -> dict[str, Any]:

@@ -43,12 +43,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 import hone
 from hone.errors import HoneError, InferenceInputError, InputError, ServingError
 from hone.serve import extensions, protocol
-from hone.serve.registry import ModelRegistry, ServedModel
+from hone.serve.registry import ModelRegistry
 from hone.serve.runner import KSERVE_DATATYPES
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_BODY_BYTES = protocol.DEFAULT_MAX_BODY_BYTES
 # The infer handlers read the raw body (JSON, or JSON then binary tensors), so FastAPI cannot infer
 # its schema: this describes the JSON form for the OpenAPI document (and for fuzzing) only.
 _TENSOR_SCHEMA: dict[str, Any] = {
@@ -125,7 +125,7 @@ def create_app(
 
     @app.get("/v2/models/stats")
     async def all_statistics() -> dict[str, Any]:
-        return {"model_stats": [_statistics(served) for served in models.served()]}
+        return extensions.statistics_document(models.statistics_targets())
 
     @app.get("/v2/models/{name}")
     @app.get("/v2/models/{name}/versions/{version}")
@@ -148,10 +148,7 @@ def create_app(
     @app.get("/v2/models/{name}/stats")
     @app.get("/v2/models/{name}/versions/{version}/stats")
     async def model_statistics(name: str, version: str | None = None) -> dict[str, Any]:
-        if version is not None:
-            return {"model_stats": [_statistics(models.get(name, version))]}
-        models.get(name)  # 404 unknown, 503 no version ready
-        return {"model_stats": [_statistics(s) for s in models.served() if s.name == name]}
+        return extensions.statistics_document(models.statistics_targets(name, version))
 
     @app.post("/v2/models/{name}/infer", openapi_extra=INFER_OPENAPI)
     @app.post("/v2/models/{name}/versions/{version}/infer", openapi_extra=INFER_OPENAPI)
@@ -195,12 +192,7 @@ def create_app(
         parameters = options.get("parameters") or {}
         if not isinstance(parameters, dict):
             raise InferenceInputError("'parameters' must be a JSON object")
-        overrides = sorted(key for key in parameters if key == "config" or key.startswith("file:"))
-        if overrides:
-            raise InferenceInputError(
-                f"load parameter(s) {', '.join(overrides)} are not supported: hone serve loads what "
-                "the repository folder holds; change the folder and load again"
-            )
+        extensions.refuse_load_overrides(parameters)
         await models.load(name)
         return Response(status_code=200)
 
@@ -236,12 +228,6 @@ class BearerTokenMiddleware:
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-
-
-def _statistics(served: ServedModel) -> dict[str, Any]:
-    return extensions.model_statistics(
-        served.name, served.version, served.batcher.stats, served.observer.batch_timings
-    )
 
 
 async def _read_body(request: Request, max_bytes: int) -> bytes:

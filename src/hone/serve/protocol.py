@@ -40,6 +40,8 @@ from hone.errors import InferenceInputError
 from hone.serve.runner import KSERVE_DATATYPES, datatype_from_dtype, dtype_from_datatype
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
+# The largest request body (HTTP) or message (gRPC) a server takes by default.
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 JSON_CONTENT_TYPE = "application/json"
 BINARY_CONTENT_TYPE = "application/octet-stream"
 _BYTES_LENGTH = struct.Struct("<I")
@@ -212,7 +214,7 @@ def _decode_input(
                 "bytes of binary data remain; the sizes must match the data sent"
             )
         chunk = binary[offset : offset + size]
-        return name, _from_binary(chunk, name, datatype, dtype, shape, count), size
+        return name, array_from_bytes(chunk, name, datatype, dtype, shape, count), size
     if "data" not in raw:
         raise InferenceInputError(
             f"input {name!r} has no 'data' and no binary_data_size parameter; send its values"
@@ -220,9 +222,13 @@ def _decode_input(
     return name, _from_json(raw["data"], name, datatype, dtype, shape, count), 0
 
 
-def _from_binary(
+def array_from_bytes(
     chunk: memoryview, name: str, datatype: str, dtype: np.dtype, shape: tuple[int, ...], count: int
 ) -> np.ndarray:
+    """A tensor from its binary form (little-endian row-major; BYTES length-prefixed), size-checked.
+
+    The same format is the HTTP binary extension's and gRPC's ``raw_input_contents``.
+    """
     if datatype == "BYTES":
         return _bytes_elements(chunk, name, count).reshape(shape)
     expected = count * dtype.itemsize

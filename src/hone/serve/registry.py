@@ -183,6 +183,15 @@ class ModelRegistry:
             if slot.state == ModelState.READY and slot.served is not None
         ]
 
+    def statistics_targets(self, name: str | None = None, version: str | None = None) -> list[ServedModel]:
+        """The versions a statistics request is about: all (no name), one model's, or one version."""
+        if not name:
+            return self.served()
+        if version:
+            return [self.get(name, version)]
+        self.get(name)  # 404 unknown, 503 no version ready
+        return [served for served in self.served() if served.name == name]
+
     # -- repository ------------------------------------------------------------------------------
 
     def index(self) -> list[IndexEntry]:

@@ -3,12 +3,13 @@
 The order, so that every state is observable from outside:
 
 1. what to serve is resolved (a bad path fails here, before any port is taken);
-2. the HTTP and metrics ports are bound (port 0 picks a free one; a taken port fails here) and
-   both servers start: /v2/health/live answers 200, /v2/health/ready 503;
+2. the HTTP, gRPC and metrics ports are bound (port 0 picks a free one; a taken port fails here)
+   and the servers start: /v2/health/live answers 200, /v2/health/ready 503 (gRPC ServerReady
+   false);
 3. every model is loaded, its sessions built and every batch size warmed up;
 4. ``on_ready`` is called (the CLI prints its one line) and readiness turns 200 in the same step;
-5. on SIGTERM or SIGINT new requests get 503 and readiness turns 503, every accepted request is
-   answered, then both servers close and ``serve`` returns.
+5. on SIGTERM or SIGINT new requests get 503 (gRPC UNAVAILABLE) and readiness turns 503, every
+   accepted request is answered, then the servers close and ``serve`` returns.
 
 A failure in 1-3 raises a HoneError (the CLI prints one line and exits 2) after closing the ports.
 """
@@ -23,9 +24,11 @@ import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import grpc
 import uvicorn
 
 from hone.errors import OptionError
+from hone.serve import grpc_api
 from hone.serve.config import BatchConfig, RepositoryEntry, resolve_models
 from hone.serve.http import DEFAULT_MAX_BODY_BYTES, create_app
 from hone.serve.metrics import ServeMetrics
@@ -34,6 +37,8 @@ from hone.serve.registry import ModelRegistry
 logger = logging.getLogger(__name__)
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# After every accepted request is answered, how long gRPC calls get to finish sending their answer.
+_GRPC_GRACE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,7 @@ class ServeOptions:
     name: str | None = None
     host: str = "127.0.0.1"
     http_port: int = 8000
+    grpc_port: int = 8001
     metrics_port: int = 8002
     max_batch_size: int | None = None
     max_queue_delay_ms: float | None = None
@@ -52,13 +58,14 @@ class ServeOptions:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
     def __post_init__(self) -> None:
-        for flag, port in (("--http-port", self.http_port), ("--metrics-port", self.metrics_port)):
+        ports = {"--http-port": self.http_port, "--grpc-port": self.grpc_port, "--metrics-port": self.metrics_port}
+        for flag, port in ports.items():
             if not 0 <= port <= 65535:
                 raise OptionError(f"{flag} must be from 0 (any free port) to 65535, got {port}")
-        if self.http_port and self.http_port == self.metrics_port:
-            raise OptionError(
-                f"--http-port and --metrics-port are both {self.http_port}; give them different ports"
-            )
+        for flag, port in ports.items():
+            same = [other for other, value in ports.items() if other != flag and port and value == port]
+            if same:
+                raise OptionError(f"{flag} and {same[0]} are both {port}; give them different ports")
 
     def batch_config(self) -> BatchConfig:
         knobs: dict[str, float | int] = {}
@@ -79,6 +86,7 @@ class ReadyInfo:
     models: tuple[tuple[str, str], ...]  # (name, version)
     host: str
     http_port: int
+    grpc_port: int
     metrics_port: int
 
     @property
@@ -87,7 +95,10 @@ class ReadyInfo:
 
     def line(self) -> str:
         served = ", ".join(f"{name} v{version}" for name, version in self.models)
-        return f"hone serve: ready: {served} on {self.url} (metrics :{self.metrics_port})"
+        return (
+            f"hone serve: ready: {served} on {self.url} (grpc :{self.grpc_port}, "
+            f"metrics :{self.metrics_port})"
+        )
 
 
 def serve(options: ServeOptions, *, on_ready: Callable[[ReadyInfo], None]) -> None:
@@ -104,6 +115,11 @@ async def _serve(options: ServeOptions, on_ready: Callable[[ReadyInfo], None]) -
         _listening(options.host, options.http_port, "--http-port") as http_socket,
         _listening(options.host, options.metrics_port, "--metrics-port") as metrics_socket,
     ):
+        grpc_server = grpc_api.create_server(
+            registry, token=options.token, max_message_bytes=options.max_body_bytes
+        )
+        grpc_port = _add_grpc_port(grpc_server, options.host, options.grpc_port)
+        await grpc_server.start()
         servers = [_quiet_server(app), _quiet_server(metrics.asgi_app())]
         tasks = [
             asyncio.create_task(server.serve(sockets=[sock]), name=f"hone-serve-{kind}")
@@ -121,12 +137,14 @@ async def _serve(options: ServeOptions, on_ready: Callable[[ReadyInfo], None]) -
                         models=tuple((m.name, m.version) for m in registry.served()),
                         host=options.host,
                         http_port=http_socket.getsockname()[1],
+                        grpc_port=grpc_port,
                         metrics_port=metrics_socket.getsockname()[1],
                     )
                 )
                 await stop.wait()
         finally:
             await registry.stop()  # new requests get 503; every accepted one is answered
+            await grpc_server.stop(grace=_GRPC_GRACE_S)  # lets answered calls finish sending
             for server in servers:
                 server.should_exit = True
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -193,6 +211,21 @@ def _listening(host: str, port: int, flag: str) -> Iterator[socket.socket]:
         yield sock
     finally:
         sock.close()
+
+
+def _add_grpc_port(server: grpc.aio.Server, host: str, port: int) -> int:
+    """Bind the gRPC server (port 0: a free one) and return its port; a taken port fails here."""
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise OptionError(
+            f"cannot listen on {address} for gRPC ({exc}); pick another --grpc-port (0: any free "
+            "port) or stop what holds it"
+        ) from exc
+    if not bound:
+        raise OptionError(f"cannot listen on {address} for gRPC; pick another --grpc-port or stop what holds it")
+    return bound
 
 
 class _Server(uvicorn.Server):
