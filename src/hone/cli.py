@@ -414,6 +414,7 @@ def serve(
     max_batch_size: Annotated[int | None, typer.Option("--max-batch-size", help="samples per batch (0 or 1: batching off; default 32)")] = None,
     max_queue_delay_ms: Annotated[float | None, typer.Option("--max-queue-delay-ms", help="longest wait for a batch to fill (default 2)")] = None,
     instances: Annotated[int, typer.Option("--instances", help="onnxruntime sessions per model, sharing the cores")] = 1,
+    slo_p99_ms: Annotated[float | None, typer.Option("--slo-p99-ms", help="latency target: choose max batch and queue delay from this model's measured latency-vs-batch curve, then check them under load")] = None,
     token: Annotated[str | None, typer.Option("--token", envvar="HONE_SERVE_TOKEN", help="bearer token required on every route but health")] = None,
     host: Annotated[str, typer.Option("--host", help="address to bind")] = "127.0.0.1",
 ) -> None:
@@ -432,8 +433,13 @@ def serve(
         max_queue_delay_ms=max_queue_delay_ms,
         instances=instances,
         token=token,
+        slo_p99_ms=slo_p99_ms,
     )
-    run_server(options, on_ready=lambda ready: console.print(ready.line(), highlight=False, soft_wrap=True))
+    run_server(
+        options,
+        on_ready=lambda ready: console.print(ready.line(), highlight=False, soft_wrap=True),
+        on_plan=lambda plan: console.print(plan.line(), highlight=False, soft_wrap=True),
+    )
 
 
 def _parse_batches(text: str) -> list[int]:

@@ -7,6 +7,7 @@ they are submitted, then releasing it; no test depends on how fast anything runs
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
@@ -407,3 +408,29 @@ def test_stats_and_the_observer_count_every_batch_and_request(recorder_model) ->
     assert stats.queue_ns > 0 and stats.compute_infer_ns > 0 and stats.success_ns > 0
     assert stats.compute_ns == stats.compute_input_ns + stats.compute_infer_ns + stats.compute_output_ns
     assert stats.last_inference_ms > 0 and (stats.queue_depth, stats.in_flight) == (0, 0)
+
+
+def test_sequential_requests_do_not_wait_for_company_but_overlapping_ones_do(recorder_model) -> None:
+    """A lone client's requests go at once even with a long delay; a request that arrives while
+    another runs waits for company, so two overlapping clients still form batches of two."""
+    runner = make_runner(recorder_model, max_batch_size=4)
+
+    async def scenario(batcher: Batcher, runner: RecordingRunner):
+        runner.release()
+        began = time.perf_counter()
+        for index in range(3):
+            await batcher.submit(request(index))
+        sequential_s = time.perf_counter() - began
+        # Two clients, each sending its next request when answered: after the first batch every
+        # request overlaps the other client's, so they wait (here up to 0.3 s) and pair up.
+        async def client(first: int) -> None:
+            for index in range(first, first + 6, 2):
+                await batcher.submit(request(index))
+
+        await asyncio.gather(client(10), client(11))
+        return sequential_s
+
+    sequential_s = serve(runner, scenario, max_queue_delay_ms=300.0)
+    assert sequential_s < 0.3, f"three sequential requests took {sequential_s:.3f} s: they waited"
+    assert runner.batches[:3] == [[0], [1], [2]]
+    assert runner.batches[3:] == [[10, 11], [12, 13], [14, 15]]

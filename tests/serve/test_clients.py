@@ -289,9 +289,13 @@ print(json.dumps({"answers": answers}))
 
 def test_sigterm_during_load_answers_every_accepted_request_then_exits_0(tmp_path: Path) -> None:
     requests = 12
-    model = save_model(RECORDER_TEXT, tmp_path / "recorder.onnx")
-    # Batches wait up to 60 s to fill 64 samples: the requests are all in the queue at SIGTERM.
-    server = start_server(str(model), "--max-batch-size", "64", "--max-queue-delay-ms", "60000")
+    # Batches wait up to 60 s to fill 64 samples, even the first (idle_dispatch off): the requests
+    # are all in the queue at SIGTERM.
+    save_model(RECORDER_TEXT, tmp_path / "recorder" / "1" / "model.onnx")
+    (tmp_path / "recorder" / "config.json").write_text(
+        json.dumps({"max_batch_size": 64, "max_queue_delay_ms": 60000, "idle_dispatch": False})
+    )
+    server = start_server(str(tmp_path))
     try:
         client = subprocess.Popen(
             [str(_clients_python()), "-c", CONCURRENT_INFER, server.url, str(requests)],
@@ -336,8 +340,12 @@ def _wait_for_metric(server: Server, sample: str) -> None:
 
 
 def test_a_client_that_disconnects_has_its_request_withdrawn_and_others_are_served(tmp_path: Path) -> None:
-    model = save_model(RECORDER_TEXT, tmp_path / "recorder.onnx")
-    server = start_server(str(model), "--max-batch-size", "2", "--max-queue-delay-ms", "60000")
+    # idle_dispatch off: the lone request waits for company (Triton's rule) instead of running.
+    save_model(RECORDER_TEXT, tmp_path / "recorder" / "1" / "model.onnx")
+    (tmp_path / "recorder" / "config.json").write_text(
+        json.dumps({"max_batch_size": 2, "max_queue_delay_ms": 60000, "idle_dispatch": False})
+    )
+    server = start_server(str(tmp_path))
     labels = '{model="recorder",version="1"}'
     try:
         waiting = _raw_infer(server.port, rows=1)  # waits for a second sample that never comes
@@ -368,3 +376,35 @@ def test_startup_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
     assert completed.returncode == 2
     assert completed.stdout == ""
     assert len(completed.stderr.strip().splitlines()) == 1 and completed.stderr.startswith("error:")
+
+
+def test_slo_mode_prints_its_choice_then_serves_with_it(tmp_path: Path) -> None:
+    model = save_model(TWO_INPUTS_TEXT, tmp_path / "pair.onnx")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hone.cli", "serve", str(model), "--slo-p99-ms", "250", *FREE_PORTS],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    watchdog = threading.Timer(START_TIMEOUT_S, process.kill)
+    watchdog.start()
+    try:
+        plan_line = process.stdout.readline().strip()  # type: ignore[union-attr]
+        ready = READY_LINE.match(process.stdout.readline().strip())  # type: ignore[union-attr]
+    finally:
+        watchdog.cancel()
+    try:
+        chosen = re.search(r"max_batch_size (\d+), max_queue_delay_ms ([\d.]+)", plan_line)
+        assert plan_line.startswith("hone serve: slo: pair v1 p99 <= 250 ms"), plan_line
+        assert chosen is not None and ready is not None, plan_line
+        url = f"http://127.0.0.1:{ready['port']}/v2/models/pair/config"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            config = json.load(response)
+        max_batch = int(chosen[1])
+        assert config["max_batch_size"] == (max_batch if max_batch > 1 else 0)
+        if max_batch > 1:
+            delay_us = config["dynamic_batching"]["max_queue_delay_microseconds"]
+            assert delay_us == round(float(chosen[2]) * 1000)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)

@@ -37,6 +37,7 @@ def test_preferred_batch_sizes_are_kept_sorted_and_unique() -> None:
         ({"preferred_batch_sizes": (0,)}, r"from 1 to max_batch_size \(32\), got 0"),
         ({"preferred_batch_sizes": "8"}, "must be a list of batch sizes"),
         ({"max_batch_size": 1, "preferred_batch_sizes": (1,)}, "need batching on"),
+        ({"idle_dispatch": "no"}, "idle_dispatch must be true or false"),
     ],
 )
 def test_batch_config_values_outside_the_contract_are_refused(options: dict, message: str) -> None:

@@ -432,9 +432,9 @@ def test_unknown_models_and_versions_in_metadata_routes_are_404(client: TestClie
 
 @pytest.fixture
 def slow_model(tmp_path: Path) -> Callable[[], list[RepositoryEntry]]:
-    """``recorder`` whose batches wait 10 s to fill and whose queue holds one request."""
+    """``recorder`` whose batches (even the first) wait 10 s to fill and whose queue holds one request."""
     path = save_model(RECORDER_TEXT, tmp_path / "slow.onnx")
-    batch = BatchConfig(max_batch_size=8, max_queue_delay_ms=10_000, max_queue_size=1)
+    batch = BatchConfig(max_batch_size=8, max_queue_delay_ms=10_000, max_queue_size=1, idle_dispatch=False)
     return lambda: resolve_models(path, batch=batch)
 
 

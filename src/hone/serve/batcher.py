@@ -19,6 +19,13 @@ requests go as one batch
 otherwise the scheduler sleeps until the delay runs out or another request arrives. With batching
 off (``max_batch_size`` 0 or 1) every request is a batch of its own, through the same queue.
 
+Sequential traffic does not wait. Triton waits ``max_queue_delay_ms`` for company even when a lone
+client sends one request after the other, which adds the whole delay to every request. Here a
+request goes at once when it arrived with nothing running or queued, is still alone, and the
+previous batch held a single request: waiting would most likely bring nobody. As soon as requests
+overlap (one arrives while another runs or waits, or a batch of several ran), the delay applies.
+``idle_dispatch=False`` restores Triton's rule.
+
 Running. A batch's inputs are concatenated along axis 0 and run in a thread pool with one worker
 per runner instance (``loop.run_in_executor``), so up to N batches run at once while the event loop
 keeps admitting. The outputs are split back by each request's sample count after checking that
@@ -119,6 +126,7 @@ class _Request:
     future: asyncio.Future[Outputs]
     queued: bool = True
     timer: asyncio.TimerHandle | None = None
+    overlapped: bool = True  # it arrived while another request ran or waited
 
     def expired(self, now_ns: int) -> bool:
         return self.timeout_ms is not None and now_ns - self.submitted_ns >= self.timeout_ms * 1e6
@@ -158,6 +166,7 @@ class Batcher:
         self._state = "created"  # -> "running" -> "stopping" -> "stopped"
         self._stats = BatcherStats()
         self._in_flight = 0
+        self._last_batch_requests = 1
 
     @property
     def stats(self) -> BatcherStats:
@@ -270,6 +279,7 @@ class Batcher:
             submitted_ns=submitted_ns,
             timeout_ms=self._queue_timeout_ms(timeout_ms),
             future=loop.create_future(),
+            overlapped=self._in_flight > 0 or any(self._queues),
         )
         waiting.append(request)
         if request.timeout_ms is not None:
@@ -335,6 +345,7 @@ class Batcher:
             if batch is None:
                 self._slots.release()
                 return
+            self._in_flight += len(batch)  # counted from now: a request arriving now overlaps it
             task = asyncio.create_task(self._execute(batch))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
@@ -351,6 +362,7 @@ class Batcher:
                 continue
             batch, wait_ns = self._close(gathered, full, now_ns)
             if batch:
+                self._last_batch_requests = len(batch)
                 for request in batch:
                     self._dequeue(request)
                     if request.timer is not None:
@@ -395,6 +407,9 @@ class Batcher:
         wait_ns = int(self.config.max_queue_delay_ms * 1e6) - (now_ns - oldest_ns)
         if wait_ns <= 0 or self._state != "running" or not self.runner.batching:
             return gathered, 0
+        lone = len(gathered) == 1 and not gathered[0].overlapped and self._last_batch_requests == 1
+        if lone and self.config.idle_dispatch:
+            return gathered, 0  # sequential traffic: nobody to wait for (see the module notes)
         preferred = self._preferred_cut(gathered)
         if preferred:
             return gathered[:preferred], 0
@@ -442,7 +457,6 @@ class Batcher:
         started_ns = time.monotonic_ns()
         queue_ns = [started_ns - request.submitted_ns for request in batch]
         samples = [request.samples for request in batch]
-        self._in_flight += len(batch)
         try:
             loop = asyncio.get_running_loop()
             outputs, timing = await loop.run_in_executor(

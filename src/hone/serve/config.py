@@ -6,7 +6,8 @@ contract. A model repository is Triton's layout with a JSON config instead of pr
     repository/
       resnet/                  one folder per model; its name is the served model name
         config.json            optional: max_batch_size, max_queue_delay_ms, preferred_batch_sizes,
-                               max_queue_size, default_timeout_ms, priority_levels, instances
+                               max_queue_size, default_timeout_ms, priority_levels, idle_dispatch,
+                               instances
         1/model.onnx           numbered version folders, each holding model.onnx
         2/model.onnx
 
@@ -41,6 +42,7 @@ BATCH_CONFIG_KEYS = (
     "max_queue_size",
     "default_timeout_ms",
     "priority_levels",
+    "idle_dispatch",
 )
 CONFIG_KEYS = (*BATCH_CONFIG_KEYS, "instances")
 # Served names travel in URL paths (/v2/models/{name}); keep them to characters that need no escaping.
@@ -54,7 +56,8 @@ class BatchConfig:
     ``max_batch_size`` counts samples (rows along the batch dim), 0 or 1 turns batching off;
     ``max_queue_size`` counts requests waiting per priority level, whatever their size; priority 0 is
     the highest of ``priority_levels``. ``default_timeout_ms`` bounds the time a request may wait in
-    the queue (None: no bound).
+    the queue (None: no bound). ``idle_dispatch`` sends a lone request on an idle model at once
+    instead of waiting ``max_queue_delay_ms`` for company (false: always wait, as Triton does).
     """
 
     max_batch_size: int = 32
@@ -63,6 +66,7 @@ class BatchConfig:
     max_queue_size: int = 1024
     default_timeout_ms: float | None = None
     priority_levels: int = 2
+    idle_dispatch: bool = True
 
     def __post_init__(self) -> None:
         _check_int("max_batch_size", self.max_batch_size, minimum=0, note="0 or 1 turns batching off")
@@ -71,6 +75,8 @@ class BatchConfig:
         if self.default_timeout_ms is not None:
             _check_number("default_timeout_ms", self.default_timeout_ms, minimum=0.0, inclusive=False)
         _check_int("priority_levels", self.priority_levels, minimum=1, note="priority 0 is the highest")
+        if not isinstance(self.idle_dispatch, bool):
+            raise OptionError(f"idle_dispatch must be true or false, got {self.idle_dispatch!r}")
         object.__setattr__(self, "preferred_batch_sizes", self._checked_preferred_sizes())
 
     @property

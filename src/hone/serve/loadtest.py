@@ -70,13 +70,14 @@ def load_test(
     feeds = synthesize(model.inputs, batch=1)
     result = LoadTestResult(artifact, config.max_batch_size, config.max_queue_delay_ms)
     for concurrency in concurrencies:
-        result.levels.append(asyncio.run(_level(runner, config, feeds, concurrency, seconds_per_level)))
+        result.levels.append(asyncio.run(run_level(runner, config, feeds, concurrency, seconds_per_level)))
     return result
 
 
-async def _level(
+async def run_level(
     runner: ModelRunner, config: BatchConfig, feeds: dict[str, np.ndarray], concurrency: int, seconds: float
 ) -> LoadLevel:
+    """``concurrency`` closed-loop clients sending ``feeds`` through a fresh batcher for ``seconds``."""
     batcher = Batcher(runner, config)
     await batcher.start()
     latencies_ns: list[int] = []

@@ -2,7 +2,9 @@
 
 The order, so that every state is observable from outside:
 
-1. what to serve is resolved (a bad path fails here, before any port is taken);
+1. what to serve is resolved (a bad path fails here, before any port is taken); with
+   ``--slo-p99-ms`` each model's batching is planned and checked here (``hone.serve.slo``) and
+   ``on_plan`` is called with each plan;
 2. the HTTP, gRPC and metrics ports are bound (port 0 picks a free one; a taken port fails here)
    and the servers start: /v2/health/live answers 200, /v2/health/ready 503 (gRPC ServerReady
    false);
@@ -22,17 +24,18 @@ import logging
 import signal
 import socket
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import grpc
 import uvicorn
 
 from hone.errors import OptionError
-from hone.serve import grpc_api
+from hone.serve import grpc_api, slo
 from hone.serve.config import BatchConfig, RepositoryEntry, resolve_models
 from hone.serve.http import DEFAULT_MAX_BODY_BYTES, create_app
 from hone.serve.metrics import ServeMetrics
 from hone.serve.registry import ModelRegistry
+from hone.serve.slo import SloPlan
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +59,14 @@ class ServeOptions:
     instances: int = 1
     token: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    slo_p99_ms: float | None = None
 
     def __post_init__(self) -> None:
-        ports = {"--http-port": self.http_port, "--grpc-port": self.grpc_port, "--metrics-port": self.metrics_port}
+        ports = {
+            "--http-port": self.http_port,
+            "--grpc-port": self.grpc_port,
+            "--metrics-port": self.metrics_port,
+        }
         for flag, port in ports.items():
             if not 0 <= port <= 65535:
                 raise OptionError(f"{flag} must be from 0 (any free port) to 65535, got {port}")
@@ -66,6 +74,18 @@ class ServeOptions:
             same = [other for other, value in ports.items() if other != flag and port and value == port]
             if same:
                 raise OptionError(f"{flag} and {same[0]} are both {port}; give them different ports")
+        self._check_slo()
+
+    def _check_slo(self) -> None:
+        if self.slo_p99_ms is None:
+            return
+        if not self.slo_p99_ms > 0:
+            raise OptionError(f"--slo-p99-ms must be a positive number of milliseconds, got {self.slo_p99_ms}")
+        if self.max_batch_size is not None or self.max_queue_delay_ms is not None:
+            raise OptionError(
+                "--slo-p99-ms chooses --max-batch-size and --max-queue-delay-ms itself; give the target "
+                "or the knobs, not both"
+            )
 
     def batch_config(self) -> BatchConfig:
         knobs: dict[str, float | int] = {}
@@ -101,15 +121,40 @@ class ReadyInfo:
         )
 
 
-def serve(options: ServeOptions, *, on_ready: Callable[[ReadyInfo], None]) -> None:
+def serve(
+    options: ServeOptions,
+    *,
+    on_ready: Callable[[ReadyInfo], None],
+    on_plan: Callable[[SloPlan], None] | None = None,
+) -> None:
     """Run the server until SIGTERM/SIGINT, then drain and return (blocking)."""
-    asyncio.run(_serve(options, on_ready))
+    entries = options.resolve()  # fail on a bad path or knob before taking any port
+    plans: dict[tuple[str, str], SloPlan] = {}
+    if options.slo_p99_ms is not None:
+        for entry in entries:
+            plans[(entry.name, entry.version)] = plan = slo.plan(entry, options.slo_p99_ms)
+            if on_plan is not None:
+                on_plan(plan)
+
+    def resolve() -> list[RepositoryEntry]:
+        """The entries, with the batching SLO mode chose for the versions it planned."""
+        return [
+            replace(entry, batch=plans[(entry.name, entry.version)].batch_config(entry.batch))
+            if (entry.name, entry.version) in plans
+            else entry
+            for entry in options.resolve()
+        ]
+
+    asyncio.run(_serve(options, resolve, on_ready))
 
 
-async def _serve(options: ServeOptions, on_ready: Callable[[ReadyInfo], None]) -> None:
-    options.resolve()  # fail on a bad path or knob before taking any port
+async def _serve(
+    options: ServeOptions,
+    resolve: Callable[[], list[RepositoryEntry]],
+    on_ready: Callable[[ReadyInfo], None],
+) -> None:
     metrics = ServeMetrics()
-    registry = ModelRegistry(options.resolve, metrics=metrics)
+    registry = ModelRegistry(resolve, metrics=metrics)
     app = create_app(registry, token=options.token, max_body_bytes=options.max_body_bytes)
     with (
         _listening(options.host, options.http_port, "--http-port") as http_socket,
@@ -224,7 +269,9 @@ def _add_grpc_port(server: grpc.aio.Server, host: str, port: int) -> int:
             "port) or stop what holds it"
         ) from exc
     if not bound:
-        raise OptionError(f"cannot listen on {address} for gRPC; pick another --grpc-port or stop what holds it")
+        raise OptionError(
+            f"cannot listen on {address} for gRPC; pick another --grpc-port or stop what holds it"
+        )
     return bound
 
 
