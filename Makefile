@@ -15,8 +15,14 @@ NODE_DATA_STAMP := $(NODE_DATA)/.fetched
 CLIENTS_VENV := .cache/clients-venv
 CLIENTS_STAMP := $(CLIENTS_VENV)/.installed
 CLIENTS_LOCK := tests/serve/clients-requirements.txt
+# Triton's perf_analyzer (tritonclient 2.51.0 wheel + libb64-0d from Debian + libcudart from PyPI).
+PERF_VENV := .cache/perf-venv
+PERF_STAMP := $(PERF_VENV)/.installed
+# PyTriton (Triton in a wheel) + CPU onnxruntime, for benchmarks/serve_compare.py only (not CI).
+PYTRITON_VENV := .cache/pytriton-venv
+PYTRITON_STAMP := $(PYTRITON_VENV)/.installed
 
-.PHONY: setup run test browser node-data clients clean
+.PHONY: setup run test browser node-data clients perf-analyzer pytriton clean
 
 setup: $(STAMP)
 
@@ -56,8 +62,18 @@ $(CLIENTS_STAMP): $(CLIENTS_LOCK)
 	$(CLIENTS_VENV)/bin/python -c "import tritonclient.http, tritonclient.grpc"
 	touch $(CLIENTS_STAMP)
 
-test: setup browser node-data clients
+perf-analyzer: $(PERF_STAMP)
+
+$(PERF_STAMP): scripts/setup-perf-analyzer.sh scripts/perf-analyzer-requirements.txt
+	PYTHON=$(PYTHON) scripts/setup-perf-analyzer.sh
+
+pytriton: $(PYTRITON_STAMP)
+
+$(PYTRITON_STAMP): scripts/setup-pytriton.sh scripts/pytriton-requirements.txt
+	PYTHON=$(PYTHON) scripts/setup-pytriton.sh
+
+test: setup browser node-data clients perf-analyzer
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) $(OUT) .pytest_cache $(NODE_DATA) $(CLIENTS_VENV) $(GRPC_SCHEMA)
+	rm -rf $(VENV) $(OUT) .pytest_cache $(NODE_DATA) $(CLIENTS_VENV) $(PERF_VENV) $(PYTRITON_VENV) $(GRPC_SCHEMA)
