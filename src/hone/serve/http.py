@@ -21,6 +21,12 @@ queue timeout expired, the model is not ready or the server is shutting down. Wi
 route but health needs ``Authorization: Bearer <token>`` (else 401).
 
 A client that disconnects while its request waits has the request withdrawn from the queue.
+
+The infer route is the hot path, so it does not go through FastAPI: ``InferRoute``, a raw ASGI
+layer in front of the app, takes ``POST .../infer`` and answers it directly (FastAPI's routing,
+parameter solving and response machinery cost about as much as the rest of a request together).
+Every other route is FastAPI's. The OpenAPI document still describes the infer routes
+(``_openapi``), for clients and for fuzzing.
 """
 
 from __future__ import annotations
@@ -30,11 +36,13 @@ import contextlib
 import hmac
 import json
 import logging
+import re
 from collections.abc import Awaitable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
@@ -91,6 +99,13 @@ INFER_OPENAPI: dict[str, Any] = {
         },
     }
 }
+_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}},
+}
+INFER_PATHS = ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer")
+_INFER_PATH = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$")
 HEALTH_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
 # nginx's code for "client closed the request": never sent (the client is gone), only logged.
 CLIENT_CLOSED_REQUEST = 499
@@ -150,30 +165,6 @@ def create_app(
     async def model_statistics(name: str, version: str | None = None) -> dict[str, Any]:
         return extensions.statistics_document(models.statistics_targets(name, version))
 
-    @app.post("/v2/models/{name}/infer", openapi_extra=INFER_OPENAPI)
-    @app.post("/v2/models/{name}/versions/{version}/infer", openapi_extra=INFER_OPENAPI)
-    async def infer(request: Request, name: str, version: str | None = None) -> Response:
-        models.check_accepting()
-        served = models.get(name, version)
-        body = await _read_body(request, max_body_bytes)
-        body = protocol.decompress(body, request.headers.get("content-encoding"), max_body_bytes)
-        header_length = protocol.parse_header_length(request.headers.get(protocol.HEADER_LENGTH), len(body))
-        decoded = protocol.decode_infer_request(body, header_length)
-        protocol.check_requested_outputs(decoded, served.output_names, served.name)
-        submission = served.batcher.submit(
-            decoded.inputs,
-            priority=served.priority_level(decoded.priority),
-            timeout_ms=decoded.timeout_ms,
-        )
-        outputs = await _unless_disconnected(request, submission)
-        if outputs is None:
-            logger.debug("%s: client went away; its request was withdrawn", served.name)
-            return Response(status_code=CLIENT_CLOSED_REQUEST)
-        encoded = protocol.encode_infer_response(
-            model_name=served.name, model_version=served.version, outputs=outputs, request=decoded
-        )
-        return Response(encoded.body, media_type=encoded.content_type, headers=encoded.headers)
-
     @app.post("/v2/repository/index")
     async def repository_index(request: Request) -> list[dict[str, Any]]:
         options = await _json_options(request, max_body_bytes)
@@ -202,9 +193,97 @@ def create_app(
         await models.unload(name)
         return Response(status_code=200)
 
+    app.add_middleware(InferRoute, models=models, max_body_bytes=max_body_bytes)
     if token:
-        app.add_middleware(BearerTokenMiddleware, token=token)
+        app.add_middleware(BearerTokenMiddleware, token=token)  # added last: it runs first
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+class InferRoute:
+    """``POST /v2/models/{m}[/versions/{v}]/infer`` answered here; every other request goes on to ``app``."""
+
+    def __init__(self, app: ASGIApp, models: ModelRegistry, max_body_bytes: int) -> None:
+        self.app = app
+        self.models = models
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        match = _INFER_PATH.match(scope["path"]) if scope["type"] == "http" else None
+        if match is None or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        try:
+            response = await self.infer(request, match["name"], match["version"])
+        except Exception as exc:  # every failure is one answer; the server goes on
+            response = _error_response(request, exc)
+        await response(scope, receive, send)
+
+    async def infer(self, request: Request, name: str, version: str | None) -> Response:
+        self.models.check_accepting()
+        served = self.models.get(name, version)
+        body = await _read_body(request, self.max_body_bytes)
+        body = protocol.decompress(body, request.headers.get("content-encoding"), self.max_body_bytes)
+        header_length = protocol.parse_header_length(request.headers.get(protocol.HEADER_LENGTH), len(body))
+        decoded = protocol.decode_infer_request(body, header_length)
+        protocol.check_requested_outputs(decoded, served.output_names, served.name)
+        submission = served.batcher.submit(
+            decoded.inputs,
+            priority=served.priority_level(decoded.priority),
+            timeout_ms=decoded.timeout_ms,
+        )
+        outputs = await _unless_disconnected(request, submission)
+        if outputs is None:
+            logger.debug("%s: client went away; its request was withdrawn", served.name)
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
+        encoded = protocol.encode_infer_response(
+            model_name=served.name, model_version=served.version, outputs=outputs, request=decoded
+        )
+        return Response(encoded.body, media_type=encoded.content_type, headers=encoded.headers)
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document for its routes, plus the infer routes that ``InferRoute`` answers."""
+    if app.openapi_schema is None:
+        document = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        for path in INFER_PATHS:
+            names = re.findall(r"{(\w+)}", path)
+            document["paths"][path] = {
+                "post": {
+                    "summary": "Infer",
+                    "operationId": "infer_version" if "version" in names else "infer",
+                    "parameters": [
+                        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                        for name in names
+                    ],
+                    **INFER_OPENAPI,
+                    "responses": {
+                        "200": {
+                            "description": "the outputs (JSON, or JSON then binary tensors)",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        **{
+                            str(status): {
+                                "description": why,
+                                "content": {"application/json": {"schema": _ERROR_SCHEMA}},
+                            }
+                            for status, why in _INFER_ERRORS.items()
+                        },
+                    },
+                }
+            }
+        app.openapi_schema = document
+    return app.openapi_schema
+
+
+_INFER_ERRORS = {
+    400: "malformed request",
+    401: "missing or wrong bearer token",
+    404: "unknown model or version",
+    413: "body above the server's limit",
+    503: "queue full, queue timeout, model not ready or shutting down",
+}
 
 
 class BearerTokenMiddleware:
@@ -293,9 +372,9 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def _add_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(HoneError)
-    async def hone_error(request: Request, exc: HoneError) -> JSONResponse:
+def _error_response(request: Request, exc: Exception) -> Response:
+    """The answer to a request that failed with ``exc``: ``{"error": ...}`` with its status."""
+    if isinstance(exc, HoneError):
         if isinstance(exc, ServingError):
             status = exc.http_status
         else:
@@ -304,9 +383,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         log = logger.warning if status >= 500 and not isinstance(exc, ServingError) else logger.debug
         log("%s %s -> %d: %s", request.method, request.url.path, status, exc)
         return _error(status, str(exc))
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    if isinstance(exc, HTTPException):
         message = exc.detail
         if exc.status_code == 404 and exc.detail == "Not Found":
             message = f"no route {request.method} {request.url.path}; see GET /v2 and the KServe v2 protocol"
@@ -314,18 +391,20 @@ def _add_error_handlers(app: FastAPI) -> None:
         for key, value in (exc.headers or {}).items():
             response.headers[key] = value
         return response
-
-    @app.exception_handler(ClientDisconnect)
-    async def client_disconnected(request: Request, exc: ClientDisconnect) -> Response:
+    if isinstance(exc, ClientDisconnect):
         # The client left while its body was being read: nothing to answer, nothing to log loudly.
         logger.debug("%s %s: client went away mid-body", request.method, request.url.path)
         return Response(status_code=CLIENT_CLOSED_REQUEST)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    if isinstance(exc, RequestValidationError):
         return _error(400, f"malformed request: {exc.errors()}")
+    logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return _error(500, f"internal error: {type(exc).__name__}: {exc}")
 
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+def _add_error_handlers(app: FastAPI) -> None:
+    for kind in (HoneError, HTTPException, ClientDisconnect, RequestValidationError, Exception):
+        app.add_exception_handler(kind, _handle)
+
+
+async def _handle(request: Request, exc: Exception) -> Response:
+    return _error_response(request, exc)

@@ -286,7 +286,7 @@ class _Server(uvicorn.Server):
 def _quiet_server(app: object) -> _Server:
     config = uvicorn.Config(
         app,  # type: ignore[arg-type]
-        http="h11",
+        http="httptools",  # the C HTTP parser (h11 is pure Python), less CPU per request
         lifespan="off",
         log_config=None,
         access_log=False,
