@@ -29,6 +29,8 @@ HONE_READY = re.compile(
     r"\((?:grpc :(?P<grpc>\d+), )?metrics :(?P<metrics>\d+)\)$"
 )
 PYTRITON_READY = "pytriton: ready"
+RAY_PYTHON = ROOT / ".cache" / "ray-venv" / "bin" / "python"
+RAY_READY = re.compile(r"^hone serve \(ray\): ready: .+ on http://[\d.]+:(?P<port>\d+) \(\d+ replicas?\)$")
 
 
 class ServerError(RuntimeError):
@@ -101,6 +103,36 @@ def pytriton_server(
     process, _ = _start(command, log, lambda text: text == PYTRITON_READY, start_timeout_s)
     try:
         yield Running("pytriton", process, http, grpc, metrics, log)
+    finally:
+        _stop(process)
+
+
+@contextmanager
+def ray_server(
+    model: Path,
+    log: Path,
+    *,
+    name: str,
+    replicas: int = 1,
+    max_batch_size: int = 32,
+    max_queue_delay_ms: float = 2.0,
+    start_timeout_s: float = 300,
+) -> Iterator[Running]:
+    """``hone serve --ray`` (Ray Serve, ``hone.serve.ray_serve``) from ``.cache/ray-venv``, HTTP only.
+
+    Ray binds every interface: call this only inside a network namespace that has just loopback.
+    """
+    if not RAY_PYTHON.exists():
+        raise ServerError(f"{RAY_PYTHON} is missing: run `make ray`")
+    (http,) = _free_ports(1)
+    command = [
+        str(RAY_PYTHON), "-m", "hone.serve.ray_serve", str(model), "--name", name,
+        "--replicas", str(replicas), "--http-port", str(http),
+        "--max-batch-size", str(max_batch_size), "--max-queue-delay-ms", str(max_queue_delay_ms),
+    ]  # fmt: skip
+    process, _ = _start(command, log, lambda text: RAY_READY.match(text) is not None, start_timeout_s)
+    try:
+        yield Running("ray", process, http, None, None, log)
     finally:
         _stop(process)
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 
 import grpc
 import uvicorn
+import uvloop
 
 from hone.errors import OptionError
 from hone.serve import grpc_api, slo
@@ -145,7 +146,8 @@ def serve(
             for entry in options.resolve()
         ]
 
-    asyncio.run(_serve(options, resolve, on_ready))
+    # uvloop: libuv's event loop, less CPU per request than asyncio's (grpc.aio runs on it too).
+    uvloop.run(_serve(options, resolve, on_ready))
 
 
 async def _serve(
