@@ -64,6 +64,8 @@ from hone.data import synthesize
 from hone.model import load
 from hone.results import write_json
 from hone.runtime import Session, SessionConfig
+from hone.serve.runner import ModelRunner
+from hone.serve.slo import measure_curve
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("relu", "resnet18", "minilm")
@@ -86,6 +88,8 @@ class Workload:
     sample_shapes: dict[str, list[int]]  # per request, without the batch dim
     data_files: dict[bool, Path | None] = field(default_factory=dict)  # batch dim in data -> file
     direct_p50_ms: float = float("nan")
+    # Samples/s of session.run at each batch size (hone.serve.slo's curve): what batching can give.
+    batch_curve: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -110,6 +114,7 @@ def main() -> int:
         return 0
     for workload in workloads:
         workload.direct_p50_ms = direct_p50_ms(workload)
+        workload.batch_curve = batch_curve(workload)
     rows: list[Measurement] = []
     for workload in workloads:
         for system in [s for s in args.systems if s != "ray-http"]:
@@ -135,6 +140,7 @@ def main() -> int:
             "concurrency": args.concurrency,
         },
         "direct_p50_ms": {w.name: w.direct_p50_ms for w in workloads},
+        "batch_curve_samples_per_s": {w.name: w.batch_curve for w in workloads},
         "measurements": [asdict(row) for row in rows],
         "goals": goals,
     }
@@ -232,6 +238,14 @@ def direct_p50_ms(workload: Workload) -> float:
         session.run(feeds)
         times.append((time.perf_counter() - began) * 1000)
     return float(np.median(times))
+
+
+def batch_curve(workload: Workload) -> dict[int, float]:
+    """Samples/s of one session at batch 1, 2, 4, ... 32: the most batching can give this model."""
+    model = load(str(workload.path))
+    runner = ModelRunner(model, workload.name, max_batch_size=MAX_BATCH, threads=THREADS)
+    curve = measure_curve(runner, stop_above_ms=float("inf"), largest=MAX_BATCH)
+    return {point.batch: point.samples_per_s for point in curve}
 
 
 # -- measuring -----------------------------------------------------------------------------------
@@ -371,9 +385,12 @@ def evaluate(workloads: list[Workload], rows: list[Measurement]) -> list[dict[st
         hone_row, nobatch = find(workload.name, "hone-http", top), find(workload.name, "hone-nobatch-http", top)
         if hone_row and nobatch:
             ratio = hone_row.throughput_per_s / nobatch.throughput_per_s
+            curve = workload.batch_curve
+            ceiling = max(curve.values()) / curve[1] if curve.get(1) else float("nan")
             goals.append({
                 "model": workload.name, "goal": f"c={top}: throughput >= 5x hone without batching",
-                "value": f"{ratio:.2f}x", "met": ratio >= 5,
+                "value": f"{ratio:.2f}x (session alone: best batch {ceiling:.1f}x batch 1's samples/s)",
+                "met": ratio >= 5,
             })  # fmt: skip
         for protocol in ("http", "grpc"):
             single = find(workload.name, f"hone-{protocol}", 1)

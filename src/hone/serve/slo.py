@@ -152,11 +152,13 @@ def plan(entry: RepositoryEntry, target_p99_ms: float, *, verify_seconds: float 
     return result
 
 
-def measure_curve(runner: ModelRunner, *, stop_above_ms: float) -> list[BatchPoint]:
+def measure_curve(
+    runner: ModelRunner, *, stop_above_ms: float, largest: int = LARGEST_BATCH
+) -> list[BatchPoint]:
     """Batch sizes 1, 2, 4, ... with every instance running at once, until p99 passes the bound."""
     curve: list[BatchPoint] = []
     batch = 1
-    while batch <= LARGEST_BATCH:
+    while batch <= largest:
         feeds = synthesize(runner.model.inputs, batch=batch, dims=runner.model.default_dims)
         runner.run(feeds)  # first run at this shape: onnxruntime settles its buffers
         with ThreadPoolExecutor(runner.instances) as pool:
