@@ -21,8 +21,11 @@ PERF_STAMP := $(PERF_VENV)/.installed
 # PyTriton (Triton in a wheel) + CPU onnxruntime, for benchmarks/serve_compare.py only (not CI).
 PYTRITON_VENV := .cache/pytriton-venv
 PYTRITON_STAMP := $(PYTRITON_VENV)/.installed
+# Ray Serve for `hone serve --ray`, in its own environment (scripts/ray-requirements.txt says why).
+RAY_VENV := .cache/ray-venv
+RAY_STAMP := $(RAY_VENV)/.installed
 
-.PHONY: setup run test browser node-data clients perf-analyzer pytriton clean
+.PHONY: setup run test browser node-data clients perf-analyzer pytriton ray clean
 
 setup: $(STAMP)
 
@@ -72,8 +75,13 @@ pytriton: $(PYTRITON_STAMP)
 $(PYTRITON_STAMP): scripts/setup-pytriton.sh scripts/pytriton-requirements.txt
 	PYTHON=$(PYTHON) scripts/setup-pytriton.sh
 
-test: setup browser node-data clients perf-analyzer
+ray: $(RAY_STAMP)
+
+$(RAY_STAMP): scripts/setup-ray.sh scripts/ray-requirements.txt pyproject.toml
+	PYTHON=$(PYTHON) scripts/setup-ray.sh
+
+test: setup browser node-data clients perf-analyzer ray
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) $(OUT) .pytest_cache $(NODE_DATA) $(CLIENTS_VENV) $(PERF_VENV) $(PYTRITON_VENV) $(GRPC_SCHEMA)
+	rm -rf $(VENV) $(OUT) .pytest_cache $(NODE_DATA) $(CLIENTS_VENV) $(PERF_VENV) $(PYTRITON_VENV) $(RAY_VENV) $(GRPC_SCHEMA)

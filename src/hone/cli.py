@@ -417,8 +417,16 @@ def serve(
     slo_p99_ms: Annotated[float | None, typer.Option("--slo-p99-ms", help="latency target: choose max batch and queue delay from this model's measured latency-vs-batch curve, then check them under load")] = None,
     token: Annotated[str | None, typer.Option("--token", envvar="HONE_SERVE_TOKEN", help="bearer token required on every route but health")] = None,
     host: Annotated[str, typer.Option("--host", help="address to bind")] = "127.0.0.1",
+    ray: Annotated[bool, typer.Option("--ray", help="serve with Ray Serve replicas (HTTP only; `make ray`, then .cache/ray-venv/bin/hone; see docs/serve-ray.md)")] = False,
+    replicas: Annotated[int, typer.Option("--replicas", help="Ray Serve replicas, each with cores // N onnxruntime threads (with --ray)")] = 1,
 ) -> None:
     """Serve models over the KServe v2 HTTP and gRPC protocols with dynamic batching, until SIGTERM (drains first)."""
+    from hone.serve.ray_serve import refuse_unsupported
+
+    refuse_unsupported(ray=ray, replicas=replicas, instances=instances, slo_p99_ms=slo_p99_ms, token=token)
+    if ray:
+        _serve_on_ray(model, name, replicas, host, http_port, max_batch_size, max_queue_delay_ms)
+        return
     from hone.serve.server import ServeOptions
     from hone.serve.server import serve as run_server
 
@@ -439,6 +447,30 @@ def serve(
         options,
         on_ready=lambda ready: console.print(ready.line(), highlight=False, soft_wrap=True),
         on_plan=lambda plan: console.print(plan.line(), highlight=False, soft_wrap=True),
+    )
+
+
+def _serve_on_ray(
+    model: str,
+    name: str | None,
+    replicas: int,
+    host: str,
+    http_port: int,
+    max_batch_size: int | None,
+    max_queue_delay_ms: float | None,
+) -> None:
+    from hone.serve.ray_serve import RayServeOptions, ready_line, serve_on_ray
+
+    served = RayServeOptions(model, name, replicas, host, http_port).entry().name
+    serve_on_ray(
+        model,
+        name=name,
+        replicas=replicas,
+        host=host,
+        http_port=http_port,
+        max_batch_size=max_batch_size,
+        max_queue_delay_ms=max_queue_delay_ms,
+        on_ready=lambda url: console.print(ready_line(served, url, replicas), highlight=False, soft_wrap=True),
     )
 
 
