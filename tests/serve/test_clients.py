@@ -408,3 +408,43 @@ def test_slo_mode_prints_its_choice_then_serves_with_it(tmp_path: Path) -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=30)
+
+
+GRPC_TOKEN = """
+import json, sys
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+client = grpcclient.InferenceServerClient(sys.argv[1])
+x = np.ones((1, 8), dtype=np.float32)
+ids = np.zeros((1, 3), dtype=np.int64)
+tensors = [grpcclient.InferInput("x", [1, 8], "FP32"), grpcclient.InferInput("ids", [1, 3], "INT64")]
+tensors[0].set_data_from_numpy(x)
+tensors[1].set_data_from_numpy(ids)
+report = {"ready without a token": client.is_server_ready()}
+for label, headers in (("no token", None), ("wrong token", {"authorization": "Bearer nope"})):
+    try:
+        client.infer("pair", tensors, headers=headers)
+        report[label] = "answered"
+    except InferenceServerException as exc:
+        report[label] = exc.status()
+result = client.infer("pair", tensors, headers={"authorization": "Bearer s3cret"})
+report["with the token"] = bool((result.as_numpy("z") == ids).all())
+print(json.dumps(report))
+"""
+
+
+def test_a_token_guards_grpc_too_but_not_its_health(tmp_path: Path) -> None:
+    save_model(TWO_INPUTS_TEXT, tmp_path / "pair" / "1" / "model.onnx")
+    server = start_server(str(tmp_path), "--token", "s3cret")
+    try:
+        report = run_client(GRPC_TOKEN, server.grpc_url)
+    finally:
+        stop_server(server)
+    assert report == {
+        "ready without a token": True,
+        "no token": "StatusCode.UNAUTHENTICATED",
+        "wrong token": "StatusCode.UNAUTHENTICATED",
+        "with the token": True,
+    }
