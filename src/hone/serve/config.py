@@ -79,6 +79,16 @@ class BatchConfig:
             raise OptionError(f"idle_dispatch must be true or false, got {self.idle_dispatch!r}")
         object.__setattr__(self, "preferred_batch_sizes", self._checked_preferred_sizes())
 
+    @classmethod
+    def from_flags(cls, max_batch_size: int | None, max_queue_delay_ms: float | None) -> BatchConfig:
+        """The command line's two knobs over the defaults (None: the default)."""
+        knobs: dict[str, float | int] = {}
+        if max_batch_size is not None:
+            knobs["max_batch_size"] = max_batch_size
+        if max_queue_delay_ms is not None:
+            knobs["max_queue_delay_ms"] = max_queue_delay_ms
+        return cls(**knobs)  # type: ignore[arg-type]
+
     @property
     def batching(self) -> bool:
         return self.max_batch_size > 1

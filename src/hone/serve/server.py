@@ -90,12 +90,7 @@ class ServeOptions:
             )
 
     def batch_config(self) -> BatchConfig:
-        knobs: dict[str, float | int] = {}
-        if self.max_batch_size is not None:
-            knobs["max_batch_size"] = self.max_batch_size
-        if self.max_queue_delay_ms is not None:
-            knobs["max_queue_delay_ms"] = self.max_queue_delay_ms
-        return BatchConfig(**knobs)  # type: ignore[arg-type]
+        return BatchConfig.from_flags(self.max_batch_size, self.max_queue_delay_ms)
 
     def resolve(self) -> list[RepositoryEntry]:
         return resolve_models(self.model, self.name, batch=self.batch_config(), instances=self.instances)
