@@ -123,6 +123,20 @@ def test_batchnorm_relu_reads_a_channels_last_view_through_its_strides() -> None
     close(hk.batchnorm_relu(x, *stats), reference.batchnorm_relu(x, *stats))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("shape", [(1, 1), (7, 33), (3, 4, 100), (5, 1000)])
+def test_softmax_and_layernorm_rows_match_torch(dtype: torch.dtype, shape: tuple[int, ...]) -> None:
+    x = (torch.randn(*shape) * 3).to(dtype)
+    close(hk.softmax(x, out=poisoned(shape, dtype)), reference.softmax(x))
+    weight, bias = torch.randn(shape[-1]), torch.randn(shape[-1])
+    close(hk.layernorm(x, weight, bias, out=poisoned(shape, dtype)), reference.layernorm(x, weight, bias))
+
+
+def test_softmax_reads_strided_rows() -> None:
+    x = torch.randn(30, 12).t()  # rows of 30 values, each strided
+    close(hk.softmax(x), reference.softmax(x))
+
+
 @pytest.mark.parametrize(
     ("call", "message"),
     [
@@ -139,6 +153,8 @@ def test_batchnorm_relu_reads_a_channels_last_view_through_its_strides() -> None
         (lambda: hk.batchnorm_relu(torch.randn(3, 4), *[torch.randn(4)] * 4), "must be a 4-D float tensor"),
         (lambda: hk.batchnorm_relu(torch.randn(1, 4, 2, 2), *[torch.randn(4)] * 4, layout="chw"), "layout must be"),
         (lambda: hk.batchnorm_relu(torch.randn(1, 4, 2, 2), *[torch.randn(3)] * 4), "mean must be a 1-D tensor of 4"),
+        (lambda: hk.softmax(torch.randn(2, 3).long()), "softmax: x must be a float tensor"),
+        (lambda: hk.layernorm(torch.randn(2, 3), torch.randn(4), torch.randn(3)), "weight must be a 1-D tensor of 3"),
     ],
 )
 def test_bad_inputs_are_one_clear_error(call, message: str) -> None:

@@ -4,6 +4,8 @@
     c = hk.matmul(a, b, variant="tiled", bias=bias, activation="relu")   # naive | tiled | tensorcore
     y = hk.bias_act_scale(x, bias, 0.5, activation="relu")              # act(x + bias) * scale
     y = hk.batchnorm_relu(x, mean, var, gamma, beta, 1e-5, layout="nchw")
+    y = hk.softmax(x)                                                   # over the last dim
+    y = hk.layernorm(x, weight, bias, 1e-5)                             # over the last dim
 
 Where they run: on CUDA tensors on a GPU, or, with ``TRITON_INTERPRET=1`` in the environment before
 this module is imported, on CPU tensors through Triton's interpreter (slow, exact enough for tests;
@@ -225,6 +227,59 @@ def batchnorm_relu(
     return out
 
 
+def softmax(x: torch.Tensor, *, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Softmax over the last dim, one program per row (rows up to ``MAX_ROW`` values)."""
+    x2, out, out2 = _rowwise_args("softmax", x, out)
+    if x.numel():
+        block = triton.next_power_of_2(x2.shape[1])
+        kernels.softmax_rows[(x2.shape[0],)](x2, out2, x2.shape[1], x2.stride(0), out2.stride(0), BLOCK_N=block)
+    return out
+
+
+def layernorm(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    eps: float = 1e-5,
+    *,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """LayerNorm over the last dim with ``weight`` and ``bias`` [N], one program per row."""
+    _check_vector("weight", weight, x.shape[-1] if x.dim() else 0, x)
+    _check_vector("bias", bias, x.shape[-1], x)
+    if not eps >= 0:
+        raise OptionError(f"layernorm: eps must be non-negative, got {eps}")
+    x2, out, out2 = _rowwise_args("layernorm", x, out)
+    _check_devices(x, weight, bias)
+    if x.numel():
+        kernels.layernorm_rows[(x2.shape[0],)](
+            x2, weight, bias, out2, x2.shape[1], float(eps), x2.stride(0), out2.stride(0),
+            BLOCK_N=triton.next_power_of_2(x2.shape[1]),
+        )  # fmt: skip
+    return out
+
+
+MAX_ROW = 65536
+
+
+def _rowwise_args(
+    op: str, x: torch.Tensor, out: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x as 2-D with contiguous rows, the output, and the output as 2-D (one program per row)."""
+    if not isinstance(x, torch.Tensor) or x.dtype not in FLOAT_DTYPES or x.dim() < 1:
+        raise OptionError(f"{op}: x must be a float tensor with at least one dim")
+    if x.shape[-1] > MAX_ROW:
+        raise OptionError(f"{op}: rows of {x.shape[-1]} values are above the {MAX_ROW} one program holds")
+    out = _output(out, tuple(x.shape), x, op)
+    if not out.is_contiguous():
+        raise OptionError(f"{op}: out must be contiguous")
+    _check_devices(x, out)
+    x2 = x.reshape(-1, x.shape[-1]) if x.dim() != 2 else x
+    if x2.shape[-1] and x2.stride(-1) != 1:
+        x2 = x2.contiguous()  # the kernels read rows as contiguous runs
+    return x2, out, out.view(-1, x.shape[-1]) if x.shape[-1] else out
+
+
 # -- checks ----------------------------------------------------------------------------------------
 
 
@@ -274,7 +329,9 @@ def _check_vector(label: str, tensor: object, length: int, like: torch.Tensor) -
 
 def _activation_code(activation: str | None) -> int:
     if activation not in _ACTIVATION_CODES:
-        raise OptionError(f"activation must be one of {', '.join(ACTIVATIONS)} (or None), got {activation!r}")
+        raise OptionError(
+            f"activation must be one of {', '.join(ACTIVATIONS)} (or None), got {activation!r}"
+        )
     return _ACTIVATION_CODES[activation]
 
 
@@ -282,7 +339,9 @@ def _output(out: torch.Tensor | None, shape: tuple[int, ...], like: torch.Tensor
     if out is None:
         return torch.empty(shape, dtype=like.dtype, device=like.device)
     if tuple(out.shape) != shape or out.dtype != like.dtype:
-        raise OptionError(f"{op}: out must be {like.dtype} of shape {list(shape)}, got {out.dtype} {list(out.shape)}")
+        raise OptionError(
+            f"{op}: out must be {like.dtype} of shape {list(shape)}, got {out.dtype} {list(out.shape)}"
+        )
     return out
 
 
@@ -290,7 +349,9 @@ def _check_devices(*tensors: torch.Tensor | None) -> None:
     present = [t for t in tensors if t is not None]
     devices = {str(t.device) for t in present}
     if len(devices) > 1:
-        raise OptionError(f"the tensors are on different devices ({', '.join(sorted(devices))}); put them on one")
+        raise OptionError(
+            f"the tensors are on different devices ({', '.join(sorted(devices))}); put them on one"
+        )
     device = present[0].device
     if INTERPRETED:
         if device.type != "cpu":

@@ -134,3 +134,34 @@ def batchnorm_relu(
     shift = tl.load(shift_ptr + channel, mask=inside, other=0.0)
     y = tl.maximum(x.to(tl.float32) * scale + shift, 0.0)
     tl.store(out_ptr + i0 * so0 + i1 * so1 + i2 * so2 + i3 * so3, y.to(out_ptr.dtype.element_ty), mask=inside)
+
+
+@triton.jit
+def softmax_rows(
+    x_ptr, out_ptr, N, stride_x, stride_o, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    # One program per row; the whole row sits in registers (BLOCK_N >= N), read once, written once.
+    row = tl.program_id(0)
+    offs = tl.arange(0, BLOCK_N)
+    x = tl.load(x_ptr + row * stride_x + offs, mask=offs < N, other=-float("inf")).to(tl.float32)
+    x = x - tl.max(x, axis=0)
+    e = tl.exp(x)
+    y = e / tl.sum(e, axis=0)
+    tl.store(out_ptr + row * stride_o + offs, y.to(out_ptr.dtype.element_ty), mask=offs < N)
+
+
+@triton.jit
+def layernorm_rows(
+    x_ptr, weight_ptr, bias_ptr, out_ptr, N, eps, stride_x, stride_o, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    row = tl.program_id(0)
+    offs = tl.arange(0, BLOCK_N)
+    inside = offs < N
+    x = tl.load(x_ptr + row * stride_x + offs, mask=inside, other=0.0).to(tl.float32)
+    mean = tl.sum(x, axis=0) / N
+    centered = tl.where(inside, x - mean, 0.0)
+    var = tl.sum(centered * centered, axis=0) / N
+    weight = tl.load(weight_ptr + offs, mask=inside, other=0.0).to(tl.float32)
+    bias = tl.load(bias_ptr + offs, mask=inside, other=0.0).to(tl.float32)
+    y = centered / tl.sqrt(var + eps) * weight + bias
+    tl.store(out_ptr + row * stride_o + offs, y.to(out_ptr.dtype.element_ty), mask=inside)

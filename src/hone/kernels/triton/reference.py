@@ -53,3 +53,11 @@ def batchnorm_relu(
     scale = (gamma.float() / torch.sqrt(var.float() + eps)).view(shape)
     shift = beta.float().view(shape) - mean.float().view(shape) * scale
     return torch.relu(x.float() * scale + shift).to(x.dtype)
+
+
+def softmax(x: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(x.float(), dim=-1).to(x.dtype)
+
+
+def layernorm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    return torch.nn.functional.layer_norm(x.float(), (x.shape[-1],), weight.float(), bias.float(), eps).to(x.dtype)
