@@ -13,6 +13,10 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
+# hone.kernels.triton runs through Triton's interpreter on the CPU in tests; Triton reads this when
+# the kernels are decorated, so it is set before any test module imports them.
+os.environ["TRITON_INTERPRET"] = "1"
+
 # The zoo exports and trained weights go to one cache per test session, never the user's.
 if "HONE_TEST_KEEP_CACHE" not in os.environ:
     os.environ["HONE_CACHE_DIR"] = str(Path(__file__).parent.parent / ".pytest_cache" / "hone-cache")

@@ -1,6 +1,7 @@
 """hone.kernels.triton through Triton's interpreter on the CPU, against the torch references.
 
-Sizes are small and not multiples of the tiles; inputs include transposed (non-contiguous) views;
+TRITON_INTERPRET=1 is set by tests/conftest.py before this module imports the kernels. Sizes are
+small and not multiples of the tiles; inputs include transposed (non-contiguous) views;
 outputs start poisoned with NaN so that an element the kernel forgot shows up. bf16 is not tested
 here: the interpreter computes it wrongly without saying so (it is checked on a GPU, in
 benchmarks/kernels.py).
