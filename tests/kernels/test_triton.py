@@ -180,3 +180,26 @@ def test_without_a_gpu_or_the_interpreter_a_call_is_one_clear_error() -> None:
     available, message = done.stdout.strip().splitlines()
     assert available == "False"
     assert "Triton has no active driver" in message and "TRITON_INTERPRET=1" in message
+
+
+def test_tuning_leaves_out_configs_that_do_not_fit_and_fails_clearly_if_none_does() -> None:
+    import triton
+
+    a, b = torch.randn(8, 8), torch.randn(8, 8)
+    configs = [hk.MatmulConfig(16, 16, 16), hk.MatmulConfig(32, 32, 32)]
+
+    def too_big_first(run) -> float:
+        if not too_big_first.seen:
+            too_big_first.seen = True
+            raise triton.runtime.errors.OutOfResources(300000, 232448, "shared memory")
+        run()
+        return 1.0
+
+    too_big_first.seen = False
+    assert hk.tune_matmul(a, b, configs=configs, bench=too_big_first) == configs[1]
+
+    def never_fits(run) -> float:
+        raise triton.runtime.errors.OutOfResources(300000, 232448, "shared memory")
+
+    with pytest.raises(OptionError, match="no config could run here"):
+        hk.tune_matmul(a, b, configs=configs, bench=never_fits)

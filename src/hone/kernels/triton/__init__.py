@@ -69,6 +69,8 @@ TENSORCORE_CONFIGS = (
     MatmulConfig(128, 64, 32, num_warps=4, num_stages=4),
 )
 TENSORCORE_DEFAULT = TENSORCORE_CONFIGS[0]
+# fp32 tiles are twice the bytes: the 16-bit default's stages would not fit in shared memory.
+TENSORCORE_DEFAULT_FP32 = MatmulConfig(128, 128, 32, num_warps=4, num_stages=4)
 _tuned: dict[tuple[int, int, int, torch.dtype], MatmulConfig] = {}
 
 
@@ -123,7 +125,8 @@ def matmul(
     if variant == "tensorcore":
         if a.dtype == torch.float32 and not INTERPRETED and torch.cuda.get_device_capability()[0] < 8:
             raise OptionError("matmul: tensorcore fp32 runs as tf32, which needs an Ampere or newer GPU")
-        chosen = config or _tuned.get((M, N, K, a.dtype), TENSORCORE_DEFAULT)
+        default = TENSORCORE_DEFAULT_FP32 if a.dtype == torch.float32 else TENSORCORE_DEFAULT
+        chosen = config or _tuned.get((M, N, K, a.dtype), default)
         precision = "tf32"
     else:
         chosen = config or TILED_DEFAULT
@@ -142,12 +145,21 @@ def tune_matmul(
     """Time each config of the tensorcore variant on (a, b); remember and return the fastest.
 
     ``bench`` takes a no-argument function and returns its time (any unit); by default
-    ``triton.testing.do_bench`` (CUDA events, median), which needs a GPU.
+    ``triton.testing.do_bench`` (CUDA events, median), which needs a GPU. A config that does not
+    fit this GPU (shared memory, registers) is left out.
     """
     if not configs:
         raise OptionError("tune_matmul: give at least one config")
     timer = bench or triton.testing.do_bench
-    timings = {config: timer(lambda c=config: matmul(a, b, "tensorcore", config=c)) for config in configs}
+    timings: dict[MatmulConfig, float] = {}
+    failures: list[str] = []
+    for config in configs:
+        try:
+            timings[config] = timer(lambda c=config: matmul(a, b, "tensorcore", config=c))
+        except triton.runtime.errors.OutOfResources as exc:  # e.g. its stages need more shared memory
+            failures.append(f"{config}: {exc}")
+    if not timings:
+        raise OptionError(f"tune_matmul: no config could run here: {'; '.join(failures)}")
     best = min(timings, key=timings.__getitem__)
     _tuned[(a.shape[0], b.shape[1], a.shape[1], a.dtype)] = best
     return best
