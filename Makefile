@@ -25,7 +25,7 @@ PYTRITON_STAMP := $(PYTRITON_VENV)/.installed
 RAY_VENV := .cache/ray-venv
 RAY_STAMP := $(RAY_VENV)/.installed
 
-.PHONY: setup run test browser node-data clients perf-analyzer pytriton ray clean
+.PHONY: setup run test browser vulkan node-data clients perf-analyzer pytriton ray clean
 
 setup: $(STAMP)
 
@@ -49,6 +49,12 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  echo "installing Debian's chromium (needs root)"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+
+# hone.kernels.wgsl needs a WebGPU adapter; without a GPU, Mesa's lavapipe (software Vulkan) is one.
+vulkan:
+	@ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 || { \
+	  echo "installing Debian's mesa-vulkan-drivers (needs root)"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q mesa-vulkan-drivers; }
 
 # pip downloads the wheel (~19 MB) and only its onnx/backend/test/data/node/ folder is kept.
 node-data: $(NODE_DATA_STAMP)
@@ -80,7 +86,7 @@ ray: $(RAY_STAMP)
 $(RAY_STAMP): scripts/setup-ray.sh scripts/ray-requirements.txt pyproject.toml
 	PYTHON=$(PYTHON) scripts/setup-ray.sh
 
-test: setup browser node-data clients perf-analyzer ray
+test: setup browser vulkan node-data clients perf-analyzer ray
 	$(BIN)/python -m pytest -q
 
 clean:

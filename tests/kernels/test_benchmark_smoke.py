@@ -1,5 +1,6 @@
 """benchmarks/kernels.py runs end to end on the CPU (Triton's interpreter, tiny sizes): every kernel
-checked against torch, every table row written. Its rates mean nothing here; the GPU run does."""
+checked against torch, every table row written. Its rates mean nothing here; the GPU run does.
+benchmarks/wgsl_kernels.py runs on whatever WebGPU adapter is found (lavapipe here)."""
 
 from __future__ import annotations
 
@@ -35,3 +36,20 @@ def test_the_kernel_benchmark_runs_and_checks_every_kernel_in_the_interpreter(tm
     rows = result["matmul"] + result["fused"]
     assert all(row["correct"] for row in rows), [row for row in rows if not row["correct"]]
     assert all(row.get("ms", row.get("fused_ms", 0)) > 0 for row in rows)
+
+
+def test_the_wgsl_benchmark_checks_each_kernel_against_numpy_and_names_the_adapter(tmp_path: Path) -> None:
+    out = tmp_path / "wgsl.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "wgsl_kernels.py"), "--sizes", "17,40", "--repeats", "1",
+         "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["adapter"]["device"] and isinstance(result["adapter"]["is_cpu"], bool)
+    kernels = {(row["kernel"], row["size"]) for row in result["rows"]}
+    assert kernels == {(k, s) for k in ("matmul naive", "matmul tiled", "bias_act_scale relu") for s in (17, 40)}
+    assert all(row["max_abs_error"] < 1e-4 and row["ms"] > 0 for row in result["rows"])
