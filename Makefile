@@ -21,13 +21,19 @@ PERF_STAMP := $(PERF_VENV)/.installed
 # PyTriton (Triton in a wheel) + CPU onnxruntime, for benchmarks/serve_compare.py only (not CI).
 PYTRITON_VENV := .cache/pytriton-venv
 PYTRITON_STAMP := $(PYTRITON_VENV)/.installed
+# onnxruntime-web for `hone export --target web`, from the npm registry; only the three files a
+# bundle needs (the WebGPU build, which is also the WASM fallback) are kept, in the package.
+ORT_WEB_VERSION := 1.30.0
+ORT_WEB := src/hone/export/web_assets/ort
+ORT_WEB_STAMP := $(ORT_WEB)/VERSION
+ORT_WEB_NPM := .cache/ort-web-npm
 # Ray Serve for `hone serve --ray`, in its own environment (scripts/ray-requirements.txt says why).
 RAY_VENV := .cache/ray-venv
 RAY_STAMP := $(RAY_VENV)/.installed
 
-.PHONY: setup run test browser vulkan node-data clients perf-analyzer pytriton ray clean
+.PHONY: setup run test browser vulkan ort-web node-data clients perf-analyzer pytriton ray clean
 
-setup: $(STAMP)
+setup: $(STAMP) ort-web
 
 $(STAMP): requirements.lock pyproject.toml scripts/fetch_triton_proto.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +55,17 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  echo "installing Debian's chromium (needs root)"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+
+ort-web: $(ORT_WEB_STAMP)
+
+$(ORT_WEB_STAMP): Makefile
+	@command -v npm >/dev/null 2>&1 || { \
+	  echo "installing Debian's nodejs and npm (needs root)"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm; }
+	rm -rf $(ORT_WEB_NPM) $(ORT_WEB) && mkdir -p $(ORT_WEB_NPM) $(ORT_WEB)
+	npm install --prefix $(ORT_WEB_NPM) --no-audit --no-fund --ignore-scripts --no-save --silent onnxruntime-web@$(ORT_WEB_VERSION)
+	cp $(addprefix $(ORT_WEB_NPM)/node_modules/onnxruntime-web/dist/,ort.webgpu.min.mjs ort-wasm-simd-threaded.asyncify.mjs ort-wasm-simd-threaded.asyncify.wasm) $(ORT_WEB)/
+	echo $(ORT_WEB_VERSION) > $(ORT_WEB_STAMP)
 
 # hone.kernels.wgsl needs a WebGPU adapter; without a GPU, Mesa's lavapipe (software Vulkan) is one.
 vulkan:
@@ -90,4 +107,4 @@ test: setup browser vulkan node-data clients perf-analyzer ray
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) $(OUT) .pytest_cache $(NODE_DATA) $(CLIENTS_VENV) $(PERF_VENV) $(PYTRITON_VENV) $(RAY_VENV) $(GRPC_SCHEMA)
+	rm -rf $(VENV) $(OUT) .pytest_cache $(NODE_DATA) $(CLIENTS_VENV) $(PERF_VENV) $(PYTRITON_VENV) $(RAY_VENV) $(GRPC_SCHEMA) $(ORT_WEB) $(ORT_WEB_NPM)

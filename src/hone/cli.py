@@ -370,23 +370,37 @@ def run(
 @app.command()
 def export(
     model: ModelArg,
-    output: Annotated[Path, typer.Option("-o", "--output", help="output path: an .onnx file (onnx) or a folder (edge)")],
-    target: Annotated[str, typer.Option("--target", help="onnx | edge (edge: smallest INT8 within the budget, manifest, profile at 1 thread)")] = "onnx",
+    output: Annotated[Path, typer.Option("-o", "--output", help="output path: an .onnx file (onnx) or a folder (edge, web)")],
+    target: Annotated[str, typer.Option("--target", help="onnx | edge | web (edge: smallest INT8 within the budget, manifest, profile at 1 thread; web: a browser bundle on WebGPU/WASM)")] = "onnx",
     budget: BudgetOption = None,
     calib: Annotated[str | None, typer.Option("--calib", help="edge: calibration data, .npz/.npy, images, or a folder of them")] = None,
     sparsity: Annotated[float | None, typer.Option("--sparsity", help="edge: prune this share of weights first, kept only within the budget")] = None,
     memory_cap_mb: Annotated[int | None, typer.Option("--memory-cap-mb", help="edge: MB of address space the model may add above an idle interpreter (default 256)")] = None,
+    fp16: Annotated[bool, typer.Option("--fp16", help="web: a float16 model for WebGPU too, kept only if it answers like float32")] = False,
     input_shape: InputShapeOption = None,
     json_path: JsonOption = None,
     force: ForceOption = False,
 ) -> None:
-    """Write the model for a target: onnx as loaded, unchanged; edge as a folder with model.onnx, manifest.json, profile.json."""
+    """Write the model for a target: onnx as loaded, unchanged; edge as a folder with model.onnx, manifest.json,
+    profile.json; web as a folder with index.html that runs it in a browser (serve it with `hone serve-web`)."""
     from hone.export import export as run_export
     from hone.model import load
 
     _check_json_target(json_path, force)
     loaded = load(model, input_shapes=input_shape)
-    options: dict[str, Any] = dict(budget=budget, calib=calib, sparsity=sparsity, memory_cap_mb=memory_cap_mb)
+    options: dict[str, Any] = dict(budget=budget, calib=calib, sparsity=sparsity, memory_cap_mb=memory_cap_mb, fp16=fp16)
+    if target == "web":
+        with _progress() as progress:
+            progress.add_task(f"export {loaded.name} for the web: optimize, sample, placement check", total=None)
+            web = run_export(loaded, output, target=target, force=force, **options)
+        from hone.report.terminal import web_table
+
+        console.print(web_table(web))
+        for note in web.manifest.notes:
+            console.print(f"note: {note}", highlight=False)
+        console.print(f"wrote {web.path} ({len(web.files)} files); open it with: hone serve-web {web.path}")
+        _write_json(web, json_path, force)
+        return
     if target != "edge":
         result = run_export(loaded, output, target=target, force=force, **options)
         console.print(f"wrote {result.path} ({result.size_bytes:,} bytes, target {result.target})")
@@ -402,6 +416,25 @@ def export(
         console.print(f"note: {note}", highlight=False)
     console.print(f"wrote {edge.path}: " + ", ".join(Path(f).name for f in edge.files))
     _write_json(edge, json_path, force)
+
+
+@app.command("serve-web")
+def serve_web(
+    folder: Annotated[Path, typer.Argument(help="a folder written by `hone export --target web`")],
+    port: Annotated[int, typer.Option("--port", help="port to listen on (0: any free port)")] = 8080,
+    host: Annotated[str, typer.Option("--host", help="address to bind")] = "127.0.0.1",
+) -> None:
+    """Serve a web bundle with the MIME types and cross-origin isolation headers onnxruntime-web needs."""
+    from hone.export.web_server import WebServer
+
+    server = WebServer(folder, host=host, port=port)
+    console.print(f"hone serve-web: {server.folder} on {server.url} (Ctrl-C stops)", highlight=False)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
 
 
 @app.command()

@@ -1,6 +1,7 @@
-"""Export a Model for a deployment target: ``onnx`` (the model as loaded, unchanged) or ``edge`` (a
+"""Export a Model for a deployment target: ``onnx`` (the model as loaded, unchanged), ``edge`` (a
 folder with the smallest INT8 artifact that passes the accuracy gate, its manifest and a profile
-under edge-like limits; see ``edge.py``). The web bundle joins here as a target of the same call."""
+under edge-like limits; see ``edge.py``) or ``web`` (a self-contained folder that runs the model in
+a browser on WebGPU or WASM with onnxruntime-web; see ``web.py``)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ from hone.info import describe
 from hone.model import Model
 from hone.paths import ensure_writable
 
-if TYPE_CHECKING:  # edge imports the quantizer: loaded only when the edge target is asked for
+if TYPE_CHECKING:  # edge and web import the quantizer: loaded only when their target is asked for
     from hone.export.edge import EdgeResult
+    from hone.export.web import WebResult
 
-TARGETS = ("onnx", "edge")
+TARGETS = ("onnx", "edge", "web")
 
 
 @dataclass
@@ -31,10 +33,21 @@ class ExportResult:
 
 def export(model: Model, output: str | os.PathLike[str], *, target: str = "onnx", force: bool = False,
            budget: str | None = None, calib: str | None = None, sparsity: float | None = None,
-           memory_cap_mb: int | None = None) -> "ExportResult | EdgeResult":
-    """Write ``model`` for ``target``; ``budget``, ``calib``, ``sparsity`` and ``memory_cap_mb`` are edge options."""
+           memory_cap_mb: int | None = None, fp16: bool = False) -> "ExportResult | EdgeResult | WebResult":
+    """Write ``model`` for ``target``; ``budget``, ``calib``, ``sparsity`` and ``memory_cap_mb`` are edge
+    options, ``fp16`` (a float16 model for WebGPU, kept if it answers like float32) a web option."""
     if target not in TARGETS:
         raise OptionError(f"export target {target!r} is unknown; choose one of: {', '.join(TARGETS)}")
+    if fp16 and target != "web":
+        raise OptionError("--fp16 applies to --target web only (for edge, `hone quantize --mode fp16`)")
+    if target == "web":
+        from hone.export.web import export_web
+
+        given = [flag for flag, value in {"--budget": budget, "--calib": calib, "--sparsity": sparsity,
+                                           "--memory-cap-mb": memory_cap_mb}.items() if value is not None]
+        if given:
+            raise OptionError(f"{', '.join(given)} apply to --target edge only")
+        return export_web(model, output, force=force, fp16=fp16)
     if target == "edge":
         from hone.export.edge import export_edge
 

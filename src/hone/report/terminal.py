@@ -339,3 +339,24 @@ def _judged_text(accuracy: "object") -> str:
     value = (f"top-1 {accuracy.candidate_value:.2f}%" if accuracy.metric == "top1"
              else f"{accuracy.metric} {accuracy.candidate_value:.4f}")
     return f"{value} ({'within' if accuracy.passed else 'OUTSIDE'} {accuracy.budget})"
+
+
+def web_table(result: "object") -> Table:
+    """The web bundle: its files and sizes, and where each op will run on WebGPU."""
+    from hone.export.web import WebResult
+
+    assert isinstance(result, WebResult)
+    manifest = result.manifest
+    placement = manifest.placement
+    table = Table(title=f"web {result.model}: onnxruntime-web {manifest.ort_web_version}, WebGPU with WASM fallback")
+    table.add_column("what")
+    table.add_column("value")
+    table.add_row("bundle", f"{human_bytes(manifest.size_bytes)} ({human_bytes(manifest.gzip_bytes)} gzip'd)")
+    table.add_row("models", ", ".join(f"{provider}: {name}" for provider, name in manifest.models.items()))
+    table.add_row("WebGPU placement", f"{placement.webgpu_nodes} of {placement.nodes} nodes on WebGPU")
+    for group in placement.cpu:
+        table.add_row("  on the CPU", f"{group.op_type} x{group.nodes}: {group.reason}")
+    for group in placement.restricted:
+        table.add_row("  restricted", f"{group.op_type} x{group.nodes}: {group.reason}")
+    table.add_row("preprocessing", manifest.preprocessing.description)
+    return table
