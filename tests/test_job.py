@@ -44,7 +44,7 @@ def run_out(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
 
 def test_the_job_runs_every_stage_in_order_and_reports_progress(run_out) -> None:
     _, report = run_out
-    assert [s.name for s in report.stages] == ["load", "verify", "profile", "optimize", "quantize", "bench", "serve"]
+    assert [s.name for s in report.stages] == ["load", "verify", "profile", "optimize", "quantize", "bench", "serve", "web"]
     assert all(s.status == "ok" for s in report.stages)
     assert ("quantize", "done") in report.events
     assert ("load", "start") in report.events and ("bench", "done") in report.events
@@ -78,6 +78,12 @@ def test_the_json_report_holds_every_stage_result(run_out) -> None:
         assert 0 < level["p50_ms"] <= level["p99_ms"] and level["throughput_per_s"] > 0
         # every request was one sample, and every one went through some batch
         assert sum(int(size) * count for size, count in level["batch_sizes"].items()) == level["requests"]
+    web = data["web"]
+    assert (out / "web" / "index.html").is_file() and web["size_bytes"] > 0
+    assert web["placement"]["nodes"] == web["placement"]["webgpu_nodes"] + sum(g["nodes"] for g in web["placement"]["cpu"])
+    page = web["page"]  # Chromium is installed for the tests (make browser)
+    assert page["provider"] == "webgpu" and page["adapter"]["isFallbackAdapter"] is True
+    assert page["max_abs_error_vs_native"] < 1e-3 and page["median_ms"] > 0
 
 
 def test_the_html_report_is_self_contained(run_out) -> None:
@@ -89,6 +95,7 @@ def test_the_html_report_is_self_contained(run_out) -> None:
     assert "http://" not in page and "https://" not in page
     assert "torch-eager" in page and "Benchmark" in page
     assert "id='serve'" in page and "concurrency" in page
+    assert "id='web'" in page and "software adapter: not GPU speed" in page
 
 
 def test_the_job_refuses_to_overwrite_a_report_without_force(run_out) -> None:
@@ -138,7 +145,8 @@ def test_no_serve_skips_the_serving_stage_with_its_reason(tmp_path: Path) -> Non
     factory = tmp_path / "tiny.py"
     factory.write_text(FACTORY)
     report = hone.run(f"{factory}:make", input_shapes=["1,1,6,6"], out_dir=tmp_path / "out", batches=[1],
-                      threads=1, budget_s=0.1, quantize=False, serve=False)
-    serve = report.stages[-1]
+                      threads=1, budget_s=0.1, quantize=False, serve=False, web=False)
+    serve, web = report.stages[-2:]
+    assert (web.name, web.status, web.message) == ("web", "skipped", "not asked (--no-web)")
     assert (serve.name, serve.status, serve.message) == ("serve", "skipped", "not asked (--no-serve)")
     assert report.serve is None and report.passed

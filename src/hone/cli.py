@@ -318,11 +318,12 @@ def run(
     budget_s: Annotated[float, typer.Option("--budget-s", help="bench time budget per configuration, seconds")] = 3.0,
     no_quantize: Annotated[bool, typer.Option("--no-quantize", help="skip the INT8 stage")] = False,
     no_serve: Annotated[bool, typer.Option("--no-serve", help="skip the serving load test")] = False,
+    no_web: Annotated[bool, typer.Option("--no-web", help="skip the web bundle (and its page load in Chromium)")] = False,
     input_shape: InputShapeOption = None,
     json_path: JsonOption = None,
     force: ForceOption = False,
 ) -> None:
-    """The end-to-end job: load -> verify -> profile -> optimize -> quantize -> bench -> serve; writes report.json and report.html."""
+    """The end-to-end job: load -> verify -> profile -> optimize -> quantize -> bench -> serve -> web; writes report.json and report.html."""
     from hone.job import run as run_job
     from hone.report.terminal import run_summary
 
@@ -355,6 +356,7 @@ def run(
             progress=on_progress,
             quantize=not no_quantize,
             serve=not no_serve,
+            web=not no_web,
         )
     console.print(run_summary(report))
     if report.bench is not None:

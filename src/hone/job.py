@@ -5,8 +5,9 @@ profile (where the time goes and why, at the first batch size) -> optimize (veri
 for the provider's onnxruntime target) -> quantize (INT8 candidates behind the accuracy gate, kept
 only if measured faster; CPU only) -> bench (the baselines, the optimized model and the kept
 quantized model, in one run so the ratios compare) -> serve (a closed-loop load test of the
-chosen artifact behind the dynamic batcher, in-process; ``hone.serve.loadtest``). Later stages
-(export) append to the same report. The job never prints: it reports progress through a callback and the CLI renders it.
+chosen artifact behind the dynamic batcher, in-process; ``hone.serve.loadtest``) -> web (the
+optimized model as a browser bundle in ``<out>/web``: where each op runs on WebGPU, and, where
+Chromium is installed, one measured page load: which provider ran, on which adapter, how fast). The job never prints: it reports progress through a callback and the CLI renders it.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from hone.zoo import DEFAULT_MODEL
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("load", "verify", "profile", "optimize", "quantize", "bench", "serve")
+STAGES = ("load", "verify", "profile", "optimize", "quantize", "bench", "serve", "web")
+WEB_PAGE_RUNS = 3  # timed runs of the page in hone run's web stage (software WebGPU is slow)
 SERVE_CONCURRENCIES = (1, 8)
 MAX_SERVE_SECONDS_PER_LEVEL = 2.0
 DEFAULT_RUN_BATCHES = (1, 8)
@@ -70,10 +72,24 @@ class RunReport:
     quantize: QuantizeResult | None = None
     bench: BenchResult | None = None
     serve: LoadTestResult | None = None
+    web: "WebStage | None" = None
 
     @property
     def passed(self) -> bool:
         return all(stage.status in ("ok", "skipped") for stage in self.stages)
+
+
+@dataclass
+class WebStage:
+    """The web bundle ``hone run`` wrote: its size, the static WebGPU placement, and the page's own
+    report from one load in Chromium (provider, adapter, median_ms, ...; None without Chromium)."""
+
+    path: str
+    size_bytes: int
+    gzip_bytes: int
+    placement: Any  # hone.export.placement.PlacementReport
+    page: dict[str, Any] | None = None
+    page_note: str = ""
 
 
 # progress(stage, event, detail): event is "start" | "done" | "failed" | "skipped" | "step".
@@ -93,6 +109,7 @@ def run(
     progress: ProgressCallback | None = None,
     quantize: bool = True,
     serve: bool = True,
+    web: bool = True,
 ) -> RunReport:
     """Run every stage on ``source`` (default: the zoo's resnet18) and write the report to ``out_dir``."""
     from hone.report.html import write_html
@@ -101,6 +118,10 @@ def run(
     out = Path(out_dir)
     json_path = ensure_writable(out / "report.json", force=force)
     html_path = ensure_writable(out / "report.html", force=force)
+    if web:
+        from hone.export.web import check_folder
+
+        check_folder(out / "web", force)  # before any work, like the report files
 
     report = RunReport(
         hone_version=__version__,
@@ -171,6 +192,10 @@ def run(
             threads=threads, provider=provider))
     else:
         _skip(report, notify, "serve", "not asked (--no-serve)")
+    if web:
+        _web_stage(report, notify, optimized, out / "web", force)
+    else:
+        _skip(report, notify, "web", "not asked (--no-web)")
     from hone.results import write_json
 
     write_json(report, json_path, force=True)  # checked above, before any work was done
@@ -195,6 +220,42 @@ def _quantize_stage(report: RunReport, notify: ProgressCallback, model: Model, p
     report.stages.append(StageResult("quantize", "ok", time.perf_counter() - began))
     notify("quantize", "done", "")
     return (kept if result.kept_quantized else None), result
+
+
+def _web_stage(report: RunReport, notify: ProgressCallback, model: Model, folder: Path, force: bool) -> None:
+    """Export the web bundle and open it once in Chromium. Never fails the run: without the
+    onnxruntime-web files the stage is skipped, without Chromium the page load is, with the reason."""
+    import shutil
+
+    from hone.errors import ProviderUnavailableError
+    from hone.export.web import export_web
+
+    notify("web", "start", "")
+    began = time.perf_counter()
+    try:
+        result = export_web(model, folder, force=force, runs=WEB_PAGE_RUNS)
+    except ProviderUnavailableError as exc:
+        _skip(report, notify, "web", str(exc), began)
+        return
+    manifest = result.manifest
+    report.web = WebStage(path=result.path, size_bytes=manifest.size_bytes, gzip_bytes=manifest.gzip_bytes,
+                          placement=manifest.placement)
+    if shutil.which("chromium") is None:
+        report.web.page_note = "Chromium is not installed (`make browser`): the page was not opened"
+    else:
+        from hone.export.browser import open_bundle
+        from hone.export.web_server import WebServer
+
+        notify("web", "step", "page in Chromium")
+        with WebServer(folder) as server:
+            page = open_bundle(f"{server.url}?runs={WEB_PAGE_RUNS}")
+        report.web.page = {key: page.result.get(key) for key in (
+            "provider", "adapter", "fallback_reason", "median_ms", "first_run_ms", "session_ms",
+            "max_abs_error_vs_native", "error")}
+        if page.title != "DONE":
+            report.web.page_note = f"the page failed: {page.title}"
+    report.stages.append(StageResult("web", "ok", time.perf_counter() - began, report.web.page_note))
+    notify("web", "done", "")
 
 
 def _skip(report: RunReport, notify: ProgressCallback, name: str, reason: str, began: float | None = None) -> None:

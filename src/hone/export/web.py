@@ -149,7 +149,7 @@ def export_web(model: Model, output: str | os.PathLike[str], *, force: bool = Fa
     if runs < 1:
         raise OptionError(f"runs must be at least 1, got {runs}", argument="runs")
     folder = Path(output)
-    _check_folder(folder, force)
+    check_folder(folder, force)
     ort_files = ort_web_dir()  # before any work: a missing runtime is the commonest set-up error
     notes: list[str] = []
     optimized, optimize_result = model, None
@@ -218,7 +218,8 @@ def folder_sizes(folder: Path) -> tuple[int, int]:
     return raw, gzipped
 
 
-def _check_folder(folder: Path, force: bool) -> None:
+def check_folder(folder: Path, force: bool) -> None:
+    """Refuse a path that is a file, or a non-empty folder without ``force``."""
     if folder.exists() and not folder.is_dir():
         raise OutputExistsError(f"{folder} exists and is not a folder; the web target writes a folder", path=str(folder))
     if folder.is_dir() and any(folder.iterdir()) and not force:

@@ -149,8 +149,35 @@ def render_html(report: "object") -> str:
         ]
         parts.append(_table(("concurrency", "requests", "failures", "p50 ms", "p99 ms", "requests/s",
                              "batch size: batches"), rows))
+    if report.web is not None:
+        parts.extend(_web_section(report.web))
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _web_section(web: "object") -> list[str]:
+    """The browser bundle: what runs where on WebGPU (static check) and what one page load measured."""
+    e = html.escape
+    placement = web.placement
+    parts = ["<h2 id='web'>Web bundle</h2>",
+             f"<p>{e(web.path)}: {web.size_bytes / 1e6:.1f} MB ({web.gzip_bytes / 1e6:.1f} MB gzip'd), onnxruntime-web "
+             f"{e(placement.ort_web_version)}; open it with <code>hone serve-web {e(web.path)}</code>.</p>",
+             f"<p>{e(placement.summary())}</p>"]
+    page = web.page
+    if page and not page.get("error"):
+        adapter = page.get("adapter") or {}
+        software = " (software adapter: not GPU speed)" if adapter.get("isFallbackAdapter") else ""
+        where = (f"WebGPU on {adapter.get('vendor', '')} {adapter.get('architecture', '')}{software}"
+                 if page.get("provider") == "webgpu" else "WASM (CPU)")
+        rows = [("ran on", where), ("median ms", f"{page['median_ms']:.2f}"),
+                ("first run ms", f"{page['first_run_ms']:.1f}"), ("session ms", f"{page['session_ms']:.1f}"),
+                ("max abs error vs native", f"{page['max_abs_error_vs_native']:.2e}")]
+        if page.get("fallback_reason"):
+            rows.append(("fallback", page["fallback_reason"]))
+        parts.append(_table(("headless Chromium", ""), rows))
+    if web.page_note:
+        parts.append(f"<p class='warn'>{e(web.page_note)}</p>")
+    return parts
 
 
 def _status(status: str) -> str:

@@ -215,7 +215,7 @@ async function main() {
 
   const software = adapter.available && adapter.isFallbackAdapter;
   const where = provider === 'webgpu'
-    ? `WebGPU on ${adapter.description || adapter.vendor || 'an adapter'}${software ? ' (software adapter: not GPU speed)' : ''}`
+    ? `WebGPU on ${[adapter.vendor, adapter.architecture, adapter.description].filter(Boolean).join(' ') || 'an adapter'}${software ? ' (software adapter: not GPU speed)' : ''}`
     : 'WASM on the CPU';
   const cpuOps = manifest.placement.cpu.map((g) => `${g.op_type} ×${g.nodes}`).join(', ');
   show([
