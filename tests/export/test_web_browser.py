@@ -96,14 +96,14 @@ def test_without_webgpu_the_page_falls_back_to_wasm_and_says_why(bundles) -> Non
     result = run.result
     assert result["provider"] == "wasm" and result["requested_provider"] is None
     assert result["adapter"]["available"] is False and result["adapter"]["reason"]
-    assert result["fallback_reason"].startswith("webgpu: ")
+    assert result["fallback_reason"].startswith("webgpu (model.onnx): ")
     assert_matches_native(result, native_outputs("resnet18", folder)[0], tolerance=1e-4)
 
 
 def test_forcing_webgpu_without_webgpu_is_an_error_the_page_reports(bundles) -> None:
     url, _ = bundles["resnet18"]
     run = open_bundle(f"{url}?ep=webgpu&runs=1", webgpu=False)
-    assert run.title.startswith("ERROR: no execution provider could load the model (webgpu: ")
+    assert run.title.startswith("ERROR: no execution provider could load the model (webgpu (model.onnx): ")
     assert run.result["error"] == run.title.removeprefix("ERROR: ")
 
 
@@ -163,3 +163,21 @@ def test_image_preprocessing_in_the_page_matches_numpy(bundles) -> None:
     expected = ((pixels[..., :3] / 255.0 - prep["mean"]) / prep["std"]).transpose(2, 0, 1)[None]
     got = np.asarray(run.result["evaluated"]["data"]).reshape(run.result["evaluated"]["dims"])
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_an_fp16_bundle_uses_float32_on_an_adapter_without_shader_f16_and_says_so(tmp_path: Path) -> None:
+    """SwiftShader has no shader-f16, so float16 shaders cannot run here: the page must notice, run the
+    float32 model on WebGPU instead and say so, rather than fail or fall back to WASM."""
+    folder = tmp_path / "digits-fp16"
+    result = export_web(hone.load("digits_cnn"), folder, fp16=True, runs=1)
+    assert result.manifest.fp16 is not None and result.manifest.fp16.kept, result.manifest.fp16
+    assert result.manifest.models == {"webgpu": "model.fp16.onnx", "wasm": "model.onnx"}
+    native = native_outputs("digits_cnn", folder)[0]
+    with WebServer(folder) as server:
+        run = open_bundle(f"{server.url}?ep=webgpu&runs=1")
+    assert run.title == "DONE", (run.title, run.console[-5:])
+    assert run.result["adapter"]["shaderF16"] is False
+    assert run.result["provider"] == "webgpu" and run.result["model_file"] == "model.onnx"
+    assert run.result["notes"] == ["model.fp16.onnx skipped: the WebGPU adapter has no shader-f16, float32 runs instead"]
+    assert "no shader-f16" in run.summary
+    assert_matches_native(run.result, native, tolerance=2e-3)

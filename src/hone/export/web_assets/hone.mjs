@@ -54,24 +54,40 @@ async function describeAdapter() {
     vendor: info.vendor || '', architecture: info.architecture || '', device: info.device || '',
     description: info.description || '',
     isFallbackAdapter: Boolean(info.isFallbackAdapter ?? adapter.isFallbackAdapter ?? false),
+    shaderF16: adapter.features.has('shader-f16'),
   };
 }
 
-async function createSession(manifest, requested) {
+// The model files to try on a provider: the fp16 variant on WebGPU only where the adapter has
+// shader-f16 (SwiftShader has not), and always the float32 model after it.
+function modelFiles(manifest, provider, adapter, notes) {
+  const preferred = manifest.models[provider];
+  if (preferred === manifest.models.wasm) return [preferred];
+  if (!adapter.shaderF16) {
+    notes.push(`${preferred} skipped: the WebGPU adapter has no shader-f16, float32 runs instead`);
+    return [manifest.models.wasm];
+  }
+  return [preferred, manifest.models.wasm];
+}
+
+async function createSession(manifest, requested, adapter) {
   const order = requested ? [requested] : ['webgpu', 'wasm'];
   const failures = [];
+  const notes = [];
   for (const provider of order) {
     const options = {
       executionProviders: [provider],
       graphOptimizationLevel: 'all',
       externalData: manifest.external_data.map((name) => ({ path: name, data: `./${name}` })),
     };
-    const started = performance.now();
-    try {
-      const session = await ort.InferenceSession.create(`./${manifest.models[provider]}`, options);
-      return { session, provider, modelFile: manifest.models[provider], sessionMs: performance.now() - started, failures };
-    } catch (error) {
-      failures.push(`${provider}: ${String(error.message || error).split('\n')[0]}`);
+    for (const modelFile of modelFiles(manifest, provider, adapter, notes)) {
+      const started = performance.now();
+      try {
+        const session = await ort.InferenceSession.create(`./${modelFile}`, options);
+        return { session, provider, modelFile, sessionMs: performance.now() - started, failures, notes };
+      } catch (error) {
+        failures.push(`${provider} (${modelFile}): ${String(error.message || error).split('\n')[0]}`);
+      }
     }
   }
   throw new Error(`no execution provider could load the model (${failures.join('; ')})`);
@@ -144,7 +160,7 @@ async function main() {
 
   // ort.env.wasm.wasmPaths stays unset: it defaults to the folder ort.webgpu.min.mjs came from.
   const adapter = await describeAdapter();
-  const { session, provider, modelFile, sessionMs, failures } = await createSession(manifest, requested);
+  const { session, provider, modelFile, sessionMs, failures, notes } = await createSession(manifest, requested, adapter);
 
   const sample = await Promise.all(manifest.sample.inputs.map(readTensor));
   const feeds = Object.fromEntries(sample.map((t) => [t.name, t]));
@@ -193,6 +209,7 @@ async function main() {
     requested_provider: requested,
     model_file: modelFile,
     fallback_reason: failures.length ? failures.join('; ') : null,
+    notes,
     adapter,
     ort_version: ort.env.versions?.web || manifest.ort_web_version,
     cross_origin_isolated: self.crossOriginIsolated,
@@ -223,6 +240,7 @@ async function main() {
     ['ran on', where, software ? 'warn' : ''],
     ['WebGPU', adapter.available ? `adapter ${adapter.vendor} ${adapter.architecture}, isFallbackAdapter ${adapter.isFallbackAdapter}` : adapter.reason],
     ['fallback', result.fallback_reason || 'none'],
+    ...notes.map((note) => ['note', note, 'warn']),
     ['placement', provider === 'webgpu' ? (cpuOps ? `on the CPU: ${cpuOps}` : 'every op on WebGPU (static check)') : 'every op on WASM'],
     ['session', `${sessionMs.toFixed(1)} ms`],
     ['first run', `${firstRunMs.toFixed(1)} ms`],
