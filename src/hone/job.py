@@ -41,7 +41,7 @@ from hone.zoo import DEFAULT_MODEL
 logger = logging.getLogger(__name__)
 
 STAGES = ("load", "verify", "profile", "optimize", "quantize", "bench", "serve", "web")
-WEB_PAGE_RUNS = 3  # timed runs of the page in hone run's web stage (software WebGPU is slow)
+WEB_PAGE_RUNS = 2  # timed runs of the page in hone run's web stage (software WebGPU: 14 s a run for resnet18)
 SERVE_CONCURRENCIES = (1, 8)
 MAX_SERVE_SECONDS_PER_LEVEL = 2.0
 DEFAULT_RUN_BATCHES = (1, 8)
