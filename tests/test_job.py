@@ -84,6 +84,8 @@ def test_the_json_report_holds_every_stage_result(run_out) -> None:
     page = web["page"]  # Chromium is installed for the tests (make browser)
     assert page["provider"] == "webgpu" and page["adapter"]["isFallbackAdapter"] is True
     assert page["max_abs_error_vs_native"] < 1e-3 and page["median_ms"] > 0
+    web_stage = next(stage for stage in data["stages"] if stage["name"] == "web")
+    assert "nodes on WebGPU" in web_stage["message"] and "software adapter" in web_stage["message"]
 
 
 def test_the_html_report_is_self_contained(run_out) -> None:
