@@ -99,7 +99,7 @@ def load_factory(file: str, factory_name: str, input_shapes: Sequence[str]) -> "
         raise OptionError(
             f"{file}:{factory_name} is a PyTorch factory; give --input-shape (e.g. 1,3,224,224)"
         )
-    factory = _import_factory(file_path, factory_name)
+    factory = import_factory(file_path, factory_name)
     try:
         module = factory()
     except Exception as exc:
@@ -155,7 +155,7 @@ def load_factory(file: str, factory_name: str, input_shapes: Sequence[str]) -> "
     return model
 
 
-def _import_factory(file_path: Path, factory_name: str):  # noqa: ANN202 - returns a callable
+def import_factory(file_path: Path, factory_name: str):  # noqa: ANN202 - returns a callable
     module_name = f"hone_user_{abs(hash(str(file_path.resolve())))}"
     spec = importlib.util.spec_from_file_location(module_name, file_path)
     if spec is None or spec.loader is None:

@@ -1,6 +1,6 @@
 """The built-in models: resnet18/50 (seeded), digits_cnn (trained on sklearn's digits), minilm (real
-weights). Each is exported to ONNX once and cached; the modules load lazily so that importing hone
-does not import torch.
+weights), transformer_stack (seeded; the pipeline workload). Each is exported to ONNX once and
+cached; the modules load lazily so that importing hone does not import torch.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "digits_cnn": ("digits", "DIGITS_CNN"),
     "minilm": ("minilm", "MINILM"),
     "minilm-eager": ("minilm", "MINILM_EAGER"),
+    "transformer_stack": ("transformer", "TRANSFORMER_STACK"),
 }
 
 DEFAULT_MODEL = "resnet18"

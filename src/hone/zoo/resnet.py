@@ -143,6 +143,17 @@ class ResNet(nn.Module):
         x = torch.flatten(self.avgpool(x), 1)
         return self.fc(x)
 
+    def pipeline_blocks(self) -> list[tuple[str, nn.Module]]:
+        """The forward as a chain of single-tensor blocks (for ``hone pipeline``): the stem, every
+        residual block, and the head. The blocks share this module's parameters."""
+        stem = nn.Sequential(self.conv1, self.bn1, self.relu, self.maxpool)
+        blocks: list[tuple[str, nn.Module]] = [("stem", stem)]
+        for layer_name in ("layer1", "layer2", "layer3", "layer4"):
+            for index, block in enumerate(getattr(self, layer_name)):
+                blocks.append((f"{layer_name}.{index}", block))
+        blocks.append(("head", nn.Sequential(self.avgpool, nn.Flatten(1), self.fc)))
+        return blocks
+
 
 _ARCHITECTURES: dict[str, tuple[BlockType, tuple[int, int, int, int]]] = {
     "resnet18": (BasicBlock, (2, 2, 2, 2)),
