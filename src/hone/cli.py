@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
+from typer.core import TyperGroup
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -507,6 +509,121 @@ def _serve_on_ray(
         max_queue_delay_ms=max_queue_delay_ms,
         on_ready=lambda url: console.print(ready_line(served, url, replicas), highlight=False, soft_wrap=True),
     )
+
+
+class _PipelineGroup(TyperGroup):
+    """``hone pipeline MODEL ...`` runs a pipeline; ``hone pipeline simulate ...`` plans one."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+pipeline_app = typer.Typer(
+    cls=_PipelineGroup,
+    help="Split a model into stages on torch.distributed (GPipe, 1F1B) and measure the bubbles; or simulate one.",
+    no_args_is_help=True,
+)
+app.add_typer(pipeline_app, name="pipeline")
+
+SchedulePipelineOption = Annotated[str, typer.Option("--schedule", help="gpipe | 1f1b (simulate: also interleaved)")]
+ModePipelineOption = Annotated[str, typer.Option("--mode", help="inference (forward only) | train (forward, backward, SGD step)")]
+
+
+@pipeline_app.command("run")
+def pipeline_run(
+    model: Annotated[str, typer.Argument(help="a zoo name (transformer_stack, resnet18/50), file.py:factory, or an .onnx file")],
+    stages: Annotated[int, typer.Option("--stages", help="number of stages = processes")] = 2,
+    microbatches: Annotated[int, typer.Option("--microbatches", help="micro-batches per step")] = 4,
+    schedule: SchedulePipelineOption = "1f1b",
+    mode: ModePipelineOption = "inference",
+    batch: Annotated[int | None, typer.Option("--batch", help="samples per step, a multiple of --microbatches (default: one per micro-batch)")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="torch threads per stage (default: physical cores / stages)")] = None,
+    steps: Annotated[int, typer.Option("--steps", help="steps to run; the first warms up, the median of the rest is reported")] = 3,
+    backend: Annotated[str, typer.Option("--backend", help="gloo (CPU) | nccl (one GPU per stage)")] = "gloo",
+    timeout_s: Annotated[float, typer.Option("--timeout-s", help="how long a stage may wait for another before all stop")] = 300.0,
+    input_shape: InputShapeOption = None,
+    dim: DimOption = None,
+    trace: Annotated[Path | None, typer.Option("--trace", help="write the median step's timeline as a Chrome trace")] = None,
+    json_path: JsonOption = None,
+    force: ForceOption = False,
+) -> None:
+    """Measure the blocks, partition into stages, run them as processes, check against one process."""
+    from hone.pipeline import resolve, run_pipeline, write_trace
+    from hone.report.terminal import pipeline_summary, pipeline_table
+
+    _check_json_target(json_path, force)
+    if trace is not None:
+        from hone.paths import ensure_writable
+
+        ensure_writable(trace, force=force)
+    source = resolve(model, input_shapes=input_shape, dims=_parse_dims(dim))
+    with _progress() as progress:
+        progress.add_task(f"pipeline {source.name}: measure blocks, partition, run {stages} stage processes", total=None)
+        result = run_pipeline(source, stages=stages, microbatches=microbatches, schedule=schedule, mode=mode,
+                              batch=batch, threads=threads, steps=steps, timeout_s=timeout_s, backend=backend)
+    console.print(pipeline_table(result))
+    for line in pipeline_summary(result):
+        console.print(line, highlight=False)
+    if trace is not None:
+        write_trace(result, trace, force=True)
+        console.print(f"trace: {trace} (open in chrome://tracing or ui.perfetto.dev)")
+    _write_json(result, json_path, force)
+
+
+@pipeline_app.command("simulate")
+def pipeline_simulate(
+    stages: Annotated[int, typer.Option("--stages", help="pipeline ranks (up to 64)")] = 4,
+    microbatches: Annotated[int | None, typer.Option("--microbatches", help="micro-batches per step (up to 1024); omit with --max-bubble")] = None,
+    schedule: SchedulePipelineOption = "1f1b",
+    mode: ModePipelineOption = "train",
+    chunks: Annotated[int, typer.Option("--chunks", help="model chunks per rank (interleaved)")] = 1,
+    forward_ms: Annotated[str, typer.Option("--forward-ms", help="forward ms per micro-batch: one value, or one per (virtual) stage, comma-separated")] = "10",
+    backward_ms: Annotated[str | None, typer.Option("--backward-ms", help="backward ms, same form (default: 2x forward)")] = None,
+    activation_mb: Annotated[float, typer.Option("--activation-mb", help="MB sent between stages per micro-batch")] = 1.0,
+    bandwidth_gbps: Annotated[float, typer.Option("--bandwidth-gbps", help="link bandwidth, GB/s")] = 25.0,
+    latency_ms: Annotated[float, typer.Option("--latency-ms", help="link latency, ms")] = 0.01,
+    cores: Annotated[int | None, typer.Option("--cores", help="ranks share this many cores (default: a device per rank)")] = None,
+    max_bubble: Annotated[float | None, typer.Option("--max-bubble", help="find the fewest micro-batches with a bubble at most this (e.g. 0.05)")] = None,
+    json_path: JsonOption = None,
+    force: ForceOption = False,
+) -> None:
+    """Predict a step from per-stage costs and a link: step time, bubble, peak in-flight micro-batches."""
+    from hone.pipeline import Link, StageCost, simulate
+    from hone.pipeline.simulate import fewest_microbatches
+    from hone.report.terminal import simulation_table
+
+    _check_json_target(json_path, force)
+    virtual = stages * chunks
+    forwards = _parse_costs("--forward-ms", forward_ms, virtual)
+    backwards = _parse_costs("--backward-ms", backward_ms, virtual) if backward_ms else [2 * f for f in forwards]
+    costs = [StageCost(f, b, int(activation_mb * 1e6)) for f, b in zip(forwards, backwards)]
+    link = Link(bandwidth_gbps, latency_ms)
+    if max_bubble is not None:
+        if microbatches is not None:
+            raise OptionError("give --microbatches or --max-bubble, not both")
+        result = fewest_microbatches(costs, max_bubble, schedule=schedule, mode=mode, link=link,
+                                     chunks=chunks, cores=cores)
+        console.print(f"{result.microbatches} micro-batches give a {result.bubble:.2%} bubble "
+                      f"(at most {max_bubble:.2%}) with S={stages}, {schedule}", highlight=False)
+    else:
+        result = simulate(costs, schedule=schedule, mode=mode, microbatches=microbatches or 8, link=link,
+                          chunks=chunks, cores=cores)
+    console.print(simulation_table(result))
+    console.print(f"step {result.step_ms:.1f} ms; bubble {result.bubble:.2%} (formula for a balanced pipeline "
+                  f"{result.bubble_formula:.2%})", highlight=False)
+    _write_json(result, json_path, force)
+
+
+def _parse_costs(flag: str, text: str, count: int) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise OptionError(f"{flag} {text!r} must be numbers separated by commas, like 10 or 10,12,11") from exc
+    if any(v < 0 for v in values) or len(values) not in (1, count):
+        raise OptionError(f"{flag} needs one non-negative value or {count} (one per stage), got {text!r}")
+    return values * count if len(values) == 1 else values
 
 
 def _parse_batches(text: str) -> list[int]:

@@ -168,7 +168,7 @@ def run_pipeline(
     error, grad_error = float("nan"), None
     if check:
         error, grad_error = _compare_with_reference(prepared, reports, train, threads)
-    single_ms = _time_single_process(prepared, train, threads * stages)
+    single_ms = _time_single_process(prepared, train, min(threads * stages, os.cpu_count() or 1))
     return _result(source, plan, prepared, reports, schedule=schedule, mode=mode, backend=backend,
                    batch=batch, microbatches=microbatches, micro=micro, threads=threads,
                    error=error, grad_error=grad_error, single_ms=single_ms)
@@ -302,7 +302,7 @@ def launch(programs: list[StageProgram], *, timeout_s: float) -> list[StageRepor
         process.start()
     reports: dict[int, StageReport] = {}
     failures: list[StageFailure] = []
-    deadline = time.monotonic() + timeout_s + 60  # the stages' own timeout fires first
+    deadline = time.monotonic() + timeout_s + 30  # the stages' own timeout fires first
     try:
         while len(reports) < len(programs):
             try:
@@ -314,7 +314,7 @@ def launch(programs: list[StageProgram], *, timeout_s: float) -> list[StageRepor
             elif isinstance(message, StageFailure):
                 failures.append(message)
                 _collect_more_failures(results, failures, processes)
-                raise _failure_error(failures, len(programs))
+                raise _failure_error(failures, len(programs), reported=set(reports))
             else:
                 dead = [
                     (rank, p.exitcode) for rank, p in enumerate(processes)
@@ -323,7 +323,7 @@ def launch(programs: list[StageProgram], *, timeout_s: float) -> list[StageRepor
                 if dead:
                     _collect_more_failures(results, failures, processes)
                     if failures:
-                        raise _failure_error(failures, len(programs))
+                        raise _failure_error(failures, len(programs), reported=set(reports))
                     rank, code = dead[0]
                     raise ExecutionError(
                         f"stage {rank} exited with code {code} before reporting (killed, or out of "
@@ -345,7 +345,7 @@ def launch(programs: list[StageProgram], *, timeout_s: float) -> list[StageRepor
 
 def _collect_more_failures(results, failures: list[StageFailure], processes) -> None:  # noqa: ANN001
     """Give the other stages a moment to report why they stopped too."""
-    until = time.monotonic() + 5
+    until = time.monotonic() + 2
     drained = False
     while time.monotonic() < until and (not drained or any(p.is_alive() for p in processes)):
         try:
@@ -360,17 +360,27 @@ def _collect_more_failures(results, failures: list[StageFailure], processes) -> 
             process.kill()
 
 
-def _failure_error(failures: list[StageFailure], stage_count: int) -> ExecutionError:
+def _failure_error(failures: list[StageFailure], stage_count: int, reported: set[int]) -> ExecutionError:
+    """One line: the stage that failed first for its own reason, and what became of the others."""
     causes = [f for f in failures if not f.peer_failure] or failures
     cause = min(causes, key=lambda f: f.rank)
     others = sorted({f.rank for f in failures} - {cause.rank})
-    noun = "stage" if len(others) == 1 else "stages"
-    tail = f"; {noun} {', '.join(map(str, others))} then stopped too" if others else ""
+    silent = sorted(set(range(stage_count)) - {f.rank for f in failures} - reported)
+    tail = ""
+    if others:
+        tail += f"; {_stages_text(others)} then stopped too"
+    if silent:
+        tail += f"; {_stages_text(silent)} never answered (stuck in compute?) and {'was' if len(silent) == 1 else 'were'} killed"
+    verb = "gave up waiting" if cause.peer_failure else "failed"
     return ExecutionError(
-        f"stage {cause.rank} of {stage_count} failed at {cause.where}: {cause.error}{tail}; "
+        f"stage {cause.rank} of {stage_count} {verb} at {cause.where}: {cause.error}{tail}; "
         "no stage was left running",
         rank=cause.rank,
     )
+
+
+def _stages_text(ranks: list[int]) -> str:
+    return ("stage " if len(ranks) == 1 else "stages ") + ", ".join(map(str, ranks))
 
 
 def _free_port() -> int:

@@ -269,3 +269,44 @@ class _Replay:
                 free_at[rank] = now
                 self.finished(rank, action, now)
                 position[rank] += 1
+
+
+def fewest_microbatches(
+    costs: Sequence[StageCost],
+    max_bubble: float,
+    *,
+    schedule: str = "1f1b",
+    mode: str = "train",
+    link: Link,
+    chunks: int = 1,
+    cores: int | None = None,
+) -> SimulationResult:
+    """The simulation with the fewest micro-batches whose bubble is at most ``max_bubble``.
+
+    The bubble falls as M grows (more work over the same fill and drain), so a binary search over
+    M (multiples of S for interleaved) finds it.
+    """
+    if not 0 < max_bubble < 1:
+        raise OptionError(f"--max-bubble must be between 0 and 1, got {max_bubble}")
+    stages = len(costs) // chunks
+    step = stages if schedule == "interleaved" else 1
+    candidates = list(range(step, MAX_MICROBATCHES + 1, step))
+
+    def run(m: int) -> SimulationResult:
+        return simulate(costs, schedule=schedule, mode=mode, microbatches=m, link=link, chunks=chunks, cores=cores)
+
+    best = run(candidates[-1])
+    if best.bubble > max_bubble + 1e-12:
+        raise OptionError(
+            f"even {candidates[-1]} micro-batches leave a {best.bubble:.1%} bubble; the pipeline is "
+            "paced by something other than fill and drain (an unbalanced stage or a slow link)"
+        )
+    low, high = 0, len(candidates) - 1
+    while low < high:
+        middle = (low + high) // 2
+        result = run(candidates[middle])
+        if result.bubble <= max_bubble + 1e-12:  # M giving exactly the target counts
+            high, best = middle, result
+        else:
+            low = middle + 1
+    return best if best.microbatches == candidates[high] else run(candidates[high])

@@ -264,7 +264,7 @@ class _StageRunner:
             post(key)
             work, buffer = posted.pop(key)
             began = now_ms()
-            work.wait()
+            work.wait(timedelta(seconds=self.program.timeout_s))
             events.append(TimelineEvent(f"recv {label}", "recv_wait", began, now_ms()))
             return buffer
 
@@ -306,7 +306,7 @@ class _StageRunner:
                     with torch.no_grad():
                         y = self.stage(x)
                     report.peak_in_flight = max(report.peak_in_flight, 1)
-                    activation = x.numel() * x.element_size() + y.numel() * y.element_size()
+                    activation = _tensor_bytes(x) + _tensor_bytes(y)
                     report.peak_activation_bytes = max(report.peak_activation_bytes, activation)
                     if rank == last and first_step:
                         outputs.append(y.detach().cpu().numpy())
@@ -330,7 +330,7 @@ class _StageRunner:
                 events.append(TimelineEvent(label, "compute", began, now_ms()))
         at(f"step {step}, waiting for sends to complete")
         for work in sends:
-            work.wait()
+            work.wait(timedelta(seconds=self.program.timeout_s))
         step_ms = now_ms()
         optimizer_ms = 0.0
         if self.train and self.optimizer is not None:
@@ -399,6 +399,13 @@ class _StageRunner:
                 transfer = max(statistics.median(transfers) - round_trip, 1e-9)
                 measured = (1000 * round_trip / 2, big.numel() * big.element_size() / transfer / 1e9)
         return measured
+
+
+def _tensor_bytes(value: Any) -> int:
+    """Bytes of a tensor, or of a dict of them (an ONNX first stage's feeds)."""
+    if isinstance(value, dict):
+        return sum(_tensor_bytes(v) for v in value.values())
+    return value.numel() * value.element_size()
 
 
 class _SavedBytes:

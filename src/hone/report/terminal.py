@@ -360,3 +360,62 @@ def web_table(result: "object") -> Table:
         table.add_row("  restricted", f"{group.op_type} x{group.nodes}: {group.reason}")
     table.add_row("preprocessing", manifest.preprocessing.description)
     return table
+
+
+def pipeline_table(result: "object") -> Table:
+    """Per stage: blocks, predicted cost, measured busy / recv wait / idle, bubble, activations."""
+    from hone.pipeline import PipelineResult
+
+    assert isinstance(result, PipelineResult)
+    table = Table(
+        title=f"pipeline {result.model}: {len(result.stages)} stages, {result.schedule}, {result.mode}, "
+              f"batch {result.batch} as {result.microbatches} x {result.microbatch_size}, "
+              f"{result.threads_per_stage} thread(s) per stage, {result.backend}"
+    )
+    for column in ("stage", "blocks", "params", "cost ms/mb", "busy ms", "recv wait ms", "idle ms", "bubble",
+                   "peak in flight", "peak activations", "sends"):
+        table.add_column(column, justify="left" if column == "blocks" else "right")
+    for stage in result.stages:
+        blocks = stage.blocks[0] if len(stage.blocks) == 1 else f"{stage.blocks[0]} .. {stage.blocks[-1]} ({len(stage.blocks)})"
+        table.add_row(
+            str(stage.index), escape(blocks), f"{stage.params:,}", f"{stage.cost_ms:.1f}", f"{stage.busy_ms:.1f}",
+            f"{stage.recv_wait_ms:.1f}", f"{stage.idle_ms:.1f}", f"{stage.bubble:.1%}", str(stage.peak_in_flight),
+            human_bytes(stage.peak_activation_bytes), human_bytes(stage.activation_bytes) if stage.activation_bytes else "-",
+        )
+    return table
+
+
+def pipeline_summary(result: "object") -> list[str]:
+    """The lines under the table: step, bubbles, simulator, check, single process."""
+    lines = [
+        f"step {result.step_ms:.1f} ms (median of {max(1, len(result.steps_ms) - 1)} measured); bubble "
+        f"measured {result.bubble_measured:.1%}, formula (S-1)/(M+S-1) {result.bubble_formula:.1%}; "
+        f"simulated {result.simulated_step_ms:.1f} ms, bubble {result.simulated_bubble:.1%}",
+        f"single process, whole batch, {result.threads_per_stage * len(result.stages)} thread(s): "
+        f"{result.single_process_ms:.1f} ms; the pipeline's speed-up over it: {result.single_process_ms / result.step_ms:.2f}x",
+    ]
+    check = f"max abs error vs one process: {result.max_abs_error_vs_single_process:.3g}"
+    if result.max_grad_rel_error_vs_single_process is not None:
+        check += f"; max gradient error (relative): {result.max_grad_rel_error_vs_single_process:.3g}"
+    lines.append(check)
+    return lines
+
+
+def simulation_table(result: "object") -> Table:
+    """A simulated step: per rank busy, idle, bubble and peak in-flight micro-batches."""
+    from hone.pipeline import SimulationResult
+
+    assert isinstance(result, SimulationResult)
+    cores = f", ranks sharing {result.cores} cores" if result.cores else ""
+    table = Table(
+        title=f"simulated {result.schedule} ({result.mode}): S={result.stages}, M={result.microbatches}"
+              + (f", V={result.chunks}" if result.chunks > 1 else "")
+              + f", link {result.link.bandwidth_gbps:g} GB/s + {result.link.latency_ms:g} ms{cores}"
+    )
+    for column in ("rank", "busy ms", "idle ms", "bubble", "peak in flight"):
+        table.add_column(column, justify="right")
+    shown = result.per_stage if len(result.per_stage) <= 16 else [*result.per_stage[:8], *result.per_stage[-4:]]
+    for stage in shown:
+        table.add_row(str(stage.rank), f"{stage.busy_ms:.1f}", f"{stage.idle_ms:.1f}", f"{stage.bubble:.1%}",
+                      str(stage.peak_in_flight))
+    return table
