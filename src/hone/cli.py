@@ -6,6 +6,7 @@ Every HoneError becomes one line on stderr and exit code 2; every command takes 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,6 +16,7 @@ import typer
 from typer.core import TyperGroup
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from hone.errors import HoneError, OptionError
@@ -563,6 +565,9 @@ def pipeline_run(
         progress.add_task(f"pipeline {source.name}: measure blocks, partition, run {stages} stage processes", total=None)
         result = run_pipeline(source, stages=stages, microbatches=microbatches, schedule=schedule, mode=mode,
                               batch=batch, threads=threads, steps=steps, timeout_s=timeout_s, backend=backend)
+    if result is None:  # a torchrun rank other than 0: rank 0 prints and writes the result
+        console.print(f"stage {os.environ.get('RANK')} done; rank 0 reports the run", highlight=False)
+        return
     console.print(pipeline_table(result))
     for line in pipeline_summary(result):
         console.print(line, highlight=False)
@@ -672,7 +677,7 @@ def main() -> None:
     try:
         app()
     except HoneError as exc:
-        error_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        error_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         error_console.print("interrupted")

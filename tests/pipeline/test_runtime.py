@@ -184,3 +184,26 @@ def test_the_cli_refuses_more_stages_than_blocks_in_one_line(cli) -> None:  # no
     assert result.exit_code == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "--stages 6 is more than the 5 blocks" in lines[0]
+
+
+def test_torchrun_starts_the_stages_and_rank_zero_reports(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    bin_dir = Path(sys.executable).parent
+    torchrun, hone = bin_dir / "torchrun", shutil.which("hone", path=str(bin_dir))
+    assert torchrun.exists() and hone, "torchrun and hone are installed in the test environment"
+    json_path = tmp_path / "run.json"
+    completed = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc-per-node", "2", hone, "pipeline", f"{MODELS}:random_chain",
+         "--input-shape", "8,8", "--stages", "2", "--microbatches", "4", "--batch", "8", "--mode", "train",
+         "--steps", "2", "--timeout-s", "60", "--json", str(json_path)],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "stage 1 done; rank 0 reports the run" in completed.stdout
+    data = json.loads(json_path.read_text())
+    assert data["max_abs_error_vs_single_process"] == 0.0
+    assert data["max_grad_rel_error_vs_single_process"] <= 1e-6
+    assert [s["peak_in_flight"] for s in data["stages"]] == [2, 1]

@@ -22,11 +22,12 @@ import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 
-from hone.errors import ExecutionError, OptionError
+from hone.errors import ExecutionError, HoneError, OptionError
 from hone.pipeline import schedule as schedules
 from hone.pipeline.partition import Partition, StagePlan, measure_loopback_link, partition
 from hone.pipeline.simulate import Link, StageCost, simulate
@@ -46,6 +47,8 @@ class StageResult:
     index: int
     blocks: list[str]
     cost_ms: float  # predicted compute per micro-batch, from the measured blocks
+    forward_ms: float  # the forward part of cost_ms
+    backward_ms: float  # the backward part (0 for inference)
     params: int
     activation_bytes: int  # sent to the next stage per micro-batch
     busy_ms: float  # measured compute in the step
@@ -77,8 +80,9 @@ class PipelineResult:
     max_abs_error_vs_single_process: float  # outputs (inference) or losses (train)
     max_grad_rel_error_vs_single_process: float | None  # train: max |g - g_ref| / max |g_ref|
     single_process_ms: float  # the whole batch in one process with all the stages' threads
-    simulated_step_ms: float  # the simulator on the measured block costs and link
+    simulated_step_ms: float  # the simulator on the stages' measured action times and link
     simulated_bubble: float
+    planned_step_ms: float  # the simulator on the block costs measured before the run (one process)
     link: Link  # what the partition assumed
     partition_imbalance: float
     timeline: list[list[TimelineEvent]] = field(default_factory=list)  # per stage, median step
@@ -99,79 +103,192 @@ def run_pipeline(
     learning_rate: float = 0.01,
     backend: str = "gloo",
     check: bool = True,
+    single_process_runs: int = 3,
 ) -> PipelineResult:
-    """Partition ``source`` into ``stages`` processes and run ``steps`` steps of ``schedule``."""
-    from hone.runtime import default_threads
+    """Partition ``source`` into ``stages`` processes and run ``steps`` steps of ``schedule``.
 
-    schedules.check_schedule_args(schedule, mode, stages, microbatches)
-    if schedule == "interleaved":
+    The stages are spawned here on 127.0.0.1; under torchrun (``RANK`` and ``WORLD_SIZE`` set) this
+    process is one of them and the others are torchrun's, on any host (see ``_run_under_torchrun``),
+    and only rank 0 returns the result (the others return None).
+
+    ``check`` compares outputs (and gradients) with one process running the same micro-batches;
+    ``single_process_runs`` times the whole batch in one process (0 skips it: NaN).
+    """
+    options = _Options(source, stages, microbatches, schedule, mode, batch or microbatches, threads, steps,
+                       timeout_s, link, learning_rate, backend, check, single_process_runs)
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return _run_under_torchrun(options)
+    _check_options(options)
+    port = _free_port()
+    prepared, programs = _plan(options, init_method=f"tcp://127.0.0.1:{port}", pin=True)
+    reports = launch(programs, timeout_s=timeout_s)
+    return _finish(options, prepared, reports)
+
+
+@dataclass
+class _Options:
+    source: PipelineSource
+    stages: int
+    microbatches: int
+    schedule: str
+    mode: str
+    batch: int
+    threads: int | None
+    steps: int
+    timeout_s: float
+    link: Link | None
+    learning_rate: float
+    backend: str
+    check: bool
+    single_process_runs: int
+
+
+def _check_options(o: _Options) -> None:
+    schedules.check_schedule_args(o.schedule, o.mode, o.stages, o.microbatches)
+    if o.schedule == "interleaved":
         raise OptionError(
             "the runtime runs --schedule gpipe or 1f1b; interleaved 1F1B is planned with "
             "`hone pipeline simulate --schedule interleaved`"
         )
-    batch = batch or microbatches
-    if batch % microbatches:
+    if o.batch % o.microbatches:
         raise OptionError(
-            f"--batch {batch} is not divisible by --microbatches {microbatches}: every micro-batch "
-            f"must have the same size; use --batch {(batch // microbatches + 1) * microbatches}"
+            f"--batch {o.batch} is not divisible by --microbatches {o.microbatches}: every micro-batch "
+            f"must have the same size; use --batch {(o.batch // o.microbatches + 1) * o.microbatches}"
         )
-    if steps < 1:
-        raise OptionError(f"steps must be at least 1, got {steps}")
-    if source.kind == "onnx" and mode == "train":
+    if o.steps < 1:
+        raise OptionError(f"steps must be at least 1, got {o.steps}")
+    if o.source.kind == "onnx" and o.mode == "train":
         raise OptionError(
-            f"{source.name} is an ONNX graph, which hone can only run forward; train with a torch "
+            f"{o.source.name} is an ONNX graph, which hone can only run forward; train with a torch "
             "source (a zoo name or file.py:factory)"
         )
-    if backend not in ("gloo", "nccl"):
-        raise OptionError(f"--backend {backend!r} is not one of gloo, nccl")
-    threads = threads or max(1, default_threads() // stages)
-    train = mode == "train"
-    micro = batch // microbatches
+    if o.backend not in ("gloo", "nccl"):
+        raise OptionError(f"--backend {o.backend!r} is not one of gloo, nccl")
+
+
+def _threads(o: _Options) -> int:
+    from hone.runtime import default_threads
+
+    return o.threads or max(1, default_threads() // o.stages)
+
+
+def _plan(o: _Options, *, init_method: str, pin: bool) -> tuple["_Prepared", list[StageProgram]]:
+    """Measure the blocks, partition them, write weights and data, and describe every stage."""
+    threads = _threads(o)
+    train = o.mode == "train"
     workdir = Path(tempfile.mkdtemp(prefix="hone-pipeline-"))
-    plan_link = link or measure_loopback_link()
-
-    if source.kind == "torch":
-        prepared = _prepare_torch(source, workdir, batch, microbatches, stages, train, threads, plan_link)
+    plan_link = o.link or measure_loopback_link()
+    if o.source.kind == "torch":
+        prepared = _prepare_torch(o.source, workdir, o.batch, o.microbatches, o.stages, train, threads, plan_link)
     else:
-        prepared = _prepare_onnx(source, workdir, batch, microbatches, stages, threads, plan_link)
-    plan = prepared.plan
-
-    port = _free_port()
+        prepared = _prepare_onnx(o.source, workdir, o.batch, o.microbatches, o.stages, threads, plan_link)
     programs = []
-    for index, stage in enumerate(plan.stages):
+    last = o.stages - 1
+    for index, stage in enumerate(prepared.plan.stages):
         programs.append(
             StageProgram(
                 rank=index,
-                world_size=stages,
-                init_method=f"tcp://127.0.0.1:{port}",
-                backend=backend,
-                timeout_s=timeout_s,
+                world_size=o.stages,
+                init_method=init_method,
+                backend=o.backend,
+                timeout_s=o.timeout_s,
                 threads=threads,
-                mode=mode,
-                schedule=schedule,
-                microbatches=microbatches,
-                steps=steps,
+                mode=o.mode,
+                schedule=o.schedule,
+                microbatches=o.microbatches,
+                steps=o.steps,
                 block_range=(stage.first_block, stage.last_block),
                 recv_shape=prepared.boundary_shapes[index - 1] if index > 0 else None,
-                send_shape=prepared.boundary_shapes[index] if index < stages - 1 else None,
+                send_shape=prepared.boundary_shapes[index] if index < last else None,
                 recv_dtype=prepared.boundary_dtypes[index - 1] if index > 0 else "float32",
-                send_dtype=prepared.boundary_dtypes[index] if index < stages - 1 else "float32",
-                factory=source.factory,
+                send_dtype=prepared.boundary_dtypes[index] if index < last else "float32",
+                factory=o.source.factory,
                 weights_path=str(prepared.weights_path) if prepared.weights_path else None,
                 onnx_stage=prepared.onnx_stages[index] if prepared.onnx_stages else None,
-                data_path=str(prepared.data_path) if index in (0, stages - 1) else None,
-                learning_rate=learning_rate,
+                data_path=str(prepared.data_path) if index in (0, last) else None,
+                learning_rate=o.learning_rate,
+                cpus=_stage_cpus(index, o.stages, threads) if pin else None,
             )
         )
-    reports = launch(programs, timeout_s=timeout_s)
+    return prepared, programs
 
+
+def _finish(o: _Options, prepared: "_Prepared", reports: list[StageReport]) -> PipelineResult:
+    """Check the answers against one process, time one process, and build the result."""
+    threads = _threads(o)
+    train = o.mode == "train"
     error, grad_error = float("nan"), None
-    if check:
+    if o.check:
         error, grad_error = _compare_with_reference(prepared, reports, train, threads)
-    single_ms = _time_single_process(prepared, train, min(threads * stages, os.cpu_count() or 1))
-    return _result(source, plan, prepared, reports, schedule=schedule, mode=mode, backend=backend,
-                   batch=batch, microbatches=microbatches, micro=micro, threads=threads,
-                   error=error, grad_error=grad_error, single_ms=single_ms)
+    single_ms = float("nan")
+    if o.single_process_runs > 0:
+        single_ms = _time_single_process(prepared, train, min(threads * o.stages, os.cpu_count() or 1),
+                                         runs=o.single_process_runs)
+    return _result(o.source, prepared.plan, prepared, reports, schedule=o.schedule, mode=o.mode,
+                   backend=o.backend, batch=o.batch, microbatches=o.microbatches,
+                   micro=o.batch // o.microbatches, threads=threads, error=error, grad_error=grad_error,
+                   single_ms=single_ms)
+
+
+def _run_under_torchrun(o: _Options) -> PipelineResult | None:
+    """This process is stage RANK of WORLD_SIZE, started by torchrun (its rendezvous, any hosts).
+
+    Rank 0 plans and sends every stage its program, weights and data through the process group (so
+    no file has to be shared between hosts); each rank runs its stage; rank 0 gathers the reports.
+    """
+    import torch.distributed as dist
+
+    from hone.pipeline.worker import run_connected_stage
+
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    if world != o.stages:
+        raise OptionError(
+            f"torchrun started {world} processes for --stages {o.stages}; start exactly one per stage "
+            "(--nnodes x --nproc-per-node = --stages)"
+        )
+    dist.init_process_group(o.backend, init_method="env://", timeout=timedelta(seconds=o.timeout_s))
+    try:
+        parcel: list[object] = [None]
+        prepared = None
+        if rank == 0:
+            try:
+                _check_options(o)
+                prepared, programs = _plan(o, init_method="env://", pin=False)
+                parcel[0] = [_pack(program) for program in programs]
+            except HoneError as exc:
+                parcel[0] = exc  # the other ranks raise it too instead of waiting for a plan
+        dist.broadcast_object_list(parcel, src=0)
+        if isinstance(parcel[0], HoneError):
+            raise parcel[0]
+        program = _unpack(parcel[0][rank])
+        report = run_connected_stage(program)
+        gathered: list[object] | None = [None] * world if rank == 0 else None
+        dist.gather_object(report, gathered, dst=0)
+    finally:
+        dist.destroy_process_group()
+    if rank != 0:
+        return None
+    assert prepared is not None and gathered is not None
+    return _finish(o, prepared, [r for r in gathered])  # type: ignore[misc]
+
+
+def _pack(program: StageProgram) -> tuple[StageProgram, bytes | None, bytes | None]:
+    """A program with the bytes of its weights and data files, to travel to another host."""
+    weights = Path(program.weights_path).read_bytes() if program.weights_path else None
+    data = Path(program.data_path).read_bytes() if program.data_path else None
+    return program, weights, data
+
+
+def _unpack(parcel: tuple[StageProgram, bytes | None, bytes | None]) -> StageProgram:
+    program, weights, data = parcel
+    folder = Path(tempfile.mkdtemp(prefix="hone-stage-"))
+    if weights is not None:
+        (folder / "weights.pt").write_bytes(weights)
+        program.weights_path = str(folder / "weights.pt")
+    if data is not None:
+        (folder / "data.pt").write_bytes(data)
+        program.data_path = str(folder / "data.pt")
+    return program
 
 
 # Preparing ------------------------------------------------------------------------------------------
@@ -383,6 +500,17 @@ def _stages_text(ranks: list[int]) -> str:
     return ("stage " if len(ranks) == 1 else "stages ") + ", ".join(map(str, ranks))
 
 
+def _stage_cpus(index: int, stages: int, threads: int) -> tuple[int, ...] | None:
+    """Each stage on its own CPUs when they go round (no migrations, no two stages on one core);
+    None, letting the OS share them, when there are more stages than CPUs."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    available = sorted(os.sched_getaffinity(0))
+    if stages * threads > len(available):
+        return None
+    return tuple(available[index * threads : (index + 1) * threads])
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -515,7 +643,8 @@ def _result(
         idle = step_ms - record.compute_ms
         stage_results.append(
             StageResult(
-                index=stage.index, blocks=stage.blocks, cost_ms=stage.cost_ms, params=stage.params,
+                index=stage.index, blocks=stage.blocks, cost_ms=stage.cost_ms, forward_ms=stage.forward_ms,
+                backward_ms=stage.backward_ms, params=stage.params,
                 activation_bytes=stage.activation_bytes, busy_ms=record.compute_ms,
                 recv_wait_ms=record.recv_wait_ms, idle_ms=idle, bubble=idle / step_ms,
                 optimizer_ms=record.optimizer_ms, peak_in_flight=report.peak_in_flight,
@@ -523,8 +652,11 @@ def _result(
                 link_latency_ms=report.link_latency_ms, link_bandwidth_gbps=report.link_bandwidth_gbps,
             )
         )
+    in_run = [_action_costs(report, stage) for report, stage in zip(reports, plan.stages)]
     simulated = simulate_plan(plan, reports, schedule=schedule, mode=mode, microbatches=microbatches,
-                              threads=threads)
+                              threads=threads, costs=in_run)
+    planned = simulate_plan(plan, reports, schedule=schedule, mode=mode, microbatches=microbatches,
+                            threads=threads)
     stages = len(plan.stages)
     return PipelineResult(
         model=source.name, schedule=schedule, mode=mode, backend=backend, batch=batch,
@@ -534,25 +666,41 @@ def _result(
         bubble_formula=schedules.bubble_formula(stages, microbatches),
         max_abs_error_vs_single_process=error, max_grad_rel_error_vs_single_process=grad_error,
         single_process_ms=single_ms, simulated_step_ms=simulated.step_ms,
-        simulated_bubble=simulated.bubble, link=plan.link, partition_imbalance=plan.imbalance,
+        simulated_bubble=simulated.bubble, planned_step_ms=planned.step_ms, link=plan.link, partition_imbalance=plan.imbalance,
         timeline=[r.steps[median_step].events for r in reports],
+    )
+
+
+def _action_costs(report: StageReport, stage: StagePlan) -> StageCost:
+    """A stage's median forward and backward in the measured steps (the first warms up)."""
+    measured = report.steps[1:] or report.steps
+    forwards = [e.end_ms - e.start_ms for r in measured for e in r.events if e.category == "compute" and e.name[0] == "F"]
+    backwards = [e.end_ms - e.start_ms for r in measured for e in r.events if e.category == "compute" and e.name[0] == "B"]
+    return StageCost(
+        statistics.median(forwards) if forwards else stage.forward_ms,
+        statistics.median(backwards) if backwards else 0.0,
+        stage.activation_bytes,
     )
 
 
 def simulate_plan(
     plan: Partition, reports: list[StageReport] | None, *, schedule: str, mode: str, microbatches: int,
-    threads: int,
+    threads: int, costs: list[StageCost] | None = None,
 ):  # noqa: ANN201 - a SimulationResult
-    """The simulator's prediction for ``plan`` with the link the stages measured (else the plan's)."""
+    """The simulator's step for ``plan`` (or ``costs``) with the link the stages measured.
+
+    With the plan's block costs, processes that outnumber the cores share them in the simulation
+    as they did in the run; ``costs`` measured in the run already carry that sharing.
+    """
     link = plan.link
     if reports:
         latencies = [r.link_latency_ms for r in reports if r.link_latency_ms is not None]
         bandwidths = [r.link_bandwidth_gbps for r in reports if r.link_bandwidth_gbps]
         if latencies and bandwidths:
             link = Link(bandwidth_gbps=statistics.median(bandwidths), latency_ms=statistics.median(latencies))
-    costs = [StageCost(s.forward_ms, s.backward_ms, s.activation_bytes) for s in plan.stages]
     cores = max(1, (os.cpu_count() or 1) // threads)
-    shared = cores if cores < len(plan.stages) else None
+    shared = cores if cores < len(plan.stages) and costs is None else None
+    costs = costs or [StageCost(s.forward_ms, s.backward_ms, s.activation_bytes) for s in plan.stages]
     return simulate(costs, schedule=schedule, mode=mode, microbatches=microbatches, link=link, cores=shared)
 
 

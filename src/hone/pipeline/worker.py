@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import statistics
 import time
 import traceback
@@ -61,6 +62,7 @@ class StageProgram:
     data_path: str | None = None  # inputs (first stage) and targets (last stage), per micro-batch
     learning_rate: float = 0.01
     probe_link: bool = True
+    cpus: tuple[int, ...] | None = None  # pin the process to these CPUs (spawned stages on one host)
 
 
 @dataclass
@@ -113,12 +115,20 @@ def stage_main(program: StageProgram, results: Any) -> None:
         runner.close()
     except BaseException as exc:  # report everything, then exit non-zero
         where = _where[0] or where
-        text = f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
+        # gloo prefixes its messages with its source location: "[/path/gloo/...cc:78] Timed out ..."
+        message = re.sub(r"^\[[^\]]*\.(cc|cpp|h):\d+\]\s*", "", " ".join(str(exc).split()))
+        text = f"{type(exc).__name__}: {message[:500]}"
         logger.debug("stage %d failed:\n%s", program.rank, traceback.format_exc())
         results.put(StageFailure(program.rank, where, text, _is_peer_failure(text)))
         results.close()
         results.join_thread()  # the report must leave before the process does
         os._exit(1)
+
+
+def run_connected_stage(program: StageProgram) -> StageReport:
+    """Run one stage in a process whose process group is already up (torchrun)."""
+    runner = _StageRunner(program)
+    return runner.run(_set)
 
 
 _where: list[str | None] = [None]
@@ -143,6 +153,8 @@ class _StageRunner:
         self.program = program
         self.rank = program.rank
         self.last = program.world_size - 1
+        if program.cpus and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, program.cpus)
         torch.set_num_threads(program.threads)
         self.device = torch.device("cpu")
         if program.backend == "nccl":
@@ -228,7 +240,9 @@ class _StageRunner:
         first_step = step == 0
         rank, last = self.rank, self.last
         if self.optimizer is not None:
-            self.optimizer.zero_grad(set_to_none=True)
+            # Zeroed in place, not freed: re-allocating every gradient in each step's first
+            # backward would be charged to the pipeline as compute.
+            self.optimizer.zero_grad(set_to_none=False)
         events: list[TimelineEvent] = []
         posted: dict[tuple[int, int], tuple[Any, torch.Tensor]] = {}
         sends: list[Any] = []

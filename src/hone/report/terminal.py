@@ -390,7 +390,8 @@ def pipeline_summary(result: "object") -> list[str]:
     lines = [
         f"step {result.step_ms:.1f} ms (median of {max(1, len(result.steps_ms) - 1)} measured); bubble "
         f"measured {result.bubble_measured:.1%}, formula (S-1)/(M+S-1) {result.bubble_formula:.1%}; "
-        f"simulated {result.simulated_step_ms:.1f} ms, bubble {result.simulated_bubble:.1%}",
+        f"simulated {result.simulated_step_ms:.1f} ms on the stages' measured action times, bubble "
+        f"{result.simulated_bubble:.1%} (planned from the block costs: {result.planned_step_ms:.1f} ms)",
         f"single process, whole batch, {result.threads_per_stage * len(result.stages)} thread(s): "
         f"{result.single_process_ms:.1f} ms; the pipeline's speed-up over it: {result.single_process_ms / result.step_ms:.2f}x",
     ]
