@@ -100,16 +100,7 @@ def load_factory(file: str, factory_name: str, input_shapes: Sequence[str]) -> "
             f"{file}:{factory_name} is a PyTorch factory; give --input-shape (e.g. 1,3,224,224)"
         )
     factory = import_factory(file_path, factory_name)
-    try:
-        module = factory()
-    except Exception as exc:
-        raise FactoryError(
-            f"{file}:{factory_name}() raised {type(exc).__name__}: {exc}; fix the factory"
-        ) from exc
-    if not isinstance(module, torch.nn.Module):
-        raise FactoryError(
-            f"{file}:{factory_name}() returned {type(module).__name__}, not a torch.nn.Module"
-        )
+    module = call_factory(factory, f"{file}:{factory_name}")
     module.eval()
     shapes = parse_shapes(input_shapes)
     specs = tuple(
@@ -153,6 +144,19 @@ def load_factory(file: str, factory_name: str, input_shapes: Sequence[str]) -> "
 
     model.torch_factory = build
     return model
+
+
+def call_factory(factory: "object", label: str) -> "torch.nn.Module":
+    """``factory()``, checked: it must return a torch module; its errors become FactoryError."""
+    import torch
+
+    try:
+        module = factory()  # type: ignore[operator]
+    except Exception as exc:
+        raise FactoryError(f"{label}() raised {type(exc).__name__}: {exc}; fix the factory") from exc
+    if not isinstance(module, torch.nn.Module):
+        raise FactoryError(f"{label}() returned {type(module).__name__}, not a torch.nn.Module")
+    return module
 
 
 def import_factory(file_path: Path, factory_name: str):  # noqa: ANN202 - returns a callable

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hone import zoo
-from hone.errors import FactoryError, ModelNotFoundError, OptionError, UnknownModelError
+from hone.errors import ModelNotFoundError, OptionError, UnknownModelError
 from hone.specs import TensorSpec
 
 if TYPE_CHECKING:
@@ -41,22 +41,10 @@ class FileFactory:
     factory_name: str
 
     def __call__(self) -> "nn.Module":
-        import torch
-
-        from hone.torch_export import import_factory
+        from hone.torch_export import call_factory, import_factory
 
         factory = import_factory(Path(self.file), self.factory_name)
-        try:
-            module = factory()
-        except Exception as exc:
-            raise FactoryError(
-                f"{self.file}:{self.factory_name}() raised {type(exc).__name__}: {exc}; fix the factory"
-            ) from exc
-        if not isinstance(module, torch.nn.Module):
-            raise FactoryError(
-                f"{self.file}:{self.factory_name}() returned {type(module).__name__}, not a torch.nn.Module"
-            )
-        return module
+        return call_factory(factory, f"{self.file}:{self.factory_name}")
 
 
 @dataclass

@@ -389,25 +389,21 @@ class _StageRunner:
             small = torch.zeros(1, device=self.device)
             big_size = size if self.rank == left else int(np.prod(self.program.recv_shape))
             big = torch.zeros(big_size, device=self.device)
-            round_trips, transfers = [], []
-            for _ in range(LINK_PINGS):
+            leading = self.rank == left
+
+            def exchange(outgoing: torch.Tensor, incoming: torch.Tensor) -> float:
+                """One round trip: the left rank sends ``outgoing`` and gets ``small`` back."""
                 began = time.perf_counter()
-                if self.rank == left:
-                    dist.send(small, peer)
+                if leading:
+                    dist.send(outgoing, peer)
                     dist.recv(small, peer)
                 else:
-                    dist.recv(small, peer)
+                    dist.recv(incoming, peer)
                     dist.send(small, peer)
-                round_trips.append(time.perf_counter() - began)
-            for _ in range(LINK_TRANSFERS):
-                began = time.perf_counter()
-                if self.rank == left:
-                    dist.send(big, peer)
-                    dist.recv(small, peer)
-                else:
-                    dist.recv(big, peer)
-                    dist.send(small, peer)
-                transfers.append(time.perf_counter() - began)
+                return time.perf_counter() - began
+
+            round_trips = [exchange(small, small) for _ in range(LINK_PINGS)]
+            transfers = [exchange(big, big) for _ in range(LINK_TRANSFERS)]
             if self.rank == left:
                 round_trip = statistics.median(round_trips)
                 transfer = max(statistics.median(transfers) - round_trip, 1e-9)
