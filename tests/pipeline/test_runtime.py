@@ -29,6 +29,17 @@ chain (float[batch, 8] x) => (float[batch, 4] y) <float[8, 8] w1, float[8, 4] w2
 """
 
 
+def onnx_chain(folder: Path) -> Path:
+    """ONNX_CHAIN with seeded weights, saved in ``folder``."""
+    model = onnx.parser.parse_model(ONNX_CHAIN)
+    rng = np.random.default_rng(0)
+    for name, shape in (("w1", (8, 8)), ("w2", (8, 4))):
+        model.graph.initializer.append(onnx.numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name))
+    path = folder / "chain.onnx"
+    onnx.save(model, path)
+    return path
+
+
 def source(factory: str, shape: str):  # noqa: ANN201 - a PipelineSource
     return resolve(f"{MODELS}:{factory}", input_shapes=[shape])
 
@@ -103,12 +114,7 @@ def test_inference_over_three_stages_returns_exactly_the_single_process_outputs(
 
 
 def test_an_onnx_graph_runs_as_stages_cut_at_single_tensors(tmp_path: Path) -> None:
-    model = onnx.parser.parse_model(ONNX_CHAIN)
-    rng = np.random.default_rng(0)
-    for name, shape in (("w1", (8, 8)), ("w2", (8, 4))):
-        model.graph.initializer.append(onnx.numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name))
-    path = tmp_path / "chain.onnx"
-    onnx.save(model, path)
+    path = onnx_chain(tmp_path)
     result = run_pipeline(resolve(str(path)), stages=2, microbatches=2, batch=4, schedule="1f1b",
                           mode="inference", steps=2, timeout_s=60)
     assert result.max_abs_error_vs_single_process <= 1e-6
@@ -148,11 +154,7 @@ def test_bad_runs_are_refused_before_any_process_starts(kwargs: dict, message: s
 
 
 def test_an_onnx_graph_cannot_be_trained(tmp_path: Path) -> None:
-    path = tmp_path / "chain.onnx"
-    model = onnx.parser.parse_model(ONNX_CHAIN)
-    for name, shape in (("w1", (8, 8)), ("w2", (8, 4))):
-        model.graph.initializer.append(onnx.numpy_helper.from_array(np.ones(shape, np.float32), name))
-    onnx.save(model, path)
+    path = onnx_chain(tmp_path)
     with pytest.raises(OptionError, match="train with a torch source"):
         run_pipeline(resolve(str(path)), stages=2, microbatches=2, mode="train")
 
