@@ -196,3 +196,35 @@ def test_bad_web_options_are_one_error_line(cli, tmp_path: Path, monkeypatch, ar
     assert done.exit_code == 2
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], done.stderr
+
+
+ODD_NAMES_TEXT = """
+<ir_version: 8, opset_import: ["" : 17]>
+odd (float[1, 4] "a/b", float[1, 4] "../in") => (float[1, 4] "../evil", float[1, 4] "x/y/z") {
+    "../evil" = Add("a/b", "../in")
+    "x/y/z" = Relu("a/b")
+}
+"""
+
+
+def test_tensor_names_with_slashes_and_dots_become_numbered_sample_files_inside_the_bundle(tmp_path: Path) -> None:
+    path = tmp_path / "odd.onnx"
+    onnx.save(onnx.parser.parse_model(ODD_NAMES_TEXT), path)
+    folder = tmp_path / "deep" / "bundle"
+    result = export_web(hone.load(str(path)), folder, optimize=False)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    sample = manifest["sample"]
+    assert [(t["name"], t["file"]) for t in sample["inputs"]] == [
+        ("a/b", "sample/input_0.bin"), ("../in", "sample/input_1.bin")]
+    assert [(t["name"], t["file"]) for t in sample["expected"]] == [
+        ("../evil", "sample/output_0.bin"), ("x/y/z", "sample/output_1.bin")]
+    assert sorted(p.name for p in (folder / "sample").iterdir()) == [
+        "input_0.bin", "input_1.bin", "output_0.bin", "output_1.bin"]
+    assert sorted(p.name for p in (tmp_path / "deep").iterdir()) == ["bundle"], "nothing written outside"
+    assert not (tmp_path / "evil.bin").exists() and not (folder / "evil.bin").exists()
+    assert all(f.startswith(("sample/", "ort/")) or "/" not in f for f in result.files)
+    feeds = {t["name"]: read_sample(folder, t) for t in sample["inputs"]}
+    np.testing.assert_allclose(read_sample(folder, sample["expected"][0]), feeds["a/b"] + feeds["../in"])
+    np.testing.assert_allclose(read_sample(folder, sample["expected"][1]), np.maximum(feeds["a/b"], 0))
+    page = (folder / "hone.mjs").read_text()
+    assert "fetchOk(`./${spec.file}`)" in page, "the page reads sample files by the manifest's file, not by name"

@@ -16,7 +16,9 @@ WebGPU where the browser offers it and on WASM (CPU) otherwise.
   WebGPU (float16 arithmetic, float32 inputs and outputs), kept only when its outputs stay within
   ``FP16_MIN_COSINE`` of the float model's on the sample.
 - ``sample/``: one sample input per model input and native onnxruntime's outputs on it (raw
-  little-endian arrays); text models get a sample sentence, which the page tokenizes itself.
+  little-endian arrays), as ``input_<i>.bin`` and ``output_<i>.bin`` by position (tensor names may
+  hold ``/`` or ``..``); the manifest's ``sample`` gives each file's tensor name, which the page
+  reads. Text models get a sample sentence, which the page tokenizes itself.
 - ``tokenizer.json`` for text models (the page's WordPiece tokenizer reads its vocabulary).
 - ``manifest.json`` (``WebManifest``): inputs, outputs, preprocessing, sample, the placement check
   (which ops the WebGPU provider will hand to the CPU), sizes raw and gzip'd.
@@ -247,9 +249,12 @@ def _write_sample(source: Model, optimized: Model, model_path: Path, folder: Pat
     feeds, text = _sample_feeds(source, optimized)
     outputs = Session(optimized, SessionConfig(provider="cpu")).run(feeds)
     (folder / "sample").mkdir()
-    inputs = [_write_array(folder, f"sample/{name}.bin", name, array) for name, array in feeds.items()]
-    expected = [_write_array(folder, f"sample/expected.{spec.name}.bin", spec.name, array)
-                for spec, array in zip(optimized.outputs, outputs)]
+    # File names come from the position, never from the tensor's name: ONNX names may hold '/',
+    # '..' or characters a file system refuses. The manifest pairs each file with its real name.
+    inputs = [_write_array(folder, f"sample/input_{index}.bin", name, array)
+              for index, (name, array) in enumerate(feeds.items())]
+    expected = [_write_array(folder, f"sample/output_{index}.bin", spec.name, array)
+                for index, (spec, array) in enumerate(zip(optimized.outputs, outputs))]
     return WebSample(inputs=inputs, expected=expected, text=text)
 
 
