@@ -191,11 +191,22 @@ def _prepare_transformer(float_model: Model, calibration: CalibrationSet, thread
 
 
 def _choose_mode(model: Model) -> str:
-    ops = {node.op_type for node in model.ir.graph}
-    if "Conv" in ops:
+    """static for a main-graph Conv; dynamic for MatMul/Gemm/Attention anywhere, If/Loop/Scan bodies
+    included (dynamic INT8 quantizes bodies; static keeps them float: onnxruntime calibrates the
+    main graph only, so Conv found only in bodies is refused with that reason)."""
+    from hone.quantize.int8 import graph_op_types, subgraph_nodes
+
+    main = {node.op_type for node in model.ir.graph}
+    ops = graph_op_types(model)
+    if "Conv" in main:
         return "static"
     if ops & {"MatMul", "Gemm", "Attention"}:
         return "dynamic"
+    if "Conv" in ops:
+        convs = subgraph_nodes(model, ("Conv",))
+        raise OptionError(f"{model.name} has Conv only inside If/Loop/Scan bodies ({', '.join(convs[:3])}"
+                          f"{', ...' if len(convs) > 3 else ''}), which static INT8 keeps float (onnxruntime "
+                          "calibrates the main graph only); use --mode fp16, which converts the bodies too")
     raise OptionError(f"{model.name} has no Conv, MatMul or Gemm to quantize; nothing for INT8 to speed up")
 
 

@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 FORMATS = ("qdq", "qoperator")
 METHODS = ("minmax", "percentile", "entropy")
+# The compute-heavy ops static INT8 turns into INT8 kernels (named when a body keeps them float).
+STATIC_OP_TYPES = ("Conv", "MatMul", "Gemm")
 # Ops that fp16 conversion keeps in float32: onnxruntime's own block list plus ops whose fp16
 # kernels lose too much (reductions and normalizations accumulate in the output type).
 FP16_KEEP_FLOAT = ("Resize", "Range", "ReduceL2", "ReduceSum", "ReduceMean", "LayerNormalization",
@@ -55,7 +57,17 @@ class QuantizationError(HoneError):
 
 def static_int8(float_model: Model, calibration: CalibrationSet, *, fmt: str = "qdq", method: str = "minmax",
                 per_channel: bool = True, exclude: list[str] | tuple[str, ...] = ()) -> Model:
-    """Static INT8 of ``float_model`` calibrated on ``calibration``; ``exclude`` names nodes kept float."""
+    """Static INT8 of ``float_model`` calibrated on ``calibration``; ``exclude`` names nodes kept float.
+
+    Nodes inside If/Loop/Scan bodies stay float: onnxruntime calibrates tensors of the main graph
+    only (its QDQ quantizer skips bodies; its QOperator one fails on them), so a warning names them
+    and the step counts them.
+
+    Per-channel QDQ below opset 13 (whose QuantizeLinear/DequantizeLinear have no ``axis``): the
+    model is upgraded to opset 13 first, or, when that conversion fails, quantized per tensor with a
+    warning and a note in its steps (``_per_channel_opset``). QOperator needs no upgrade: its
+    QLinearConv takes per-channel weight scales from opset 10 on.
+    """
     from onnxruntime import quantization as q
 
     if fmt not in FORMATS:
@@ -67,6 +79,16 @@ def static_int8(float_model: Model, calibration: CalibrationSet, *, fmt: str = "
     extra = {"WeightSymmetric": True, "ActivationSymmetric": False}
     if method == "percentile":
         extra["CalibPercentile"] = 99.999
+    opset_step = ""
+    if fmt == "qdq" and per_channel and _onnx_opset(float_model) < PER_CHANNEL_MIN_OPSET:
+        float_model, per_channel, opset_step = _per_channel_opset(float_model)
+    in_bodies = subgraph_nodes(float_model, STATIC_OP_TYPES)
+    if in_bodies:
+        opset_step += f", {len(in_bodies)} If/Loop/Scan body nodes kept float"
+        if not exclude:  # once per format, not again for every fallback attempt
+            logger.warning("static INT8 keeps %d node(s) inside If/Loop/Scan bodies float (%s): onnxruntime "
+                           "calibrates the main graph only; --mode dynamic or fp16 reaches them",
+                           len(in_bodies), ", ".join(in_bodies[:5]) + (", ..." if len(in_bodies) > 5 else ""))
     with tempfile.TemporaryDirectory(prefix="hone-quant-") as folder:
         source = _save(float_model, Path(folder) / "float.onnx")
         target = Path(folder) / "int8.onnx"
@@ -81,8 +103,50 @@ def static_int8(float_model: Model, calibration: CalibrationSet, *, fmt: str = "
         except Exception as exc:  # the quantizer raises many kinds; the user needs one line
             raise QuantizationError(f"onnxruntime could not quantize {float_model.name} statically ({fmt}): "
                                     f"{type(exc).__name__}: {exc}") from exc
-        return _load(float_model, target, f"quantize static int8 {fmt} {method}"
+        return _load(float_model, target, f"quantize static int8 {fmt} {method}" + opset_step
                      + (f", {len(exclude)} nodes kept float" if exclude else ""))
+
+
+# QuantizeLinear/DequantizeLinear take ``axis`` (one scale per channel) from opset 13 on; opsets
+# 10-12 have per-tensor scales only, so a per-channel QDQ model at those opsets is invalid ONNX.
+PER_CHANNEL_MIN_OPSET = 13
+
+
+def _onnx_opset(model: Model) -> int:
+    """The model's default-domain (ai.onnx) opset."""
+    opsets = model.ir.opset_imports
+    return int(opsets.get("", opsets.get("ai.onnx", PER_CHANNEL_MIN_OPSET)))
+
+
+def _per_channel_opset(float_model: Model) -> tuple[Model, bool, str]:
+    """Make per-channel QDQ possible for a model below opset 13: ``(model, per_channel, step note)``.
+
+    Decision: the model is upgraded to opset 13 with ``onnx.version_converter`` (per-channel scales
+    keep the small channels; see the module docstring) and used only when the conversion verifiably
+    happened (the converted model declares opset 13 and passes ``onnx.checker``). When it did not
+    (an op the converter cannot upgrade, a model past protobuf's 2 GB), the weights are quantized
+    per tensor instead, which opsets 10-12 can express, and the step says so. Either way the
+    candidate is judged against the original float model by the accuracy gate, so a conversion
+    that changed an answer is caught like any other quantization error.
+    """
+    from onnx import version_converter
+
+    before = _onnx_opset(float_model)
+    try:
+        ir.external_data.load_to_model(float_model.ir)
+        converted = version_converter.convert_version(ir.to_proto(float_model.ir), PER_CHANNEL_MIN_OPSET)
+        versions = {o.version for o in converted.opset_import if o.domain in ("", "ai.onnx")}
+        if versions != {PER_CHANNEL_MIN_OPSET}:
+            raise ValueError(f"the converted model declares opset {sorted(versions)}")
+        onnx.checker.check_model(converted)
+    except Exception as exc:  # the converter raises C++ errors of many kinds
+        logger.warning("%s is at opset %d, below the %d that per-channel INT8 needs, and could not be converted "
+                       "(%s: %s); its weights are quantized per tensor", float_model.name, before,
+                       PER_CHANNEL_MIN_OPSET, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        return float_model, False, f", per-tensor weights (opset {before} has no per-channel axis)"
+    logger.info("%s: opset %d -> %d for per-channel INT8 weights", float_model.name, before, PER_CHANNEL_MIN_OPSET)
+    upgraded = float_model.with_graph(ir.from_proto(converted), f"convert opset {before} -> {PER_CHANNEL_MIN_OPSET}")
+    return upgraded, True, f", per-channel after opset {before} -> {PER_CHANNEL_MIN_OPSET}"
 
 
 # Dynamic INT8 quantizes MatMul, Gemm and Gather (embedding tables), never the fused Attention node:
@@ -101,15 +165,22 @@ def dynamic_int8(float_model: Model, *, per_channel: bool = True, exclude: list[
 
     ``weight_type`` s8 takes onnxruntime's fastest CPU path (u8 activations x s8 weights); u8 is
     slower on CPUs without VNNI but keeps more precision (no int16 saturation in the u8s8 kernel).
+
+    ``op_types`` nodes inside If/Loop/Scan bodies are quantized too (onnxruntime's
+    ``EnableSubgraph``, dynamic mode only: e.g. the two branches of a merged decoder); ``exclude``
+    names reach into bodies as well. Should onnxruntime fail on the bodies, they stay float with a
+    warning and the main graph is quantized alone.
     """
     from onnxruntime import quantization as q
 
     if weight_type not in WEIGHT_TYPES:
         raise OptionError(f"weight type {weight_type!r} is unknown; choose one of: {', '.join(WEIGHT_TYPES)}")
+    in_bodies = subgraph_nodes(float_model, op_types)
     with tempfile.TemporaryDirectory(prefix="hone-quant-") as folder:
         source = _save(float_model, Path(folder) / "float.onnx")
         target = Path(folder) / "int8.onnx"
-        try:
+
+        def run(enable_subgraph: bool) -> None:
             q.quantize_dynamic(
                 str(source), str(target), per_channel=per_channel,
                 weight_type=q.QuantType.QInt8 if weight_type == "s8" else q.QuantType.QUInt8,
@@ -117,11 +188,24 @@ def dynamic_int8(float_model: Model, *, per_channel: bool = True, exclude: list[
                 # the dynamic quantizer first turns Gemm G into MatMul G_MatMul + Add G_Add, then excludes
                 nodes_to_exclude=[*exclude, *(f"{name}_MatMul" for name in exclude)],
                 use_external_data_format=_is_large(float_model),
+                extra_options={"EnableSubgraph": enable_subgraph},
             )
+
+        body_step = f", {len(in_bodies)} If/Loop/Scan body nodes quantized too" if in_bodies else ""
+        try:
+            try:
+                run(enable_subgraph=bool(in_bodies))
+            except Exception as exc:
+                if not in_bodies:
+                    raise
+                logger.warning("onnxruntime could not quantize the If/Loop/Scan bodies of %s (%s: %s); their %d "
+                               "node(s) stay float", float_model.name, type(exc).__name__, exc, len(in_bodies))
+                body_step = f", {len(in_bodies)} If/Loop/Scan body nodes kept float"
+                run(enable_subgraph=False)
         except Exception as exc:
             raise QuantizationError(f"onnxruntime could not quantize {float_model.name} dynamically: "
                                     f"{type(exc).__name__}: {exc}") from exc
-        return _load(float_model, target, f"quantize dynamic int8 ({weight_type} weights)"
+        return _load(float_model, target, f"quantize dynamic int8 ({weight_type} weights)" + body_step
                      + (f", {len(exclude)} nodes kept float" if exclude else ""))
 
 
@@ -158,8 +242,29 @@ def _with_graph_io_dtypes(model: Model) -> Model:
     )
 
 
+def graph_op_types(model: Model) -> set[str]:
+    """Op types of every node of the model's graph, the bodies of If/Loop/Scan (at any depth) included.
+
+    Model-local functions are not entered: onnxruntime's quantizers see their call nodes only."""
+    return {node.op_type for node in ir.traversal.RecursiveGraphIterator(model.ir.graph)}
+
+
+def subgraph_nodes(model: Model, op_types: tuple[str, ...] = ("Conv", "MatMul", "Gemm", "Gather")) -> list[str]:
+    """Names (or ``<op_type> in <body>`` when unnamed) of ``op_types`` nodes inside If/Loop/Scan bodies."""
+    top = {id(node) for node in model.ir.graph}
+    return [node.name or f"{node.op_type} in {node.graph.name if node.graph is not None else 'a body'}"
+            for node in ir.traversal.RecursiveGraphIterator(model.ir.graph)
+            if id(node) not in top and node.op_type in op_types
+            and (node.op_type != "Gather" or _float_table(node))]
+
+
 def quantizable_nodes(model: Model, op_types: tuple[str, ...] = ("Conv", "MatMul", "Gemm", "Gather")) -> list[str]:
-    """Names of the nodes the quantizer turns into INT8 kernels (the candidates to keep float).
+    """Names of the main graph's nodes the quantizer turns into INT8 kernels (the candidates to keep float).
+
+    Nodes inside If/Loop/Scan bodies are not listed (``subgraph_nodes`` lists them): static INT8
+    keeps them float anyway (onnxruntime calibrates the main graph only), and dynamic INT8, which
+    does quantize them, cannot have them ranked by the per-layer fallback, whose comparison exposes
+    main-graph values only; such a body is judged as a whole by the accuracy gate.
 
     onnxruntime keeps nodes float by name only, so an unnamed one (ONNX text, some exporters) is
     named here, in place, ``<op_type>_<index>``: call this on the float model the candidates are
