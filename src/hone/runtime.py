@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -30,6 +31,13 @@ OPTIMIZATION_LEVELS: dict[str, ort.GraphOptimizationLevel] = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
+# onnxruntime's log severities: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal. A failed run makes
+# onnxruntime print its own "[E:onnxruntime:, sequential_executor.cc ...]" line to stderr before hone
+# raises; the exception carries the same text, which hone turns into one line naming the node, so
+# sessions and runs leave onnxruntime only its fatal messages.
+ORT_LOG_SEVERITY = 4
+# "... Non-zero status code returned while running Gather node. Name:'xyz' Status Message: ..."
+_FAILED_NODE = re.compile(r"running (?P<op_type>[\w.]+) node\. Name:'(?P<node>[^']*)'(?: Status Message: (?P<status>.*))?")
 
 
 def default_threads() -> int:
@@ -90,7 +98,7 @@ class Session:
         options.intra_op_num_threads = self.config.threads or default_threads()
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.log_severity_level = 3
+        options.log_severity_level = ORT_LOG_SEVERITY
         if self.config.profile_prefix:
             options.enable_profiling = True
             options.profile_file_prefix = self.config.profile_prefix
@@ -107,6 +115,8 @@ class Session:
             ) from exc
         self.input_names = [i.name for i in self._session.get_inputs()]
         self.output_names = [o.name for o in self._session.get_outputs()]
+        self._run_options = ort.RunOptions()
+        self._run_options.log_severity_level = ORT_LOG_SEVERITY
 
     @property
     def providers(self) -> list[str]:
@@ -121,12 +131,23 @@ class Session:
         if missing:
             raise ExecutionError(f"inputs missing for {self.model.name}: {', '.join(missing)}")
         try:
-            return self._session.run(None, {name: feeds[name] for name in self.input_names})
+            return self._session.run(None, {name: feeds[name] for name in self.input_names}, self._run_options)
         except Exception as exc:
-            raise ExecutionError(
-                f"onnxruntime failed running {self.model.name}: {_first_line(exc)}",
-                model=self.model.name,
-            ) from exc
+            raise _run_error(self.model.name, exc) from exc
+
+
+def _run_error(model_name: str, exc: BaseException) -> ExecutionError:
+    """onnxruntime's run failure as one line that names the failing node (from its message) when it can."""
+    failed = _FAILED_NODE.search(str(exc))
+    if failed is None:
+        return ExecutionError(f"onnxruntime failed running {model_name}: {_first_line(exc)}", model=model_name)
+    status = (failed.group("status") or "").strip().splitlines()
+    node = failed.group("node") or "(unnamed)"
+    return ExecutionError(
+        f"onnxruntime failed running {model_name} at {failed.group('op_type')} node '{node}': "
+        f"{status[0] if status else _first_line(exc)}; check that the inputs' values and shapes fit the model",
+        model=model_name, node=failed.group("node"), op_type=failed.group("op_type"),
+    )
 
 
 def _first_line(exc: BaseException) -> str:
