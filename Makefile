@@ -47,7 +47,7 @@ $(STAMP): requirements.lock pyproject.toml scripts/fetch_triton_proto.py
 	$(BIN)/python -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $(STAMP)
 
-# Runs hone's main job on the built-in default model (resnet18); the report lands in $(OUT)/.
+# Runs hone's main job on the built-in default model (efficientnet_lite0); the report lands in $(OUT)/.
 run: setup
 	$(BIN)/hone run --out $(OUT) --force
 

@@ -33,7 +33,7 @@ console = Console() if sys.stdout.isatty() else Console(width=160)
 error_console = Console(stderr=True)
 
 ModelArg = Annotated[
-    str, typer.Argument(help="an .onnx file, a zoo name (resnet18, resnet50, digits_cnn, minilm), or file.py:factory")
+    str, typer.Argument(help="an .onnx file, a zoo name (efficientnet_lite0, resnet18, resnet50, digits_cnn, minilm), or file.py:factory")
 ]
 JsonOption = Annotated[Path | None, typer.Option("--json", help="write the result as JSON to this path")]
 ForceOption = Annotated[bool, typer.Option("--force", help="overwrite existing output files")]
@@ -314,7 +314,7 @@ def machine(
 
 @app.command()
 def run(
-    model: Annotated[str | None, typer.Argument(help="model (default: resnet18)")] = None,
+    model: Annotated[str | None, typer.Argument(help="model (default: efficientnet_lite0)")] = None,
     out: Annotated[Path, typer.Option("--out", help="folder for report.json and report.html")] = Path("hone-out"),
     batch: Annotated[str | None, typer.Option("--batch", help="comma-separated batch sizes (default 1,8)")] = None,
     threads: ThreadsOption = None,

@@ -15,7 +15,9 @@ class EvalSet:
     """Real held-out data for a zoo model: inputs by name, and labels or reference outputs.
 
     ``metric`` names how a candidate's outputs are judged: ``"top1"`` (argmax of the first output
-    against ``labels``) or ``"cosine"`` (the output named ``output_name`` against ``reference``).
+    against ``labels``), ``"agreement"`` (no labels: the candidate's argmax of ``output_name`` against
+    the float model's, for classifiers) or ``"cosine"`` (the output named ``output_name`` against
+    ``reference``).
     """
 
     inputs: dict[str, np.ndarray]
@@ -42,5 +44,10 @@ class ZooModel:
     eval_data: Callable[[], EvalSet] | None = None
     # Samples for calibrating static INT8, disjoint from ``eval_data``: (inputs by name, description).
     calibration_data: Callable[[], tuple[dict[str, np.ndarray], str]] | None = None
+    # The class names of a classifier's output, index i = class i (e.g. ImageNet's 1000).
+    class_names: Callable[[], list[str]] | None = None
+    # Entries written into the exported ONNX file's metadata_props (e.g. hone.imaging.METADATA_KEY
+    # -> the ImagePreprocess JSON); they are part of the cached export's name, so a change rebuilds it.
+    metadata: dict[str, str] = field(default_factory=dict)
     # Bump when the architecture or weights change so that cached exports are rebuilt.
     version: str = "1"

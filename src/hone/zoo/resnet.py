@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hone.imaging import IMAGENET_MEAN_PIXELS, IMAGENET_STD_PIXELS, METADATA_KEY, ImagePreprocess
 from hone.paths import cache_dir
 from hone.specs import TensorSpec
 from hone.zoo.base import ZooModel
@@ -46,6 +47,8 @@ CALIBRATION_BATCH_SIZE = 4
 CALIBRATION_RESOLUTION_PX = 112
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# What a real torchvision ResNet expects (these weights are seeded, but the input contract is the same).
+PREPROCESS = ImagePreprocess(mean=IMAGENET_MEAN_PIXELS, std=IMAGENET_STD_PIXELS)
 # A sanity bound on logits of the calibrated models for image-like inputs; real values are ~1-5.
 MAX_SANE_ABS_LOGIT = 100.0
 
@@ -274,19 +277,20 @@ def _zoo_model(name: str, description: str) -> ZooModel:
         provenance={
             "seed": str(SEED),
             "architecture": f"torchvision {name}",
-            "weights": "seeded random, BN stats calibrated on seeded noise",
+            "weights": "seeded random (not trained), BN stats calibrated on seeded noise",
         },
+        metadata={METADATA_KEY: PREPROCESS.to_json()},
         version=VERSION,
     )
 
 
 RESNET18 = _zoo_model(
     "resnet18",
-    "ResNet-18 (torchvision layout, 11.7M parameters), seeded weights with calibrated BatchNorm; "
-    "input: ImageNet-normalized RGB 224x224, output: 1000 logits",
+    "ResNet-18 (torchvision layout, 11.7M parameters), seeded random weights (not trained: its answers "
+    "mean nothing) with calibrated BatchNorm; input: ImageNet-normalized RGB 224x224, output: 1000 logits",
 )
 RESNET50 = _zoo_model(
     "resnet50",
-    "ResNet-50 (torchvision layout, 25.6M parameters), seeded weights with calibrated BatchNorm; "
-    "input: ImageNet-normalized RGB 224x224, output: 1000 logits",
+    "ResNet-50 (torchvision layout, 25.6M parameters), seeded random weights (not trained: its answers "
+    "mean nothing) with calibrated BatchNorm; input: ImageNet-normalized RGB 224x224, output: 1000 logits",
 )
