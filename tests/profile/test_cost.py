@@ -452,3 +452,43 @@ def test_zoo_minilm_macs_are_its_projections_ffn_and_attention_matmuls() -> None
     assert cost.unknown_ops == {}
     assert cost.total_macs == layers * per_layer
     assert cost.total_flops == pytest.approx(2 * cost.total_macs, rel=0.02)
+
+
+# --- shapes a run saw: fed inputs and values inference cannot follow ------------------------------
+
+# x2's shape depends on the data (which If branch runs), so no shape inference can know Conv's.
+CONV_AFTER_DATA_DEPENDENT_IF = """
+    g (float[N, C, H, W] x, float[4, 3, 3, 3] w) => (float[N, K, P, Q] y)
+    <float zero = {0.0}, int64[1] starts = {0}, int64[1] ends = {4}, int64[1] axes = {3}> {
+        total = ReduceSum <keepdims = 0> (x)
+        positive = Greater (total, zero)
+        x2 = If (positive) <then_branch = then_g () => (float[N, C, H, W] t) { t = Identity (x) },
+                            else_branch = else_g () => (float[N, C, H, S] e) { e = Slice (x, starts, ends, axes) }>
+        y = Conv (x2, w)
+    }"""
+
+
+def test_values_inference_cannot_follow_are_listed_and_leave_the_conv_unknown() -> None:
+    cost = model_cost(parse(CONV_AFTER_DATA_DEPENDENT_IF), dims={"C": 3, "H": 8, "W": 8})
+    conv = next(n for n in cost.nodes if n.op_type == "Conv")
+    assert not conv.known and "shape unknown for input 'x2'" in conv.note
+    assert cost.unknown_values == ["x2", "y"]
+
+
+def test_shapes_from_a_run_cost_what_inference_could_not() -> None:
+    run = {"x2": (onnx.TensorProto.FLOAT, (1, 3, 8, 4)), "y": (onnx.TensorProto.FLOAT, (1, 4, 6, 2))}
+    cost = model_cost(parse(CONV_AFTER_DATA_DEPENDENT_IF), dims={"C": 3, "H": 8, "W": 8}, run_shapes=run)
+    conv = next(n for n in cost.nodes if n.op_type == "Conv")
+    assert conv.known and conv.macs == 4 * 6 * 2 * 3 * 9  # numel(Y) * Cin * prod(k), at the run's shapes
+    assert conv.bytes_read == (3 * 8 * 4 + 4 * 3 * 9) * FLOAT_BYTES
+    assert cost.unknown_values == [] and cost.shape_inference.endswith("+run")
+
+
+def test_fed_input_shapes_replace_the_resolved_ones_for_every_symbolic_dim() -> None:
+    model = parse("""
+        g (float[N, C, H, W] x, float[4, 3, 3, 3] w) => (float y) {
+            y = Conv <pads = [1, 1, 1, 1]> (x, w)
+        }""")
+    cost = model_cost(model, batch=1, input_shapes={"x": (2, 3, 10, 6)})
+    assert only_node(cost).macs == 2 * 4 * 10 * 6 * 3 * 9
+    assert cost.dims == {"C": 3, "H": 10, "W": 6}

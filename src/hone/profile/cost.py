@@ -6,6 +6,12 @@ named dims take ``dims``; for a hone Model through ``hone.data.resolve_shape`` w
 inference (it knows the com.microsoft contrib ops; onnx's ``infer_shapes(data_prop=True)`` is the
 fallback), and costs each node of the main graph from those shapes. It never runs the model.
 
+A caller that did run it (``hone.profile``) passes what the run saw: ``input_shapes``, the shapes
+it fed (they replace the resolved ones), and ``run_shapes``, the type and shape of values as the
+run produced them, which take precedence over inference. ``ModelCost.unknown_values`` lists the
+node outputs inference left without a concrete shape: the ones worth asking a run for (a Reshape
+to a shape computed from data, the output of an If whose branches differ, a custom op).
+
 Notation: ``numel(T)`` is the element count of tensor ``T``; ``X`` is a node's first input, ``Y``
 its first output; ``T = 4`` is the cost of one transcendental function (exp, log, erf, tanh,
 sigmoid, sin, pow, ...); ``S_L = 6`` is scale + softmax per attention score.
@@ -111,8 +117,8 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -174,11 +180,17 @@ class ModelCost:
     total_flops: int
     total_bytes: int
     unknown_ops: dict[str, int]  # op_type -> count of nodes whose cost is not known
-    shape_inference: str = ""  # "onnxruntime-symbolic" | "onnx" | "onnxruntime-symbolic+onnx"
+    shape_inference: str = ""  # "onnxruntime-symbolic" | "onnx" | "onnxruntime-symbolic+onnx", "+run" when run_shapes filled any
+    # Main-graph node outputs without a concrete shape after inference (and run_shapes), in graph order.
+    unknown_values: list[str] = field(default_factory=list)
 
     @property
     def total_weight_bytes(self) -> int:
         return sum(node.weight_bytes for node in self.nodes)
+
+
+# A value's (onnx.TensorProto element type, concrete shape), as a run of the model produced it.
+RunShape = tuple[int, tuple[int, ...]]
 
 
 def model_cost(
@@ -186,8 +198,14 @@ def model_cost(
     *,
     batch: int = 1,
     dims: Mapping[str, int] | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    run_shapes: Mapping[str, RunShape] | None = None,
 ) -> ModelCost:
-    """Cost every node of ``model``'s main graph with inputs at ``batch`` and ``dims``."""
+    """Cost every node of ``model``'s main graph with inputs at ``batch`` and ``dims``.
+
+    ``input_shapes`` (input name -> shape a run was fed) replace the shapes ``batch`` and ``dims``
+    resolve to; ``run_shapes`` (value name -> element type and shape a run produced) replace
+    inferred ones, so values inference cannot follow are costed too."""
     from hone.model import Model
 
     if batch < 1:
@@ -209,16 +227,22 @@ def model_cost(
         specs = tuple(
             _spec_from_value_info(vi, given_dims) for vi in graph.input if vi.name not in constants
         )
-    shapes, used_dims = _concrete_shapes(specs, batch, given_dims)
+    shapes, used_dims = _concrete_shapes(specs, batch, given_dims, input_shapes or {})
 
     slim = _shape_inference_input(proto, shapes, constants)
     inferred, method = _infer_shapes(slim)
     tensors = _tensor_table(inferred, proto)
+    filled = _apply_run_shapes(tensors, run_shapes or {}, constants)
+    if filled:
+        method += "+run"
+        logger.info("shapes of %d values from a run of the model", filled)
 
     nodes = [_cost_node(node, index, tensors, constants) for index, node in enumerate(graph.node)]
     unknown = Counter(node.op_type for node in nodes if not node.known)
     if unknown:
         logger.info("no cost for %d nodes: %s", sum(unknown.values()), dict(unknown))
+    unknown_values = [name for node in graph.node for name in node.output
+                      if name and (tensors.get(name) is None or tensors[name].numel is None)]
     return ModelCost(
         nodes=nodes,
         batch=batch,
@@ -228,6 +252,7 @@ def model_cost(
         total_bytes=sum(node.bytes for node in nodes),
         unknown_ops=dict(unknown),
         shape_inference=method,
+        unknown_values=list(dict.fromkeys(unknown_values)),
     )
 
 
@@ -298,13 +323,19 @@ def _spec_from_value_info(value: onnx.ValueInfoProto, given_dims: Mapping[str, i
 
 
 def _concrete_shapes(
-    specs: tuple[TensorSpec, ...], batch: int, given_dims: dict[str, int]
+    specs: tuple[TensorSpec, ...], batch: int, given_dims: dict[str, int],
+    fed: Mapping[str, Sequence[int]],
 ) -> tuple[dict[str, tuple[int, ...]], dict[str, int]]:
-    """Each input's concrete shape, and the value every named non-batch dim took."""
+    """Each input's concrete shape (as ``fed`` to a run, else resolved), and the value every named
+    non-batch dim took."""
     shapes: dict[str, tuple[int, ...]] = {}
     used: dict[str, int] = {}
     for spec in specs:
-        shape = resolve_shape(spec, batch=batch, dims=given_dims)
+        given = fed.get(spec.name)
+        if given is not None and len(given) == len(spec.shape):
+            shape = tuple(int(d) for d in given)
+        else:
+            shape = resolve_shape(spec, batch=batch, dims=given_dims)
         shapes[spec.name] = shape
         for axis, dim in enumerate(spec.shape):
             takes_batch = dim not in given_dims and (axis == 0 or dim == "batch")
@@ -441,6 +472,20 @@ def _tensor_table(inferred: onnx.ModelProto, original: onnx.ModelProto) -> dict[
         if info.numel is not None and (previous is None or previous.numel is None):
             table[value.name] = info
     return table
+
+
+def _apply_run_shapes(tensors: dict[str, _TensorInfo], run_shapes: Mapping[str, RunShape], constants: set[str]) -> int:
+    """Put the shapes a run produced into ``tensors`` (they are the truth at those inputs); how many
+    values that gave a concrete shape inference had not."""
+    filled = 0
+    for name, (elem_type, shape) in run_shapes.items():
+        if name in constants:
+            continue
+        previous = tensors.get(name)
+        if previous is None or previous.numel is None:
+            filled += 1
+        tensors[name] = _TensorInfo(int(elem_type), tuple(int(d) for d in shape))
+    return filled
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,6 +3,11 @@
 measure (onnxruntime's profiler, median per executed node) -> attribute executed nodes to the
 user's nodes -> cost them (FLOPs from the user's nodes, bytes from the shapes onnxruntime ran)
 -> classify against the machine's measured roofs -> group by op type -> recommend.
+
+Costs use the shapes of the run: the cost model gets the input shapes the profile fed, and where
+shape inference cannot follow a value (a Reshape to a shape computed from data, an If whose
+branches differ, a custom op) one more run on the same inputs exposes those values and reports
+their shapes, so a Conv or MatMul behind them is costed at what actually ran.
 """
 
 from __future__ import annotations
@@ -12,20 +17,24 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
 import onnx_ir as ir
+from onnx import helper
 
+from hone.errors import HoneError
 from hone.machine import MachineCeilings, ceilings
 from hone.model import Model
 from hone.profile.attribute import attribute
-from hone.profile.cost import model_cost
+from hone.profile.cost import ModelCost, RunShape, model_cost
 from hone.profile.recommend import Recommendation, recommend
 from hone.profile.roofline import Roofline, classify, dominant_bound
 from hone.profile.runner import RawProfile, collect
-from hone.runtime import default_threads
+from hone.runtime import Session, SessionConfig, default_threads
 
 logger = logging.getLogger(__name__)
 
 OUTSIDE_NODES_ROW = "(outside nodes)"
+SEED = 0  # of the synthesized inputs the profile runs (and costs its shapes at)
 
 
 @dataclass
@@ -100,11 +109,11 @@ def profile(
     threads = threads or default_threads()
     named = _with_unique_node_names(model)
     raw = collect(named, batch=batch, threads=threads, provider=provider,
-                  optimization=optimization, runs=runs, warmup_runs=warmup_runs)
+                  optimization=optimization, runs=runs, warmup_runs=warmup_runs, seed=SEED)
     roofs = machine or ceilings(threads)
     roof = Roofline(roofs.gemm_gflops, roofs.memory_gbps)
     original = ir.to_proto(named.ir)
-    costs = model_cost(named, batch=batch, dims=named.default_dims)
+    costs = _run_costs(named, batch, threads)
     attribution = attribute(original, raw.optimized_graph, [node.name for node in raw.executed],
                             {node.name: node.op_type for node in raw.executed})
     by_name = {node.name: node for node in costs.nodes}
@@ -171,6 +180,53 @@ def profile(
     )
     result.recommendations = recommend(result, original)
     return result
+
+
+def _profile_feeds(model: Model, batch: int) -> dict[str, np.ndarray]:
+    """The inputs ``runner.collect`` feeds at ``seed=SEED``: the same call, so the costs are at the
+    shapes (and, for data-dependent shapes, the values) the profile ran. Change both together."""
+    from hone.data import synthesize
+
+    return synthesize(model.inputs, batch=batch, dims=model.default_dims, seed=SEED)
+
+
+def _run_costs(model: Model, batch: int, threads: int) -> ModelCost:
+    """The cost model at the shapes the profile ran: the inputs ``collect`` fed, and, for values
+    shape inference left unknown, their shapes from one more run on those inputs."""
+    feeds = _profile_feeds(model, batch)
+    input_shapes = {name: tuple(array.shape) for name, array in feeds.items()}
+    costs = model_cost(model, batch=batch, dims=model.default_dims, input_shapes=input_shapes)
+    if not costs.unknown_values:
+        return costs
+    try:
+        observed = _run_shapes(model, feeds, costs.unknown_values, threads)
+    except HoneError as exc:  # the profile itself ran; only the extra outputs failed
+        logger.warning("could not run %s for the shapes inference missed (%s); %d values stay unknown",
+                       model.name, exc, len(costs.unknown_values))
+        return costs
+    logger.info("shapes of %d values of %s from a run (shape inference could not follow them)",
+                len(observed), model.name)
+    return model_cost(model, batch=batch, dims=model.default_dims, input_shapes=input_shapes, run_shapes=observed)
+
+
+def _run_shapes(model: Model, feeds: dict[str, np.ndarray], names: list[str], threads: int) -> dict[str, RunShape]:
+    """Element type and shape of the main-graph values ``names`` in one run of ``model`` on ``feeds``."""
+    copied = ir.from_proto(ir.to_proto(model.ir))
+    produced = {value.name: value for node in copied.graph for value in node.outputs}
+    exposed = [name for name in names if name in produced]
+    outputs = {value.name for value in copied.graph.outputs}
+    copied.graph.outputs.extend(produced[name] for name in exposed if name not in outputs)
+    session = Session(model.with_graph(copied, "expose values for their shapes"),
+                      SessionConfig(threads=threads, optimization="disabled"))
+    arrays = dict(zip(session.output_names, session.run(feeds)))
+    shapes: dict[str, RunShape] = {}
+    for name in exposed:
+        array = np.asarray(arrays.get(name))
+        try:
+            shapes[name] = (helper.np_dtype_to_tensor_dtype(array.dtype), tuple(array.shape))
+        except (KeyError, TypeError):  # strings, sequences: no fixed-size tensor type to cost
+            logger.info("value %s of %s has no tensor type (%s); its shape stays unknown", name, model.name, array.dtype)
+    return shapes
 
 
 def _with_unique_node_names(model: Model) -> Model:
