@@ -9,6 +9,7 @@ that says what was wrong and what to do; the CLI prints it as one line and exits
     │   ├── ExternalDataError        external data missing or pointing outside the model folder
     │   ├── FactoryError             a `file.py:factory` that cannot be imported, raises, or returns no module
     │   ├── ShapeError               an input shape that does not fit the model
+    │   ├── InventedInputsError      the model does not run on inputs hone invents: give --data
     │   ├── OptionError              a flag value outside its contract
     │   └── RepositoryError          a model repository folder that breaks its layout or config
     ├── OutputExistsError            an output would overwrite an existing file (use --force)
@@ -74,6 +75,10 @@ class FactoryError(InputError):
 
 class ShapeError(InputError):
     pass
+
+
+class InventedInputsError(InputError):
+    """The model fails on every input hone can invent from its graph; only real samples will do."""
 
 
 class OptionError(InputError):

@@ -27,11 +27,14 @@ from hone.errors import (
     ModelNotFoundError,
     UnknownModelError,
 )
+from hone.infer_inputs import InputFacts, input_facts
 from hone.paths import ensure_writable
 from hone.specs import TensorSpec
 
 if TYPE_CHECKING:  # torch is imported lazily: loading an .onnx file must not pay for it
     import torch
+
+    from hone.data import SampleSet
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +65,8 @@ class Model:
     steps: list[str] = field(default_factory=list)
     # Builds the eager PyTorch module this model was exported from, when there is one.
     torch_factory: Callable[[], "torch.nn.Module"] | None = None
+    # Sample data (the user's --data or the zoo's), shared by every stage; see hone.data.attach.
+    samples: "SampleSet | None" = None
 
     @property
     def opset(self) -> int:
@@ -168,14 +173,15 @@ def load_onnx_file(path: Path, *, name: str | None = None, source: str | None = 
     except Exception as exc:  # onnx-ir raises several types for malformed graphs
         raise InvalidModelError(f"{path} could not be read by onnx-ir ({exc}); re-export it") from exc
     zoo_specs = _recorded_specs(model_ir)
+    facts = input_facts(model_ir)
     default_dims = _recorded_default_dims(model_ir)
     return Model(
         ir=model_ir,
         name=name or path.stem,
         source=source or str(path),
         source_kind="onnx",
-        inputs=_graph_specs(model_ir.graph.inputs, zoo_specs),
-        outputs=_graph_specs(model_ir.graph.outputs, {}),
+        inputs=_graph_specs(model_ir.graph.inputs, zoo_specs, facts),
+        outputs=_graph_specs(model_ir.graph.outputs, {}, facts),
         default_dims=default_dims,
         path=path.resolve(),
         provenance={"file": str(path.resolve())},
@@ -255,7 +261,10 @@ def _all_tensors(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
     return tensors
 
 
-def _graph_specs(values: Sequence[ir.Value], recorded: dict[str, TensorSpec]) -> tuple[TensorSpec, ...]:
+def _graph_specs(values: Sequence[ir.Value], recorded: dict[str, TensorSpec],
+                 facts: dict[str, InputFacts] | None = None) -> tuple[TensorSpec, ...]:
+    """Specs of graph inputs or outputs; ``facts`` (``hone.infer_inputs``) gives batch axes and index bounds."""
+    facts = facts or {}
     specs = []
     for value in values:
         dims: list[int | str | None] = []
@@ -263,12 +272,16 @@ def _graph_specs(values: Sequence[ir.Value], recorded: dict[str, TensorSpec]) ->
             dims.append(dim if isinstance(dim, int) else dim.value)
         dtype = value.dtype.numpy().name if value.dtype is not None else "float32"
         known = recorded.get(value.name or "")
+        fact = facts.get(value.name or "", InputFacts())
         specs.append(
             TensorSpec(
                 name=value.name or "",
                 dtype=dtype,
                 shape=tuple(dims),
                 value_range=known.value_range if known else None,
+                batch_axis=fact.batch_axis,
+                index_bounds=tuple(fact.index_bounds),
+                equal_to=fact.equal_constants[0] if fact.equal_constants else None,
             )
         )
     return tuple(specs)

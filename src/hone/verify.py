@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hone.data import synthesize
+from hone.data import feeds as sample_feeds
+from hone.data import has_batch_axis
 from hone.model import Model
 from hone.runtime import Session, SessionConfig
 
@@ -132,7 +133,8 @@ def verify_runs(
     seed: int = 0,
 ) -> VerifyResult:
     """Run the model and check it: finite outputs, ORT-all vs ORT-disabled, ORT vs PyTorch eager."""
-    feeds = synthesize(model.inputs, batch=batch, dims=model.default_dims, seed=seed)
+    batch = batch if has_batch_axis(model.inputs) else 1
+    feeds = sample_feeds(model, batch=batch, seed=seed)
     optimized = Session(model, SessionConfig(provider=provider, threads=threads, optimization="all"))
     plain = Session(model, SessionConfig(provider=provider, threads=threads, optimization="disabled"))
     ort_all = optimized.run(feeds)
@@ -155,3 +157,167 @@ def verify_runs(
     if not result.passed:
         logger.warning("verification of %s failed: %s", model.name, result)
     return result
+
+
+# --- per output, per channel: the accuracy gate's comparison ------------------------------------
+
+# Default tolerances of the accuracy gate (``hone.quantize.gate.Budget`` takes its defaults here).
+MIN_AGREEMENT = 0.99  # classifier outputs: share of samples whose top-1 class is unchanged
+MIN_COSINE_MEAN = 0.995  # float outputs: cosine with the float model per sample, mean ...
+MIN_COSINE_MIN = 0.98  # ... and worst sample
+MAX_CHANNEL_ERROR = 0.1  # float outputs: RMS error of the worst channel over that channel's own range
+MIN_EXACT_MATCH = 0.99  # integer and bool outputs: share of elements exactly equal
+_EMBEDDING_WORDS = ("embed", "hidden", "feature", "pool")
+
+
+@dataclass
+class OutputJudgement:
+    """One output of a candidate judged against the float model's, with the metrics of its role.
+
+    ``role`` is "classifier" (a (batch, classes) float output: top-1/top-5 agreement), "float"
+    (anything else of a float type: worst channel's RMS error over that channel's range, plus
+    cosine per sample), or "exact" (integer and bool outputs: share of equal elements). Channels
+    are the slices along ``channel_axis``, the smallest static axis other than the batch one
+    (84 in a detector's [1, 84, N]): one channel of box pixels and one of probabilities are each
+    held to their own range. ``margin`` is how far inside the threshold the deciding metric is
+    (negative: outside); the output with the smallest margin decides the gate.
+    """
+
+    name: str
+    role: str
+    metric: str  # the deciding metric: "top1" | "agreement" | "channel-error" | "cosine" | "exact"
+    value: float
+    threshold: str
+    passed: bool
+    margin: float
+    samples: int
+    top1_agreement: float | None = None
+    top5_agreement: float | None = None
+    cosine_mean: float | None = None
+    cosine_min: float | None = None
+    channel_axis: int | None = None
+    channels: int | None = None
+    worst_channel: int | None = None
+    worst_channel_error: float | None = None
+    exact_match: float | None = None
+    top1_float: float | None = None  # with labels: top-1 accuracy (%) of the float model and the candidate
+    top1_candidate: float | None = None
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """The thresholds one judgement applies (the gate's Budget hands its own)."""
+
+    min_agreement: float = MIN_AGREEMENT
+    min_cosine_mean: float = MIN_COSINE_MEAN
+    min_cosine_min: float | None = MIN_COSINE_MIN
+    max_channel_error: float = MAX_CHANNEL_ERROR
+    min_exact_match: float = MIN_EXACT_MATCH
+    max_top1_drop_points: float = 0.5
+
+
+def output_role(name: str, dtype: str, shape: Sequence[int | str | None], batch_axis: int | None,
+                forced: str | None = None) -> str:
+    """How an output is judged: "exact" for integers and bools, "classifier" for (batch, classes)
+    float scores not named like an embedding, "float" for everything else."""
+    if not np.issubdtype(np.dtype(dtype), np.floating):
+        return "exact"
+    if forced in ("cosine",):
+        return "float"
+    if forced in ("agreement", "top1"):
+        return "classifier"
+    if len(shape) == 2 and batch_axis == 0 and isinstance(shape[1], int) and shape[1] > 1 \
+            and not any(word in name.lower() for word in _EMBEDDING_WORDS):
+        return "classifier"
+    return "float"
+
+
+def per_sample(array: np.ndarray, batch_axis: int | None) -> np.ndarray:
+    """``array`` with its samples first: the batch axis moved to the front (a new one when it has none)."""
+    if batch_axis is None or array.ndim == 0:
+        return array[None]
+    return np.moveaxis(array, batch_axis, 0)
+
+
+def judge_output(name: str, role: str, reference: np.ndarray, candidate: np.ndarray, tolerances: Tolerances,
+                 labels: np.ndarray | None = None, channel_axis: int | None = None) -> OutputJudgement:
+    """Judge one output, samples first in both arrays (``per_sample``); ``channel_axis`` counts from
+    the sample's own axes (0 = the first axis after the samples)."""
+    samples = len(reference)
+    if reference.shape != candidate.shape:
+        return OutputJudgement(name, role, "shape", 0.0, f"shape {list(reference.shape)}", False, -1.0, samples)
+    if role == "exact":
+        share = float(np.mean(reference == candidate)) if reference.size else 1.0
+        margin = share - tolerances.min_exact_match
+        return OutputJudgement(name, role, "exact", share, f">= {tolerances.min_exact_match:.1%} equal",
+                               margin >= -1e-12, margin, samples, exact_match=share)
+    ref = reference.astype(np.float64).reshape(samples, -1) if role == "classifier" else reference.astype(np.float64)
+    cand = candidate.astype(np.float64).reshape(ref.shape)
+    if not np.isfinite(cand).all():
+        return OutputJudgement(name, role, "finite", 0.0, "finite values", False, -1.0, samples)
+    if role == "classifier":
+        top1 = float(np.mean(ref.argmax(axis=1) == cand.argmax(axis=1)))
+        k = min(5, ref.shape[1])
+        ref_top5 = np.argsort(-ref, axis=1)[:, :k]
+        cand_top5 = np.argsort(-cand, axis=1)[:, :k]
+        top5 = float(np.mean([set(a) == set(b) for a, b in zip(ref_top5, cand_top5)]))
+        cosines = _row_cosines(ref, cand)
+        if labels is not None:
+            float_top1 = float(np.mean(ref.argmax(axis=1) == labels) * 100)
+            cand_top1 = float(np.mean(cand.argmax(axis=1) == labels) * 100)
+            margin = tolerances.max_top1_drop_points - (float_top1 - cand_top1)
+            return OutputJudgement(name, role, "top1", cand_top1, f"top-1 drop <= {tolerances.max_top1_drop_points:g} "
+                                   "points", margin >= -1e-9, margin / 100, samples, top1, top5, float(cosines.mean()),
+                                   float(cosines.min()), top1_float=float_top1, top1_candidate=cand_top1)
+        margin = top1 - tolerances.min_agreement
+        return OutputJudgement(name, role, "agreement", top1, f"top-1 agreement >= {tolerances.min_agreement:.1%}",
+                               margin >= -1e-12, margin, samples, top1, top5, float(cosines.mean()),
+                               float(cosines.min()))
+    cosines = _row_cosines(ref.reshape(samples, -1), cand.reshape(samples, -1))
+    cos_mean, cos_min = float(cosines.mean()), float(cosines.min())
+    axis, errors = _channel_errors(ref, cand, channel_axis)
+    worst = int(np.argmax(errors))
+    worst_error = float(errors[worst])
+    margins = {"channel-error": (tolerances.max_channel_error - worst_error) / max(tolerances.max_channel_error, 1e-12),
+               "cosine": (cos_mean - tolerances.min_cosine_mean) / max(1 - tolerances.min_cosine_mean, 1e-12)}
+    if tolerances.min_cosine_min is not None:
+        margins["cosine"] = min(margins["cosine"], (cos_min - tolerances.min_cosine_min)
+                                / max(1 - tolerances.min_cosine_min, 1e-12))
+    # The headline: the cosine when both hold, else the metric that fails worst.
+    metric = min(margins, key=margins.get) if min(margins.values()) < -1e-9 else "cosine"  # type: ignore[arg-type]
+    value = worst_error if metric == "channel-error" else cos_mean
+    cosine_rule = f"cosine mean >= {tolerances.min_cosine_mean:g}" + (
+        f", min >= {tolerances.min_cosine_min:g}" if tolerances.min_cosine_min is not None else "")
+    threshold = f"worst channel error <= {tolerances.max_channel_error:g} of its range; {cosine_rule}"
+    return OutputJudgement(name, role, metric, value, threshold, all(m >= -1e-9 for m in margins.values()),
+                           min(margins.values()), samples, cosine_mean=cos_mean, cosine_min=cos_min,
+                           channel_axis=axis, channels=len(errors), worst_channel=worst,
+                           worst_channel_error=worst_error)
+
+
+def channel_axis_of(sample_shape: Sequence[int | str | None]) -> int | None:
+    """The structured axis of one sample: the smallest static axis longer than 1 (None: one channel)."""
+    static = [(size, axis) for axis, size in enumerate(sample_shape) if isinstance(size, int) and size > 1]
+    return min(static)[1] if static else None
+
+
+def _channel_errors(ref: np.ndarray, cand: np.ndarray, channel_axis: int | None) -> tuple[int | None, np.ndarray]:
+    """Per channel: RMS error over the reference channel's range (max - min over every sample)."""
+    if channel_axis is None or ref.ndim < 2 or channel_axis + 1 >= ref.ndim:
+        ref_c, cand_c, axis = ref.reshape(1, -1), cand.reshape(1, -1), None
+    else:
+        axis = channel_axis
+        ref_c = np.moveaxis(ref, channel_axis + 1, 0).reshape(ref.shape[channel_axis + 1], -1)
+        cand_c = np.moveaxis(cand, channel_axis + 1, 0).reshape(ref_c.shape)
+    spans = ref_c.max(axis=1) - ref_c.min(axis=1)
+    overall = float(spans.max()) if spans.size else 0.0
+    floor = max(1e-3 * overall, 1e-12)
+    rms = np.sqrt(np.mean((cand_c - ref_c) ** 2, axis=1))
+    return axis, rms / np.maximum(spans, floor)
+
+
+def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    dots = (a * b).sum(axis=1)
+    same = np.abs(a - b).max(axis=1) == 0 if a.size else np.ones(len(a), dtype=bool)
+    return np.where(norms > 0, dots / np.maximum(norms, 1e-30), np.where(same, 1.0, 0.0))

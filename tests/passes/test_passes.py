@@ -181,13 +181,15 @@ UNKNOWN_OP = """
 
 
 @pytest.mark.parametrize("target", ["ort-cpu", "generic"])
-def test_a_model_with_an_op_nobody_knows_is_still_optimized_and_says_what_it_skipped(tmp_path: Path, target) -> None:
+def test_a_model_with_an_op_nobody_knows_is_refused_unless_verification_is_turned_off(tmp_path: Path, target) -> None:
     path = tmp_path / "frobnicate.onnx"
     onnx.save(onnx.parser.parse_model(UNKNOWN_OP), path)
-    optimized, result = optimize(str(path), target=target)
+    with pytest.raises(InvalidModelError, match="cannot verify passes.*--no-verify"):
+        optimize(str(path), target=target)
+    optimized, result = optimize(str(path), target=target, verify=False)
     assert [n.op_type for n in optimized.ir.graph] == ["Frobnicate", "Relu"]  # the Identity went
     assert not result.verified
-    assert any("NOT verified" in note and "cannot be run" in note for note in result.notes)
+    assert any("NOT verified" in note for note in result.notes)
     if target == "generic":
         assert any("my.ops::Frobnicate" in note and "kept" in note for note in result.notes)
 
@@ -221,3 +223,23 @@ def test_resnet18_loses_its_batchnorms_and_keeps_its_answers() -> None:
     assert "BatchNormalization" not in result.op_counts_after
     fuse = next(p for p in result.passes if p.name == "fuse_conv_bn")
     assert fuse.status == "applied" and fuse.matched == 20 and fuse.max_abs_error < 1e-3
+
+
+OUT_OF_RANGE_GATHER = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N, 4] x, int64[N] shift) => (float[N, 4] y) {
+        big = Constant <value = int64[1] {1000}> ()
+        idx = Add (shift, big)
+        y = Gather <axis=0> (x, idx)
+    }"""
+
+
+def test_optimize_refuses_a_model_that_cannot_run_on_invented_inputs_naming_the_node(tmp_path: Path) -> None:
+    from hone.errors import InventedInputsError
+
+    path = tmp_path / "gather.onnx"
+    proto = onnx.parser.parse_model(OUT_OF_RANGE_GATHER)
+    proto.graph.node[-1].name = "the_gather"
+    onnx.save(proto, path)
+    with pytest.raises(InventedInputsError, match="'the_gather' \\(Gather\\).*--data"):
+        optimize(str(path), target="ort-cpu")

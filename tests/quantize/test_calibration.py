@@ -266,7 +266,10 @@ def test_quantize_uses_the_users_file_and_says_so(digits: Model, tmp_path: Path)
     np.save(tmp_path / "digits.npy", load_split().train_images[:32])
     kept, result = quantize(digits, mode="static", fmt="qdq", calib=str(tmp_path / "digits.npy"),
                             measure_speed=False, threads=1)
-    assert result.calibration == f"32 samples from {tmp_path / 'digits.npy'}"
+    # --calib is the older name of --data: its samples are split, half to calibrate, half to judge.
+    assert result.calibration.startswith(f"16 calibration samples of 32 samples from {tmp_path / 'digits.npy'}")
+    assert result.data_split.startswith("16 calibration / 16 evaluation samples")
+    assert result.evaluation.startswith("16 evaluation samples of 32 samples")
     assert result.format == "qdq" and result.accuracy is not None and result.accuracy.passed
     assert not any("synthesized" in note for note in result.notes)
     assert "QuantizeLinear" in {node.op_type for node in kept.ir.graph}
@@ -276,7 +279,7 @@ def test_quantize_refuses_a_calibration_file_that_does_not_fit_before_building_a
     digits: Model, tmp_path: Path
 ) -> None:
     np.save(tmp_path / "wrong.npy", np.zeros((4, 8, 8), np.float32))
-    with pytest.raises(ShapeError, match=r"has shape \[4, 8, 8\], the model wants \['batch', 1, 8, 8\]") as caught:
+    with pytest.raises(ShapeError, match=r"input 'input' has shape \[4, 8, 8\], the model wants \[batch, 1, 8, 8\] float32") as caught:
         quantize(digits, calib=str(tmp_path / "wrong.npy"), measure_speed=False)
     assert "\n" not in str(caught.value)
 

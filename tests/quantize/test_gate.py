@@ -13,7 +13,7 @@ from onnx import numpy_helper
 import hone
 from hone.errors import OptionError
 from hone.model import Model
-from hone.quantize.gate import Budget, EvalPlan, judge, plan_for, run_judged
+from hone.quantize.gate import Budget, EvalPlan, judge, plan_for, run_all, run_judged
 
 # Four samples of three classes; the last row is all zeros (its cosine is defined by equality).
 INPUTS = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]], dtype=np.float32)
@@ -51,6 +51,7 @@ def _model(text: str, tmp_path: Path) -> Model:
 
 def _plan(metric: str, float_model: Model, labels: np.ndarray | None = None) -> EvalPlan:
     plan = EvalPlan(metric, [{"x": INPUTS[:2]}, {"x": INPUTS[2:]}], 0, "y", "hand-made", labels=labels, threads=1)
+    plan.all_float_outputs = run_all(float_model, plan)
     plan.float_outputs = run_judged(float_model, plan)
     return plan
 
@@ -136,15 +137,23 @@ def test_agreement_is_the_share_of_samples_whose_argmax_matches_the_float_model(
 
 def test_cosine_bounds_both_the_mean_and_the_worst_sample(tmp_path: Path) -> None:
     plan = _plan("cosine", _model(IDENTITY, tmp_path))
-    negated = judge(_model(NEGATED, tmp_path), plan, Budget(min_cosine_mean=-1, min_cosine_min=-1))
+    loose = 10.0  # the channel error (also judged for float outputs) is not what this test is about
+    negated = judge(_model(NEGATED, tmp_path), plan, Budget(min_cosine_mean=-1, min_cosine_min=-1,
+                                                            max_channel_error=loose))
     # rows 0-2 point the other way (-1); the zero row equals its float output (+1)
     assert negated.candidate_value == pytest.approx(-0.5) and negated.cosine_min == pytest.approx(-1.0)
     assert negated.passed
-    assert not judge(_model(NEGATED, tmp_path), plan, Budget(min_cosine_mean=-1, min_cosine_min=-0.99)).passed
-    assert not judge(_model(NEGATED, tmp_path), plan, Budget(min_cosine_mean=-0.49, min_cosine_min=None)).passed
+    assert not judge(_model(NEGATED, tmp_path), plan, Budget(min_cosine_mean=-1, min_cosine_min=-0.99,
+                                                             max_channel_error=loose)).passed
+    assert not judge(_model(NEGATED, tmp_path), plan, Budget(min_cosine_mean=-0.49, min_cosine_min=None,
+                                                             max_channel_error=loose)).passed
 
-    scaled = judge(_model(DOUBLED, tmp_path), plan, Budget(min_cosine_mean=1 - 1e-9, min_cosine_min=1 - 1e-9))
+    scaled = judge(_model(DOUBLED, tmp_path), plan, Budget(min_cosine_mean=1 - 1e-9, min_cosine_min=1 - 1e-9,
+                                                           max_channel_error=loose))
     assert scaled.candidate_value == pytest.approx(1.0) and scaled.passed  # cosine ignores the scale
+    # ... but the channel error does not: a doubled output is far outside each channel's range.
+    strict = judge(_model(DOUBLED, tmp_path), plan, Budget(min_cosine_mean=1 - 1e-9, min_cosine_min=1 - 1e-9))
+    assert not strict.passed and strict.metric == "channel-error" and strict.candidate_value > 0.1
 
 
 def test_cosine_of_a_shifted_output_matches_numpy(tmp_path: Path) -> None:
@@ -199,7 +208,7 @@ def test_a_model_without_real_data_is_judged_by_agreement_or_cosine_from_its_out
     assert plan.output_name == output and plan.labels is None
     assert [len(feeds["x"]) for feeds in plan.feeds] == [50, 50, 20]
     assert plan.samples == 120
-    assert "120 inputs synthesized" in plan.data
+    assert "120 inputs invented from the graph" in plan.data
     assert len(plan.float_outputs) == 3 and plan.float_outputs[2].shape[0] == 20
 
 

@@ -157,7 +157,8 @@ def test_digits_is_quantized_statically_and_both_formats_are_judged_by_top1(
         assert candidate.accuracy.float_value == pytest.approx(100 * heldout_accuracy())
         assert candidate.accuracy.passed
         assert candidate.p50_ms is None and candidate.speedup is None  # not timed
-    assert result.calibration == "64 samples: scikit-learn digits training split (disjoint from the held-out split)"
+    assert result.calibration.startswith("64 of the 1347 calibration samples of scikit-learn digits training split")
+    assert "the zoo's own split" in result.data_split
     assert result.budget == "top-1 drop <= 0.5 points"
 
 
@@ -271,7 +272,7 @@ def test_a_matmul_model_is_quantized_dynamically_and_judged_by_cosine(tmp_path: 
     assert accuracy is not None and accuracy.metric == "cosine" and accuracy.samples == 50
     assert accuracy.budget == result.budget == "cosine mean >= 0.995, min >= 0.98"
     assert accuracy.cosine_min is not None and 0.98 <= accuracy.cosine_min <= accuracy.candidate_value <= 1.0
-    assert "50 inputs synthesized" in accuracy.data
+    assert "50 inputs invented from the graph" in accuracy.data
     # on inputs the gate never saw, the INT8 model still follows the float one
     feeds = synthesize(model.inputs, batch=20, seed=99)
     assert _cosines(_run(model, feeds), _run(kept, feeds)).min() > 0.98
@@ -295,7 +296,7 @@ def test_dynamic_int8_takes_the_users_calibration_data(tmp_path: Path) -> None:
     np.save(tmp_path / "calib.npy", synthesize(model.inputs, batch=24, seed=5)["x"])
     _, result = _quick(model, calib=str(tmp_path / "calib.npy"))
     assert result.mode == "dynamic" and result.format == "dynamic"
-    assert result.calibration == f"24 samples from {tmp_path / 'calib.npy'}"
+    assert result.calibration.startswith(f"12 calibration samples of 24 samples from {tmp_path / 'calib.npy'}")
 
 
 def test_dynamic_int8_never_quantizes_the_attention_itself(tmp_path: Path) -> None:
@@ -436,8 +437,7 @@ def test_an_unmeetable_budget_returns_the_float_model_and_says_so(tmp_path: Path
         ({"samples": 0}, "samples must be at least 1, got 0"),
         ({"budget": "top1=1"}, "budget part 'top1=1' is not KEY=NUMBER"),
         ({"budget": "agreement=0.9.9"}, "budget part 'agreement=0.9.9' is not KEY=NUMBER"),
-        ({"mode": "fp16", "calib": "CALIB"}, "fp16 needs no calibration data"),
-        ({"mode": "static", "calib": "MISSING"}, "does not exist; give a .npz/.npy/image file or a folder of them"),
+        ({"mode": "static", "calib": "MISSING"}, "does not exist; give an .npz/.npy file, a .txt, or a folder of .npz or images"),
     ],
 )
 def test_bad_options_are_one_line_that_names_the_option(tmp_path: Path, options: dict, message: str) -> None:
@@ -548,7 +548,7 @@ def test_hone_quantize_rejects_missing_calibration_data_in_one_line(cli, tmp_pat
     result = cli("quantize", "digits_cnn", "-o", str(tmp_path / "kept.onnx"), "--calib", str(tmp_path / "none"),
                  "--no-speed")
     assert result.exit_code == 2
-    assert "calibration data" in _one_error_line(result.stderr) and "does not exist" in result.stderr
+    assert "--data" in _one_error_line(result.stderr) and "does not exist" in result.stderr
     assert not (tmp_path / "kept.onnx").exists()
 
 

@@ -355,12 +355,12 @@ def _pruned(original: Model, budget: Budget, sparsity: float, plan: EvalPlan, no
 def profile_edge(float_path: Path, artifact_path: Path, model: Model, *, memory_cap_mb: int = DEFAULT_MEMORY_CAP_MB,
                  timed_s: float = DEFAULT_PROFILE_S, rounds: int = DEFAULT_ROUNDS) -> EdgeProfile:
     """Measure both files, each in fresh processes under the cap, alternating; see the module docstring."""
-    from hone.data import synthesize
+    from hone.data import feeds
 
     paths = {"float": float_path, "artifact": artifact_path}
     with tempfile.TemporaryDirectory(prefix="hone-edge-inputs-") as scratch:
         inputs_path = Path(scratch) / "inputs.npz"
-        np.savez(inputs_path, **synthesize(model.inputs, batch=1, dims=model.default_dims, seed=0))
+        np.savez(inputs_path, **feeds(model, batch=1, seed=0))
         idle = _probe(None, inputs_path, memory_cap_mb, timed_s)
         measured: dict[str, list[dict]] = {label: [] for label in paths}
         for _ in range(rounds):
@@ -376,7 +376,8 @@ def profile_edge(float_path: Path, artifact_path: Path, model: Model, *, memory_
         timed_s=timed_s, rounds=rounds, memory_cap_mb=memory_cap_mb, cap_enforced=idle.get("held_mb") is not None,
         idle_rss_mb=float(idle["peak_rss_mb"]), idle_vm_mb=idle.get("peak_vm_mb"),
         float_model=profiles["float"], artifact=profiles["artifact"],
-        inputs=f"batch 1, seeded values synthesized from the input specs ({_shapes(model)})",
+        inputs=(f"batch 1, the first of {model.samples.description} ({_shapes(model)})" if model.samples is not None
+                else f"batch 1, seeded values invented from the graph ({_shapes(model)})"),
     )
 
 

@@ -230,17 +230,23 @@ def check_folder(folder: Path, force: bool) -> None:
 
 
 def _sample_feeds(source: Model, optimized: Model) -> tuple[dict[str, np.ndarray], str | None]:
-    """The sample input: a tokenized sentence for text models, seeded synthetic tensors otherwise."""
+    """The sample input: the first of the model's samples (``--data``), else a tokenized sentence for
+    text models, else inputs invented from the graph."""
     preprocessing = preprocessing_for(source)
+    samples = source.samples
+    if samples is not None and samples.samples and (samples.source == "data" or preprocessing.kind != "text"):
+        from hone.data import feeds
+
+        sample = feeds(source, batch=1, seed=0)
+        return {spec.name: sample[spec.name] for spec in optimized.inputs}, None
     if preprocessing.kind == "text":
         from hone.zoo import minilm
 
         tokens = minilm.tokenize([SAMPLE_SENTENCE])
         return {spec.name: tokens[spec.name] for spec in optimized.inputs}, SAMPLE_SENTENCE
-    from hone.data import synthesize
+    from hone.data import feeds
 
-    dims = dict(optimized.default_dims or {})
-    return synthesize(optimized.inputs, batch=1, dims=dims, seed=0), None
+    return feeds(source, batch=1, seed=0), None
 
 
 def _write_sample(source: Model, optimized: Model, model_path: Path, folder: Path) -> WebSample:

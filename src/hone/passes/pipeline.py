@@ -1,11 +1,14 @@
 """The optimize pipeline: passes in order for a target, each verified and rolled back on a miss.
 
 For every pass: copy the current model, run the pass on the copy, run the copy and the current
-model on the same inputs (synthesized from the input specs at batch 2, plus the zoo's real data
-when the model is a zoo model) with onnxruntime's own optimizations off, compare every output
-(tolerances per dtype below), and keep the copy only if it agrees. A pass that raises is
-reported ``failed``; a pass that changes the answer is ``rolled_back``, with a warning naming
-the pass and the worst output. ``verify=False`` keeps every pass unchecked.
+model on the same inputs (the model's samples, ``hone.data``: the user's ``--data`` or the zoo's
+data, first 8; else inputs invented from the graph at batch 2, or 1 without a batch axis) with
+onnxruntime's own optimizations off, compare every output (tolerances per dtype below), and keep
+the copy only if it agrees. A pass that raises is reported ``failed``; a pass that changes the
+answer is ``rolled_back``, with a warning naming the pass and the worst output.
+``verify=False`` keeps every pass unchecked. When the original model cannot run on those inputs,
+``optimize`` refuses (``InventedInputsError``, naming the failing node) instead of shipping
+unverified passes.
 
 Tolerances (|candidate - reference| <= atol + rtol * |reference|, element-wise):
 float32/float64 atol 1e-4, rtol 1e-3 (folding BN or constants reorders float arithmetic);
@@ -21,8 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from hone.data import synthesize
-from hone.errors import HoneError, InvalidModelError, OptionError
+from hone.data import attach, feeds, has_batch_axis, refusal_message
+from hone.errors import ExecutionError, HoneError, InvalidModelError, InventedInputsError, OptionError
 from hone.info import op_counts
 from hone.model import Model, load
 from hone.passes.base import HonePass, node_count
@@ -113,7 +116,7 @@ def optimize(
     """Optimize ``source`` for ``target``; returns the new Model and the per-pass report."""
     if target not in TARGETS:
         raise OptionError(f"target {target!r} is unknown; choose one of: {', '.join(TARGETS)}")
-    original = load(source)
+    original = attach(load(source), check=False)
     current = original.with_graph(_copy(original.ir), "load for optimize")
     result = OptimizeResult(
         model=original.name, target=target, verified=verify,
@@ -125,10 +128,12 @@ def optimize(
     else:
         try:
             checker = _Checker(original, seed=seed)
-        except HoneError as exc:  # e.g. an op onnxruntime lacks: optimize anyway, and say so
-            result.verified = False
-            result.notes.append(f"passes NOT verified: the original model cannot be run to compare against ({exc})")
-            logger.warning("%s", result.notes[-1])
+        except InvalidModelError as exc:  # onnxruntime cannot load it (an op it lacks): nothing can verify
+            raise InvalidModelError(f"{exc}; hone optimize cannot verify passes on a model onnxruntime cannot run "
+                                    "(pass --no-verify to rewrite it unchecked)") from exc
+        except ExecutionError as exc:
+            raise InventedInputsError(refusal_message(original, exc) + " (or --no-verify to rewrite it unchecked)",
+                                      model=original.name) from exc
     for hone_pass in passes if passes is not None else default_passes(target):
         if target not in hone_pass.targets:
             continue
@@ -198,8 +203,12 @@ class _Checker:
     """Runs candidates on fixed inputs and compares them with the last accepted model."""
 
     def __init__(self, original: Model, *, seed: int) -> None:
-        self.feeds = [synthesize(original.inputs, batch=2, dims=original.default_dims, seed=seed)]
-        self.feeds.extend(_real_inputs(original))
+        if original.samples is not None and original.samples.samples:
+            self.feeds = original.samples.batches(original.inputs, 8)[:2]
+        else:
+            batch = 2 if has_batch_axis(original.inputs) else 1
+            self.feeds = [feeds(original, batch=batch, seed=seed)]
+            self.feeds.extend(_real_inputs(original))
         self.reference = self._run(original)
         self.names = [spec.name for spec in original.outputs]
 

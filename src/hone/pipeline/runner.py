@@ -315,7 +315,7 @@ def _prepare_torch(
 ) -> _Prepared:
     import torch
 
-    from hone.data import synthesize
+    from hone.data import sample_batch, synthesize
     from hone.pipeline.blocks import measure_block_costs, torch_blocks
 
     assert source.factory is not None and source.input_spec is not None
@@ -323,7 +323,8 @@ def _prepare_torch(
     weights_path = workdir / "weights.pt"
     torch.save(module.state_dict(), weights_path)  # before costing: training mode moves BN stats
     blocks = torch_blocks(module)
-    feeds = synthesize([source.input_spec], batch=batch, dims=source.dims, seed=SEED)
+    feeds = (sample_batch(source.samples, [source.input_spec], batch=batch) if source.samples is not None
+             else synthesize([source.input_spec], batch=batch, dims=source.dims, seed=SEED))
     full = torch.from_numpy(feeds[source.input_spec.name])
     inputs = list(full.chunk(microbatches))
     costs = measure_block_costs(blocks, inputs[0], train=train, threads=threads)
@@ -346,14 +347,15 @@ def _prepare_onnx(
     import onnx
     import torch
 
-    from hone.data import synthesize
+    from hone.data import sample_batch, synthesize
     from hone.pipeline.blocks import BlockCost
     from hone.pipeline.onnx_stages import measure_block_ms, onnx_blocks, stage_model
 
     model = source.onnx
     assert model is not None
     blocks = onnx_blocks(model)
-    full = synthesize(model.inputs, batch=batch, dims=source.dims, seed=SEED)
+    full = (sample_batch(source.samples, model.inputs, batch=batch) if source.samples is not None
+            else synthesize(model.inputs, batch=batch, dims=source.dims, seed=SEED))
     inputs = [
         {name: value[i * (batch // microbatches) : (i + 1) * (batch // microbatches)] for name, value in full.items()}
         for i in range(microbatches)

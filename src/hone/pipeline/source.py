@@ -20,6 +20,8 @@ from hone.specs import TensorSpec
 if TYPE_CHECKING:
     from torch import nn
 
+    from hone.data import SampleSet
+
     from hone.model import Model
 
 
@@ -56,6 +58,7 @@ class PipelineSource:
     dims: dict[str, int] = field(default_factory=dict)  # values of symbolic dims other than batch
     factory: Callable[[], "nn.Module"] | None = None
     onnx: "Model | None" = None
+    samples: "SampleSet | None" = None  # --data: the step's inputs come from these samples
 
     @property
     def kind(self) -> str:
@@ -67,8 +70,32 @@ def resolve(
     *,
     input_shapes: Sequence[str] | None = None,
     dims: Mapping[str, int] | None = None,
+    data: str | None = None,
 ) -> PipelineSource:
-    """The source for a command-line MODEL: a zoo name, ``file.py:factory``, or an .onnx file."""
+    """The source for a command-line MODEL: a zoo name, ``file.py:factory``, or an .onnx file;
+    ``data`` (``--data``) gives the samples the step runs on, else they are invented."""
+    source = _resolve(model, input_shapes=input_shapes, dims=dims)
+    if data is not None:
+        from hone.data import attach, load_arrays_data
+
+        if source.onnx is not None:
+            source.samples = attach(source.onnx, data, check=False).samples
+        else:
+            assert source.input_spec is not None
+            source.samples = load_arrays_data(Path(data), [source.input_spec])
+    elif source.onnx is not None:
+        from hone.data import check_invented
+
+        check_invented(source.onnx)
+    return source
+
+
+def _resolve(
+    model: str,
+    *,
+    input_shapes: Sequence[str] | None = None,
+    dims: Mapping[str, int] | None = None,
+) -> PipelineSource:
     from hone.model import _split_factory_ref, load_onnx_file
 
     dims = dict(dims or {})

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from hone.data import check_batchable, synthesize
+from hone.data import check_batchable
+from hone.data import feeds as sample_feeds
 from hone.model import Model
 from hone.runtime import Session, SessionConfig, default_threads
 
@@ -86,7 +87,7 @@ def collect(
     check_batchable(model.inputs, batch)
     folder = Path(tempfile.mkdtemp(prefix="hone-profile-"))
     optimized_path = folder / "optimized.onnx"
-    feeds = synthesize(model.inputs, batch=batch, dims=model.default_dims, seed=seed)
+    feeds = sample_feeds(model, batch=batch, seed=seed)
     config = SessionConfig(provider=provider, threads=threads or default_threads(), optimization=optimization)
     # Warm-up in a session without profiling (it also saves the graph onnxruntime runs), so that
     # one-time costs stay out of the profile.

@@ -26,10 +26,12 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from hone.data import SampleSet, attach
 from hone.errors import HoneError, OptionError
 from hone.model import Model, load
+from hone.verify import OutputJudgement
 from hone.quantize.calibration import CalibrationSet, calibration_set
-from hone.quantize.fallback import LayerError, rank_layers
+from hone.quantize.fallback import LayerError, nearest_to_outputs, rank_layers
 from hone.quantize.gate import EVAL_BATCH, AccuracyReport, Budget, EvalPlan, judge, plan_for
 from hone.quantize.int8 import FORMATS, METHODS, WEIGHT_TYPES, dynamic_int8, fp16, quantizable_nodes, size_bytes, static_int8
 
@@ -76,6 +78,16 @@ class QuantizeResult:
     layer_errors: list[LayerError] = field(default_factory=list)  # worst first, when the fallback ran
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    evaluation: str = ""  # the samples the gate judged on
+    data_split: str = ""  # how calibration and evaluation samples were split
+
+    @property
+    def outputs(self) -> list[OutputJudgement]:
+        """The per-output table of the kept candidate (else of the best candidate judged)."""
+        if self.accuracy is not None:
+            return self.accuracy.outputs
+        judged = [c.accuracy for c in self.candidates]
+        return max(judged, key=lambda a: a.margin).outputs if judged else []
 
     @property
     def kept_quantized(self) -> bool:
@@ -97,8 +109,12 @@ def quantize(
     bench_budget_s: float = 3.0,
     prefer: str = "speed",
     fp16_io: bool = False,
+    data: "str | SampleSet | None" = None,
 ) -> tuple[Model, QuantizeResult]:
     """Quantize ``source``; returns the kept Model (the float one when nothing passed) and the report.
+
+    ``data`` (``--data``; ``calib`` is its older alias) is split into disjoint calibration and
+    evaluation samples; without it the zoo's data, else invented inputs, are used.
 
     ``fp16_io`` (mode fp16): the model's float inputs and outputs become float16 too; by default
     they stay float32 so callers need not change.
@@ -115,10 +131,10 @@ def quantize(
     if samples < 1:
         raise OptionError(f"samples must be at least 1, got {samples}")
     budget = budget if isinstance(budget, Budget) else Budget.parse(budget)
-    original = load(source)
+    if calib is not None and data is not None:
+        raise OptionError("--calib is an older name of --data; give one of them")
+    original = attach(load(source), data if data is not None else calib)
     mode = _choose_mode(original) if mode == "auto" else mode
-    if calib is not None and mode == "fp16":
-        raise OptionError("--calib is for INT8 (static scales, dynamic smoothing); fp16 needs no calibration data")
 
     from hone.passes import optimize
 
@@ -126,12 +142,14 @@ def quantize(
     # Dynamic INT8 scales activations per run over the whole batch: judge it at batch 1, the
     # latency target, and report the large-batch figure separately (below).
     plan = plan_for(original, samples=samples, threads=threads, batch=1 if mode == "dynamic" else EVAL_BATCH)
-    calibration = calibration_set(float_model, calib) if mode in ("static", "dynamic") else None
+    float_model.samples = original.samples
+    calibration = calibration_set(float_model) if mode in ("static", "dynamic") else None
     result = QuantizeResult(
         model=original.name, mode=mode, format="float", accuracy=None, kept_float=[], speedup=None,
         size_bytes_before=size_bytes(original), size_bytes_after=0,
         calibration=calibration.description if calibration else "none (fp16 needs no calibration)",
-        budget=budget.describe(plan.metric),
+        budget=budget.describe("all" if len(original.outputs) > 1 else plan.metric),
+        evaluation=plan.data, data_split=plan.split,
     )
     if calibration is not None and calibration.source == "synthesized":
         result.notes.append("calibrated on synthesized inputs: give real samples with --calib for better scales")
@@ -140,11 +158,11 @@ def quantize(
         float_model = _prepare_transformer(float_model, calibration, threads, result)
 
     builders = _builders(mode, fmt, calibration, method, per_channel, fp16_io)
-    built = _judge_all(builders, float_model, plan, budget, exclude=[])
+    built = _judge_all(builders, float_model, plan, budget, exclude=[], skipped=result.notes)
     passing = [(c, m) for c, m in built if c.accuracy.passed]
     if not passing:
         passing, built_more = _fall_back(builders, float_model, plan, budget, calibration, result, threads,
-                                                method, per_channel)
+                                         method, per_channel, failed=[c for c, _ in built])
         built.extend(built_more)
     result.candidates = [c for c, _ in built]
 
@@ -229,14 +247,18 @@ def _builders(mode: str, fmt: str, calibration: CalibrationSet | None, method: s
 
 
 def _judge_all(builders: list[Builder], float_model: Model, plan: EvalPlan, budget: Budget,
-               exclude: list[str]) -> list[tuple[Candidate, Model]]:
+               exclude: list[str], skipped: list[str] | None = None) -> list[tuple[Candidate, Model]]:
     built = []
     for name, fmt, build in builders:
         try:
             candidate_model = build(float_model, exclude)
             accuracy = judge(candidate_model, plan, budget)
-        except HoneError as exc:
-            logger.warning("candidate %s skipped: %s", name, exc)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's quantizer raises anything; skip, with the reason
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            logger.warning("candidate %s skipped: %s", name, reason)
+            if skipped is not None:
+                skipped.append(f"candidate {name}{' (' + str(len(exclude)) + ' float layers)' if exclude else ''} "
+                               f"skipped: {reason}")
             continue
         logger.info("%s: %s %.4f (%s) -> %s", name, accuracy.metric, accuracy.candidate_value, accuracy.budget,
                     "pass" if accuracy.passed else "miss")
@@ -245,39 +267,64 @@ def _judge_all(builders: list[Builder], float_model: Model, plan: EvalPlan, budg
     return built
 
 
-def _fall_back(builders, float_model, plan, budget, calibration, result, threads, method="minmax", per_channel=True):
-    """Keep the most sensitive layers float, 1, 2, 4, ... until a candidate passes."""
+def _fall_back(builders, float_model, plan, budget, calibration, result, threads, method="minmax", per_channel=True,
+               failed=()):
+    """Keep nodes float until a candidate passes: first the nodes nearest the outputs that failed
+    (output-aware), then the most sensitive layers by measured error, 1, 2, 4, ... of each."""
+    built_more: list[tuple[Candidate, object]] = []
+    # Output-aware first where the failure points at an output: some outputs pass and others do not,
+    # or a float output loses whole channels (one INT8 scale for a tensor of several ranges).
+    failing = sorted({o.name for c in failed for o in c.accuracy.outputs if not o.passed
+                      and (o.metric == "channel-error" or len(c.accuracy.failing_outputs) < len(c.accuracy.outputs))})
+    if failing:
+        near = nearest_to_outputs(float_model, failing)
+        passing = _try_exclusions(builders, float_model, plan, budget, result, near, built_more,
+                                  f"node(s) nearest the failing output(s) {', '.join(failing)}", limit=len(near))
+        if passing:
+            return passing, built_more
     nodes = quantizable_nodes(float_model)
     # Rank on the QDQ (or dynamic/fp16) candidate: it keeps the float tensor names.
     ranking_builder = next((b for b in builders if b[1] != "qoperator"), None)
     if ranking_builder is None:  # --format qoperator: rank with a QDQ build of the same calibration
         ranking_builder = ("static-qdq", "qdq", lambda m, ex: static_int8(m, calibration, fmt="qdq", method=method,
                                                                           per_channel=per_channel, exclude=ex))
-    probe = ranking_builder[2](float_model, [])
-    feeds = calibration.feeds[:2] if calibration is not None else plan.feeds[:1]
-    ranking = rank_layers(float_model, probe, feeds, nodes, threads)
+    try:
+        probe = ranking_builder[2](float_model, [])
+        feeds = calibration.feeds[:2] if calibration is not None else plan.feeds[:1]
+        ranking = rank_layers(float_model, probe, feeds, nodes, threads)
+    except Exception as exc:  # noqa: BLE001 - a quantizer failure skips the ranking, with its reason
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        result.notes.append(f"the per-layer sensitivity probe ({ranking_builder[0]}) failed, so no layer could be "
+                            f"ranked: {reason}")
+        return [], built_more
     result.layer_errors = ranking
     order = [layer.node for layer in ranking]
-    built_more: list[tuple[Candidate, object]] = []
+    passing = _try_exclusions(builders, float_model, plan, budget, result, order, built_more,
+                              "most sensitive layer(s)", limit=max(1, len(order) // 2))
+    return passing, built_more
+
+
+def _try_exclusions(builders, float_model, plan, budget, result, order, built_more, why: str, limit: int):
+    """Exclude the first 1, 2, 4, ... of ``order`` (at most ``limit``) until a candidate passes."""
     count, best_so_far = 1, float("-inf")
-    while order and count <= max(1, len(order) // 2):
+    while order and count <= limit:
         exclude = order[:count]
-        attempt = _judge_all(builders, float_model, plan, budget, exclude)
+        attempt = _judge_all(builders, float_model, plan, budget, exclude, skipped=result.notes)
         built_more.extend(attempt)
         passing = [(c, m) for c, m in attempt if c.accuracy.passed]
         if passing:
-            result.notes.append(
-                f"kept {len(exclude)} most sensitive layer(s) in float to meet the budget: {', '.join(exclude)}"
-            )
-            return passing, built_more
-        best = max((c.accuracy.candidate_value for c, _ in attempt), default=float("-inf"))
-        if count > 1 and best <= best_so_far:  # twice the float layers bought nothing: more will not either
-            result.notes.append(f"stopped the fallback at {count} float layers: keeping more layers float no longer "
-                                f"improved the metric ({best:.4f} after {best_so_far:.4f})")
+            result.notes.append(f"kept {len(exclude)} {why} in float to meet the budget: {', '.join(exclude)}")
+            return passing
+        best = max((c.accuracy.margin for c, _ in attempt), default=float("-inf"))
+        if count > 1 and best <= best_so_far:  # twice the float nodes bought nothing: more will not either
+            result.notes.append(f"stopped keeping {why} float at {count}: more float nodes no longer moved "
+                                f"the worst output closer to its threshold (margin {best:.4f} after {best_so_far:.4f})")
             break
         best_so_far = max(best_so_far, best)
-        count *= 2
-    return [], built_more
+        if count == limit:
+            break
+        count = min(count * 2, limit)
+    return []
 
 
 def _fastest(passing, original: Model, result: QuantizeResult, threads: int | None, measure_speed: bool,
@@ -289,11 +336,11 @@ def _fastest(passing, original: Model, result: QuantizeResult, threads: int | No
     import numpy as np
 
     from hone.bench.race import race
-    from hone.data import synthesize
+    from hone.data import feeds as sample_feeds
     from hone.runtime import Session, SessionConfig
 
     # One session per model, blocks alternating (float, candidates, float, ...): noise hits all alike.
-    feeds = synthesize(original.inputs, batch=1, dims=original.default_dims, seed=0)
+    feeds = sample_feeds(original, batch=1, seed=0)
     runners = {}
     for index, model in [(-1, original), *((i, m) for i, (_, m) in enumerate(passing))]:
         session = Session(model, SessionConfig(threads=threads, optimization="all"))

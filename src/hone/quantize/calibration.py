@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hone.data import synthesize
+from hone.data import SampleSet, synthesize
 from hone.errors import OptionError, ShapeError
 from hone.model import Model
 from hone.specs import TensorSpec
@@ -70,7 +70,20 @@ class CalibrationSet:
 
 
 def calibration_set(model: Model, path: str | Path | None = None, *, samples: int = 64, seed: int = 7) -> CalibrationSet:
-    """Calibration inputs for ``model``: from ``path``, else the zoo, else synthesized (warned)."""
+    """Calibration inputs for ``model``: from ``path``, else the calibration half of the model's
+    attached samples (``hone.data``: ``--data`` or the zoo's), else synthesized (warned)."""
+    if path is None and model.samples is not None and model.samples.samples:
+        split = model.samples.split()
+        calibration = split.calibration
+        if len(calibration) > samples:  # evenly spaced, so every source of the split is seen
+            keep = np.linspace(0, len(calibration) - 1, samples).round().astype(int)
+            calibration = SampleSet([calibration.samples[i] for i in keep], calibration.source,
+                                    f"{samples} of the {calibration.description}")
+        batches = calibration.batches(model.inputs, _BATCH)
+        if len(batches) > 1 and _rows(batches[-1]) != _rows(batches[0]):
+            batches = batches[:-1]  # histogram calibrators need batches of one size
+        source = "zoo" if model.samples.source == "zoo" else "file"
+        return CalibrationSet(batches, source, f"{calibration.description} ({split.description})")
     if path is not None:
         arrays = load_arrays(Path(path), model.inputs)
         check_arrays(arrays, model.inputs)
@@ -202,6 +215,10 @@ def _zoo_calibration(model: Model) -> tuple[dict[str, np.ndarray], str] | None:
 def _batches(arrays: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
     count = _count(arrays)
     return [{k: v[i:i + _BATCH] for k, v in arrays.items()} for i in range(0, count, _BATCH)]
+
+
+def _rows(feeds: dict[str, np.ndarray]) -> tuple[tuple[int, ...], ...]:
+    return tuple(array.shape for array in feeds.values())
 
 
 def _count(arrays: dict[str, np.ndarray]) -> int:

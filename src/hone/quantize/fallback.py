@@ -127,3 +127,51 @@ def run_exposing(model: Model, names: list[str], feeds: list[dict[str, np.ndarra
 def _relative_error(reference: np.ndarray, produced: np.ndarray) -> float:
     norm = float(np.linalg.norm(reference))
     return float(np.linalg.norm(produced - reference)) / max(norm, 1e-12)
+
+
+def nearest_to_outputs(model: Model, outputs: list[str], limit: int = 16) -> list[str]:
+    """Main-graph nodes by their distance (in nodes) from the graph outputs ``outputs``, nearest first.
+
+    The output-aware fallback keeps these float first: when one output fails the gate (a detector's
+    packed boxes and scores sharing one INT8 scale), the quantized nodes closest to it (the Concat
+    and the Sigmoid before it) are where its precision is lost. Shape plumbing (Reshape, Shape,
+    Transpose, ...) is walked through but not listed: keeping it float changes nothing. Unnamed
+    nodes are named here, in place (onnxruntime excludes nodes by name only).
+    """
+    name_nodes(model)
+    graph = model.ir.graph
+    wanted = [v for v in graph.outputs if v.name in outputs]
+    order: list[str] = []
+    seen: set[int] = set()
+    frontier = [v.producer() for v in wanted if v.producer() is not None]
+    while frontier and len(order) < limit:
+        next_frontier = []
+        for node in frontier:
+            if node is None or id(node) in seen:
+                continue
+            seen.add(id(node))
+            if node.op_type not in _PLUMBING:
+                order.append(node.name)  # type: ignore[arg-type]
+            for value in node.inputs:
+                producer = value.producer() if value is not None else None
+                if producer is not None and producer.graph is graph:
+                    next_frontier.append(producer)
+        frontier = next_frontier
+    return order[:limit]
+
+
+_PLUMBING = frozenset({"Reshape", "Shape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Cast",
+                       "Constant", "Gather", "Slice", "ConstantOfShape", "Expand"})
+
+
+def name_nodes(model: Model) -> None:
+    """Give every unnamed main-graph node the name ``<op_type>_<index>`` (unique), in place."""
+    taken = {node.name for node in model.ir.graph if node.name}
+    for index, node in enumerate(model.ir.graph):
+        if node.name:
+            continue
+        name = f"{node.op_type}_{index}"
+        while name in taken:
+            name += "_"
+        node.name = name
+        taken.add(name)

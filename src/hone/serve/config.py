@@ -123,10 +123,15 @@ class RepositoryEntry:
     source: str  # the path of an .onnx file, or a zoo name
     batch: BatchConfig
     instances: int = 1
+    data: str | None = None  # --data: samples for the warm-up and the SLO probe
+    dims: tuple[tuple[str, int], ...] = ()  # --dim values
 
     def load(self) -> Model:
-        """The model, named as it is served (errors as ``hone.load`` gives them)."""
-        return replace(load(self.source), name=self.name)
+        """The model, named as it is served, with its samples attached (errors as ``hone.load`` and
+        ``hone.data.attach`` give them: one that cannot run on invented inputs is refused)."""
+        from hone.data import attach
+
+        return attach(replace(load(self.source), name=self.name), self.data, dict(self.dims))
 
 
 def resolve_models(
@@ -135,11 +140,14 @@ def resolve_models(
     *,
     batch: BatchConfig | None = None,
     instances: int = 1,
+    data: str | None = None,
+    dims: dict[str, int] | None = None,
 ) -> list[RepositoryEntry]:
     """What to serve: every version in a repository folder, or one model (.onnx file or zoo name).
 
     A single model is served under ``name``, else its zoo name or file stem, as version "1".
-    ``batch`` and ``instances`` are the defaults a repository model's ``config.json`` overrides.
+    ``batch`` and ``instances`` are the defaults a repository model's ``config.json`` overrides;
+    ``data`` and ``dims`` (``--data``, ``--dim``) apply to a single model only.
     """
     _check_int("instances", instances, minimum=1, note="each instance is one onnxruntime session")
     defaults = batch or BatchConfig()
@@ -151,6 +159,9 @@ def resolve_models(
                 f"--name names a single model, but {text} is a repository folder whose models are "
                 "named by their subfolders; drop --name or give one .onnx file"
             )
+        if data is not None or dims:
+            raise OptionError(f"--data and --dim apply to a single model; {text} is a repository folder: serve "
+                              "one model of it, or let each warm up on inputs invented from its graph")
         return load_repository(path, batch=defaults, instances=instances)
     if path.is_file():
         source, served_name = str(path), name or path.stem
@@ -166,7 +177,7 @@ def resolve_models(
         )
     origin = "--name" if name else text
     _check_model_name(served_name, origin=origin, fix="give --name NAME", error=OptionError)
-    return [RepositoryEntry(served_name, "1", source, defaults, instances)]
+    return [RepositoryEntry(served_name, "1", source, defaults, instances, data, tuple(sorted((dims or {}).items())))]
 
 
 def load_repository(

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hone.data import synthesize
+from hone.data import feeds as sample_feeds
 from hone.model import Model
 from hone.serve.batcher import Batcher
 from hone.serve.config import BatchConfig
@@ -67,7 +67,7 @@ def load_test(
     config = config or BatchConfig()
     runner = ModelRunner(model, artifact, max_batch_size=config.max_batch_size, threads=threads, provider=provider)
     runner.warm_up()
-    feeds = synthesize(model.inputs, batch=1)
+    feeds = sample_feeds(model, batch=1)
     result = LoadTestResult(artifact, config.max_batch_size, config.max_queue_delay_ms)
     for concurrency in concurrencies:
         result.levels.append(asyncio.run(run_level(runner, config, feeds, concurrency, seconds_per_level)))

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hone.data import synthesize
+from hone.data import feeds as sample_feeds
 from hone.errors import InferenceInputError, OptionError
 from hone.model import Model
 from hone.runtime import Session, SessionConfig, default_threads
@@ -207,7 +207,7 @@ class ModelRunner:
                 f"{self.max_batch_size}), got {list(sizes)}"
             )
         feeds_by_size = {
-            size: synthesize(self.model.inputs, batch=size, dims=self.model.default_dims)
+            size: sample_feeds(self.model, batch=size)
             for size in sizes
         }
         start = time.perf_counter()

@@ -25,7 +25,7 @@ import logging
 import signal
 import socket
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import grpc
 import uvicorn
@@ -62,6 +62,8 @@ class ServeOptions:
     token: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     slo_p99_ms: float | None = None
+    dims: dict[str, int] = field(default_factory=dict)  # --dim values
+    data: str | None = None  # --data: samples for the warm-up and the SLO probe
 
     def __post_init__(self) -> None:
         ports = {
@@ -93,7 +95,8 @@ class ServeOptions:
         return BatchConfig.from_flags(self.max_batch_size, self.max_queue_delay_ms)
 
     def resolve(self) -> list[RepositoryEntry]:
-        return resolve_models(self.model, self.name, batch=self.batch_config(), instances=self.instances)
+        return resolve_models(self.model, self.name, batch=self.batch_config(), instances=self.instances,
+                              data=self.data, dims=self.dims)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hone.data import synthesize
+from hone.data import feeds as sample_feeds
 from hone.errors import OptionError
 from hone.serve.config import BatchConfig, RepositoryEntry
 from hone.serve.loadtest import LoadLevel, run_level
@@ -121,7 +121,7 @@ def plan(entry: RepositoryEntry, target_p99_ms: float, *, verify_seconds: float 
             f"{2 * single.p99_ms / HEADROOM:.1f} ms (or use a faster artifact, e.g. hone quantize)"
         )
     result: SloPlan | None = None
-    feeds = synthesize(model.inputs, batch=1, dims=model.default_dims)
+    feeds = sample_feeds(model, batch=1)
     for attempt in range(min(VERIFY_ATTEMPTS, len(candidates))):
         point = best(candidates)
         delay = min(max(budget - 2 * point.p99_ms, 0.0), point.p50_ms)
@@ -159,7 +159,7 @@ def measure_curve(
     curve: list[BatchPoint] = []
     batch = 1
     while batch <= largest:
-        feeds = synthesize(runner.model.inputs, batch=batch, dims=runner.model.default_dims)
+        feeds = sample_feeds(runner.model, batch=batch)
         runner.run(feeds)  # first run at this shape: onnxruntime settles its buffers
         with ThreadPoolExecutor(runner.instances) as pool:
             timings = [pool.submit(_time_runs, runner, feeds) for _ in range(runner.instances)]
