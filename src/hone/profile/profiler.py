@@ -183,11 +183,12 @@ def profile(
 
 
 def _profile_feeds(model: Model, batch: int) -> dict[str, np.ndarray]:
-    """The inputs ``runner.collect`` feeds at ``seed=SEED``: the same call, so the costs are at the
-    shapes (and, for data-dependent shapes, the values) the profile ran. Change both together."""
-    from hone.data import synthesize
+    """The inputs ``runner.collect`` feeds at ``seed=SEED`` (the model's samples, else invented ones):
+    the same call, so the costs are at the shapes (and, for data-dependent shapes, the values) the
+    profile ran. Change both together."""
+    from hone.data import feeds
 
-    return synthesize(model.inputs, batch=batch, dims=model.default_dims, seed=SEED)
+    return feeds(model, batch=batch, seed=SEED)
 
 
 def _run_costs(model: Model, batch: int, threads: int) -> ModelCost:
