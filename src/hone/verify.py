@@ -162,7 +162,7 @@ def verify_runs(
 # --- per output, per channel: the accuracy gate's comparison ------------------------------------
 
 # Default tolerances of the accuracy gate (``hone.quantize.gate.Budget`` takes its defaults here).
-MIN_AGREEMENT = 0.99  # classifier outputs: share of samples whose top-1 class is unchanged
+MIN_AGREEMENT = 0.98  # classifier outputs: share of samples whose top-1 class is unchanged (1 flip in 50)
 MIN_COSINE_MEAN = 0.995  # float outputs: cosine with the float model per sample, mean ...
 MIN_COSINE_MIN = 0.98  # ... and worst sample
 MAX_CHANNEL_ERROR = 0.1  # float outputs: RMS error of the worst channel over that channel's own range

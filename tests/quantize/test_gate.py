@@ -61,7 +61,8 @@ def _plan(metric: str, float_model: Model, labels: np.ndarray | None = None) -> 
 
 def test_an_empty_budget_takes_every_default() -> None:
     assert Budget.parse(None) == Budget.parse("") == Budget()
-    assert Budget() == Budget(max_top1_drop_points=0.5, min_agreement=0.99, min_cosine_mean=0.995, min_cosine_min=0.98)
+    assert Budget() == Budget(max_top1_drop_points=0.5, min_agreement=0.98, min_cosine_mean=0.995, min_cosine_min=0.98,
+                              max_channel_error=0.1, min_exact_match=0.99)
 
 
 def test_a_budget_sets_only_the_keys_it_names() -> None:

@@ -282,8 +282,8 @@ def test_a_matmul_model_is_quantized_dynamically_and_judged_by_cosine(tmp_path: 
 def test_a_classifier_like_output_is_judged_by_top1_agreement(tmp_path: Path) -> None:
     _, result = _quick(_mlp(tmp_path, output="logits"), mode="dynamic")
     assert result.accuracy is not None and result.accuracy.metric == "agreement"
-    assert result.budget == "top-1 agreement >= 99.0%"
-    assert 0.99 <= result.accuracy.candidate_value <= 1.0
+    assert result.budget == "top-1 agreement >= 98.0%"
+    assert 0.98 <= result.accuracy.candidate_value <= 1.0
 
 
 def test_dynamic_int8_works_on_graphs_whose_nodes_have_no_names(tmp_path: Path) -> None:

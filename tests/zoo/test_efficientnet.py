@@ -132,7 +132,7 @@ def test_calibration_and_evaluation_crops_come_from_disjoint_photos() -> None:
     assert not set(calibration.photos) & set(evaluation.photos)
     assert {photo_of(n) for n in calibration.names} == set(calibration.photos)
     assert {photo_of(n) for n in evaluation.names} == set(evaluation.photos)
-    assert len(calibration) == 64 and len(evaluation) >= 96
+    assert len(calibration) == 96 and len(evaluation) == 96
     assert calibration.images.shape == (len(calibration), 3, 224, 224)
     assert calibration.images.dtype == evaluation.images.dtype == np.float32
     assert len(set(evaluation.names)) == len(evaluation)
@@ -146,7 +146,7 @@ def test_the_zoo_entry_wires_photos_as_agreement_eval_data_and_calibration_data(
     assert eval_set.metric == "agreement" and eval_set.labels is None
     assert eval_set.output_name == "logits"
     assert set(eval_set.inputs) == set(calibration_inputs) == {"image"}
-    assert len(eval_set.inputs["image"]) >= 96 and len(calibration_inputs["image"]) == 64
+    assert len(eval_set.inputs["image"]) == 96 and len(calibration_inputs["image"]) == 96
     assert "china" in description and "chelsea" in eval_set.description
 
 
