@@ -36,10 +36,17 @@ def bench(source: "str | Model", **options: object) -> "object":
 
 
 def run(source: "str | Model | None" = None, **options: object) -> "object":
-    """The end-to-end job; options are those of ``hone.job.run``."""
-    from hone.job import run as run_job
+    """The end-to-end job; options are those of ``hone.job.run``. Returns its RunReport, after
+    writing ``report.json`` (the job) and ``report.html`` (rendered here) into ``out_dir``."""
+    from pathlib import Path
 
-    return run_job(source, **options)  # type: ignore[arg-type]
+    from hone.job import run as run_job
+    from hone.job_types import REPORT_HTML
+    from hone.report.html import write_html
+
+    report = run_job(source, **options)  # type: ignore[arg-type]
+    write_html(report, Path(report.out_dir) / REPORT_HTML)
+    return report
 
 
 def optimize(source: "str | Model", *, target: str = "ort-cpu", verify: bool = True) -> "tuple[Model, object]":

@@ -315,39 +315,29 @@ def machine(
 @app.command()
 def run(
     model: Annotated[str | None, typer.Argument(help="model (default: efficientnet_lite0)")] = None,
-    out: Annotated[Path, typer.Option("--out", help="folder for report.json and report.html")] = Path("hone-out"),
+    out: Annotated[Path, typer.Option("--out", help="folder for report.json, report.html and the targets serve/, web/, edge/")] = Path("hone-out"),
     batch: Annotated[str | None, typer.Option("--batch", help="comma-separated batch sizes (default 1,8)")] = None,
     threads: ThreadsOption = None,
     provider: ProviderOption = "cpu",
     budget_s: Annotated[float, typer.Option("--budget-s", help="bench time budget per configuration, seconds")] = 3.0,
     no_quantize: Annotated[bool, typer.Option("--no-quantize", help="skip the INT8 stage")] = False,
-    no_serve: Annotated[bool, typer.Option("--no-serve", help="skip the serving load test")] = False,
+    no_serve: Annotated[bool, typer.Option("--no-serve", help="skip the serving load test and the model repository <out>/serve")] = False,
     no_web: Annotated[bool, typer.Option("--no-web", help="skip the web bundle (and its page load in Chromium)")] = False,
+    no_edge: Annotated[bool, typer.Option("--no-edge", help="skip the edge bundle")] = False,
     input_shape: InputShapeOption = None,
     json_path: JsonOption = None,
     force: ForceOption = False,
 ) -> None:
-    """The end-to-end job: load -> verify -> profile -> optimize -> quantize -> bench -> serve -> web; writes report.json and report.html."""
+    """The end-to-end job: load -> verify -> profile -> optimize -> quantize -> bench -> serve -> ship-serve -> web -> edge;
+    writes report.json and report.html (also when a stage fails: then the exit code is 1), <out>/serve, <out>/web, <out>/edge."""
     from hone.job import run as run_job
+    from hone.job_types import REPORT_HTML, REPORT_JSON
+    from hone.report.html import write_html
     from hone.report.terminal import run_summary
 
     _check_json_target(json_path, force)
     batches = _parse_batches(batch) if batch else None
     with _progress(transient=False) as progress:
-        tasks: dict[str, Any] = {}
-
-        def on_progress(stage: str, event: str, detail: str) -> None:
-            if event == "start":
-                tasks[stage] = progress.add_task(stage, total=1)
-            elif event == "step":
-                progress.update(tasks[stage], description=f"{stage}: {detail}")
-            elif event == "done":
-                progress.update(tasks[stage], completed=1, description=f"{stage} [green]done[/green]")
-            elif event == "failed":
-                progress.update(tasks[stage], description=f"{stage} [red]failed[/red]")
-            elif event == "skipped":
-                progress.update(tasks[stage], completed=1, description=f"{stage} [yellow]skipped[/yellow]")
-
         report = run_job(
             model,
             out_dir=out,
@@ -357,20 +347,49 @@ def run(
             input_shapes=input_shape,
             budget_s=budget_s,
             force=force,
-            progress=on_progress,
+            progress=_run_progress(progress),
             quantize=not no_quantize,
             serve=not no_serve,
             web=not no_web,
+            edge=not no_edge,
         )
+    write_html(report, out / REPORT_HTML)  # the job wrote report.json; both exist before any exit
     console.print(run_summary(report))
     if report.bench is not None:
         from hone.report.terminal import bench_table
 
         console.print(bench_table(report.bench))
-    console.print(f"report: {out / 'report.html'} and {out / 'report.json'}")
+    console.print(f"report: {out / REPORT_HTML} and {out / REPORT_JSON}")
     _write_json(report, json_path, force)
     if not report.passed:
+        for stage in report.failed:
+            error_console.print(f"[red]failed:[/red] {stage.name}: {escape(stage.message)}", highlight=False,
+                                soft_wrap=True)
         raise typer.Exit(code=1)
+
+
+def _run_progress(progress: Progress) -> Any:
+    """The job's progress callback: one line per stage, updated as it starts, steps and ends."""
+    tasks: dict[str, Any] = {}
+
+    def task(stage: str) -> Any:
+        if stage not in tasks:
+            tasks[stage] = progress.add_task(stage, total=1)
+        return tasks[stage]
+
+    def on_progress(stage: str, event: str, detail: str) -> None:
+        if event == "start":
+            task(stage)
+        elif event == "step":
+            progress.update(task(stage), description=f"{stage}: {escape(detail)}")
+        elif event == "done":
+            progress.update(task(stage), completed=1, description=f"{stage} [green]done[/green]")
+        elif event == "failed":
+            progress.update(task(stage), completed=1, description=f"{stage} [red]failed[/red]")
+        elif event == "skipped":
+            progress.update(task(stage), completed=1, description=f"{stage} [yellow]skipped[/yellow]")
+
+    return on_progress
 
 
 @app.command()

@@ -10,6 +10,10 @@ WebGPU in headless Chromium on a machine without a GPU comes from SwiftShader, a
 ``--enable-unsafe-webgpu`` is the one flag it needs. Its adapter reports ``isFallbackAdapter``,
 and the page says so: software WebGPU is never shown as GPU speed. ``webgpu=False`` leaves those
 flags out, and WebGPU is then unavailable (the page falls back to WASM).
+
+Starting Chromium can take long on a busy machine (a test suite or a benchmark on the same cores):
+each launch may take ``LAUNCH_TIMEOUT_S``, and a launch that fails is tried once more with a fresh
+profile; when both fail, the ExecutionError names both reasons.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ BASE_FLAGS = (
 # swiftshader, isFallbackAdapter true); without it requestAdapter() resolves to null.
 WEBGPU_FLAGS = ("--enable-unsafe-webgpu",)
 DEFAULT_TIMEOUT_S = 300.0
+LAUNCH_TIMEOUT_S = 180.0  # per launch: Chromium took over 60 s to start on 2 cores busy with a test suite
+LAUNCH_ATTEMPTS = 2
 
 
 @dataclass
@@ -75,14 +81,10 @@ def open_bundle(url: str, *, webgpu: bool = True, screenshot: str | Path | None 
     from playwright.sync_api import sync_playwright
 
     console: list[str] = []
-    profile = tempfile.mkdtemp(prefix="hone-chromium-")
+    profiles: list[str] = []
     try:
         with sync_playwright() as playwright:
-            context = playwright.chromium.launch_persistent_context(
-                profile, executable_path=chromium_path(), headless=True, ignore_default_args=True,
-                args=[*chromium_flags(webgpu=webgpu), f"--user-data-dir={profile}"],
-                viewport={"width": 1100, "height": 800}, timeout=60_000,
-            )
+            context = _launch(playwright, webgpu, profiles)
             try:
                 page = context.new_page()
                 page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
@@ -104,7 +106,37 @@ def open_bundle(url: str, *, webgpu: bool = True, screenshot: str | Path | None 
                 context.close()
     except PlaywrightError as exc:
         tail = "; ".join(console[-3:])
-        raise ExecutionError(f"Chromium failed on {url}: {str(exc).splitlines()[0]}" + (f" (console: {tail})" if tail else "")) from exc
+        raise ExecutionError(f"Chromium failed on {url}: {_first_line(exc)}" + (f" (console: {tail})" if tail else "")) from exc
     finally:
-        shutil.rmtree(profile, ignore_errors=True)
+        for profile in profiles:
+            shutil.rmtree(profile, ignore_errors=True)
     return PageRun(url=url, title=title, result=result, summary=summary, console=console, screenshot=shot)
+
+
+def _launch(playwright: Any, webgpu: bool, profiles: list[str]) -> Any:
+    """A persistent context on a fresh profile (appended to ``profiles`` for removal), tried
+    ``LAUNCH_ATTEMPTS`` times with ``LAUNCH_TIMEOUT_S`` each."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    reasons: list[str] = []
+    for attempt in range(1, LAUNCH_ATTEMPTS + 1):
+        profile = tempfile.mkdtemp(prefix="hone-chromium-")
+        profiles.append(profile)
+        try:
+            return playwright.chromium.launch_persistent_context(
+                profile, executable_path=chromium_path(), headless=True, ignore_default_args=True,
+                args=[*chromium_flags(webgpu=webgpu), f"--user-data-dir={profile}"],
+                viewport={"width": 1100, "height": 800}, timeout=int(LAUNCH_TIMEOUT_S * 1000),
+            )
+        except PlaywrightError as exc:
+            reasons.append(f"attempt {attempt}: {_first_line(exc)}")
+            logger.info("Chromium did not start (attempt %d of %d): %s", attempt, LAUNCH_ATTEMPTS, reasons[-1])
+    raise ExecutionError(
+        f"Chromium did not start in {LAUNCH_ATTEMPTS} attempts of up to {LAUNCH_TIMEOUT_S:g} s each "
+        f"({'; '.join(reasons)}); is the machine overloaded? Run `chromium --headless --no-sandbox` to check it"
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

@@ -1,15 +1,21 @@
 """The HTML report: one self-contained file (styles inline, plots as data: URIs) that opens offline.
 
-It renders a RunReport; every number in it comes from the report's dataclasses.
+It renders a RunReport; every number in it comes from the report's dataclasses. A report of a run
+whose stages failed renders too: each section is drawn only from the results that exist, and a
+section whose rendering fails says so in its place instead of losing the file.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from hone.bench.types import BenchResult
+from hone.job_types import RunReport, ServeRepositoryStage, ShippedChoice, WebStage
 from hone.report.plots import (
     bench_latency_png,
     breakdown_figure,
@@ -17,7 +23,18 @@ from hone.report.plots import (
     op_counts_png,
     roofline_figure,
 )
-from hone.report.terminal import human_bytes
+from hone.report.terminal import accuracy_text, human_bytes, value_range
+
+if TYPE_CHECKING:
+    from hone.export.edge import EdgeResult
+    from hone.info import ModelInfo
+    from hone.passes import OptimizeResult
+    from hone.profile import ProfileResult
+    from hone.quantize import QuantizeResult
+    from hone.serve.loadtest import LoadTestResult
+    from hone.verify import VerifyResult
+
+logger = logging.getLogger(__name__)
 
 _STYLE = """
 body { font-family: -apple-system, system-ui, sans-serif; margin: 2rem auto; max-width: 1100px;
@@ -32,20 +49,20 @@ code { background: #f6f8fa; padding: 0 0.2rem; }
 """
 
 
-def write_html(report: "object", path: Path) -> Path:
-    path.write_text(render_html(report), encoding="utf-8")
-    return path
+def write_html(report: RunReport, path: str | Path) -> Path:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(render_html(report), encoding="utf-8")
+    return target
 
 
-def render_html(report: "object") -> str:
-    from hone.job import RunReport
-
-    assert isinstance(report, RunReport)
+def render_html(report: RunReport) -> str:
     e = html.escape
+    title = report.model or report.source
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>hone report: {e(report.model)}</title><style>{_STYLE}</style></head><body>",
-        f"<h1>hone report: {e(report.model)}</h1>",
+        f"<title>hone report: {e(title)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>hone report: {e(title)}</h1>",
         f"<p class='sub'>source <code>{e(report.source)}</code> · started {e(report.started_at)} · "
         f"hone {e(report.hone_version)} · overall "
         f"<span class='{'ok' if report.passed else 'failed'}'>{'passed' if report.passed else 'FAILED'}</span></p>",
@@ -63,99 +80,191 @@ def render_html(report: "object") -> str:
         parts.append("<h2 id='defaults'>Defaults taken</h2><ul>")
         parts.extend(f"<li>{e(item)}</li>" for item in report.defaults_taken)
         parts.append("</ul>")
-    if report.info is not None:
-        info = report.info
-        parts.append("<h2 id='model'>Model</h2>")
-        rows = [
-            ("file size", human_bytes(info.file_size_bytes)),
-            ("opsets", ", ".join(f"{d or 'ai.onnx'}={v}" for d, v in info.opset_imports.items())),
-            ("nodes", str(info.node_count)),
-            ("parameters", f"{info.parameter_count:,} ({human_bytes(info.parameter_bytes)})"),
-            ("producer", info.producer or "-"),
-            *((k, v) for k, v in info.provenance.items()),
-        ]
-        parts.append(_table(("field", "value"), rows))
-        io_rows = [
-            (kind, t.name, t.dtype, "[" + ", ".join("?" if d is None else str(d) for d in t.shape) + "]")
-            for kind, tensors in (("input", info.inputs), ("output", info.outputs))
-            for t in tensors
-        ]
-        parts.append(_table(("kind", "name", "dtype", "shape"), io_rows))
-        parts.append(_image(op_counts_png(info.op_counts, "nodes by op type"), "nodes by op type"))
-    if report.verify is not None:
-        verify = report.verify
-        parts.append("<h2 id='verify'>Verify</h2>")
-        parts.append(
-            f"<p>batch {verify.batch}; outputs finite: {'yes' if verify.finite else 'NO'}; "
-            f"tolerance |Δ| ≤ atol + rtol·|ref|</p>"
-        )
-        rows = [
-            (
-                e(c.reference), e(c.candidate), e(o.name), f"{o.max_abs_error:.2e}", f"{o.max_rel_error:.2e}",
-                f"{o.cosine:.6f}", "-" if o.top1_agreement is None else f"{100 * o.top1_agreement:.1f}%",
-                f"{c.atol:g} / {c.rtol:g}", _status("ok" if o.passed else "failed"),
-            )
-            for c in verify.comparisons
-            for o in c.outputs
-        ]
-        parts.append(
-            _table(("reference", "candidate", "output", "max abs err", "max rel err", "cosine",
-                    "top-1 agree", "atol / rtol", "ok"), rows, escape=False)
-        )
-    if report.profile is not None:
-        parts.append(_profile_section(report.profile))
-    if report.optimize is not None:
-        parts.append(_optimize_section(report.optimize, report.bench))
-    if report.quantize is not None:
-        parts.append(_quantize_section(report.quantize))
-    if report.bench is not None:
-        result = report.bench
-        parts.append("<h2 id='bench'>Benchmark</h2>")
-        parts.append(
-            f"<p>{e(result.provider)}, {result.threads} threads; each configuration ran until the "
-            f"median's 95% CI was within ±{100 * result.rel_tol:.0f}% or {result.budget_s:g}s passed. "
-            f"Machine: {e(', '.join(f'{k} {v}' for k, v in result.machine.items()))}.</p>"
-        )
-        rows = [
-            (
-                e(c.variant), str(c.batch), f"{c.p50_ms:.3f}", f"{c.p90_ms:.3f}", f"{c.p99_ms:.3f}",
-                f"{c.iqr_ms:.3f}", f"{c.throughput:,.1f}",
-                "-" if c.speedup_vs_baseline is None else f"{c.speedup_vs_baseline:.2f}x",
-                f"{c.peak_rss_mb:.0f}", f"{c.peak_mem_mb:.1f}", str(c.runs),
-                "<span class='ok'>yes</span>" if c.stable
-                else f"<span class='warn'>no (±{100 * c.median_ci_rel:.1f}%)</span>",
-            )
-            for c in result.configs
-        ]
-        parts.append(
-            _table(("variant", "batch", "p50 ms", "p90 ms", "p99 ms", "IQR ms", "samples/s",
-                    "speedup", "RSS peak MB", "+MB", "runs", "stable"), rows, escape=False)
-        )
-        parts.append(_image(bench_latency_png(result), "latency and throughput by variant and batch"))
-    if report.serve is not None:
-        serve = report.serve
-        parts.append("<h2 id='serve'>Serving</h2>")
-        parts.append(
-            f"<p>{e(serve.artifact)} behind the dynamic batcher (max batch {serve.max_batch_size}, "
-            f"queue delay {serve.max_queue_delay_ms:g} ms), closed-loop single-sample requests, in-process.</p>"
-        )
-        rows = [
-            (
-                str(level.concurrency), str(level.requests), str(level.failures), f"{level.p50_ms:.3f}",
-                f"{level.p99_ms:.3f}", f"{level.throughput_per_s:,.1f}",
-                ", ".join(f"{size}: {count}" for size, count in sorted(level.batch_sizes.items())),
-            )
-            for level in serve.levels
-        ]
-        parts.append(_table(("concurrency", "requests", "failures", "p50 ms", "p99 ms", "requests/s",
-                             "batch size: batches"), rows))
-    if report.web is not None:
-        parts.extend(_web_section(report.web))
+    sections: list[tuple[str, object, Callable[[], str]]] = [
+        ("model", report.info, lambda: _model_section(report.info)),  # type: ignore[arg-type]
+        ("verify", report.verify, lambda: _verify_section(report.verify)),  # type: ignore[arg-type]
+        ("profile", report.profile, lambda: _profile_section(report.profile)),  # type: ignore[arg-type]
+        ("optimize", report.optimize, lambda: _optimize_section(report.optimize, report.bench)),  # type: ignore[arg-type]
+        ("quantize", report.quantize, lambda: _quantize_section(report.quantize)),  # type: ignore[arg-type]
+        ("bench", report.bench, lambda: _bench_section(report.bench, report.shipped)),  # type: ignore[arg-type]
+        ("shipped", report.shipped, lambda: _shipped_section(report.shipped)),  # type: ignore[arg-type]
+        ("serve", report.serve, lambda: _serve_section(report.serve)),  # type: ignore[arg-type]
+        ("ship-serve", report.serve_repository,
+         lambda: _repository_section(report.serve_repository, report.serve)),  # type: ignore[arg-type]
+        ("web", report.web, lambda: "\n".join(_web_section(report.web))),  # type: ignore[arg-type]
+        ("edge", report.edge, lambda: _edge_section(report.edge)),  # type: ignore[arg-type]
+    ]
+    for name, result, render in sections:
+        if result is not None:
+            parts.append(_guarded(name, render))
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
-def _web_section(web: "object") -> list[str]:
+def _guarded(name: str, render: Callable[[], str]) -> str:
+    """A section, or one line saying why it could not be drawn: a rendering bug never costs the file."""
+    try:
+        return render()
+    except Exception as exc:
+        logger.debug("report section %s failed to render", name, exc_info=True)
+        lines = str(exc).strip().splitlines()
+        reason = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+        return (f"<h2 id='{html.escape(name)}'>{html.escape(name)}</h2>"
+                f"<p class='failed'>this section could not be rendered ({html.escape(reason)})</p>")
+
+
+def _model_section(info: ModelInfo) -> str:
+    parts = ["<h2 id='model'>Model</h2>"]
+    rows = [
+        ("file size", human_bytes(info.file_size_bytes)),
+        ("opsets", ", ".join(f"{d or 'ai.onnx'}={v}" for d, v in info.opset_imports.items())),
+        ("nodes", str(info.node_count)),
+        ("parameters", f"{info.parameter_count:,} ({human_bytes(info.parameter_bytes)})"),
+        ("producer", info.producer or "-"),
+        *((k, v) for k, v in info.provenance.items()),
+    ]
+    parts.append(_table(("field", "value"), rows))
+    io_rows = [
+        (kind, t.name, t.dtype, "[" + ", ".join("?" if d is None else str(d) for d in t.shape) + "]")
+        for kind, tensors in (("input", info.inputs), ("output", info.outputs))
+        for t in tensors
+    ]
+    parts.append(_table(("kind", "name", "dtype", "shape"), io_rows))
+    parts.append(_image(op_counts_png(info.op_counts, "nodes by op type"), "nodes by op type"))
+    return "\n".join(parts)
+
+
+def _verify_section(verify: VerifyResult) -> str:
+    e = html.escape
+    parts = [
+        "<h2 id='verify'>Verify</h2>",
+        f"<p>batch {verify.batch}; outputs finite: {'yes' if verify.finite else 'NO'}; "
+        f"tolerance |Δ| ≤ atol + rtol·|ref|</p>",
+    ]
+    rows = [
+        (
+            e(c.reference), e(c.candidate), e(o.name), f"{o.max_abs_error:.2e}", f"{o.max_rel_error:.2e}",
+            f"{o.cosine:.6f}", "-" if o.top1_agreement is None else f"{100 * o.top1_agreement:.1f}%",
+            f"{c.atol:g} / {c.rtol:g}", _status("ok" if o.passed else "failed"),
+        )
+        for c in verify.comparisons
+        for o in c.outputs
+    ]
+    parts.append(
+        _table(("reference", "candidate", "output", "max abs err", "max rel err", "cosine",
+                "top-1 agree", "atol / rtol", "ok"), rows, escape=False)
+    )
+    return "\n".join(parts)
+
+
+def _bench_section(result: BenchResult, shipped: ShippedChoice | None) -> str:
+    e = html.escape
+    baseline = result.baseline or next((c.baseline_variant for c in result.configs if c.baseline_variant), None)
+    parts = [
+        "<h2 id='bench'>Benchmark</h2>",
+        f"<p>{e(result.provider)}, {result.threads} threads. At each batch every configuration ran in "
+        f"{e(result.method)} blocks in one process (one block each per round, up to {result.rounds} rounds, "
+        f"{result.budget_s:g}s each in all), until every median's 95% CI was within ±{100 * result.rel_tol:.0f}%. "
+        + (f"Speedup = p50 of <b>{e(baseline)}</b> / p50, same batch, same race; by round: the same ratio "
+           f"round by round (lowest-highest). " if baseline else "")
+        + f"Machine: {e(', '.join(f'{k} {v}' for k, v in result.machine.items()))}.</p>",
+    ]
+    rows = [
+        (
+            e(c.variant) + (" <b>(shipped)</b>" if shipped is not None and c.variant == shipped.label else ""),
+            str(c.batch), f"{c.p50_ms:.3f}", f"{c.p90_ms:.3f}", f"{c.p99_ms:.3f}", f"{c.iqr_ms:.3f}",
+            f"{c.throughput:,.1f}",
+            "-" if c.speedup_vs_baseline is None else f"{c.speedup_vs_baseline:.2f}x",
+            value_range(c.speedup_per_round, "{:.2f}", "x"), value_range(c.round_p50_ms, "{:.3f}"),
+            f"{c.peak_rss_mb:.0f}", f"{c.peak_mem_mb:.1f}", str(c.runs),
+            "<span class='ok'>yes</span>" if c.stable
+            else f"<span class='warn'>no (±{100 * c.median_ci_rel:.1f}%)</span>",
+        )
+        for c in result.configs
+    ]
+    parts.append(
+        _table(("variant", "batch", "p50 ms", "p90 ms", "p99 ms", "IQR ms", "samples/s", "speedup",
+                "speedup by round", "round p50s ms", "RSS peak MB", "+MB", "runs", "stable"), rows, escape=False)
+    )
+    parts.append(_image(bench_latency_png(result), "latency and throughput by variant and batch"))
+    return "\n".join(parts)
+
+
+def _shipped_section(shipped: ShippedChoice) -> str:
+    e = html.escape
+    return (f"<h2 id='shipped'>Shipped artifact</h2><p><b>{e(shipped.label)}</b> ({e(shipped.artifact)}): "
+            f"{e(shipped.reason)}. The serve stage and the model repository use it; the web and edge bundles "
+            f"start from the loaded model (each target optimizes and quantizes for itself).</p>")
+
+
+def _serve_section(serve: LoadTestResult) -> str:
+    e = html.escape
+    parts = [
+        "<h2 id='serve'>Serving</h2>",
+        f"<p>{e(serve.artifact)} behind the dynamic batcher (max batch {serve.max_batch_size}, "
+        f"queue delay {serve.max_queue_delay_ms:g} ms), closed-loop single-sample requests, in-process.</p>",
+    ]
+    rows = [
+        (
+            str(level.concurrency), str(level.requests), str(level.failures), f"{level.p50_ms:.3f}",
+            f"{level.p99_ms:.3f}", f"{level.throughput_per_s:,.1f}",
+            ", ".join(f"{size}: {count}" for size, count in sorted(level.batch_sizes.items())),
+        )
+        for level in serve.levels
+    ]
+    parts.append(_table(("concurrency", "requests", "failures", "p50 ms", "p99 ms", "requests/s",
+                         "batch size: batches"), rows))
+    return "\n".join(parts)
+
+
+def _repository_section(repository: ServeRepositoryStage, serve: LoadTestResult | None) -> str:
+    e = html.escape
+    measured = ("the serve stage measured these settings: see Serving" if repository.measured and serve is not None
+                else e(repository.note or "not measured"))
+    rows = [
+        ("path", f"<code>{e(repository.path)}</code>"),
+        ("model", f"<code>{e(repository.model_path)}</code> ({human_bytes(repository.size_bytes)}): "
+                  f"{e(repository.artifact)}"),
+        ("config.json", "<code>" + e(", ".join(f"{k}: {v}" for k, v in repository.config.items())) + "</code>"),
+        ("measured", measured),
+        ("serve it", f"<code>hone serve {e(repository.path)}</code>"),
+    ]
+    return "<h2 id='ship-serve'>Model repository</h2>\n" + _table(("", ""), rows, escape=False)
+
+
+def _edge_section(edge: EdgeResult) -> str:
+    e = html.escape
+    manifest, profile = edge.manifest, edge.profile
+    parts = [
+        "<h2 id='edge'>Edge bundle</h2>",
+        f"<p><code>{e(edge.path)}</code>: {e(', '.join(Path(f).name for f in edge.files))}; the artifact is "
+        f"<b>{e(manifest.format)}</b>{'' if manifest.sparsity is None else f', {manifest.sparsity:.0%} sparse'}, "
+        f"{human_bytes(manifest.size_bytes)} ({human_bytes(manifest.gzip_bytes)} gzip'd), from "
+        f"{human_bytes(manifest.float_size_bytes)} fp32. Measured in fresh processes at {profile.intra_op_threads} "
+        f"thread, batch {profile.batch}, under a memory cap of +{profile.memory_cap_mb} MB over an idle process "
+        f"({profile.idle_rss_mb:.0f} MB RSS).</p>",
+    ]
+    accuracy = manifest.accuracy
+    rows = []
+    for label, run, judged in (
+        ("fp32", profile.float_model, "reference"),
+        (manifest.format, profile.artifact, "the float model" if accuracy is None else accuracy_text(accuracy)),
+    ):
+        if run.fits:
+            rows.append((label, _number(run.p50_ms, "{:.3f}"), _number(run.p90_ms, "{:.3f}"),
+                         _number(run.peak_rss_mb, "{:.0f}"), _number(run.session_create_ms, "{:.0f}"), judged))
+        else:
+            rows.append((label, "over the cap", "-", "-", "-", judged))
+    parts.append(_table(("model", "p50 ms", "p90 ms", "peak RSS MB", "session ms", "accuracy"), rows))
+    parts.extend(f"<p>{_status('warn')} {e(note)}</p>" for note in manifest.notes)
+    return "\n".join(parts)
+
+
+def _number(value: float | None, fmt: str) -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def _web_section(web: WebStage) -> list[str]:
     """The browser bundle: what runs where on WebGPU (static check) and what one page load measured."""
     e = html.escape
     placement = web.placement
@@ -169,9 +278,10 @@ def _web_section(web: "object") -> list[str]:
         software = " (software adapter: not GPU speed)" if adapter.get("isFallbackAdapter") else ""
         where = (f"WebGPU on {adapter.get('vendor', '')} {adapter.get('architecture', '')}{software}"
                  if page.get("provider") == "webgpu" else "WASM (CPU)")
-        rows = [("ran on", where), ("median ms", f"{page['median_ms']:.2f}"),
-                ("first run ms", f"{page['first_run_ms']:.1f}"), ("session ms", f"{page['session_ms']:.1f}"),
-                ("max abs error vs native", f"{page['max_abs_error_vs_native']:.2e}")]
+        rows = [("ran on", where), ("median ms", _number(page.get("median_ms"), "{:.2f}")),
+                ("first run ms", _number(page.get("first_run_ms"), "{:.1f}")),
+                ("session ms", _number(page.get("session_ms"), "{:.1f}")),
+                ("max abs error vs native", _number(page.get("max_abs_error_vs_native"), "{:.2e}"))]
         if page.get("fallback_reason"):
             rows.append(("fallback", page["fallback_reason"]))
         parts.append(_table(("headless Chromium", ""), rows))
@@ -197,10 +307,7 @@ def _image(png: bytes, alt: str) -> str:
     return f"<p><img alt='{html.escape(alt)}' src='data:image/png;base64,{encoded}'></p>"
 
 
-def _profile_section(result: "object") -> str:
-    from hone.profile import ProfileResult
-
-    assert isinstance(result, ProfileResult)
+def _profile_section(result: ProfileResult) -> str:
     e = html.escape
     roofs = result.ceilings
     parts = [
@@ -231,11 +338,7 @@ def _profile_section(result: "object") -> str:
     return "\n".join(parts)
 
 
-def _optimize_section(result: "object", bench: "object") -> str:
-    from hone.bench import BenchResult
-    from hone.passes import OptimizeResult
-
-    assert isinstance(result, OptimizeResult)
+def _optimize_section(result: OptimizeResult, bench: BenchResult | None) -> str:
     e = html.escape
     parts = [
         "<h2 id='optimize'>Optimize</h2>",
@@ -243,18 +346,18 @@ def _optimize_section(result: "object", bench: "object") -> str:
         f"each pass {'verified against the model before it' if result.verified else 'NOT verified'}.</p>",
         *(f"<p>{_status('warn')} {e(note)}</p>" for note in result.notes),
     ]
-    if isinstance(bench, BenchResult):
+    if bench is not None:
         rows = []
         for batch in bench.batches:
-            for level in ("ort-disabled", "ort-all"):
-                before = next((c for c in bench.configs if c.variant == level and c.batch == batch), None)
-                after = next((c for c in bench.configs if c.variant == f"hone+{level}" and c.batch == batch), None)
-                if before and after:
-                    rows.append((str(batch), level, f"{before.p50_ms:.3f}", f"{after.p50_ms:.3f}",
-                                 f"{before.p50_ms / after.p50_ms:.2f}x", f"{before.peak_rss_mb:.0f}",
-                                 f"{after.peak_rss_mb:.0f}"))
-        parts.append(_table(("batch", "onnxruntime", "before p50 ms", "after p50 ms", "speedup",
-                             "before RSS MB", "after RSS MB"), rows))
+            before, after = bench.config("ort-all", batch), bench.config("hone+ort-all", batch)
+            if before and after:
+                rows.append((str(batch), f"{before.p50_ms:.3f}", f"{after.p50_ms:.3f}",
+                             f"{before.p50_ms / after.p50_ms:.2f}x", value_range(after.speedup_per_round, "{:.2f}", "x"),
+                             f"{before.peak_rss_mb:.0f}", f"{after.peak_rss_mb:.0f}"))
+        if rows:
+            parts.append("<p>onnxruntime with all optimizations on both, raced in interleaved blocks:</p>")
+            parts.append(_table(("batch", "before p50 ms", "after p50 ms", "speedup", "speedup by round",
+                                 "before RSS MB", "after RSS MB"), rows))
     rows = [
         (e(p.name), _status("ok" if p.status in ("applied", "no_change") else "failed" if p.status == "failed" else "warn")
          + f" {e(p.status)}", f"{p.nodes_before} &rarr; {p.nodes_after}", f"{p.seconds:.2f}",
@@ -267,11 +370,7 @@ def _optimize_section(result: "object", bench: "object") -> str:
     return "\n".join(parts)
 
 
-def _quantize_section(result: "object") -> str:
-    from hone.quantize import QuantizeResult
-    from hone.report.terminal import accuracy_text, human_bytes
-
-    assert isinstance(result, QuantizeResult)
+def _quantize_section(result: QuantizeResult) -> str:
     e = html.escape
     kept = (f"kept <b>{e(result.format)}</b>, {result.speedup or 0:.2f}x the float model" if result.kept_quantized
             else "kept the <b>float</b> model")

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
-from hone.bench import BenchResult
+from hone.bench.types import BenchResult
+
+if TYPE_CHECKING:
+    from hone.profile.profiler import ProfileResult
 
 
 def bench_latency_png(result: BenchResult) -> bytes:
@@ -60,7 +64,7 @@ def op_counts_png(op_counts: dict[str, int], title: str, limit: int = 15) -> byt
     return buffer.getvalue()
 
 
-def roofline_figure(result: "object") -> "object":
+def roofline_figure(result: ProfileResult) -> "object":
     """Every executed node a point (achieved GFLOP/s vs FLOP/byte), sized by its time; both roofs."""
     import matplotlib
 
@@ -68,9 +72,6 @@ def roofline_figure(result: "object") -> "object":
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from hone.profile.profiler import ProfileResult
-
-    assert isinstance(result, ProfileResult)
     peak = result.ceilings.gemm_gflops
     bandwidth = result.ceilings.memory_gbps
     colors = {"compute": "#c44e52", "memory": "#4c72b0", "overhead": "#8c8c8c",
@@ -110,16 +111,13 @@ def roofline_figure(result: "object") -> "object":
     return figure
 
 
-def breakdown_figure(result: "object", limit: int = 12) -> "object":
+def breakdown_figure(result: ProfileResult, limit: int = 12) -> "object":
     """Horizontal bars: time by op type (as the user's nodes), coloured by bottleneck class."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from hone.profile.profiler import ProfileResult
-
-    assert isinstance(result, ProfileResult)
     colors = {"compute": "#c44e52", "memory": "#4c72b0", "overhead": "#8c8c8c",
               "transfer": "#dd8452", "sync": "#937860"}
     rows = result.by_op_type[:limit][::-1]

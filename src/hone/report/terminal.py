@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.markup import escape
 from rich.table import Table
 
-from hone.bench import BenchResult
+from hone.bench.types import BenchResult
 from hone.info import ModelInfo
+from hone.job_types import RunReport
 from hone.verify import VerifyResult
+
+if TYPE_CHECKING:
+    from hone.export.edge import EdgeResult
+    from hone.export.web import WebResult
+    from hone.machine import MachineCeilings
+    from hone.passes import OptimizeResult
+    from hone.pipeline import PipelineResult, SimulationResult
+    from hone.profile.profiler import ProfileResult
+    from hone.quantize import QuantizeResult
+    from hone.quantize.gate import AccuracyReport
+    from hone.quantize.prune import PruneResult
 
 
 def human_bytes(count: int | None) -> str:
@@ -58,7 +72,7 @@ def bench_table(result: BenchResult) -> Table:
         f"(median stable within ±{100 * result.rel_tol:.0f}% or {result.budget_s:g}s budget)"
     )
     columns = ("variant", "batch", "p50 ms", "p90 ms", "p99 ms", "IQR ms", "samples/s", "speedup",
-               "RSS peak MB", "+MB", "runs", "stable")
+               "RSS peak MB", "+MB", "runs", "stable", "round p50s ms", "speedup by round")
     for column in columns:
         table.add_column(column, justify="left" if column == "variant" else "right")
     for c in result.configs:
@@ -76,13 +90,26 @@ def bench_table(result: BenchResult) -> Table:
             f"{c.peak_mem_mb:.1f}",
             str(c.runs),
             "yes" if c.stable else f"[yellow]no (±{100 * c.median_ci_rel:.1f}%)[/yellow]",
+            value_range(c.round_p50_ms, "{:.3f}"),
+            value_range(c.speedup_per_round, "{:.2f}", "x"),
         )
-    baseline = next((c.baseline_variant for c in result.configs if c.baseline_variant), None)
+    baseline = result.baseline or next((c.baseline_variant for c in result.configs if c.baseline_variant), None)
     caption = "RSS peak: the process's resident set at its peak; +MB: its growth during the configuration"
     if baseline:
-        caption = f"speedup = p50 of {baseline} / p50, same batch, same run; " + caption
+        caption = (f"speedup = p50 of {baseline} / p50, same batch, same {result.method} race "
+                   f"(by round: the same ratio per round, lowest-highest); " + caption)
     table.caption = caption
     return table
+
+
+def value_range(values: list[float], fmt: str, unit: str = "") -> str:
+    """``low-high`` of a spread (one value as it is), or ``-`` when there is none."""
+    if not values:
+        return "-"
+    low, high = min(values), max(values)
+    if fmt.format(low) == fmt.format(high):
+        return fmt.format(low) + unit
+    return f"{fmt.format(low)}-{fmt.format(high)}{unit}"
 
 
 def verify_table(result: VerifyResult) -> Table:
@@ -112,11 +139,8 @@ def batch_mean(batch_sizes: dict[int, int]) -> float:
     return sum(size * count for size, count in batch_sizes.items()) / batches if batches else 0.0
 
 
-def run_summary(report: "object") -> Table:
-    from hone.job import RunReport
-
-    assert isinstance(report, RunReport)
-    table = Table(title=f"hone run {report.model}: summary")
+def run_summary(report: RunReport) -> Table:
+    table = Table(title=f"hone run {report.model or report.source}: summary")
     table.add_column("stage")
     table.add_column("status")
     table.add_column("seconds", justify="right")
@@ -151,27 +175,59 @@ def run_summary(report: "object") -> Table:
             else:
                 detail = "kept float: " + (result.notes[-1] if result.notes else "no candidate passed")
         elif stage.name == "bench" and report.bench is not None:
-            parts = []
-            for batch in report.bench.batches:
-                best = report.bench.best(batch)
-                if best is not None:
-                    parts.append(f"batch {batch}: {best.variant} {best.p50_ms:.2f} ms")
-            detail = "fastest " + "; ".join(parts)
+            detail = bench_line(report)
         elif stage.name == "serve" and report.serve is not None:
             detail = f"{report.serve.artifact}: " + "; ".join(
                 f"c={level.concurrency} p50 {level.p50_ms:.2f} ms, p99 {level.p99_ms:.2f} ms, "
                 f"{level.throughput_per_s:,.0f} req/s, mean batch {batch_mean(level.batch_sizes):.1f}"
                 for level in report.serve.levels
             )
+        elif stage.name == "ship-serve" and report.serve_repository is not None:
+            repository = report.serve_repository
+            detail = (f"{repository.path} ({human_bytes(repository.size_bytes)}): {repository.model_name} v1 = "
+                      f"{repository.artifact}, max batch {repository.config['max_batch_size']}, queue delay "
+                      f"{repository.config['max_queue_delay_ms']:g} ms "
+                      + ("(measured by the serve stage)" if repository.measured else "(not measured)")
+                      + f"; hone serve {repository.path}")
+        elif stage.name == "edge" and report.edge is not None:
+            detail = edge_line(report.edge)
         style = {"ok": "green", "failed": "red"}.get(stage.status, "yellow")
-        table.add_row(stage.name, f"[{style}]{stage.status}[/{style}]", f"{stage.seconds:.1f}", detail)
+        table.add_row(stage.name, f"[{style}]{stage.status}[/{style}]", f"{stage.seconds:.1f}", escape(detail))
+    if report.shipped is not None:
+        table.caption = escape(f"shipped: {report.shipped.label} ({report.shipped.reason})")
     return table
 
 
-def profile_tables(result: "object", top_nodes: int = 10) -> list[Table]:
-    from hone.profile.profiler import ProfileResult
+def bench_line(report: RunReport) -> str:
+    """The fastest configuration at each batch, and each candidate's speedup over the baseline."""
+    bench = report.bench
+    assert bench is not None
+    parts = []
+    for batch in bench.batches:
+        best = bench.best(batch)
+        if best is not None:
+            parts.append(f"batch {batch}: {best.variant} {best.p50_ms:.2f} ms")
+    line = "fastest " + "; ".join(parts)
+    if report.shipped is not None and report.shipped.speedups:
+        line += f"; vs {bench.baseline}: " + ", ".join(
+            f"{label} {'/'.join(f'{s:.2f}x' for s in values)}" for label, values in report.shipped.speedups.items())
+    return line
 
-    assert isinstance(result, ProfileResult)
+
+def edge_line(edge: EdgeResult) -> str:
+    manifest, profile = edge.manifest, edge.profile
+    line = f"{edge.path}: {manifest.format}, {human_bytes(manifest.size_bytes)} ({human_bytes(manifest.gzip_bytes)} gzip'd)"
+    artifact, float_model = profile.artifact, profile.float_model
+    if artifact.fits and artifact.p50_ms is not None:
+        line += f"; 1 thread p50 {artifact.p50_ms:.2f} ms"
+        if float_model.fits and float_model.p50_ms is not None:
+            line += f" vs fp32 {float_model.p50_ms:.2f} ms"
+        if artifact.peak_rss_mb is not None:
+            line += f", peak RSS {artifact.peak_rss_mb:.0f} MB"
+    return line
+
+
+def profile_tables(result: ProfileResult, top_nodes: int = 10) -> list[Table]:
     roofs = result.ceilings
     by_type = Table(
         title=f"profile {result.model}: batch {result.batch}, {result.provider}, {result.threads} threads, "
@@ -208,10 +264,7 @@ def profile_tables(result: "object", top_nodes: int = 10) -> list[Table]:
     return [by_type, nodes, advice]
 
 
-def machine_table(ceilings: "object") -> Table:
-    from hone.machine import MachineCeilings
-
-    assert isinstance(ceilings, MachineCeilings)
+def machine_table(ceilings: MachineCeilings) -> Table:
     table = Table(title="machine ceilings (measured)", show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
@@ -225,10 +278,7 @@ def machine_table(ceilings: "object") -> Table:
     return table
 
 
-def optimize_table(result: "object") -> Table:
-    from hone.passes import OptimizeResult
-
-    assert isinstance(result, OptimizeResult)
+def optimize_table(result: OptimizeResult) -> Table:
     table = Table(
         title=f"optimize {result.model} for {result.target}: nodes {result.nodes_before} -> {result.nodes_after}"
         + ("" if result.verified else " (NOT verified)"),
@@ -248,7 +298,7 @@ def optimize_table(result: "object") -> Table:
     return table
 
 
-def accuracy_text(report: "object") -> str:
+def accuracy_text(report: AccuracyReport | None) -> str:
     if report is None:
         return "-"
     if report.metric == "top1":
@@ -259,11 +309,8 @@ def accuracy_text(report: "object") -> str:
     return f"cosine mean {report.candidate_value:.4f}{low}"
 
 
-def quantize_table(result: "object") -> Table:
+def quantize_table(result: QuantizeResult) -> Table:
     """Every candidate hone built, judged and timed; the kept one marked."""
-    from hone.quantize import QuantizeResult
-
-    assert isinstance(result, QuantizeResult)
     kept = f"kept {result.format}" + (f", {result.speedup:.2f}x" if result.speedup else "")
     table = Table(
         title=f"quantize {result.model} ({result.mode}): {kept}; size {human_bytes(result.size_bytes_before)} -> "
@@ -285,11 +332,8 @@ def quantize_table(result: "object") -> Table:
     return table
 
 
-def prune_table(result: "object", top_layers: int = 12) -> Table:
+def prune_table(result: PruneResult, top_layers: int = 12) -> Table:
     """Per-layer sparsity (the largest layers first) and the gate's verdict in the title."""
-    from hone.quantize.prune import PruneResult
-
-    assert isinstance(result, PruneResult)
     verdict = {True: "[green]within budget[/green]", False: "[red]outside budget[/red]", None: "not judged"}[result.passed]
     speed = f"; {result.speedup:.2f}x" if result.speedup else ""
     table = Table(
@@ -309,11 +353,8 @@ def prune_table(result: "object", top_layers: int = 12) -> Table:
     return table
 
 
-def edge_table(result: "object") -> Table:
+def edge_table(result: EdgeResult) -> Table:
     """fp32 vs the artifact: size, gzip size, latency, peak memory, session creation, accuracy."""
-    from hone.export.edge import EdgeResult
-
-    assert isinstance(result, EdgeResult)
     manifest, profile = result.manifest, result.profile
     table = Table(title=f"edge {result.model}: 1 thread, batch 1, ORT all optimizations, memory cap "
                         f"+{profile.memory_cap_mb} MB over an idle process ({profile.idle_rss_mb:.0f} MB RSS)")
@@ -335,17 +376,14 @@ def edge_table(result: "object") -> Table:
     return table
 
 
-def _judged_text(accuracy: "object") -> str:
+def _judged_text(accuracy: AccuracyReport) -> str:
     value = (f"top-1 {accuracy.candidate_value:.2f}%" if accuracy.metric == "top1"
              else f"{accuracy.metric} {accuracy.candidate_value:.4f}")
     return f"{value} ({'within' if accuracy.passed else 'OUTSIDE'} {accuracy.budget})"
 
 
-def web_table(result: "object") -> Table:
+def web_table(result: WebResult) -> Table:
     """The web bundle: its files and sizes, and where each op will run on WebGPU."""
-    from hone.export.web import WebResult
-
-    assert isinstance(result, WebResult)
     manifest = result.manifest
     placement = manifest.placement
     table = Table(title=f"web {result.model}: onnxruntime-web {manifest.ort_web_version}, WebGPU with WASM fallback")
@@ -362,11 +400,8 @@ def web_table(result: "object") -> Table:
     return table
 
 
-def pipeline_table(result: "object") -> Table:
+def pipeline_table(result: PipelineResult) -> Table:
     """Per stage: blocks, predicted cost, measured busy / recv wait / idle, bubble, activations."""
-    from hone.pipeline import PipelineResult
-
-    assert isinstance(result, PipelineResult)
     table = Table(
         title=f"pipeline {result.model}: {len(result.stages)} stages, {result.schedule}, {result.mode}, "
               f"batch {result.batch} as {result.microbatches} x {result.microbatch_size}, "
@@ -385,7 +420,7 @@ def pipeline_table(result: "object") -> Table:
     return table
 
 
-def pipeline_summary(result: "object") -> list[str]:
+def pipeline_summary(result: PipelineResult) -> list[str]:
     """The lines under the table: step, bubbles, simulator, check, single process."""
     lines = [
         f"step {result.step_ms:.1f} ms (median of {max(1, len(result.steps_ms) - 1)} measured); bubble "
@@ -402,11 +437,8 @@ def pipeline_summary(result: "object") -> list[str]:
     return lines
 
 
-def simulation_table(result: "object") -> Table:
+def simulation_table(result: SimulationResult) -> Table:
     """A simulated step: per rank busy, idle, bubble and peak in-flight micro-batches."""
-    from hone.pipeline import SimulationResult
-
-    assert isinstance(result, SimulationResult)
     cores = f", ranks sharing {result.cores} cores" if result.cores else ""
     table = Table(
         title=f"simulated {result.schedule} ({result.mode}): S={result.stages}, M={result.microbatches}"

@@ -1,0 +1,112 @@
+"""The result types of ``hone run``: the RunReport and what each stage adds to it.
+
+They live apart from ``hone.job`` (the producer) so that the renderers (``hone.report.terminal``,
+``hone.report.html``) import them and not the job, and the job never imports a renderer. Nothing
+heavy is imported at run time: the stage results are other packages' types, named for the type
+checker only (their JSON comes from the dataclass fields either way).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hone.bench.types import BenchResult
+    from hone.export.edge import EdgeResult
+    from hone.export.placement import PlacementReport
+    from hone.info import ModelInfo
+    from hone.passes import OptimizeResult
+    from hone.profile import ProfileResult
+    from hone.quantize import QuantizeResult
+    from hone.serve.loadtest import LoadTestResult
+    from hone.verify import VerifyResult
+
+# The stages of ``hone run`` in the order they run (hone.job's docstring says what each needs).
+STAGES = ("load", "verify", "profile", "optimize", "quantize", "bench", "serve", "ship-serve", "web", "edge")
+REPORT_JSON = "report.json"  # written by the job
+REPORT_HTML = "report.html"  # written by its caller (the CLI, ``hone.run``) with hone.report.html
+SERVE_FOLDER = "serve"  # <out>/serve/<model>/1/model.onnx + config.json: `hone serve <out>/serve`
+WEB_FOLDER = "web"
+EDGE_FOLDER = "edge"
+
+
+@dataclass
+class StageResult:
+    name: str
+    status: str  # "ok" | "failed" | "skipped"
+    seconds: float
+    message: str = ""  # the one-line reason of a failed or skipped stage, else a summary (may be empty)
+
+
+@dataclass
+class ShippedChoice:
+    """Which model the targets ship (serve, the model repository), measured in the bench race."""
+
+    label: str  # the bench variant: "ort-all" (the loaded model), "hone+ort-all", "hone-qdq+ort-all", ...
+    artifact: str  # its short name: "loaded", "hone", "hone-qdq", ...
+    reason: str
+    # Per candidate label, its speedup over the loaded model's ort-all at each batch (bench order).
+    speedups: dict[str, list[float]] = field(default_factory=dict)
+
+
+@dataclass
+class WebStage:
+    """The web bundle ``hone run`` wrote: its size, the static WebGPU placement, and the page's own
+    report from one load in Chromium (provider, adapter, median_ms, ...; None without Chromium)."""
+
+    path: str
+    size_bytes: int
+    gzip_bytes: int
+    placement: PlacementReport
+    page: dict[str, Any] | None = None
+    page_note: str = ""
+
+
+@dataclass
+class ServeRepositoryStage:
+    """The model repository ``hone run`` wrote for ``hone serve <path>``: one model, version 1."""
+
+    path: str  # the repository folder, <out>/serve
+    model_name: str  # the served name (its folder)
+    model_path: str  # <path>/<model_name>/1/model.onnx
+    config_path: str  # <path>/<model_name>/config.json
+    size_bytes: int  # model.onnx and its external data
+    artifact: str  # the shipped model's bench label (ShippedChoice.label)
+    config: dict[str, Any]  # what config.json holds: the batcher settings
+    measured: bool  # whether the serve stage's load test ran with exactly these settings
+    note: str = ""
+
+
+@dataclass
+class RunReport:
+    hone_version: str
+    model: str
+    source: str
+    started_at: str
+    out_dir: str
+    # Choices hone made because the user did not (zero config, but said out loud).
+    defaults_taken: list[str] = field(default_factory=list)
+    stages: list[StageResult] = field(default_factory=list)
+    info: ModelInfo | None = None
+    verify: VerifyResult | None = None
+    profile: ProfileResult | None = None
+    optimize: OptimizeResult | None = None
+    quantize: QuantizeResult | None = None
+    bench: BenchResult | None = None
+    shipped: ShippedChoice | None = None
+    serve: LoadTestResult | None = None
+    serve_repository: ServeRepositoryStage | None = None
+    web: WebStage | None = None
+    edge: EdgeResult | None = None
+
+    @property
+    def passed(self) -> bool:
+        return all(stage.status in ("ok", "skipped") for stage in self.stages)
+
+    @property
+    def failed(self) -> list[StageResult]:
+        return [stage for stage in self.stages if stage.status == "failed"]
+
+    def stage(self, name: str) -> StageResult | None:
+        return next((stage for stage in self.stages if stage.name == name), None)
