@@ -4,6 +4,8 @@ the API mirror (hone.quantize, hone.prune) and the quantize/prune commands."""
 
 from __future__ import annotations
 
+import sys
+
 import json
 from collections import Counter
 from pathlib import Path
@@ -577,3 +579,35 @@ def test_hone_prune_within_the_budget_writes_the_model_and_the_json(cli, tmp_pat
     for layer in data["layers"]:
         assert int(np.count_nonzero(weights[layer["name"]] == 0)) == layer["zeros_after"]
 
+
+
+# --- onnxruntime's quantizer failing inside the fallback -------------------------------------
+
+
+def test_a_quantizer_failure_in_the_sensitivity_probe_skips_the_ranking_with_its_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    quantize_module = sys.modules["hone.quantize"]  # hone.quantize is also the package root's function
+
+    def broken_ranking(*args: object, **kwargs: object) -> list:
+        raise ValueError("setting an array element with a sequence")
+
+    monkeypatch.setattr(quantize_module, "rank_layers", broken_ranking)
+    kept, result = _quick(_mlp(tmp_path, outlier=True), mode="static", fmt="qdq")
+    assert not result.kept_quantized  # nothing passed, and the command still finished
+    assert any("sensitivity probe" in note and "setting an array element" in note for note in result.notes)
+
+
+def test_a_candidate_whose_build_raises_is_skipped_with_its_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    quantize_module = sys.modules["hone.quantize"]
+    real = quantize_module.static_int8
+
+    def qoperator_breaks(model, calibration, *, fmt="qdq", **options):
+        if fmt == "qoperator":
+            raise RuntimeError("QLinearConv is not supported here")
+        return real(model, calibration, fmt=fmt, **options)
+
+    monkeypatch.setattr(quantize_module, "static_int8", qoperator_breaks)
+    kept, result = _quick(hone.load("digits_cnn"))
+    assert [c.name for c in result.candidates] == ["static-qdq"]
+    assert any("candidate static-qoperator skipped: QLinearConv is not supported here" in n for n in result.notes)
