@@ -27,12 +27,20 @@ def info(source: "str | Model", **load_options: object) -> "object":
     return describe(load(source, **load_options))  # type: ignore[arg-type]
 
 
+def _with_data(source: "str | Model", data: object, dims: object, input_shapes: object = None) -> Model:
+    """``source`` loaded with ``data`` (``--data``) and ``dims`` (``--dim``) attached; see ``hone.data``."""
+    from hone.data import attach
+
+    return attach(load(source, input_shapes=input_shapes), data, dims)  # type: ignore[arg-type]
+
+
 def bench(source: "str | Model", **options: object) -> "object":
-    """Benchmark ``source``; options are those of ``hone.bench.bench`` plus ``input_shapes``."""
+    """Benchmark ``source``; options are those of ``hone.bench.bench`` plus ``input_shapes``,
+    ``data`` and ``dims`` (samples and symbolic dim values, as ``--data`` and ``--dim``)."""
     from hone.bench import bench as run_bench
 
-    input_shapes = options.pop("input_shapes", None)
-    return run_bench(load(source, input_shapes=input_shapes), **options)  # type: ignore[arg-type]
+    model = _with_data(source, options.pop("data", None), options.pop("dims", None), options.pop("input_shapes", None))
+    return run_bench(model, **options)  # type: ignore[arg-type]
 
 
 def run(source: "str | Model | None" = None, **options: object) -> "object":
@@ -49,10 +57,14 @@ def run(source: "str | Model | None" = None, **options: object) -> "object":
     return report
 
 
-def optimize(source: "str | Model", *, target: str = "ort-cpu", verify: bool = True) -> "tuple[Model, object]":
-    """Rewrite ``source`` for ``target`` with every pass verified; returns (Model, OptimizeResult)."""
+def optimize(source: "str | Model", *, target: str = "ort-cpu", verify: bool = True, data: object = None,
+             dims: object = None) -> "tuple[Model, object]":
+    """Rewrite ``source`` for ``target`` with every pass verified (on ``data``'s samples when given);
+    returns (Model, OptimizeResult)."""
     from hone.passes import optimize as run_optimize
 
+    if data is not None or dims:
+        source = _with_data(source, data, dims)
     return run_optimize(source, target=target, verify=verify)
 
 

@@ -45,6 +45,11 @@ DimOption = Annotated[
     list[str] | None, typer.Option("--dim", help="value of a symbolic dim, e.g. sequence=64 (repeatable)")
 ]
 ThreadsOption = Annotated[int | None, typer.Option("--threads", help="intra-op threads (default: physical cores)")]
+DataOption = Annotated[
+    str | None,
+    typer.Option("--data", help="sample data: .npz (one array per input, samples along a new first axis), a folder of "
+                 ".npz or images, or a .txt (one text per line); used to verify, calibrate, gate and benchmark"),
+]
 ProviderOption = Annotated[str, typer.Option("--provider", help="cpu | cuda | tensorrt")]
 
 
@@ -89,18 +94,17 @@ def bench(
     rel_tol: Annotated[float, typer.Option("--rel-tol", help="stop when the median's 95% CI is within this fraction")] = 0.02,
     input_shape: InputShapeOption = None,
     dim: DimOption = None,
+    data: DataOption = None,
     json_path: JsonOption = None,
     force: ForceOption = False,
 ) -> None:
     """Latency (p50/p90/p99), throughput, peak memory per batch and variant, until the median is stable."""
     from hone.bench import bench as run_bench
-    from hone.model import load
     from hone.report.terminal import bench_table
 
     _check_json_target(json_path, force)
     batches = _parse_batches(batch)
-    loaded = load(model, input_shapes=input_shape)
-    loaded.default_dims.update(_parse_dims(dim))
+    loaded = _load(model, input_shape, dim, data)
     with _progress() as progress:
         task = progress.add_task("bench", total=None)
         result = run_bench(
@@ -135,13 +139,13 @@ def profile(
     runs: Annotated[int, typer.Option("--runs", help="profiled runs after warm-up (median per node)")] = 20,
     input_shape: InputShapeOption = None,
     dim: DimOption = None,
+    data: DataOption = None,
     json_path: JsonOption = None,
     trace: Annotated[Path | None, typer.Option("--trace", help="write a Chrome trace (chrome://tracing, Perfetto)")] = None,
     plot: Annotated[Path | None, typer.Option("--plot", help="write the roofline plot (.png or .svg)")] = None,
     force: ForceOption = False,
 ) -> None:
     """Where the time goes and why: per-node time, FLOPs and bytes, roofline class, recommendations."""
-    from hone.model import load
     from hone.profile import profile as run_profile
     from hone.profile import write_plots, write_trace
     from hone.report.terminal import profile_tables
@@ -150,8 +154,7 @@ def profile(
         _check_json_target(path, force)
     if runs < 1:
         raise OptionError(f"--runs must be at least 1, got {runs}")
-    loaded = load(model, input_shapes=input_shape)
-    loaded.default_dims.update(_parse_dims(dim))
+    loaded = _load(model, input_shape, dim, data)
     with _progress() as progress:
         progress.add_task(f"profile {loaded.name} batch {batch}", total=None)
         result = run_profile(loaded, batch=batch, threads=threads, provider=provider,
@@ -174,11 +177,12 @@ def optimize(
     target: Annotated[str, typer.Option("--target", help="ort-cpu | ort-cuda | web | generic (web/generic: standard ops only)")] = "ort-cpu",
     no_verify: Annotated[bool, typer.Option("--no-verify", help="skip checking each pass against the model before it")] = False,
     input_shape: InputShapeOption = None,
+    dim: DimOption = None,
+    data: DataOption = None,
     json_path: JsonOption = None,
     force: ForceOption = False,
 ) -> None:
     """Graph rewrites, each verified against the model before it and rolled back when it changes the answer."""
-    from hone.model import load
     from hone.passes import optimize as run_optimize
     from hone.report.terminal import optimize_table
 
@@ -186,7 +190,7 @@ def optimize(
     from hone.paths import ensure_writable
 
     ensure_writable(output, force=force)
-    loaded = load(model, input_shapes=input_shape)
+    loaded = _load(model, input_shape, dim, data, check=not no_verify)
     with _progress() as progress:
         progress.add_task(f"optimize {loaded.name} for {target}", total=None)
         optimized, result = run_optimize(loaded, target=target, verify=not no_verify)
@@ -198,7 +202,7 @@ def optimize(
 
 BudgetOption = Annotated[
     str | None,
-    typer.Option("--budget", help="accuracy budget, e.g. top1-drop=0.5,agreement=0.99,cosine-mean=0.995,cosine-min=0.98"),
+    typer.Option("--budget", help="accuracy budget, e.g. top1-drop=0.5,agreement=0.98,cosine-mean=0.995,cosine-min=0.98,channel-error=0.1,exact=0.99"),
 ]
 SamplesOption = Annotated[int, typer.Option("--samples", help="inputs synthesized for the gate when the model has no real data")]
 
@@ -209,7 +213,7 @@ def quantize(
     output: Annotated[Path, typer.Option("-o", "--output", help="where to write the kept .onnx")],
     mode: Annotated[str, typer.Option("--mode", help="auto | static | dynamic | fp16 (auto: static for Conv models, dynamic for MatMul models)")] = "auto",
     fmt: Annotated[str, typer.Option("--format", help="qdq | qoperator | auto (auto: build both, keep the faster)")] = "auto",
-    calib: Annotated[str | None, typer.Option("--calib", help="calibration data: .npz/.npy, images, or a folder of them")] = None,
+    calib: Annotated[str | None, typer.Option("--calib", help="older name of --data")] = None,
     method: Annotated[str, typer.Option("--method", help="calibration method: minmax | percentile | entropy")] = "minmax",
     budget: BudgetOption = None,
     per_tensor: Annotated[bool, typer.Option("--per-tensor", help="one weight scale per tensor instead of per channel")] = False,
@@ -219,25 +223,33 @@ def quantize(
     threads: ThreadsOption = None,
     samples: SamplesOption = 200,
     input_shape: InputShapeOption = None,
+    dim: DimOption = None,
+    data: DataOption = None,
     json_path: JsonOption = None,
     force: ForceOption = False,
 ) -> None:
-    """INT8 or fp16, judged by an accuracy gate (keeping sensitive layers float) and kept only if faster."""
-    from hone.model import load
+    """INT8 or fp16, judged by an accuracy gate on every output (keeping sensitive nodes float) and kept only if faster."""
     from hone.paths import ensure_writable
     from hone.quantize import quantize as run_quantize
     from hone.report.terminal import quantize_table
 
     _check_json_target(json_path, force)
     ensure_writable(output, force=force)
-    loaded = load(model, input_shapes=input_shape)
+    if calib is not None and data is not None:
+        raise OptionError("--calib is an older name of --data; give one of them")
+    loaded = _load(model, input_shape, dim, data or calib)
     with _progress() as progress:
         progress.add_task(f"quantize {loaded.name} ({mode})", total=None)
         kept, result = run_quantize(
-            loaded, mode=mode, fmt=fmt, calib=calib, method=method, budget=budget, per_channel=not per_tensor,
+            loaded, mode=mode, fmt=fmt, method=method, budget=budget, per_channel=not per_tensor,
             samples=samples, threads=threads, measure_speed=not no_speed, prefer=prefer, fp16_io=fp16_io,
         )
     console.print(quantize_table(result))
+    from hone.report.terminal import outputs_table
+
+    per_output = outputs_table(result)
+    if per_output is not None:
+        console.print(per_output)
     kept.save(output, force=force)
     what = "the float model (no candidate passed both gates)" if not result.kept_quantized else result.format
     console.print(f"wrote {output}: {what}")
@@ -260,18 +272,19 @@ def prune(
     threads: ThreadsOption = None,
     samples: SamplesOption = 200,
     input_shape: InputShapeOption = None,
+    dim: DimOption = None,
+    data: DataOption = None,
     json_path: JsonOption = None,
     force: ForceOption = False,
 ) -> None:
     """Magnitude pruning (unstructured or 2:4) with a per-layer sparsity report, judged by the accuracy gate."""
-    from hone.model import load
     from hone.paths import ensure_writable
     from hone.quantize.prune import prune as run_prune
     from hone.report.terminal import prune_table
 
     _check_json_target(json_path, force)
     ensure_writable(output, force=force)
-    loaded = load(model, input_shapes=input_shape)
+    loaded = _load(model, input_shape, dim, data)
     with _progress() as progress:
         progress.add_task(f"prune {loaded.name} ({pattern})", total=None)
         pruned, result = run_prune(
@@ -325,6 +338,8 @@ def run(
     no_web: Annotated[bool, typer.Option("--no-web", help="skip the web bundle (and its page load in Chromium)")] = False,
     no_edge: Annotated[bool, typer.Option("--no-edge", help="skip the edge bundle")] = False,
     input_shape: InputShapeOption = None,
+    dim: DimOption = None,
+    data: DataOption = None,
     json_path: JsonOption = None,
     force: ForceOption = False,
 ) -> None:
@@ -352,6 +367,8 @@ def run(
             serve=not no_serve,
             web=not no_web,
             edge=not no_edge,
+            data=data,
+            dims=_parse_dims(dim),
         )
     write_html(report, out / REPORT_HTML)  # the job wrote report.json; both exist before any exit
     console.print(run_summary(report))
@@ -359,6 +376,10 @@ def run(
         from hone.report.terminal import bench_table
 
         console.print(bench_table(report.bench))
+    from hone.report.terminal import showcase_table
+
+    if report.showcase:
+        console.print(showcase_table(report))
     console.print(f"report: {out / REPORT_HTML} and {out / REPORT_JSON}")
     _write_json(report, json_path, force)
     if not report.passed:
@@ -398,22 +419,25 @@ def export(
     output: Annotated[Path, typer.Option("-o", "--output", help="output path: an .onnx file (onnx) or a folder (edge, web)")],
     target: Annotated[str, typer.Option("--target", help="onnx | edge | web (edge: smallest INT8 within the budget, manifest, profile at 1 thread; web: a browser bundle on WebGPU/WASM)")] = "onnx",
     budget: BudgetOption = None,
-    calib: Annotated[str | None, typer.Option("--calib", help="edge: calibration data, .npz/.npy, images, or a folder of them")] = None,
+    calib: Annotated[str | None, typer.Option("--calib", help="edge: older name of --data")] = None,
     sparsity: Annotated[float | None, typer.Option("--sparsity", help="edge: prune this share of weights first, kept only within the budget")] = None,
     memory_cap_mb: Annotated[int | None, typer.Option("--memory-cap-mb", help="edge: MB of address space the model may add above an idle interpreter (default 256)")] = None,
     fp16: Annotated[bool, typer.Option("--fp16", help="web: a float16 model for WebGPU too, kept only if it answers like float32")] = False,
     input_shape: InputShapeOption = None,
+    dim: DimOption = None,
+    data: DataOption = None,
     json_path: JsonOption = None,
     force: ForceOption = False,
 ) -> None:
     """Write the model for a target: onnx as loaded, unchanged; edge as a folder with model.onnx, manifest.json,
     profile.json; web as a folder with index.html that runs it in a browser (serve it with `hone serve-web`)."""
     from hone.export import export as run_export
-    from hone.model import load
 
     _check_json_target(json_path, force)
-    loaded = load(model, input_shapes=input_shape)
-    options: dict[str, Any] = dict(budget=budget, calib=calib, sparsity=sparsity, memory_cap_mb=memory_cap_mb, fp16=fp16)
+    if calib is not None and data is not None:
+        raise OptionError("--calib is an older name of --data; give one of them")
+    loaded = _load(model, input_shape, dim, data or calib, check=target != "onnx")
+    options: dict[str, Any] = dict(budget=budget, calib=None, sparsity=sparsity, memory_cap_mb=memory_cap_mb, fp16=fp16)
     if target == "web":
         with _progress() as progress:
             progress.add_task(f"export {loaded.name} for the web: optimize, sample, placement check", total=None)
@@ -477,11 +501,15 @@ def serve(
     host: Annotated[str, typer.Option("--host", help="address to bind")] = "127.0.0.1",
     ray: Annotated[bool, typer.Option("--ray", help="serve with Ray Serve replicas (HTTP only; `make ray`, then .cache/ray-venv/bin/hone; see docs/serve-ray.md)")] = False,
     replicas: Annotated[int, typer.Option("--replicas", help="Ray Serve replicas, each with cores // N onnxruntime threads (with --ray)")] = 1,
+    dim: DimOption = None,
+    data: DataOption = None,
 ) -> None:
     """Serve models over the KServe v2 HTTP and gRPC protocols with dynamic batching, until SIGTERM (drains first)."""
     from hone.serve.ray_serve import refuse_unsupported
 
     refuse_unsupported(ray=ray, replicas=replicas, instances=instances, slo_p99_ms=slo_p99_ms, token=token)
+    if ray and (dim or data):
+        raise OptionError("--dim and --data apply to hone serve without --ray (warm-up and the SLO probe)")
     if ray:
         _serve_on_ray(model, name, replicas, host, http_port, max_batch_size, max_queue_delay_ms)
         return
@@ -500,6 +528,8 @@ def serve(
         instances=instances,
         token=token,
         slo_p99_ms=slo_p99_ms,
+        dims=_parse_dims(dim),
+        data=data,
     )
     run_server(
         options,
@@ -566,6 +596,7 @@ def pipeline_run(
     timeout_s: Annotated[float, typer.Option("--timeout-s", help="how long a stage may wait for another before all stop")] = 300.0,
     input_shape: InputShapeOption = None,
     dim: DimOption = None,
+    data: DataOption = None,
     trace: Annotated[Path | None, typer.Option("--trace", help="write the median step's timeline as a Chrome trace")] = None,
     json_path: JsonOption = None,
     force: ForceOption = False,
@@ -579,7 +610,7 @@ def pipeline_run(
         from hone.paths import ensure_writable
 
         ensure_writable(trace, force=force)
-    source = resolve(model, input_shapes=input_shape, dims=_parse_dims(dim))
+    source = resolve(model, input_shapes=input_shape, dims=_parse_dims(dim), data=data)
     with _progress() as progress:
         progress.add_task(f"pipeline {source.name}: measure blocks, partition, run {stages} stage processes", total=None)
         result = run_pipeline(source, stages=stages, microbatches=microbatches, schedule=schedule, mode=mode,
@@ -661,13 +692,19 @@ def _parse_batches(text: str) -> list[int]:
 
 
 def _parse_dims(texts: list[str] | None) -> dict[str, int]:
-    dims: dict[str, int] = {}
-    for text in texts or []:
-        name, sep, value = text.partition("=")
-        if not sep or not name or not value.strip().isdigit() or int(value) < 1:
-            raise OptionError(f"--dim {text!r} must look like NAME=N with N >= 1, e.g. sequence=64")
-        dims[name.strip()] = int(value)
-    return dims
+    from hone.data import parse_dims
+
+    return parse_dims(texts)
+
+
+def _load(model: str, input_shape: list[str] | None, dim: list[str] | None, data: str | None, *,
+          check: bool = True) -> Any:
+    """Load MODEL with its --dim values and --data samples attached; without data, check once that
+    it runs on invented inputs (or refuse in one line naming the failing node)."""
+    from hone.data import attach
+    from hone.model import load
+
+    return attach(load(model, input_shapes=input_shape), data, _parse_dims(dim), check=check)
 
 
 def _check_json_target(json_path: Path | None, force: bool) -> None:

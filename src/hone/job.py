@@ -125,12 +125,16 @@ def run(
     serve: bool = True,
     web: bool = True,
     edge: bool = True,
+    data: "str | os.PathLike[str] | None" = None,
+    dims: dict[str, int] | None = None,
 ) -> RunReport:
     """Run every stage on ``source`` (default: the zoo's default model), write ``out_dir/report.json``,
     and return the RunReport (render ``report.html`` from it with ``hone.report.html.write_html``).
 
     ``serve=False`` skips the load test and the model repository, ``web=False`` the web bundle,
-    ``edge=False`` the edge bundle, ``quantize=False`` the INT8 stage.
+    ``edge=False`` the edge bundle, ``quantize=False`` the INT8 stage. ``data`` (``--data``) and
+    ``dims`` (``--dim``) are attached to the model at load (``hone.data.attach``), so every stage
+    verifies, calibrates, gates and times on those samples.
     """
     notify = progress or (lambda stage, event, detail: None)
     if budget_s <= 0:
@@ -168,7 +172,8 @@ def run(
                          force=force)
     stages = _Stages(report, notify)
     try:
-        _run_stages(stages, source, input_shapes, options, quantize=quantize, serve=serve, web=web, edge=edge)
+        _run_stages(stages, source, input_shapes, options, quantize=quantize, serve=serve, web=web, edge=edge,
+                    data=data, dims=dims)
     finally:
         from hone.results import write_json
 
@@ -177,15 +182,17 @@ def run(
 
 
 def _run_stages(stages: "_Stages", source: "str | os.PathLike[str] | Model", input_shapes: Sequence[str] | None,
-                options: RunOptions, *, quantize: bool, serve: bool, web: bool, edge: bool) -> None:
+                options: RunOptions, *, quantize: bool, serve: bool, web: bool, edge: bool,
+                data: "str | os.PathLike[str] | None" = None, dims: dict[str, int] | None = None) -> None:
     report = stages.report
-    loaded = stages.run("load", lambda: _load(source, input_shapes))
+    loaded = stages.run("load", lambda: _load(source, input_shapes, data, dims))
     if loaded is None:
         for name in STAGES[1:]:
             stages.skip(name, "needs the loaded model, and load failed")
         return
     model, report.info = loaded
     report.model = model.name
+    report.data = _data_line(model)
     report.verify = stages.run("verify", lambda: _verify(model, options),
                                fails=lambda result: None if result.passed else
                                "outputs differ between executions; see the verify section")
@@ -213,6 +220,8 @@ def _run_stages(stages: "_Stages", source: "str | os.PathLike[str] | Model", inp
                       ShippedChoice(BASELINE, "loaded", "no bench result (the bench stage failed), so nothing was "
                                     "measured faster than the loaded model: the loaded model ships"))
     shipped = next(m for label, _, m in candidates if label == report.shipped.label)
+    report.showcase = _showcase(model, shipped)
+    report.showcase_artifact = report.shipped.label if report.showcase else ""
 
     if serve:
         report.serve = stages.run("serve", lambda: _serve(shipped, report.shipped.label, options))
@@ -239,12 +248,53 @@ def _run_stages(stages: "_Stages", source: "str | os.PathLike[str] | Model", inp
 # -- the stages: each takes the model and the options --------------------------------------------
 
 
-def _load(source: "str | os.PathLike[str] | Model", input_shapes: Sequence[str] | None) -> "tuple[Model, ModelInfo]":
+def _load(source: "str | os.PathLike[str] | Model", input_shapes: Sequence[str] | None,
+          data: "str | os.PathLike[str] | None", dims: dict[str, int] | None) -> "tuple[Model, ModelInfo]":
+    """The model with its samples attached; one that cannot run on invented inputs fails here, in one line."""
+    from hone.data import attach
     from hone.info import describe
     from hone.model import load
 
-    model = load(source, input_shapes=input_shapes)
+    model = attach(load(source, input_shapes=input_shapes), None if data is None else str(data), dims)
     return model, describe(model)
+
+
+def _data_line(model: Model) -> str:
+    samples = model.samples
+    if samples is None or not samples.samples:
+        return "no sample data: inputs invented from the graph (index bounds, batch axis, compared constants)"
+    return f"{samples.description}; {samples.split().description}"
+
+
+SHOWCASE_TOP = 5
+
+
+def _showcase(model: Model, shipped: Model) -> list:
+    """Top-5 classes of the float and the shipped model on the zoo's showcase photos, side by side."""
+    from hone import zoo
+    from hone.job_types import PhotoTop5
+    from hone.runtime import Session, SessionConfig
+
+    name = model.provenance.get("zoo")
+    entry = zoo.get(name) if name else None
+    if entry is None or entry.class_names is None or entry.showcase is None:
+        return []
+    import numpy as np
+
+    names = entry.class_names()
+    sessions = [Session(m, SessionConfig(threads=1)) for m in (model, shipped)]
+    rows = []
+    for photo, pixels in entry.showcase():
+        feeds = {model.inputs[0].name: pixels[None].astype(np.float32)}
+        tops = []
+        for session in sessions:
+            logits = np.asarray(session.run(feeds)[0][0], dtype=np.float64)
+            probabilities = np.exp(logits - logits.max())
+            probabilities /= probabilities.sum()
+            order = np.argsort(-probabilities)[:SHOWCASE_TOP]
+            tops.append([(names[i].split(", ")[0], round(float(probabilities[i]), 4)) for i in order])
+        rows.append(PhotoTop5(photo, tops[0], tops[1]))
+    return rows
 
 
 def _verify(model: Model, options: RunOptions) -> Any:

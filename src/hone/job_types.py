@@ -79,6 +79,15 @@ class ServeRepositoryStage:
 
 
 @dataclass
+class PhotoTop5:
+    """One showcase photo: the five most likely classes of the float model and of the shipped one."""
+
+    photo: str
+    float_top5: list[tuple[str, float]]  # (class name, probability)
+    shipped_top5: list[tuple[str, float]]
+
+
+@dataclass
 class RunReport:
     hone_version: str
     model: str
@@ -99,6 +108,10 @@ class RunReport:
     serve_repository: ServeRepositoryStage | None = None
     web: WebStage | None = None
     edge: EdgeResult | None = None
+    # The zoo's showcase photos, float vs shipped top-5 (models with class names and photos only).
+    showcase: list[PhotoTop5] = field(default_factory=list)
+    showcase_artifact: str = ""
+    data: str = ""  # where the samples came from and how they were split
 
     @property
     def passed(self) -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hone.bench.types import BenchResult
-from hone.job_types import RunReport, ServeRepositoryStage, ShippedChoice, WebStage
+from hone.job_types import PhotoTop5, RunReport, ServeRepositoryStage, ShippedChoice, WebStage
 from hone.report.plots import (
     bench_latency_png,
     breakdown_figure,
@@ -23,7 +23,7 @@ from hone.report.plots import (
     op_counts_png,
     roofline_figure,
 )
-from hone.report.terminal import accuracy_text, human_bytes, value_range
+from hone.report.terminal import accuracy_text, human_bytes, output_detail, value_range
 
 if TYPE_CHECKING:
     from hone.export.edge import EdgeResult
@@ -76,6 +76,8 @@ def render_html(report: RunReport) -> str:
             escape=False,
         ),
     ]
+    if report.data:
+        parts.append(f"<p><b>Sample data</b>: {e(report.data)}</p>")
     if report.defaults_taken:
         parts.append("<h2 id='defaults'>Defaults taken</h2><ul>")
         parts.extend(f"<li>{e(item)}</li>" for item in report.defaults_taken)
@@ -93,6 +95,7 @@ def render_html(report: RunReport) -> str:
          lambda: _repository_section(report.serve_repository, report.serve)),  # type: ignore[arg-type]
         ("web", report.web, lambda: "\n".join(_web_section(report.web))),  # type: ignore[arg-type]
         ("edge", report.edge, lambda: _edge_section(report.edge)),  # type: ignore[arg-type]
+        ("showcase", report.showcase or None, lambda: _showcase_section(report.showcase, report.showcase_artifact)),
     ]
     for name, result, render in sections:
         if result is not None:
@@ -370,6 +373,21 @@ def _optimize_section(result: OptimizeResult, bench: BenchResult | None) -> str:
     return "\n".join(parts)
 
 
+def _showcase_section(rows: Sequence[PhotoTop5], artifact: str) -> str:
+    e = html.escape
+
+    def top(classes: Sequence[tuple[str, float]]) -> str:
+        return "<br>".join(f"{e(name)} {probability:.2f}" for name, probability in classes)
+
+    return "\n".join([
+        f"<h2 id='showcase'>Top-5 on real photos: float vs shipped ({e(artifact)})</h2>",
+        _table(("photo", "float model", f"shipped ({artifact})", "same top-1"),
+               [(e(row.photo), top(row.float_top5), top(row.shipped_top5),
+                 "yes" if row.float_top5[0][0] == row.shipped_top5[0][0] else "<b>no</b>") for row in rows],
+               escape=False),
+    ])
+
+
 def _quantize_section(result: QuantizeResult) -> str:
     e = html.escape
     kept = (f"kept <b>{e(result.format)}</b>, {result.speedup or 0:.2f}x the float model" if result.kept_quantized
@@ -388,6 +406,14 @@ def _quantize_section(result: QuantizeResult) -> str:
     ]
     parts.append(_table(("candidate", "layers kept float", "accuracy", "gate", "size", "p50 ms", "speedup"), rows,
                         escape=False))
+    if result.data_split:
+        parts.append(f"<p>Samples: {e(result.data_split)}; the gate judged on {e(result.evaluation)}.</p>")
+    if result.outputs:
+        parts.append("<p>Every output, judged (the worst decides):</p>")
+        parts.append(_table(("output", "role", "metric", "value", "threshold", "gate", "detail"),
+                            [(e(o.name), e(o.role), e(o.metric), f"{o.value:.4f}", e(o.threshold),
+                              _status("ok") if o.passed else _status("failed"), e(output_detail(o)))
+                             for o in result.outputs], escape=False))
     if result.layer_errors:
         parts.append("<p>Most sensitive layers (error each one's quantization added):</p>")
         parts.append(_table(("layer", "op", "local error", "cumulative error"),

@@ -10,7 +10,7 @@ from rich.table import Table
 from hone.bench.types import BenchResult
 from hone.info import ModelInfo
 from hone.job_types import RunReport
-from hone.verify import VerifyResult
+from hone.verify import OutputJudgement, VerifyResult
 
 if TYPE_CHECKING:
     from hone.export.edge import EdgeResult
@@ -304,9 +304,62 @@ def accuracy_text(report: AccuracyReport | None) -> str:
     if report.metric == "top1":
         return f"top-1 {report.candidate_value:.2f}% (float {report.float_value:.2f}%)"
     if report.metric == "agreement":
-        return f"agreement {report.candidate_value:.2%}"
-    low = "" if report.cosine_min is None else f", min {report.cosine_min:.4f}"
-    return f"cosine mean {report.candidate_value:.4f}{low}"
+        text = f"agreement {report.candidate_value:.2%}"
+    elif report.metric == "channel-error":
+        text = f"worst channel error {report.candidate_value:.3f}"
+    elif report.metric == "exact":
+        text = f"{report.candidate_value:.2%} equal"
+    else:
+        low = "" if report.cosine_min is None else f", min {report.cosine_min:.4f}"
+        text = f"cosine mean {report.candidate_value:.4f}{low}"
+    if len(report.outputs) > 1:
+        text += f" ({report.deciding_output!r} of {len(report.outputs)} outputs decides)"
+    return text
+
+
+def output_detail(judgement: OutputJudgement) -> str:
+    """The metrics of one judged output, in words."""
+    parts = []
+    if judgement.top1_agreement is not None:
+        parts.append(f"top-1 {judgement.top1_agreement:.2%}")
+    if judgement.top5_agreement is not None:
+        parts.append(f"top-5 set {judgement.top5_agreement:.2%}")
+    if judgement.worst_channel_error is not None:
+        axis = "whole tensor" if judgement.channel_axis is None else f"axis {judgement.channel_axis}"
+        parts.append(f"worst channel {judgement.worst_channel} of {judgement.channels} ({axis}): "
+                     f"{judgement.worst_channel_error:.4f} of its range")
+    if judgement.cosine_mean is not None:
+        parts.append(f"cosine mean {judgement.cosine_mean:.4f}, min {judgement.cosine_min:.4f}")
+    if judgement.exact_match is not None:
+        parts.append(f"{judgement.exact_match:.2%} equal")
+    return "; ".join(parts) + f" ({judgement.samples} samples)"
+
+
+def outputs_table(result: QuantizeResult) -> Table | None:
+    """Every output of the kept (else the best) candidate, judged; None when nothing was judged."""
+    if not result.outputs:
+        return None
+    table = Table(title=f"gate per output ({escape(result.data_split or result.evaluation)})")
+    for column in ("output", "role", "metric", "value", "gate", "detail"):
+        table.add_column(column)
+    for judgement in result.outputs:
+        gate = "[green]pass[/green]" if judgement.passed else "[red]miss[/red]"
+        table.add_row(escape(judgement.name), judgement.role, judgement.metric, f"{judgement.value:.4f}", gate,
+                      escape(output_detail(judgement)))
+    return table
+
+
+def showcase_table(report: RunReport) -> Table | None:
+    """The showcase photos' top-5, float vs shipped; None without a showcase."""
+    if not report.showcase:
+        return None
+    table = Table(title=f"top-5 on real photos: float vs shipped ({escape(report.showcase_artifact)})")
+    for column in ("photo", "float model", "shipped"):
+        table.add_column(column)
+    for row in report.showcase:
+        table.add_row(row.photo, ", ".join(f"{n} {p:.2f}" for n, p in row.float_top5),
+                      ", ".join(f"{n} {p:.2f}" for n, p in row.shipped_top5))
+    return table
 
 
 def quantize_table(result: QuantizeResult) -> Table:

@@ -46,6 +46,8 @@ class ZooModel:
     calibration_data: Callable[[], tuple[dict[str, np.ndarray], str]] | None = None
     # The class names of a classifier's output, index i = class i (e.g. ImageNet's 1000).
     class_names: Callable[[], list[str]] | None = None
+    # Whole photos for a report's top-5 table: (name, one preprocessed sample without batch axis).
+    showcase: Callable[[], list[tuple[str, np.ndarray]]] | None = None
     # Entries written into the exported ONNX file's metadata_props (e.g. hone.imaging.METADATA_KEY
     # -> the ImagePreprocess JSON); they are part of the cached export's name, so a change rebuilds it.
     metadata: dict[str, str] = field(default_factory=dict)

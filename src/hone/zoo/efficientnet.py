@@ -236,6 +236,13 @@ def calibration_data() -> tuple[dict[str, np.ndarray], str]:
     return {"image": samples.images}, samples.description
 
 
+def showcase() -> list[tuple[str, np.ndarray]]:
+    """Whole photos of ImageNet classes for the report's top-5 table."""
+    from hone.zoo import photos
+
+    return photos.showcase_photos(PREPROCESS)
+
+
 EFFICIENTNET_LITE0 = ZooModel(
     name=NAME,
     description=(
@@ -254,6 +261,7 @@ EFFICIENTNET_LITE0 = ZooModel(
     eval_data=eval_data,
     calibration_data=calibration_data,
     class_names=imagenet.class_names,
+    showcase=showcase,
     metadata={METADATA_KEY: PREPROCESS.to_json()},
     version=VERSION,
 )

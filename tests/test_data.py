@@ -1,0 +1,208 @@
+"""hone.data and hone.infer_inputs: valid invented inputs from the graph, --data in every form, and the split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx.parser
+import pytest
+from typer.testing import CliRunner
+
+import hone
+from hone.cli import app
+from hone.data import SampleSet, attach, check_batchable, feeds, load_data, parse_dims, synthesize
+from hone.errors import InventedInputsError, OptionError, ShapeError
+
+
+def _save(tmp_path: Path, text: str, name: str, node_names: dict[int, str] | None = None) -> Path:
+    proto = onnx.parser.parse_model(text)
+    for index, node_name in (node_names or {}).items():
+        proto.graph.node[index].name = node_name
+    onnx.checker.check_model(proto, full_check=True)
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(proto, path)
+    return path
+
+
+EMBEDDING = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (int64[batch, sequence] token_ids) => (float[batch, sequence, 4] states) {
+        table = Constant <value = float[7, 4] {0,1,2,3, 4,5,6,7, 8,9,10,11, 12,13,14,15, 16,17,18,19, 20,21,22,23,
+                                              24,25,26,27}> ()
+        ids = Cast <to = 7> (token_ids)
+        states = Gather <axis = 0> (table, ids)
+    }"""
+
+GNN = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[nodes, 8] x, int64[2, edges] edge_index) => (float[edges, 8] messages) {
+        zero = Constant <value = int64 {0}> ()
+        source = Gather <axis = 0> (edge_index, zero)
+        messages = Gather <axis = 0> (x, source)
+    }"""
+
+# A voice-activity-like model: the state carries the batch on axis 1; the sample rate chooses the If branch.
+STATEFUL = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N, T] audio, float[2, N, 16] state, int64 sr) => (float[N, 16] out, float[2, N, 16] state_out) {
+        rate = Constant <value = int64 {16000}> ()
+        supported = Equal (sr, rate)
+        out = If (supported) <
+            then_branch = ok () => (float[N, 16] a) {
+                first = Constant <value = int64 {0}> ()
+                a = Gather <axis = 0> (state, first)
+            },
+            else_branch = bad () => (float[N, 16] b) {
+                out_of_range = Constant <value = int64 {5}> ()
+                b = Gather <axis = 0> (state, out_of_range)
+            }>
+        state_out = Identity (state)
+    }"""
+
+OUT_OF_RANGE = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N, 4] x, int64[N] shift) => (float[N, 4] y) {
+        big = Constant <value = int64[1] {1000}> ()
+        index = Add (shift, big)
+        y = Gather <axis = 0> (x, index)
+    }"""
+
+STATIC = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[1, 3] x) => (float[1, 3] y) { y = Relu (x) }"""
+
+
+def test_an_integer_input_that_indexes_a_table_stays_below_its_rows(tmp_path: Path) -> None:
+    model = hone.load(_save(tmp_path, EMBEDDING, "embedding"))
+    (spec,) = model.inputs
+    assert spec.index_bounds == (7,) and spec.batch_axis == 0
+    values = synthesize(model.inputs, batch=64, dims={"sequence": 32})["token_ids"]
+    assert values.min() >= 0 and values.max() < 7 and len(np.unique(values)) == 7
+    attach(model)  # runs once on invented inputs: no error
+
+
+def test_edge_indices_stay_below_a_symbolic_node_count_whatever_it_is_set_to(tmp_path: Path) -> None:
+    model = hone.load(_save(tmp_path, GNN, "gnn"))
+    edge_index = next(s for s in model.inputs if s.name == "edge_index")
+    assert edge_index.index_bounds == ("nodes",)
+    for nodes in (3, 50):
+        values = synthesize(model.inputs, batch=200, dims={"nodes": nodes})["edge_index"]
+        assert values.max() < nodes and values.max() >= nodes // 2
+    attach(model, dims={"nodes": 5})
+
+
+def test_the_batch_axis_is_the_dim_shared_with_the_outputs_not_axis_0(tmp_path: Path) -> None:
+    model = hone.load(_save(tmp_path, STATEFUL, "stateful"))
+    axes = {s.name: s.batch_axis for s in (*model.inputs, *model.outputs)}
+    assert axes == {"audio": 0, "state": 1, "sr": None, "out": 0, "state_out": 1}
+    made = synthesize(model.inputs, batch=3, dims={"T": 10})
+    assert made["state"].shape == (2, 3, 16) and made["audio"].shape == (3, 10) and made["sr"].shape == ()
+
+
+def test_an_input_compared_with_a_constant_takes_it_so_the_if_takes_the_working_branch(tmp_path: Path) -> None:
+    model = hone.load(_save(tmp_path, STATEFUL, "stateful"))
+    assert next(s for s in model.inputs if s.name == "sr").equal_to == 16000
+    assert int(synthesize(model.inputs)["sr"]) == 16000
+    attach(model, dims={"T": 10})  # the else branch's out-of-range Gather is never taken
+
+
+def test_a_model_that_fails_on_invented_inputs_is_refused_in_one_line_naming_the_node(tmp_path: Path) -> None:
+    model = hone.load(_save(tmp_path, OUT_OF_RANGE, "gather", {2: "shifted_gather"}))
+    with pytest.raises(InventedInputsError) as caught:
+        attach(model)
+    message = str(caught.value)
+    assert "'shifted_gather' (Gather)" in message and "--data" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("command", [["bench", "--batch", "1"], ["profile"], ["quantize", "-o", "OUT"],
+                                     ["optimize", "-o", "OUT"], ["export", "--target", "edge", "-o", "OUT"]])
+def test_every_command_that_runs_the_model_exits_2_with_that_line(tmp_path: Path, command: list[str]) -> None:
+    path = _save(tmp_path, OUT_OF_RANGE, "gather", {2: "shifted_gather"})
+    args = [a if a != "OUT" else str(tmp_path / "out") for a in command]
+    result = CliRunner().invoke(app, [args[0], str(path), *args[1:]], standalone_mode=False)
+    assert isinstance(result.exception, InventedInputsError)
+    assert "'shifted_gather' (Gather)" in str(result.exception)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_same_model_runs_everywhere_once_real_data_is_given(tmp_path: Path) -> None:
+    path = _save(tmp_path, OUT_OF_RANGE, "gather")
+    # shift + 1000 must index one of the batch's rows: shift = -1000 .. -1000 + N - 1
+    np.savez(tmp_path / "data.npz", x=np.ones((6, 1, 4), np.float32), shift=np.full((6, 1), -1000, np.int64))
+    result = CliRunner().invoke(app, ["bench", str(path), "--batch", "1", "--budget-s", "0.2",
+                                      "--data", str(tmp_path / "data.npz")], standalone_mode=False)
+    assert result.exception is None, result.output
+
+
+def test_a_model_without_a_batch_axis_runs_at_batch_1_only(tmp_path: Path) -> None:
+    model = hone.load(_save(tmp_path, STATIC, "static"))
+    assert model.inputs[0].batch_axis is None
+    check_batchable(model.inputs, 1)
+    with pytest.raises(ShapeError, match="no batch axis"):
+        check_batchable(model.inputs, 8)
+
+
+# --- --data ---------------------------------------------------------------------------------------
+
+
+def test_an_npz_holds_samples_along_a_new_first_axis(tmp_path: Path) -> None:
+    model = hone.load(_save(tmp_path, STATEFUL, "stateful"))
+    np.savez(tmp_path / "d.npz", audio=np.zeros((5, 1, 10), np.float32), state=np.ones((5, 2, 1, 16), np.float32),
+             sr=np.full((5,), 16000, np.int64))
+    samples = load_data(tmp_path / "d.npz", model)
+    assert len(samples) == 5 and samples.samples[0]["state"].shape == (2, 1, 16) and samples.samples[0]["sr"].shape == ()
+    model.samples = samples
+    batch = feeds(model, batch=3)
+    assert batch["state"].shape == (2, 3, 16) and batch["audio"].shape == (3, 10) and int(batch["sr"]) == 16000
+
+
+def test_a_folder_of_npz_files_is_one_sample_each_split_by_file(tmp_path: Path) -> None:
+    model = hone.load(_save(tmp_path, EMBEDDING, "embedding"))
+    folder = tmp_path / "samples"
+    folder.mkdir()
+    for i in range(4):
+        np.savez(folder / f"{i}.npz", token_ids=np.full((1, 3 + i), i, np.int64))  # ragged lengths
+    samples = load_data(folder, model)
+    assert [s["token_ids"].shape[1] for s in samples.samples] == [3, 4, 5, 6]
+    split = samples.split()
+    assert len(split.calibration) == 2 and len(split.evaluation) == 2
+    assert "2 calibration / 2 evaluation" in split.description
+    assert len(samples.batches(model.inputs, 8)) == 4  # different lengths are not joined
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"token_ids": np.zeros((2, 1, 3), np.float32)}, "input 'token_ids' is float32, the model wants"),
+        ({"token_ids": np.zeros((2, 3), np.int64), "extra": np.zeros(2)}, "'extra'.* not inputs of the model"),
+        ({"token_ids": np.zeros((2, 1, 1, 3), np.int64)}, "has shape .* the model wants \\[batch, sequence\\]"),
+    ],
+)
+def test_data_that_does_not_fit_is_one_line_naming_the_input_and_what_is_wanted(tmp_path: Path, arrays, message) -> None:
+    model = hone.load(_save(tmp_path, EMBEDDING, "embedding"))
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises((ShapeError, OptionError), match=message) as caught:
+        load_data(tmp_path / "bad.npz", model)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_split_by_source_keeps_every_group_on_one_side() -> None:
+    samples = SampleSet([{"x": np.zeros(1)} for _ in range(10)], "data", "ten",
+                        groups=["a", "a", "b", "b", "b", "c", "c", "d", "d", "d"])
+    split = samples.split()
+    calibration_groups = {s for s in split.calibration.groups or []}
+    evaluation_groups = {s for s in split.evaluation.groups or []}
+    assert calibration_groups and evaluation_groups and not calibration_groups & evaluation_groups
+    assert len(split.calibration) + len(split.evaluation) == 10
+
+
+def test_dims_are_name_equals_a_positive_integer_and_must_exist(tmp_path: Path) -> None:
+    assert parse_dims(["sequence=64", "h=2"]) == {"sequence": 64, "h": 2}
+    with pytest.raises(OptionError, match="NAME=N"):
+        parse_dims(["sequence"])
+    model = hone.load(_save(tmp_path, EMBEDDING, "embedding"))
+    with pytest.raises(OptionError, match="no such symbolic dim.*sequence"):
+        attach(model, dims={"time": 4})
+    assert attach(model, dims={"sequence": 9}).default_dims["sequence"] == 9
