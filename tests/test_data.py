@@ -206,3 +206,19 @@ def test_dims_are_name_equals_a_positive_integer_and_must_exist(tmp_path: Path) 
     with pytest.raises(OptionError, match="no such symbolic dim.*sequence"):
         attach(model, dims={"time": 4})
     assert attach(model, dims={"sequence": 9}).default_dims["sequence"] == 9
+
+
+TF2ONNX_DIMS = """
+    <ir_version: 8, opset_import: ["" : 15]>
+    g (float[unk__749, 16, 1] audio) => (float[unk__750, 16, 4] notes, float[unk__751, 16] onsets) {
+        w = Constant <value = float[1, 4] {1, 2, 3, 4}> ()
+        notes = MatMul (audio, w)
+        axes = Constant <value = int64[1] {2}> ()
+        onsets = ReduceSum <keepdims = 0> (notes, axes)
+    }"""
+
+
+def test_exporters_that_name_every_dynamic_dim_apart_still_get_axis_0_as_the_batch(tmp_path: Path) -> None:
+    model = hone.load(_save(tmp_path, TF2ONNX_DIMS, "tf2onnx"))
+    assert [s.batch_axis for s in (*model.inputs, *model.outputs)] == [0, 0, 0]
+    assert synthesize(model.inputs, batch=4)["audio"].shape == (4, 16, 1)
