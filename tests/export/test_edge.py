@@ -76,7 +76,8 @@ def test_the_manifest_says_how_to_feed_the_artifact(bundle: tuple[Path, EdgeResu
     assert manifest["hone_version"] == hone.__version__
     assert manifest["model"] == "digits_cnn" and manifest["source"] == "digits_cnn"
     assert manifest["inputs"] == [
-        {"name": "input", "dtype": "float32", "shape": ["batch", 1, 8, 8], "value_range": None}
+        {"name": "input", "dtype": "float32", "shape": ["batch", 1, 8, 8], "value_range": None, "batch_axis": 0,
+         "index_bounds": [], "equal_to": None}
     ]
     assert [(o["name"], o["shape"]) for o in manifest["outputs"]] == [("logits", ["batch", 10])]
     preprocessing = manifest["preprocessing"]
@@ -168,7 +169,7 @@ def test_edge_options_are_refused_for_the_onnx_target(cli, mlp_path: Path, tmp_p
 @pytest.mark.parametrize(("flag", "message"), [
     (["--sparsity", "1.5"], "--sparsity must be in [0, 1)"),
     (["--memory-cap-mb", "0"], "--memory-cap-mb must be at least 1"),
-    (["--calib", "no/such/folder"], "calibration data no/such/folder does not exist"),
+    (["--calib", "no/such/folder"], "--data no/such/folder does not exist"),
 ])
 def test_bad_edge_options_are_refused_before_any_work(cli, tmp_path: Path, flag: list[str], message: str) -> None:
     result = cli("export", "digits_cnn", "--target", "edge", "-o", str(tmp_path / "bundle"), *flag)
