@@ -222,3 +222,69 @@ def test_exporters_that_name_every_dynamic_dim_apart_still_get_axis_0_as_the_bat
     model = hone.load(_save(tmp_path, TF2ONNX_DIMS, "tf2onnx"))
     assert [s.batch_axis for s in (*model.inputs, *model.outputs)] == [0, 0, 0]
     assert synthesize(model.inputs, batch=4)["audio"].shape == (4, 16, 1)
+
+
+def _long_kernel_model(tmp_path: Path, kernel: int, length_dim: str | None) -> Path:
+    """An STFT-like front end: a Conv over audio whose length is symbolic (or unnamed) and which needs
+    at least ``kernel`` samples, so every small invented length fails."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((4, 1, kernel), np.float32) / kernel, "window")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["audio", "window"], ["frames"], strides=[kernel // 2], name="stft")],
+        "stft",
+        [helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["batch", 1, length_dim])],
+        [helper.make_tensor_value_info("frames", TensorProto.FLOAT, ["batch", 4, None])],
+        [weight],
+    )
+    path = tmp_path / "stft.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    return path
+
+
+@pytest.mark.parametrize("length_dim", ["samples", None])
+def test_a_conv_longer_than_every_small_guess_gets_a_length_from_its_kernel(tmp_path: Path, length_dim) -> None:
+    model = hone.load(_long_kernel_model(tmp_path, 300, length_dim))
+    attach(model)
+    assert model.default_dims == {"audio[2]": 300}
+    assert synthesize(model.inputs, batch=2, dims=model.default_dims)["audio"].shape == (2, 1, 300)
+
+
+def test_a_model_whose_dims_have_no_names_keeps_its_leading_axis_at_1_when_retrying(tmp_path: Path) -> None:
+    """silero-vad: input [?, ?], state [2, ?, 16]; the leading axis is the batch nobody named, the last
+    one the samples; a retry sizes the samples and leaves the rest at 1."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((16, 1, 100), np.float32), "w")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Unsqueeze", ["audio", "one"], ["audio3"]),
+            helper.make_node("Conv", ["audio3", "w"], ["conv"], strides=[100], name="conv"),
+            helper.make_node("ReduceMean", ["conv", "two"], ["pooled"], keepdims=0),
+            helper.make_node("Add", ["state", "pooled"], ["state_out"]),
+        ],
+        "vad",
+        [helper.make_tensor_value_info("audio", TensorProto.FLOAT, [None, None]),
+         helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, None, 16])],
+        [helper.make_tensor_value_info("state_out", TensorProto.FLOAT, [2, None, 16])],
+        [weight, numpy_helper.from_array(np.array([1], np.int64), "one"),
+         numpy_helper.from_array(np.array([2], np.int64), "two")],
+    )
+    path = tmp_path / "vad.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8), path)
+    model = hone.load(path)
+    attach(model)
+    shapes = {name: array.shape for name, array in synthesize(model.inputs, dims=model.default_dims).items()}
+    assert shapes == {"audio": (1, 224), "state": (2, 1, 16)}
+    from hone.bench.sweep import bench
+
+    result = bench(model, budget_s=0.2, variants=["ort-all"])  # no batches given: 1 alone, not 1 and 8
+    assert result.batches == [1] and {config.batch for config in result.configs} == {1}
+
+
+def test_a_dim_without_a_name_is_given_as_input_and_axis(tmp_path: Path) -> None:
+    model = hone.load(_long_kernel_model(tmp_path, 8, None))
+    assert attach(model, dims={"audio[2]": 40}).default_dims["audio[2]"] == 40
+    assert synthesize(model.inputs, dims=model.default_dims)["audio"].shape == (1, 1, 40)
+    with pytest.raises(OptionError, match="no such symbolic dim"):
+        attach(model, dims={"audio[1]": 3})  # a fixed axis

@@ -102,6 +102,41 @@ def test_a_graph_that_fails_the_checker_is_invalid(tmp_path: Path) -> None:
         hone.load(path)
 
 
+def test_a_sequence_of_maps_output_is_refused_by_name(tmp_path: Path) -> None:
+    """scikit-learn converters end in ZipMap: a seq(map) output hone cannot compare or time."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("LinearClassifier", ["x"], ["label", "scores"], domain="ai.onnx.ml",
+                             coefficients=[1.0, -1.0, 0.5, 0.5], intercepts=[0.0, 0.0],
+                             classlabels_ints=[0, 1]),
+            helper.make_node("ZipMap", ["scores"], ["probabilities"], domain="ai.onnx.ml",
+                             classlabels_int64s=[0, 1]),
+        ],
+        "logreg",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+        [
+            helper.make_tensor_value_info("label", TensorProto.INT64, [1]),
+            helper.make_value_info(
+                "probabilities",
+                helper.make_sequence_type_proto(
+                    helper.make_map_type_proto(
+                        TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, [])
+                    )
+                ),
+            ),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("ai.onnx.ml", 1)], ir_version=8)
+    path = tmp_path / "logreg.onnx"
+    onnx.save(model, path)
+    wanted = r"output 'probabilities' is a sequence\(map\(tensor\)\), not a tensor"
+    with pytest.raises(InvalidModelError, match=wanted) as caught:
+        hone.load(path)
+    assert "zipmap" in str(caught.value)
+
+
 def test_a_folder_is_not_a_model(tmp_path: Path) -> None:
     with pytest.raises(InvalidModelError, match="folder"):
         hone.load(tmp_path)

@@ -84,7 +84,9 @@ def info(
 @app.command()
 def bench(
     model: ModelArg,
-    batch: Annotated[str, typer.Option("--batch", help="comma-separated batch sizes")] = "1,8",
+    batch: Annotated[
+        str | None, typer.Option("--batch", help="comma-separated batch sizes (default: 1,8; 1 without a batch axis)")
+    ] = None,
     threads: ThreadsOption = None,
     provider: ProviderOption = "cpu",
     variant: Annotated[
@@ -103,7 +105,7 @@ def bench(
     from hone.report.terminal import bench_table
 
     _check_json_target(json_path, force)
-    batches = _parse_batches(batch)
+    batches = _parse_batches(batch) if batch else None
     loaded = _load(model, input_shape, dim, data)
     with _progress() as progress:
         task = progress.add_task("bench", total=None)

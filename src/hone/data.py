@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import onnx_ir as ir
 
 from hone.errors import ExecutionError, InventedInputsError, OptionError, ShapeError
 from hone.specs import TensorSpec
@@ -73,6 +74,8 @@ def resolve_shape(spec: TensorSpec, *, batch: int, dims: Mapping[str, int]) -> t
             shape.append(batch)
         elif isinstance(dim, int) and dim > 0:
             shape.append(dim)
+        elif axis_label(spec.name, axis) in dims:
+            shape.append(int(dims[axis_label(spec.name, axis)]))
         elif isinstance(dim, str) and dim in dims:
             shape.append(int(dims[dim]))
         else:
@@ -103,15 +106,27 @@ def _is_image_spatial(spec: TensorSpec, axis: int) -> bool:
     return (channels_first and axis in (2, 3)) or (channels_last and not channels_first and axis in (1, 2))
 
 
-def guessed_dims(specs: Sequence[TensorSpec], dims: Mapping[str, int]) -> list[str]:
-    """Dims hone would have to guess (neither fixed, nor the batch, nor given), as ``input[axis]``."""
+def axis_label(input_name: str, axis: int) -> str:
+    """``input[axis]``: how ``--dim`` names one axis of one input (for dims without a name)."""
+    return f"{input_name}[{axis}]"
+
+
+def guessed_axes(specs: Sequence[TensorSpec], dims: Mapping[str, int]) -> list[tuple[TensorSpec, int]]:
+    """Axes hone would have to guess: neither fixed, nor the batch, nor given by name or label."""
     guessed = []
     for spec in specs:
         for axis, dim in enumerate(spec.shape):
-            if axis == spec.batch_axis or (isinstance(dim, int) and dim > 0) or (isinstance(dim, str) and dim in dims):
+            if (axis == spec.batch_axis or (isinstance(dim, int) and dim > 0)
+                    or (isinstance(dim, str) and dim in dims) or axis_label(spec.name, axis) in dims):
                 continue
-            guessed.append(f"{spec.name}[{axis}]" + (f" ({dim})" if isinstance(dim, str) else ""))
+            guessed.append((spec, axis))
     return guessed
+
+
+def guessed_dims(specs: Sequence[TensorSpec], dims: Mapping[str, int]) -> list[str]:
+    """Dims hone would have to guess (neither fixed, nor the batch, nor given), as ``input[axis]``."""
+    return [axis_label(spec.name, axis) + (f" ({spec.shape[axis]})" if isinstance(spec.shape[axis], str) else "")
+            for spec, axis in guessed_axes(specs, dims)]
 
 
 def has_batch_axis(specs: Sequence[TensorSpec]) -> bool:
@@ -312,7 +327,9 @@ def attach(model: "Model", data: "str | Path | SampleSet | None" = None,
     """``model`` with ``dims`` applied and samples attached: ``data``, else the zoo's, else none (then,
     with ``check``, the model is run once on invented inputs and refused in one line if it fails)."""
     if dims:
-        unknown = sorted(set(dims) - {d for s in model.inputs for d in s.symbolic_dims} - {"*"})
+        labels = {axis_label(s.name, axis) for s in model.inputs for axis, d in enumerate(s.shape)
+                  if not (isinstance(d, int) and d > 0)}
+        unknown = sorted(set(dims) - {d for s in model.inputs for d in s.symbolic_dims} - labels - {"*"})
         if unknown:
             known = sorted({d for s in model.inputs for d in s.symbolic_dims})
             raise OptionError(f"--dim {', '.join(unknown)}: {model.name} has no such symbolic dim "
@@ -405,30 +422,71 @@ def _split_batched(arrays: Mapping[str, np.ndarray], specs: Sequence[TensorSpec]
 
 
 def check_invented(model: "Model") -> None:
-    """Run ``model`` once on invented inputs; when that fails, retry with other sizes for the guessed
-    dims, and refuse in one line naming the failing node when nothing runs."""
+    """Run ``model`` once on invented inputs; when that fails, retry with other sizes for the axes hone
+    had to guess (see ``_retry_plans``), and refuse in one line naming the failing node when none runs."""
     from hone.runtime import Session, SessionConfig
 
     session = Session(model, SessionConfig(optimization="disabled", threads=1))
-    guessed = guessed_dims(model.inputs, model.default_dims)
-    attempts: list[dict[str, int]] = [{}]
-    if guessed:
-        attempts += [{"*": size} for size in _RETRY_DIMS]
-    first_error: ExecutionError | None = None
-    for extra in attempts:
+    guessed = guessed_axes(model.inputs, model.default_dims)
+    last_error: ExecutionError | None = None
+    for extra in [{}, *_retry_plans(model, guessed)]:
         dims = {**model.default_dims, **extra}
         try:
             session.run(synthesize(model.inputs, batch=1, dims=dims, seed=0))
         except ExecutionError as exc:
-            first_error = first_error or exc
+            last_error = exc
             continue
         if extra:
+            first = {axis_label(spec.name, axis): resolve_shape(spec, batch=1, dims=model.default_dims)[axis]
+                     for spec, axis in guessed}
             model.default_dims.update(extra)
-            logger.warning("%s did not run with unknown dims set to %d; set them to %d (%s); give --dim or --data "
-                           "to choose", model.name, _FALLBACK_DIM, extra["*"], ", ".join(guessed))
+            logger.warning("%s did not run on invented inputs with the guessed dims %s; it runs with %s; give "
+                           "--dim (e.g. --dim %s=N) or --data to choose", model.name, _dims_text(first),
+                           _dims_text(extra), next(iter(extra)))
         return
-    assert first_error is not None
-    raise InventedInputsError(refusal_message(model, first_error), model=model.name)
+    assert last_error is not None
+    raise InventedInputsError(refusal_message(model, last_error), model=model.name)
+
+
+def _retry_plans(model: "Model", guessed: Sequence[tuple[TensorSpec, int]]) -> list[dict[str, int]]:
+    """Sizes to retry for the guessed axes, smallest first: 16, 64, 224 and, for a model with long
+    convolution kernels (an STFT front end), the largest kernel x 1, 2 and 4. For each size, first only
+    the last axis of each input (sequences, widths), then every guessed axis but a leading one (the
+    batch of a model whose dims have no names), then every guessed axis."""
+    if not guessed:
+        return []
+    kernel = _largest_conv_kernel(model)
+    sizes = sorted({*_RETRY_DIMS, *(kernel * k for k in (1, 2, 4) if kernel * k > _RETRY_DIMS[-1])})
+    plans: list[dict[str, int]] = []
+    for size in sizes:
+        last = {axis_label(spec.name, axis): size for spec, axis in guessed if axis == len(spec.shape) - 1}
+        inner = {axis_label(spec.name, axis): size for spec, axis in guessed if axis > 0}
+        every = {axis_label(spec.name, axis): size for spec, axis in guessed}
+        for plan in (last, inner, every):
+            if plan and plan not in plans:
+                plans.append(plan)
+    return plans
+
+
+def _largest_conv_kernel(model: "Model") -> int:
+    """The largest spatial kernel size of any Conv in the model (subgraphs included), 0 without one."""
+    largest = 0
+    for node in ir.traversal.RecursiveGraphIterator(model.ir.graph):
+        if node.op_type not in ("Conv", "ConvTranspose"):
+            continue
+        kernel = node.attributes.get("kernel_shape")
+        if kernel is not None:
+            sizes = list(kernel.as_ints())
+        elif len(node.inputs) > 1 and node.inputs[1] is not None and node.inputs[1].shape is not None:
+            sizes = [d for d in node.inputs[1].shape[2:] if isinstance(d, int)]
+        else:
+            sizes = []
+        largest = max([largest, *sizes])
+    return largest
+
+
+def _dims_text(dims: Mapping[str, int]) -> str:
+    return ", ".join(f"{name}={size}" for name, size in dims.items())
 
 
 def refusal_message(model: "Model", error: ExecutionError) -> str:

@@ -160,6 +160,7 @@ def load_onnx_file(path: Path, *, name: str | None = None, source: str | None = 
             path=str(path),
         )
     _check_external_data(proto, path.parent)
+    _check_tensor_interface(proto.graph, path)
     try:
         onnx.checker.check_model(str(path))
     except onnx.checker.ValidationError as exc:
@@ -171,7 +172,9 @@ def load_onnx_file(path: Path, *, name: str | None = None, source: str | None = 
     try:
         model_ir = ir.load(path)
     except Exception as exc:  # onnx-ir raises several types for malformed graphs
-        raise InvalidModelError(f"{path} could not be read by onnx-ir ({exc}); re-export it") from exc
+        raise InvalidModelError(
+            f"{path} could not be read by onnx-ir ({_root_cause(exc)}); re-export it", path=str(path)
+        ) from exc
     zoo_specs = _recorded_specs(model_ir)
     facts = input_facts(model_ir)
     default_dims = _recorded_default_dims(model_ir)
@@ -213,6 +216,38 @@ def _split_factory_ref(text: str) -> tuple[str, str] | None:
     if sep and head.endswith(".py") and tail.isidentifier():
         return head, tail
     return None
+
+
+def _check_tensor_interface(graph: onnx.GraphProto, path: Path) -> None:
+    """hone runs, times and compares tensors; a map or sequence input/output is refused by name."""
+    for kind, values in (("input", graph.input), ("output", graph.output)):
+        for value in values:
+            type_kind = value.type.WhichOneof("value")
+            if type_kind != "tensor_type":
+                raise InvalidModelError(
+                    f"{path}: {kind} {value.name!r} is a {_type_text(value.type)}, not a tensor; hone "
+                    "handles tensor inputs and outputs only (for a scikit-learn converter, convert "
+                    "with options={'zipmap': False})",
+                    path=str(path),
+                )
+
+
+def _type_text(type_proto: onnx.TypeProto) -> str:
+    kind = type_proto.WhichOneof("value")
+    if kind == "sequence_type":
+        return f"sequence({_type_text(type_proto.sequence_type.elem_type)})"
+    if kind == "map_type":
+        return f"map({_type_text(type_proto.map_type.value_type)})"
+    if kind == "optional_type":
+        return f"optional({_type_text(type_proto.optional_type.elem_type)})"
+    return "tensor" if kind == "tensor_type" else (kind or "value of unknown type")
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost exception's text: onnx-ir wraps the real reason behind a hashed message."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return f"{type(exc).__name__}: {exc}".strip()
 
 
 def _check_external_data(proto: onnx.ModelProto, base_dir: Path) -> None:

@@ -165,7 +165,7 @@ def verify_runs(
 MIN_AGREEMENT = 0.98  # classifier outputs: share of samples whose top-1 class is unchanged (1 flip in 50)
 MIN_COSINE_MEAN = 0.995  # float outputs: cosine with the float model per sample, mean ...
 MIN_COSINE_MIN = 0.98  # ... and worst sample
-MAX_CHANNEL_ERROR = 0.1  # float outputs: RMS error of the worst channel over that channel's own range
+MAX_CHANNEL_ERROR = 0.1  # float outputs: RMS error of the worst channel over its own scale (range or peak)
 MIN_EXACT_MATCH = 0.99  # integer and bool outputs: share of elements exactly equal
 _EMBEDDING_WORDS = ("embed", "hidden", "feature", "pool")
 
@@ -175,7 +175,7 @@ class OutputJudgement:
     """One output of a candidate judged against the float model's, with the metrics of its role.
 
     ``role`` is "classifier" (a (batch, classes) float output: top-1/top-5 agreement), "float"
-    (anything else of a float type: worst channel's RMS error over that channel's range, plus
+    (anything else of a float type: worst channel's RMS error over that channel's scale (its range or peak magnitude), plus
     cosine per sample), or "exact" (integer and bool outputs: share of equal elements). Channels
     are the slices along ``channel_axis``, the smallest static axis other than the batch one
     (84 in a detector's [1, 84, N]): one channel of box pixels and one of probabilities are each
@@ -288,7 +288,7 @@ def judge_output(name: str, role: str, reference: np.ndarray, candidate: np.ndar
     value = worst_error if metric == "channel-error" else cos_mean
     cosine_rule = f"cosine mean >= {tolerances.min_cosine_mean:g}" + (
         f", min >= {tolerances.min_cosine_min:g}" if tolerances.min_cosine_min is not None else "")
-    threshold = f"worst channel error <= {tolerances.max_channel_error:g} of its range; {cosine_rule}"
+    threshold = f"worst channel error <= {tolerances.max_channel_error:g} of its scale; {cosine_rule}"
     return OutputJudgement(name, role, metric, value, threshold, all(m >= -1e-9 for m in margins.values()),
                            min(margins.values()), samples, cosine_mean=cos_mean, cosine_min=cos_min,
                            channel_axis=axis, channels=len(errors), worst_channel=worst,
@@ -302,14 +302,16 @@ def channel_axis_of(sample_shape: Sequence[int | str | None]) -> int | None:
 
 
 def _channel_errors(ref: np.ndarray, cand: np.ndarray, channel_axis: int | None) -> tuple[int | None, np.ndarray]:
-    """Per channel: RMS error over the reference channel's range (max - min over every sample)."""
+    """Per channel: RMS error over the reference channel's scale: its range (max - min over every
+    sample) or its peak magnitude, whichever is larger, so a channel that sits far from zero with
+    little spread (a pooled feature, an offset) is not judged on its spread alone."""
     if channel_axis is None or ref.ndim < 2 or channel_axis + 1 >= ref.ndim:
         ref_c, cand_c, axis = ref.reshape(1, -1), cand.reshape(1, -1), None
     else:
         axis = channel_axis
         ref_c = np.moveaxis(ref, channel_axis + 1, 0).reshape(ref.shape[channel_axis + 1], -1)
         cand_c = np.moveaxis(cand, channel_axis + 1, 0).reshape(ref_c.shape)
-    spans = ref_c.max(axis=1) - ref_c.min(axis=1)
+    spans = np.maximum(ref_c.max(axis=1) - ref_c.min(axis=1), np.abs(ref_c).max(axis=1))
     overall = float(spans.max()) if spans.size else 0.0
     floor = max(1e-3 * overall, 1e-12)
     rms = np.sqrt(np.mean((cand_c - ref_c) ** 2, axis=1))

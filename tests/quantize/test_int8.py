@@ -16,8 +16,15 @@ from hone.errors import OptionError
 from hone.model import Model
 from hone.quantize import _choose_mode
 from hone.quantize.calibration import calibration_set
-from hone.quantize.int8 import dynamic_int8, graph_op_types, quantizable_nodes, static_int8, subgraph_nodes
-from hone.runtime import Session
+from hone.quantize.int8 import (
+    dynamic_int8,
+    dynamic_op_types,
+    graph_op_types,
+    quantizable_nodes,
+    static_int8,
+    subgraph_nodes,
+)
+from hone.runtime import Session, SessionConfig
 
 CONV_AT = """
 <ir_version: 7, opset_import: ["" : OPSET]>
@@ -160,14 +167,23 @@ def test_op_types_cover_if_bodies_while_quantizable_nodes_lists_the_main_graph_o
 
 
 def test_matmuls_only_inside_an_if_choose_dynamic_int8(tmp_path: Path) -> None:
-    assert _choose_mode(_branches(tmp_path, "MatMul")) == "dynamic"
+    assert _choose_mode(_branches(tmp_path, "MatMul")) == ("dynamic", None)
 
 
-def test_convs_only_inside_an_if_are_refused_with_the_reason_and_what_to_use_instead(tmp_path: Path) -> None:
-    with pytest.raises(OptionError, match=r"Conv only inside If/Loop/Scan bodies \(else_conv, then_conv\), which "
-                                          r"static INT8 keeps float .*use --mode fp16") as refused:
-        _choose_mode(_branches(tmp_path, "Conv"))
-    assert "\n" not in str(refused.value)
+def test_convs_only_inside_an_if_choose_dynamic_conv_integer_and_say_why(tmp_path: Path) -> None:
+    model = _branches(tmp_path, "Conv")
+    mode, note = _choose_mode(model)
+    assert mode == "dynamic" and "\n" not in (note or "")
+    assert note is not None and note.startswith("Conv only inside If/Loop/Scan bodies (else_conv, then_conv)")
+    assert "Conv" in dynamic_op_types(model)
+    quantized = dynamic_int8(model, op_types=dynamic_op_types(model))
+    body_ops = _body_ops(ir.to_proto(quantized.ir))
+    assert all("ConvInteger" in ops and "Conv" not in ops for ops in body_ops.values()), body_ops
+    for sign in (1.0, -1.0):  # each branch runs and stays close to float
+        feeds = _feeds(model, sign)
+        reference = Session(model, SessionConfig(threads=1)).run(feeds)[0]
+        got = Session(quantized, SessionConfig(threads=1)).run(feeds)[0]
+        assert np.abs(got - reference).max() < 0.05 * np.abs(reference).max()
 
 
 def test_static_int8_keeps_convs_inside_an_if_float_and_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -405,7 +405,9 @@ def test_a_conv_whose_relu_the_qdq_quantizer_removed_is_still_ranked(tmp_path: P
     "qoperator",
 ])
 def test_a_conv_kept_float_by_the_fallback_runs_in_float(tmp_path: Path, fmt: str) -> None:
-    _, result = _quick(_cnn(tmp_path), mode="static", fmt=fmt)
+    # On synthesized noise, conv1's INT8 noise alone is 0.11 of pooled channel 3's scale: the default
+    # 0.1 refuses even the rescued model, so the budget here is looser; the point is the mechanism.
+    _, result = _quick(_cnn(tmp_path), mode="static", fmt=fmt, budget="channel-error=0.2")
     assert result.kept_float == ["conv2"] and result.format == fmt
     assert result.accuracy is not None and result.accuracy.metric == "cosine" and result.accuracy.passed
 
@@ -454,7 +456,7 @@ def test_bad_options_are_one_line_that_names_the_option(tmp_path: Path, options:
 
 def test_a_model_with_nothing_to_quantize_is_refused(tmp_path: Path) -> None:
     model = _save(onnx.parser.parse_model(ADD_ONLY), tmp_path / "adds.onnx", ["add"])
-    with pytest.raises(OptionError, match="adds has no Conv, MatMul or Gemm to quantize"):
+    with pytest.raises(OptionError, match="adds has no Conv, MatMul, Gemm or LSTM to quantize"):
         _quick(model)
     _, result = _quick(model, mode="fp16")  # fp16 is still possible when asked for
     assert result.format == "fp16"

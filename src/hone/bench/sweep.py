@@ -26,6 +26,7 @@ from hone.bench.compare import (
 )
 from hone.bench.stats import median_ci_rel
 from hone.bench.types import BenchConfigResult, BenchResult
+from hone.data import has_batch_axis
 from hone.errors import OptionError
 from hone.model import Model
 from hone.runtime import check_provider
@@ -35,12 +36,13 @@ logger = logging.getLogger(__name__)
 # Even past the budget, take this many samples so the median has a finite confidence interval.
 _MIN_SAMPLES_FOR_CI = 5
 _BASELINES = ("torch-eager", "ort-disabled")
+DEFAULT_BATCHES = (1, 8)
 
 
 def bench(
     model: Model,
     *,
-    batches: Sequence[int] = (1, 8),
+    batches: Sequence[int] | None = None,
     threads: int | None = None,
     provider: str = "cpu",
     variants: Sequence[str] | None = None,
@@ -52,7 +54,13 @@ def bench(
     seed: int = 0,
     on_config: Callable[[str, int], None] | None = None,
 ) -> BenchResult:
-    """Measure every (variant, batch) configuration of ``model``; see the module docstring."""
+    """Measure every (variant, batch) configuration of ``model``; see the module docstring. Without
+    ``batches``: 1 and 8, or 1 alone for a model with no batch axis."""
+    if batches is None:
+        batches = DEFAULT_BATCHES if has_batch_axis(model.inputs) else (1,)
+        if len(batches) == 1:
+            logger.warning("%s has no batch axis (no symbolic dim shared by its inputs and outputs); "
+                           "benching batch 1 only", model.name)
     if not batches or any(b < 1 for b in batches):
         raise OptionError(f"batch sizes must be positive integers, got {list(batches)}")
     if rel_tol <= 0 or budget_s <= 0 or min_runs < 1 or warmup_runs < 0:

@@ -33,7 +33,20 @@ from hone.verify import OutputJudgement
 from hone.quantize.calibration import CalibrationSet, calibration_set
 from hone.quantize.fallback import LayerError, nearest_to_outputs, rank_layers
 from hone.quantize.gate import EVAL_BATCH, AccuracyReport, Budget, EvalPlan, judge, plan_for
-from hone.quantize.int8 import FORMATS, METHODS, WEIGHT_TYPES, dynamic_int8, fp16, quantizable_nodes, size_bytes, static_int8
+from hone.quantize.int8 import (
+    DYNAMIC_OP_TYPES,
+    FORMATS,
+    METHODS,
+    WEIGHT_TYPES,
+    dynamic_int8,
+    dynamic_op_types,
+    fp16,
+    quantizable_nodes,
+    QuantizationError,
+    quantized_node_count,
+    size_bytes,
+    static_int8,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +147,9 @@ def quantize(
     if calib is not None and data is not None:
         raise OptionError("--calib is an older name of --data; give one of them")
     original = attach(load(source), data if data is not None else calib)
-    mode = _choose_mode(original) if mode == "auto" else mode
+    chosen_note = None
+    if mode == "auto":
+        mode, chosen_note = _choose_mode(original)
 
     from hone.passes import optimize
 
@@ -151,13 +166,15 @@ def quantize(
         budget=budget.describe("all" if len(original.outputs) > 1 else plan.metric),
         evaluation=plan.data, data_split=plan.split,
     )
+    if chosen_note:
+        result.notes.append(chosen_note)
     if calibration is not None and calibration.source == "synthesized":
         result.notes.append("calibrated on synthesized inputs: give real samples with --calib for better scales")
     if mode == "dynamic":
         assert calibration is not None
         float_model = _prepare_transformer(float_model, calibration, threads, result)
 
-    builders = _builders(mode, fmt, calibration, method, per_channel, fp16_io)
+    builders = _builders(mode, fmt, calibration, method, per_channel, fp16_io, dynamic_op_types(original))
     built = _judge_all(builders, float_model, plan, budget, exclude=[], skipped=result.notes)
     passing = [(c, m) for c, m in built if c.accuracy.passed]
     if not passing:
@@ -208,31 +225,32 @@ def _prepare_transformer(float_model: Model, calibration: CalibrationSet, thread
     return float_model
 
 
-def _choose_mode(model: Model) -> str:
-    """static for a main-graph Conv; dynamic for MatMul/Gemm/Attention anywhere, If/Loop/Scan bodies
-    included (dynamic INT8 quantizes bodies; static keeps them float: onnxruntime calibrates the
-    main graph only, so Conv found only in bodies is refused with that reason)."""
+def _choose_mode(model: Model) -> tuple[str, str | None]:
+    """static for a main-graph Conv; dynamic for MatMul/Gemm/Attention/LSTM anywhere, If/Loop/Scan
+    bodies included (dynamic INT8 quantizes bodies; static keeps them float: onnxruntime calibrates
+    the main graph only, so a model with Conv only in bodies gets dynamic ConvInteger, said in a note).
+    Returns the mode and that note (None when there is nothing to say)."""
     from hone.quantize.int8 import graph_op_types, subgraph_nodes
 
     main = {node.op_type for node in model.ir.graph}
     ops = graph_op_types(model)
     if "Conv" in main:
-        return "static"
-    if ops & {"MatMul", "Gemm", "Attention"}:
-        return "dynamic"
+        return "static", None
+    if ops & {"MatMul", "Gemm", "Attention", "LSTM"}:
+        return "dynamic", None
     if "Conv" in ops:
         convs = subgraph_nodes(model, ("Conv",))
-        raise OptionError(f"{model.name} has Conv only inside If/Loop/Scan bodies ({', '.join(convs[:3])}"
-                          f"{', ...' if len(convs) > 3 else ''}), which static INT8 keeps float (onnxruntime "
-                          "calibrates the main graph only); use --mode fp16, which converts the bodies too")
-    raise OptionError(f"{model.name} has no Conv, MatMul or Gemm to quantize; nothing for INT8 to speed up")
+        return "dynamic", (f"Conv only inside If/Loop/Scan bodies ({', '.join(convs[:2])}"
+                           f"{', ...' if len(convs) > 2 else ''}): static INT8 would keep them float "
+                           "(onnxruntime calibrates the main graph only), so dynamic INT8 (ConvInteger) was tried")
+    raise OptionError(f"{model.name} has no Conv, MatMul, Gemm or LSTM to quantize; nothing for INT8 to speed up")
 
 
 Builder = tuple[str, str, "object"]  # (candidate name, format, build(float_model, exclude) -> Model)
 
 
 def _builders(mode: str, fmt: str, calibration: CalibrationSet | None, method: str, per_channel: bool,
-              fp16_io: bool = False) -> list[Builder]:
+              fp16_io: bool = False, op_types: tuple[str, ...] = DYNAMIC_OP_TYPES) -> list[Builder]:
     if mode == "static":
         assert calibration is not None
         formats = FORMATS if fmt == "auto" else (fmt,)
@@ -241,7 +259,7 @@ def _builders(mode: str, fmt: str, calibration: CalibrationSet | None, method: s
                 for f in formats]
     if mode == "dynamic":
         return [(f"dynamic-{w}", "dynamic", lambda m, ex, w=w: dynamic_int8(m, per_channel=per_channel, exclude=ex,
-                                                                            weight_type=w))
+                                                                            weight_type=w, op_types=op_types))
                 for w in WEIGHT_TYPES]
     return [("fp16", "fp16", lambda m, ex: fp16(m, exclude=ex, keep_io_types=not fp16_io))]
 
@@ -252,6 +270,8 @@ def _judge_all(builders: list[Builder], float_model: Model, plan: EvalPlan, budg
     for name, fmt, build in builders:
         try:
             candidate_model = build(float_model, exclude)
+            if fmt != "fp16" and not quantized_node_count(candidate_model):
+                raise QuantizationError("onnxruntime quantized no node of the model")
             accuracy = judge(candidate_model, plan, budget)
         except Exception as exc:  # noqa: BLE001 - onnxruntime's quantizer raises anything; skip, with the reason
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -100,10 +100,10 @@ class Budget:
         text = f"cosine mean >= {self.min_cosine_mean:g}"
         text += f", min >= {self.min_cosine_min:g}" if self.min_cosine_min is not None else ""
         if metric == "channel-error":
-            return f"worst channel error <= {self.max_channel_error:g} of its range; {text}"
+            return f"worst channel error <= {self.max_channel_error:g} of its scale; {text}"
         if metric == "all":
             return (f"every output: classifiers top-1 agreement >= {self.min_agreement:.1%}; float outputs worst "
-                    f"channel error <= {self.max_channel_error:g} of its range and {text}; integer outputs "
+                    f"channel error <= {self.max_channel_error:g} of its scale and {text}; integer outputs "
                     f">= {self.min_exact_match:.1%} equal")
         return text
 
@@ -258,7 +258,7 @@ def judge(candidate: Model, plan: EvalPlan, budget: Budget) -> AccuracyReport:
     elif summary.role == "exact":
         metric, name, float_value, value = "exact", f"share of equal elements of {summary.name!r}", 1.0, summary.value
     elif summary.metric == "channel-error":
-        metric, name = "channel-error", f"worst channel error of {summary.name!r} (RMS over the channel's range)"
+        metric, name = "channel-error", f"worst channel error of {summary.name!r} (RMS over the channel's range or peak)"
         float_value, value = 0.0, summary.value
     else:
         metric, name = "cosine", f"cosine of {summary.name!r} with the float model, per sample"

@@ -156,6 +156,27 @@ def _per_channel_opset(float_model: Model) -> tuple[Model, bool, str]:
 DYNAMIC_OP_TYPES = ("MatMul", "Gemm", "Gather")
 
 
+# Ops that only a quantized model holds (QDQ, QOperator and dynamic formats).
+QUANTIZED_OPS = frozenset({"QuantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
+                           "MatMulInteger", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM", "QGemm", "QAttention"})
+
+
+def quantized_node_count(model: Model) -> int:
+    """How many nodes of ``model`` (bodies included) compute or produce INT8."""
+    return sum(1 for node in ir.traversal.RecursiveGraphIterator(model.ir.graph) if node.op_type in QUANTIZED_OPS)
+
+
+def dynamic_op_types(model: Model) -> tuple[str, ...]:
+    """What dynamic INT8 quantizes in ``model``: MatMul/Gemm/Gather, plus LSTM where there is one
+    (DynamicQuantizeLSTM), plus Conv (ConvInteger) when Conv exists only inside If/Loop/Scan bodies,
+    where static INT8 cannot reach it; a main-graph Conv is static INT8's."""
+    ops = graph_op_types(model)
+    extra = ("LSTM",) if "LSTM" in ops else ()
+    if "Conv" in ops and "Conv" not in {node.op_type for node in model.ir.graph}:
+        extra += ("Conv",)
+    return DYNAMIC_OP_TYPES + extra
+
+
 WEIGHT_TYPES = ("s8", "u8")
 
 
@@ -178,6 +199,8 @@ def dynamic_int8(float_model: Model, *, per_channel: bool = True, exclude: list[
     in_bodies = subgraph_nodes(float_model, op_types)
     with tempfile.TemporaryDirectory(prefix="hone-quant-") as folder:
         source = _save(float_model, Path(folder) / "float.onnx")
+        if in_bodies:
+            _lift_body_constants(source)
         target = Path(folder) / "int8.onnx"
 
         def run(enable_subgraph: bool) -> None:
@@ -295,6 +318,17 @@ def size_bytes(model: Model) -> int:
     with tempfile.TemporaryDirectory(prefix="hone-size-") as folder:
         path = _save(model, Path(folder) / "model.onnx")
         return sum(p.stat().st_size for p in Path(folder).iterdir() if p.is_file()) if path.exists() else 0
+
+
+def _lift_body_constants(path: Path) -> None:
+    """Constant nodes inside If/Loop/Scan bodies become initializers of their body: onnxruntime's
+    quantizer reads weights only from initializers (exporters such as spox and torch write a body's
+    weights as Constant nodes). Done on the saved copy; the model the caller holds is unchanged."""
+    from onnx_ir.passes.common import LiftConstantsToInitializersPass
+
+    copy = ir.load(path)
+    if LiftConstantsToInitializersPass(lift_all_constants=False)(copy).modified:
+        ir.save(copy, path)
 
 
 def _save(model: Model, path: Path) -> Path:

@@ -327,7 +327,7 @@ def output_detail(judgement: OutputJudgement) -> str:
     if judgement.worst_channel_error is not None:
         axis = "whole tensor" if judgement.channel_axis is None else f"axis {judgement.channel_axis}"
         parts.append(f"worst channel {judgement.worst_channel} of {judgement.channels} ({axis}): "
-                     f"{judgement.worst_channel_error:.4f} of its range")
+                     f"{judgement.worst_channel_error:.4f} of its scale")
     if judgement.cosine_mean is not None:
         parts.append(f"cosine mean {judgement.cosine_mean:.4f}, min {judgement.cosine_min:.4f}")
     if judgement.exact_match is not None:
