@@ -106,6 +106,41 @@ def test_each_pass_rewrites_keeps_outputs_and_passes_the_checker(case: str) -> N
     onnx.checker.check_model(ir.to_proto(result.model), full_check=True)
 
 
+@pytest.mark.parametrize("body", [
+    "s = Mul (x, x)\n y = Add (s, eps)",  # log(x*x + eps): onnxscript's add_0_rule took 1e-10 for 0
+    "y = Add (x, zeros)",  # a [1, 1, 1] zero grows the rank of x: not a no-op
+    "y = Div (x, almost_one)",
+])
+def test_arithmetic_with_a_constant_that_is_not_exactly_neutral_is_kept(body: str) -> None:
+    text = f"""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 2] x) => (float y) <float eps = {{1e-10}}, float[1, 1, 1] zeros = {{0.0}},
+                                        float almost_one = {{1.000001}}> {{
+            {body}
+        }}"""
+    model = ir.from_proto(onnx.parser.parse_model(text))
+    before = [node.op_type for node in model.graph]
+    result = RemoveNoOpsPass()(model)
+    assert not result.modified and [node.op_type for node in result.model.graph] == before
+
+
+def test_the_transformer_fusions_keep_an_epsilon_that_onnxscript_takes_for_zero() -> None:
+    from hone.passes.fuse_transformer import FuseTransformerPass
+
+    text = """
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 2] x) => (float[N, 2] y) <float eps = {1e-10}> {
+            s = Mul (x, x)
+            t = Add (s, eps)
+            y = Log (t)
+        }"""
+    model = ir.from_proto(onnx.parser.parse_model(text))
+    result = FuseTransformerPass()(model)
+    assert [node.op_type for node in result.model.graph] == ["Mul", "Add", "Log"]
+    assert all(node.domain == "" for node in result.model.graph)
+    assert "hone.hidden_from_fusions" not in result.model.opset_imports
+
+
 @pytest.mark.parametrize("pass_class", [FuseConvBnPass, FuseMatMulAddPass, CollapseChainsPass, RemoveNoOpsPass])
 def test_a_pass_with_nothing_to_do_reports_no_change(pass_class) -> None:
     model = ir.from_proto(onnx.parser.parse_model("""

@@ -9,6 +9,8 @@ fused). Only for ort-cpu/ort-cuda: the output uses contrib ops that other runtim
 
 from __future__ import annotations
 
+import math
+
 import onnx_ir as ir
 from onnxscript.rewriter import ort_fusions
 
@@ -31,6 +33,30 @@ def _hide_low_rank_matmuls(model: ir.Model) -> list[ir.Node]:
     return hidden
 
 
+_NEUTRAL = {"Add": 0.0, "Sub": 0.0, "Mul": 1.0, "Div": 1.0}
+
+
+def _hide_near_neutral_arithmetic(model: ir.Model) -> list[ir.Node]:
+    """Add/Sub/Mul/Div by a one-element constant that is close to 0 (or 1) without being it (the
+    1e-10 of ``log(x*x + 1e-10)``): onnxscript's no-op rules, which optimize_for_ort runs, match
+    their constant with ``abs_tol=1e-8, rel_tol=1e-5`` and would remove the node."""
+    hidden = []
+    for node in model.graph:
+        neutral = _NEUTRAL.get(node.op_type)
+        if neutral is None or node.domain not in ("", "ai.onnx"):
+            continue
+        for value in node.inputs:
+            tensor = ir.convenience.get_const_tensor(value) if value is not None else None
+            if tensor is None or tensor.size != 1:
+                continue
+            number = float(tensor.numpy().reshape(()))
+            if number != neutral and math.isclose(number, neutral, rel_tol=1e-5, abs_tol=1e-8):
+                node.domain = _HIDDEN_DOMAIN
+                hidden.append(node)
+                break
+    return hidden
+
+
 class FuseTransformerPass(HonePass):
     name = "fuse_transformer"
     targets = ("ort-cpu", "ort-cuda")
@@ -39,15 +65,21 @@ class FuseTransformerPass(HonePass):
         before = node_count(model)
         # Work around onnxscript 0.7 (each found by hone's property tests): its folder unrolls a
         # Dropout whose mask is used, its Transpose+MatMul rule ignores a 1-D operand, its
-        # SkipLayerNormalization rule can leave the graph unsorted, and its rules overwrite
-        # initializers of the same name. Hide the first two, then sort and restore.
+        # SkipLayerNormalization rule can leave the graph unsorted, its rules overwrite
+        # initializers of the same name, and its no-op rules take 1e-10 for 0. Hide the first two
+        # and the last, then sort and restore.
         dropouts = _hide_dropouts_with_kept_masks(model)
         matmuls = _hide_low_rank_matmuls(model)
+        near_neutral = _hide_near_neutral_arithmetic(model)
+        hidden = [*dropouts, *matmuls, *near_neutral]
+        if hidden:  # declared, so onnx's shape inference skips the hidden nodes instead of failing
+            model.opset_imports[_HIDDEN_DOMAIN] = 1
         try:
             fused, counts = ort_fusions.optimize_for_ort(model)
         finally:
-            for node in [*dropouts, *matmuls]:
+            for node in hidden:
                 node.domain = ""
+            model.opset_imports.pop(_HIDDEN_DOMAIN, None)
         assert fused is model, "optimize_for_ort rewrites in place"
         model.graph.sort()
         restore_overwritten_initializers(model)

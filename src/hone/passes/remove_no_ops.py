@@ -1,17 +1,68 @@
 """No-op removal: Identity, inference Dropout, x+0, x-0, x*1, x/1, Cast to the same type, Expand
 and Transpose that change nothing -> their input.
 
-onnxscript's no-op rules, then hone's Identity elimination (``base.eliminate_identities``, which
-keeps graph outputs named and distinct). Leaves alone: Dropout in training mode or whose mask is
-used (a graph output included), ops whose no-op-ness depends on unknown shapes.
+onnxscript's no-op rules for Dropout, Cast, Expand and Transpose, hone's own for the arithmetic
+(below), then hone's Identity elimination (``base.eliminate_identities``, which keeps graph outputs
+named and distinct). Leaves alone: Dropout in training mode or whose mask is used (a graph output
+included), ops whose no-op-ness depends on unknown shapes.
+
+Why x+0, x-0, x*1, x/1 are hone's: onnxscript 0.7's ``add_0_rule`` & co. match their constant with
+``abs_tol=1e-8``, so the epsilon of ``log(x*x + 1e-10)`` (basic-pitch's normalized log) counts as 0
+and is removed, turning silence into -inf. hone's rules take a constant that is exactly 0 (or 1),
+one element, and of a rank no higher than x's (so broadcasting cannot grow the result).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import onnx_ir as ir
+from onnxscript.rewriter import RewriteRule
 from onnxscript.rewriter.rules import common as rules
 
 from hone.passes.base import RewriteRulesPass
+
+
+def _add(op, x, c):
+    return op.Add(x, c)
+
+
+def _sub(op, x, c):
+    return op.Sub(x, c)
+
+
+def _mul(op, x, c):
+    return op.Mul(x, c)
+
+
+def _div(op, x, c):
+    return op.Div(x, c)
+
+
+def _identity(op, x, **_):
+    return op.Identity(x)
+
+
+def _exactly(value: float):
+    """A check: ``c`` is a one-element constant equal to ``value`` exactly, of rank <= x's."""
+
+    def check(context, x: ir.Value, c: ir.Value, **_) -> bool:
+        tensor = ir.convenience.get_const_tensor(c)
+        if tensor is None:
+            return False
+        array = tensor.numpy()
+        if array.size != 1 or (array.ndim > 0 and (x.shape is None or array.ndim > len(x.shape))):
+            return False
+        return bool(np.asarray(array).reshape(()) == value)
+
+    return check
+
+
+_EXACT_ARITHMETIC = (
+    *RewriteRule(_add, _identity, _exactly(0)).commute(),
+    RewriteRule(_sub, _identity, _exactly(0)),
+    *RewriteRule(_mul, _identity, _exactly(1)).commute(),
+    RewriteRule(_div, _identity, _exactly(1)),
+)
 
 
 class RemoveNoOpsPass(RewriteRulesPass):
@@ -19,10 +70,7 @@ class RemoveNoOpsPass(RewriteRulesPass):
     rules = (
         rules.dropout_inference_rule,
         rules.dropout_zero_rule,
-        rules.add_0_rule,
-        rules.sub_0_rule,
-        rules.mul_by_1_rule,
-        rules.div_by_1_rule,
+        *_EXACT_ARITHMETIC,
         rules.no_op_cast_rule,
         rules.no_op_expand_rule,
         rules.no_op_transpose_rule,
