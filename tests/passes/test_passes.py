@@ -124,6 +124,22 @@ def test_arithmetic_with_a_constant_that_is_not_exactly_neutral_is_kept(body: st
     assert not result.modified and [node.op_type for node in result.model.graph] == before
 
 
+def test_a_row_bias_becomes_a_vector_so_the_qdq_quantizer_takes_the_gemm() -> None:
+    text = """
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[4, 3] x) => (float[4, 2] y) <float[3, 2] w = {1.0, 2.0, 3.0, 4.0, 5.0, 6.0}, float[1, 2] b = {0.5, -0.5}> {
+            m = MatMul (x, w)
+            y = Add (m, b)
+        }"""
+    original = ir.from_proto(onnx.parser.parse_model(text))
+    result = FuseMatMulAddPass()(ir.from_proto(onnx.parser.parse_model(text)))
+    (gemm,) = list(result.model.graph)
+    assert gemm.op_type == "Gemm" and gemm.inputs[2].const_value.shape == (2,)
+    assert "b" not in result.model.graph.initializers
+    np.testing.assert_allclose(_outputs(result.model, batch=4)[0], _outputs(original, batch=4)[0], rtol=1e-6)
+    onnx.checker.check_model(ir.to_proto(result.model), full_check=True)
+
+
 def test_the_transformer_fusions_keep_an_epsilon_that_onnxscript_takes_for_zero() -> None:
     from hone.passes.fuse_transformer import FuseTransformerPass
 

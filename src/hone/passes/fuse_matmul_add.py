@@ -79,3 +79,37 @@ class FuseMatMulAddPass(RewriteRulesPass):
         transpose_b_matmul_add_to_gemm_rule,
         matmul_add_to_gemm_rule,
     )
+
+    def rewrite(self, model: ir.Model) -> ir.passes.PassResult:
+        result = super().rewrite(model)
+        flattened = _flatten_row_biases(model)
+        return ir.passes.PassResult(model, modified=result.modified or flattened > 0)
+
+
+def _flatten_row_biases(model: ir.Model) -> int:
+    """Gemm C of shape (1, N), a constant -> (N,): the same broadcast, and the shape onnxruntime's QDQ
+    quantizer expects of a per-channel bias (with (1, N) its scale check compares whole rows and
+    raises; magika's Dense layers after this pass). Returns how many were flattened."""
+    flattened = 0
+    for node in model.graph:
+        if node.op_type != "Gemm" or node.domain not in ("", "ai.onnx") or len(node.inputs) < 3:
+            continue
+        bias = node.inputs[2]
+        if bias is None or bias.const_value is None or not bias.is_initializer():
+            continue
+        shape = bias.const_value.shape
+        if len(shape) != 2 or shape[0] != 1:
+            continue
+        array = bias.const_value.numpy().reshape(-1)
+        name, suffix = f"{bias.name}_row", 0
+        while name in model.graph.initializers:
+            suffix += 1
+            name = f"{bias.name}_row_{suffix}"
+        row = ir.Value(name=name, shape=ir.Shape([array.shape[0]]), type=bias.type,
+                       const_value=ir.tensor(array, name=name))
+        model.graph.register_initializer(row)
+        node.replace_input_with(2, row)
+        if not bias.uses() and not bias.is_graph_output():
+            model.graph.initializers.pop(bias.name, None)
+        flattened += 1
+    return flattened
