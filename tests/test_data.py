@@ -93,6 +93,26 @@ def test_edge_indices_stay_below_a_symbolic_node_count_whatever_it_is_set_to(tmp
     attach(model, dims={"nodes": 5})
 
 
+ONE_HOT_BY_EQUAL = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (int32[batch, 6] data) => (float[batch, 6, 2] embedded) <int32[1, 1, 300] iota = {IOTA},
+                                                             float[300, 2] table = {TABLE}> {
+        axes = Constant <value = int64[1] {2}> ()
+        column = Unsqueeze (data, axes)
+        hot = Equal (column, iota)
+        hot_float = Cast <to = 1> (hot)
+        embedded = MatMul (hot_float, table)
+    }""".replace("IOTA", ", ".join(str(i) for i in range(300))).replace("TABLE", ", ".join(["0.5"] * 600))
+
+
+def test_an_integer_compared_with_0_to_k_minus_1_is_a_one_hot_index_below_k(tmp_path: Path) -> None:
+    """jax2tf writes one_hot as Equal(x, iota): magika's byte values are 0..256, not 0..99."""
+    model = hone.load(_save(tmp_path, ONE_HOT_BY_EQUAL, "one_hot"))
+    assert model.inputs[0].index_bounds == (300,) and model.inputs[0].equal_to is None
+    values = synthesize(model.inputs, batch=64)["data"]
+    assert values.min() >= 0 and values.max() < 300 and values.max() >= 100
+
+
 def test_the_batch_axis_is_the_dim_shared_with_the_outputs_not_axis_0(tmp_path: Path) -> None:
     model = hone.load(_save(tmp_path, STATEFUL, "stateful"))
     axes = {s.name: s.batch_axis for s in (*model.inputs, *model.outputs)}

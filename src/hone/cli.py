@@ -222,6 +222,7 @@ def quantize(
     prefer: Annotated[str, typer.Option("--prefer", help="speed | size: keep the fastest or the smallest passing candidate")] = "speed",
     no_speed: Annotated[bool, typer.Option("--no-speed", help="skip timing; keep the smallest passing candidate")] = False,
     fp16_io: Annotated[bool, typer.Option("--fp16-io", help="fp16 mode: make float inputs/outputs float16 too (default: kept float32)")] = False,
+    time_limit_s: Annotated[float, typer.Option("--time-limit-s", help="stop trying more float layers after this many seconds")] = 600.0,
     threads: ThreadsOption = None,
     samples: SamplesOption = 200,
     input_shape: InputShapeOption = None,
@@ -245,6 +246,7 @@ def quantize(
         kept, result = run_quantize(
             loaded, mode=mode, fmt=fmt, method=method, budget=budget, per_channel=not per_tensor,
             samples=samples, threads=threads, measure_speed=not no_speed, prefer=prefer, fp16_io=fp16_io,
+            time_limit_s=time_limit_s,
         )
     console.print(quantize_table(result))
     from hone.report.terminal import outputs_table

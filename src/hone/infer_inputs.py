@@ -12,8 +12,9 @@ value's uses inside them):
   in every input and output.
 - **Index bounds** of integer inputs: an input that reaches (through value-preserving ops such as
   Cast, Reshape, Unsqueeze, Concat or Slice) the indices of Gather, GatherElements, GatherND,
-  ScatterElements, ScatterND or OneHot may take values only below the indexed dim; an input
-  compared with ``Equal`` to a constant (``sr == 16000`` choosing an If branch) takes that
+  ScatterElements, ScatterND or OneHot may take values only below the indexed dim, or below K when
+  it is compared by ``Equal`` with a constant 0..K-1 (a one-hot spelled out); an input compared
+  with ``Equal`` to a one-element constant (``sr == 16000`` choosing an If branch) takes that
   constant. A bound is an int or the name of a symbolic dim, resolved when shapes are.
 
 Everything else stays as before (name hints in ``hone.data``), and ``hone.data.check_invented``
@@ -126,6 +127,8 @@ def _trace(value: ir.Value, fact: InputFacts, seen: set[int]) -> None:
             constant = _constant_scalar(other)
             if constant is not None:
                 fact.equal_constants.append(constant)
+            elif (classes := _iota_length(other)) is not None:
+                fact.index_bounds.append(classes)
         if op in _VALUE_PRESERVING and (index == 0 or op == "Concat"):
             for output in node.outputs:
                 _trace(output, fact, seen)
@@ -185,6 +188,18 @@ def _constant_tensor(value: ir.Value | None):
         attribute = producer.attributes.get("value")
         return attribute.as_tensor() if attribute is not None else None
     return None
+
+
+def _iota_length(value: ir.Value | None) -> int | None:
+    """K when ``value`` is a constant holding 0, 1, ..., K-1 (any shape): what a one-hot written as
+    ``Equal(x, iota)`` compares against (jax2tf's ``one_hot``, magika's 257 byte values)."""
+    tensor = _constant_tensor(value)
+    if tensor is None:
+        return None
+    array = tensor.numpy().reshape(-1)
+    if array.size < 2 or not np.issubdtype(array.dtype, np.integer):
+        return None
+    return int(array.size) if np.array_equal(array, np.arange(array.size)) else None
 
 
 def _constant_scalar(value: ir.Value | None) -> int | None:

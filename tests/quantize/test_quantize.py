@@ -613,3 +613,11 @@ def test_a_candidate_whose_build_raises_is_skipped_with_its_reason(tmp_path: Pat
     kept, result = _quick(hone.load("digits_cnn"))
     assert [c.name for c in result.candidates] == ["static-qdq"]
     assert any("candidate static-qoperator skipped: QLinearConv is not supported here" in n for n in result.notes)
+
+
+def test_a_spent_time_limit_stops_the_fallback_and_says_so(tmp_path: Path) -> None:
+    kept, result = _quick(_cnn(tmp_path), mode="static", fmt="qoperator", time_limit_s=1e-6)
+    assert result.format == "float" and all(not c.kept_float for c in result.candidates)
+    assert any("time limit was spent" in note and "--time-limit-s" in note for note in result.notes)
+    with pytest.raises(OptionError, match="time limit must be positive"):
+        _quick(_cnn(tmp_path), time_limit_s=0)

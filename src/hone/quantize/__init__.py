@@ -51,6 +51,8 @@ from hone.quantize.int8 import (
 logger = logging.getLogger(__name__)
 
 MODES = ("auto", "static", "dynamic", "fp16")
+# The fallback stops trying more float layers after this long (a big detector on many samples).
+DEFAULT_TIME_LIMIT_S = 600.0
 # A candidate must beat the float model by this factor to be kept for speed: on this shared machine
 # two timings of the same model differ by up to a few percent, so a smaller gain is not a gain.
 MIN_SPEEDUP = 1.05
@@ -123,8 +125,12 @@ def quantize(
     prefer: str = "speed",
     fp16_io: bool = False,
     data: "str | SampleSet | None" = None,
+    time_limit_s: float = DEFAULT_TIME_LIMIT_S,
 ) -> tuple[Model, QuantizeResult]:
     """Quantize ``source``; returns the kept Model (the float one when nothing passed) and the report.
+
+    ``time_limit_s`` bounds the fallback: once it is spent, no further set of float layers is tried
+    (the candidates judged so far decide, and a note says so).
 
     ``data`` (``--data``; ``calib`` is its older alias) is split into disjoint calibration and
     evaluation samples; without it the zoo's data, else invented inputs, are used.
@@ -143,6 +149,8 @@ def quantize(
         raise OptionError(f"prefer {prefer!r} is unknown; choose one of: {', '.join(PREFER)}")
     if samples < 1:
         raise OptionError(f"samples must be at least 1, got {samples}")
+    if time_limit_s <= 0:
+        raise OptionError(f"the time limit must be positive seconds, got {time_limit_s:g}")
     budget = budget if isinstance(budget, Budget) else Budget.parse(budget)
     if calib is not None and data is not None:
         raise OptionError("--calib is an older name of --data; give one of them")
@@ -179,7 +187,8 @@ def quantize(
     passing = [(c, m) for c, m in built if c.accuracy.passed]
     if not passing:
         passing, built_more = _fall_back(builders, float_model, plan, budget, calibration, result, threads,
-                                         method, per_channel, failed=[c for c, _ in built])
+                                         method, per_channel, failed=[c for c, _ in built],
+                                         deadline=began + time_limit_s)
         built.extend(built_more)
     result.candidates = [c for c, _ in built]
 
@@ -288,7 +297,7 @@ def _judge_all(builders: list[Builder], float_model: Model, plan: EvalPlan, budg
 
 
 def _fall_back(builders, float_model, plan, budget, calibration, result, threads, method="minmax", per_channel=True,
-               failed=()):
+               failed=(), deadline: float = float("inf")):
     """Keep nodes float until a candidate passes: first the nodes nearest the outputs that failed
     (output-aware), then the most sensitive layers by measured error, 1, 2, 4, ... of each."""
     built_more: list[tuple[Candidate, object]] = []
@@ -299,9 +308,12 @@ def _fall_back(builders, float_model, plan, budget, calibration, result, threads
     if failing:
         near = nearest_to_outputs(float_model, failing)
         passing = _try_exclusions(builders, float_model, plan, budget, result, near, built_more,
-                                  f"node(s) nearest the failing output(s) {', '.join(failing)}", limit=len(near))
+                                  f"node(s) nearest the failing output(s) {', '.join(failing)}", limit=len(near),
+                                  deadline=deadline)
         if passing:
             return passing, built_more
+    if _out_of_time(deadline, result, "ranking the layers by sensitivity"):
+        return [], built_more
     nodes = quantizable_nodes(float_model)
     # Rank on the QDQ (or dynamic/fp16) candidate: it keeps the float tensor names.
     ranking_builder = next((b for b in builders if b[1] != "qoperator"), None)
@@ -320,14 +332,25 @@ def _fall_back(builders, float_model, plan, budget, calibration, result, threads
     result.layer_errors = ranking
     order = [layer.node for layer in ranking]
     passing = _try_exclusions(builders, float_model, plan, budget, result, order, built_more,
-                              "most sensitive layer(s)", limit=max(1, len(order) // 2))
+                              "most sensitive layer(s)", limit=max(1, len(order) // 2), deadline=deadline)
     return passing, built_more
 
 
-def _try_exclusions(builders, float_model, plan, budget, result, order, built_more, why: str, limit: int):
+def _out_of_time(deadline: float, result: QuantizeResult, next_step: str) -> bool:
+    """Whether the time limit is spent; if so, a note says what was not tried."""
+    if time.perf_counter() < deadline:
+        return False
+    result.notes.append(f"the time limit was spent before {next_step}; raise --time-limit-s to try more")
+    return True
+
+
+def _try_exclusions(builders, float_model, plan, budget, result, order, built_more, why: str, limit: int,
+                    deadline: float = float("inf")):
     """Exclude the first 1, 2, 4, ... of ``order`` (at most ``limit``) until a candidate passes."""
     count, best_so_far = 1, float("-inf")
     while order and count <= limit:
+        if _out_of_time(deadline, result, f"keeping {count} {why} float"):
+            break
         exclude = order[:count]
         attempt = _judge_all(builders, float_model, plan, budget, exclude, skipped=result.notes)
         built_more.extend(attempt)
