@@ -252,7 +252,7 @@ def test_a_request_whose_timeout_expires_in_the_queue_fails_and_never_runs(
     assert stats.queue_depth == 0 and stats.request_failure == 1
 
 
-def test_a_failing_batch_fails_only_its_requests_and_the_next_batch_succeeds(recorder_model) -> None:
+def test_a_failing_batch_is_retried_one_by_one_so_only_the_guilty_request_fails(recorder_model) -> None:
     runner = make_runner(recorder_model, max_batch_size=2)
 
     async def scenario(batcher: Batcher, runner: RecordingRunner):
@@ -261,14 +261,15 @@ def test_a_failing_batch_fails_only_its_requests_and_the_next_batch_succeeds(rec
         return await asyncio.gather(first, *tasks, return_exceptions=True)
 
     results = serve(runner, scenario, max_queue_delay_ms=1.0)
-    assert runner.batches == [[0], [POISON, 1], [2, 3]]
-    for failed in results[1:3]:
-        assert isinstance(failed, InferenceExecutionError) and isinstance(failed, ExecutionError)
-        assert "poisoned batch" in str(failed) and "batch of 2 request(s)" in str(failed)
-        assert isinstance(failed.__cause__, RuntimeError)
-        assert failed.http_status == 500
-    for answered in (results[0], *results[3:]):
-        assert isinstance(answered, dict) and set(answered) == {"y", "rows"}
+    assert runner.batches == [[0], [POISON, 1], [POISON], [1], [2, 3]]
+    failed = results[1]
+    assert isinstance(failed, InferenceExecutionError) and isinstance(failed, ExecutionError)
+    assert "poisoned batch" in str(failed) and "batch of" not in str(failed)
+    assert isinstance(failed.__cause__, RuntimeError)
+    assert failed.http_status == 500
+    for index, answered in [(0, results[0]), (1, results[2]), (2, results[3]), (3, results[4])]:
+        assert isinstance(answered, dict) and set(answered) == {"y", "rows"}, index
+    assert float(results[2]["rows"].reshape(-1)[0]) == 1.0  # request 1's own answer, not its batch mate's
 
 
 def test_a_batch_whose_output_loses_the_batch_dim_fails_quoting_both(tmp_path: Path) -> None:

@@ -29,9 +29,12 @@ overlap (one arrives while another runs or waits, or a batch of several ran), th
 Running. A batch's inputs are concatenated along axis 0 and run in a thread pool with one worker
 per runner instance (``loop.run_in_executor``), so up to N batches run at once while the event loop
 keeps admitting. The outputs are split back by each request's sample count after checking that
-every output has as many rows as the batch has samples (a message quotes both when not). Any
-exception in a run fails every request of that batch with ``InferenceExecutionError`` (an
-``ExecutionError``) and the batcher goes on with the next batch.
+every output has as many rows as the batch has samples (a message quotes both when not). When the
+run of a batch of several requests fails, each of its requests is run again alone, in the same
+instance slot, so only the requests that fail alone fail (one poisoned request never takes its
+batch mates down). A request that fails alone gets ``InferenceInputError`` (400) when onnxruntime
+refused its data (INVALID_ARGUMENT: an index out of range) and ``InferenceExecutionError`` (500,
+one logged traceback) otherwise; the batcher goes on with the next batch.
 
 Timeouts, cancellation, shutdown. A request's queue timeout (its own ``timeout_ms`` or
 ``default_timeout_ms``, the smaller) removes it from the queue when it expires and fails it with
@@ -457,13 +460,16 @@ class Batcher:
         started_ns = time.monotonic_ns()
         queue_ns = [started_ns - request.submitted_ns for request in batch]
         samples = [request.samples for request in batch]
+        loop = asyncio.get_running_loop()
         try:
-            loop = asyncio.get_running_loop()
             outputs, timing = await loop.run_in_executor(
                 self._executor, self._run_batch, [request.feeds for request in batch], samples
             )
         except Exception as exc:  # any failure in the run fails this batch, never the batcher
-            self._fail_batch(batch, sum(samples), exc)
+            if len(batch) == 1:
+                self._fail_batch(batch, sum(samples), exc)
+            else:
+                await self._retry_alone(batch, exc)
         else:
             self._record_batch(sum(samples), queue_ns, timing, len(batch))
             for request, result in zip(batch, outputs):
@@ -471,6 +477,25 @@ class Batcher:
         finally:
             self._in_flight -= len(batch)
             self._slots.release()
+
+    async def _retry_alone(self, batch: list[_Request], exc: Exception) -> None:
+        """A batch of several failed: run each request by itself (in this batch's instance slot),
+        so only the requests that fail alone fail, and the others get their answers."""
+        logger.warning("%s: a batch of %d requests failed (%s); running each alone so only the guilty fail",
+                       self.runner.name, len(batch), _reason(exc))
+        loop = asyncio.get_running_loop()
+        for request in batch:
+            if request.future.done():
+                continue
+            try:
+                outputs, timing = await loop.run_in_executor(
+                    self._executor, self._run_batch, [request.feeds], [request.samples]
+                )
+            except Exception as alone:  # noqa: BLE001 - this request's own failure, answered to it
+                self._fail_batch([request], request.samples, alone)
+            else:
+                self._record_batch(request.samples, [time.monotonic_ns() - request.submitted_ns], timing, 1)
+                self._finish(request, result=outputs[0])
 
     def _run_batch(
         self, feeds_list: list[Mapping[str, np.ndarray]], samples: list[int]
@@ -507,7 +532,18 @@ class Batcher:
                 )
 
     def _fail_batch(self, batch: list[_Request], samples: int, exc: Exception) -> None:
-        reason = str(exc) if isinstance(exc, HoneError) else f"{type(exc).__name__}: {exc}"
+        """Fail ``batch`` (one request, or several when the batcher itself failed them together).
+        onnxruntime's INVALID_ARGUMENT on a request run alone is that request's data: a 400 with
+        onnxruntime's line, logged as a warning; anything else is a 500 with one traceback."""
+        reason = _reason(exc)
+        if len(batch) == 1 and _is_invalid_argument(exc):
+            logger.warning("%s: a request's data does not fit the model: %r", self.runner.name, reason)
+            error: ServingError = InferenceInputError(
+                f"the request's data does not fit model {self.runner.name!r}: {reason}", model=self.runner.name
+            )
+            error.__cause__ = exc
+            self._finish(batch[0], error=error)
+            return
         logger.error(
             "%s: a batch of %d request(s), %d sample(s) failed: %s",
             self.runner.name, len(batch), samples, reason,
@@ -515,7 +551,7 @@ class Batcher:
         )
         message = (
             reason
-            if isinstance(exc, InferenceExecutionError)
+            if isinstance(exc, InferenceExecutionError) or len(batch) == 1
             else f"the batch of {len(batch)} request(s) this request ran in failed: {reason}"
         )
         for request in batch:
@@ -567,6 +603,21 @@ class Batcher:
             getattr(self.observer, event)(*args)
         except Exception:
             logger.exception("%s: the batch observer failed in %s", self.runner.name, event)
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, HoneError) else f"{type(exc).__name__}: {exc}"
+
+
+def _is_invalid_argument(exc: BaseException) -> bool:
+    """Whether onnxruntime refused the run's data (its INVALID_ARGUMENT status: an index out of
+    range, a shape its kernels reject), as opposed to failing on its own."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if type(seen).__name__ == "InvalidArgument" or "INVALID_ARGUMENT" in str(seen):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 def _group_key(feeds: Mapping[str, np.ndarray]) -> Hashable:

@@ -1,0 +1,73 @@
+"""What one client can do to a real ``hone serve`` process, and what the others still get: a
+poisoned request in a batch of good ones fails alone.
+
+(Clients that vanish and floods of bad requests are in test_abuse.py.)
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from serve_models import save_model
+from test_clients import Server, start_server, stop_server
+
+# y[n] = table[ids[n]]: each request's answer depends on its own ids only, and an id of 10 or more
+# is onnxruntime's INVALID_ARGUMENT (Gather's indices out of range) for the whole batch it runs in.
+TABLE = np.arange(40, dtype=np.float32).reshape(10, 4)
+LOOKUP_TEXT = f"""
+<ir_version: 8, opset_import: ["" : 17]>
+lookup (int64[N] ids) => (float[N, 4] y) <float[10, 4] table = {{{", ".join(str(v) for v in TABLE.ravel())}}}> {{
+    y = Gather <axis = 0> (table, ids)
+}}
+"""
+
+
+@pytest.fixture(scope="module")
+def lookup_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("repository")
+    save_model(LOOKUP_TEXT, root / "lookup" / "1" / "model.onnx")
+    # a long queue delay, so the four concurrent requests below share one batch
+    started = start_server(str(root), "--max-batch-size", "8", "--max-queue-delay-ms", "200")
+    yield started
+    code, _, stderr = stop_server(started)
+    assert code == 0, stderr
+    assert "Traceback" not in stderr, stderr[-2000:]  # a client's bad data is a warning, not hone's bug
+
+
+def _infer(server: Server, ids: list[int]) -> tuple[int, dict]:
+    body = json.dumps({"inputs": [{"name": "ids", "shape": [len(ids)], "datatype": "INT64", "data": ids}]})
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        connection.request("POST", "/v2/models/lookup/infer", body=body, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def test_a_request_with_an_index_out_of_range_fails_alone_with_a_400(lookup_server: Server) -> None:
+    requests = {"good-a": [1, 2], "poison": [3, 1000], "good-b": [9], "good-c": [0, 0, 5]}
+    answers: dict[str, tuple[int, dict]] = {}
+    start = threading.Barrier(len(requests))
+
+    def send(name: str, ids: list[int]) -> None:
+        start.wait()
+        answers[name] = _infer(lookup_server, ids)
+
+    threads = [threading.Thread(target=send, args=item) for item in requests.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    status, body = answers["poison"]
+    assert status == 400, body
+    assert "Gather" in body["error"] and "\n" not in body["error"]
+    for name in ("good-a", "good-b", "good-c"):
+        status, body = answers[name]
+        assert status == 200, (name, body)
+        np.testing.assert_array_equal(np.array(body["outputs"][0]["data"]).reshape(-1, 4), TABLE[requests[name]])
