@@ -18,6 +18,7 @@ that says what was wrong and what to do; the CLI prints it as one line and exits
     │   └── InferenceExecutionError  500  a served batch failed (also a ServingError)
     └── ServingError                 hone serve's answer to one request (http_status, grpc_code)
         ├── InferenceInputError      400  input names, datatypes, shapes or sizes that do not fit
+        ├── ModelControlError        403  repository load/unload without --model-control-mode explicit
         ├── ServedModelNotFoundError 404  no served model (or version) of that name
         ├── ModelNotReadyError       503  the model is loading, warming up or unloaded
         ├── QueueFullError           503  max_queue_size requests already wait; retry later
@@ -117,6 +118,13 @@ class InferenceInputError(ServingError):
 
     http_status = 400
     grpc_code = "INVALID_ARGUMENT"
+
+
+class ModelControlError(ServingError):
+    """Repository load/unload asked of a server started without explicit model control."""
+
+    http_status = 403
+    grpc_code = "PERMISSION_DENIED"
 
 
 class ServedModelNotFoundError(ServingError):

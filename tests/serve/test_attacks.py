@@ -71,3 +71,52 @@ def test_a_request_with_an_index_out_of_range_fails_alone_with_a_400(lookup_serv
         status, body = answers[name]
         assert status == 200, (name, body)
         np.testing.assert_array_equal(np.array(body["outputs"][0]["data"]).reshape(-1, 4), TABLE[requests[name]])
+
+
+def _post(server: Server, path: str, token: str | None = None) -> tuple[int, str]:
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        connection.request("POST", path, body=b"", headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
+
+
+def test_control_is_off_by_default_and_a_corrupt_reload_keeps_the_old_version_serving(tmp_path) -> None:
+    root = tmp_path / "repository"
+    model_file = save_model(LOOKUP_TEXT, root / "lookup" / "1" / "model.onnx")
+    (root / "bad name!" / "1").mkdir(parents=True)  # a folder hone cannot serve: skipped, not fatal
+    default = start_server(str(root))
+    try:
+        assert _infer(default, [1])[0] == 200
+        for action in ("load", "unload"):
+            status, body = _post(default, f"/v2/repository/models/lookup/{action}")
+            assert status == 403 and "--model-control-mode explicit" in body
+        assert _infer(default, [1])[0] == 200
+    finally:
+        code, _, stderr = stop_server(default)
+    assert code == 0 and "skipping model folder 'bad name!'" in stderr, stderr[-2000:]
+
+    explicit = start_server(str(root), "--model-control-mode", "explicit", "--token", "s3cret")
+    try:
+        assert _post(explicit, "/v2/repository/models/lookup/unload")[0] == 401  # the token guards control
+        model_file.write_bytes(model_file.read_bytes()[:100])  # corrupt on disk, then reload
+        status, body = _post(explicit, "/v2/repository/models/lookup/load", token="s3cret")
+        assert status >= 400 and "lookup" in body
+        connection = http.client.HTTPConnection("127.0.0.1", explicit.port, timeout=30)
+        body = json.dumps({"inputs": [{"name": "ids", "shape": [1], "datatype": "INT64", "data": [2]}]})
+        connection.request("POST", "/v2/models/lookup/infer", body=body,
+                           headers={"Content-Type": "application/json", "Authorization": "Bearer s3cret"})
+        response = connection.getresponse()
+        answer = json.loads(response.read())
+        connection.close()
+        assert response.status == 200, answer  # the old version still serves
+        np.testing.assert_array_equal(np.array(answer["outputs"][0]["data"]), TABLE[2])
+        connection = http.client.HTTPConnection("127.0.0.1", explicit.port, timeout=10)
+        connection.request("GET", "/v2/health/ready")
+        assert connection.getresponse().status == 200
+        connection.close()
+    finally:
+        stop_server(explicit)

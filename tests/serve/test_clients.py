@@ -105,7 +105,8 @@ def _clients_python() -> Path:
 def pair_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("repository")
     save_model(TWO_INPUTS_TEXT, root / "pair" / "1" / "model.onnx")
-    server = start_server(str(root), "--max-batch-size", "8", "--max-queue-delay-ms", "1")
+    server = start_server(str(root), "--max-batch-size", "8", "--max-queue-delay-ms", "1",
+                          "--model-control-mode", "explicit")
     yield server
     stop_server(server)
 

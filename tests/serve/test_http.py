@@ -40,10 +40,11 @@ def pair_inputs(x: np.ndarray = X, ids: np.ndarray = IDS) -> list[dict[str, Any]
 
 @contextmanager
 def running(
-    resolve: Callable[[], Sequence[RepositoryEntry]], *, start: bool = True, **app_options: Any
+    resolve: Callable[[], Sequence[RepositoryEntry]], *, start: bool = True, model_control: str = "none",
+    **app_options: Any,
 ) -> Iterator[tuple[TestClient, ModelRegistry]]:
     """A started registry behind the app, on the TestClient's event loop; drained on exit."""
-    registry = ModelRegistry(resolve)
+    registry = ModelRegistry(resolve, model_control=model_control)
     with TestClient(create_app(registry, **app_options)) as client:
         if start:
             client.portal.call(registry.start)
@@ -502,8 +503,17 @@ def test_after_shutdown_begins_new_requests_get_503_and_accepted_ones_are_answer
 # -- repository ------------------------------------------------------------------------------------
 
 
-def test_repository_index_unload_and_load(repository: Path) -> None:
+def test_repository_load_and_unload_are_off_without_explicit_model_control(repository: Path) -> None:
     with running(repository_resolver(repository)) as (client, _):
+        for action in ("load", "unload"):
+            refused = client.post(f"/v2/repository/models/recorder/{action}")
+            assert refused.status_code == 403 and "--model-control-mode explicit" in refused.json()["error"]
+        assert client.get("/v2/models/recorder/ready").status_code == 200
+        assert client.post("/v2/models/recorder/infer", json=_recorder_request()).status_code == 200
+
+
+def test_repository_index_unload_and_load(repository: Path) -> None:
+    with running(repository_resolver(repository), model_control="explicit") as (client, _):
         index = client.post("/v2/repository/index").json()
         assert {"name": "pair", "version": "2", "state": "READY", "reason": ""} in index
         assert client.post("/v2/repository/models/recorder/unload").status_code == 200

@@ -204,8 +204,16 @@ def load_repository(
             path=str(root),
         )
     entries: list[RepositoryEntry] = []
+    skipped: list[str] = []
     for folder in model_folders:
-        entries.extend(_model_entries(folder, batch or BatchConfig(), instances))
+        try:
+            entries.extend(_model_entries(folder, batch or BatchConfig(), instances))
+        except RepositoryError as exc:  # one bad folder never takes the others down
+            logger.warning("skipping model folder %r: %s", folder.name, exc)
+            skipped.append(f"{folder.name} ({exc})")
+    if not entries:
+        raise RepositoryError(f"model repository {root} holds no servable model: {'; '.join(skipped)}",
+                              path=str(root))
     logger.info("repository %s: %d model(s), %d version(s)", root, len(model_folders), len(entries))
     return entries
 

@@ -280,6 +280,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 _INFER_ERRORS = {
     400: "malformed request",
     401: "missing or wrong bearer token",
+    403: "repository load/unload without --model-control-mode explicit",
     404: "unknown model or version",
     413: "body above the server's limit",
     503: "queue full, queue timeout, model not ready or shutting down",

@@ -6,7 +6,9 @@ and its state, in Triton's words: LOADING (sessions being built and warmed up), 
 The protocol layers only look models up and submit; the repository routes call ``load``/``unload``.
 
 ``resolve`` is called again on every ``load`` and ``index``, so a model folder added to a
-repository after start-up can be loaded, and a changed one reloaded, without a restart.
+repository after start-up can be loaded, and a changed one reloaded, without a restart. A reload
+builds and warms every new version first and swaps only when all are ready (the old versions then
+drain); when one fails, the old versions keep serving and the error is raised.
 
 Readiness: the server is ready once ``start`` loaded every model, while it accepts requests and
 every version not unloaded on purpose is READY. ``begin_shutdown`` makes every new request a 503
@@ -24,7 +26,9 @@ from enum import StrEnum
 from hone.errors import (
     HoneError,
     InferenceInputError,
+    ModelControlError,
     ModelNotReadyError,
+    OptionError,
     ServedModelNotFoundError,
     ServerShuttingDownError,
 )
@@ -36,6 +40,9 @@ from hone.serve.runner import ModelRunner
 logger = logging.getLogger(__name__)
 
 Resolver = Callable[[], Sequence[RepositoryEntry]]
+# Triton's names: "none" serves what the repository held at start-up and refuses load/unload;
+# "explicit" allows them (POST .../load, .../unload; gRPC RepositoryModelLoad/Unload).
+MODEL_CONTROL_MODES = ("none", "explicit")
 
 
 class ModelState(StrEnum):
@@ -100,7 +107,12 @@ class IndexEntry:
 class ModelRegistry:
     """Every model version of one server; methods run on the server's event loop."""
 
-    def __init__(self, resolve: Resolver, *, metrics: ServeMetrics | None = None) -> None:
+    def __init__(self, resolve: Resolver, *, metrics: ServeMetrics | None = None,
+                 model_control: str = "none") -> None:
+        if model_control not in MODEL_CONTROL_MODES:
+            raise OptionError(f"model control mode {model_control!r} is unknown; choose one of: "
+                              f"{', '.join(MODEL_CONTROL_MODES)}")
+        self.model_control = model_control
         self._resolve = resolve
         self.metrics = metrics or ServeMetrics()
         self._slots: dict[tuple[str, str], _Slot] = {}
@@ -208,8 +220,17 @@ class ModelRegistry:
             for (name, version), slot in self._ordered()
         ]
 
+    def check_model_control(self, action: str) -> None:
+        """Refuse repository load/unload unless the server was started with explicit model control."""
+        if self.model_control != "explicit":
+            raise ModelControlError(
+                f"repository {action} is off on this server: start hone serve with --model-control-mode "
+                "explicit to allow it (and --token to require a token for it)", action=action,
+            )
+
     async def load(self, name: str) -> None:
         """(Re)load every version of ``name`` the repository holds now; older ones are unloaded."""
+        self.check_model_control("load")
         self.check_accepting()
         async with self._lock:
             entries = [entry for entry in self._resolve() if entry.name == name]
@@ -219,12 +240,42 @@ class ModelRegistry:
                     f"{', '.join(sorted({e.name for e in self._resolve()})) or 'nothing'}",
                     model=name,
                 )
-            await self._unload_name(name)
-            for entry in entries:
-                await self._load_entry(entry)
+            served_before = any(model == name and slot.served is not None for (model, _), slot in self._slots.items())
+            if not served_before:
+                await self._unload_name(name)
+                for entry in entries:
+                    await self._load_entry(entry)
+                return
+            # A reload: build and warm every new version first; swap only when all of them are ready,
+            # so a corrupt file leaves the old versions serving.
+            staged: list[ServedModel] = []
+            try:
+                for entry in entries:
+                    staged.append(await self._build(entry))
+            except Exception as exc:
+                await asyncio.gather(*(model.batcher.stop() for model in staged))
+                for (model_name, version), slot in self._slots.items():  # the metrics follow the old again
+                    if model_name == name and slot.served is not None:
+                        self.metrics.observe(model_name, version, lambda served=slot.served: served.batcher.stats)
+                logger.warning("%r: the reload failed, the versions loaded before keep serving: %s", name, exc)
+                raise
+            old = [(key, slot) for key, slot in self._slots.items() if key[0] == name]
+            for model in staged:
+                self._slots[(model.entry.name, model.entry.version)] = _Slot(model.entry, ModelState.READY, "",
+                                                                            model)
+            kept = {(model.entry.name, model.entry.version) for model in staged}
+            draining = [slot.served for _, slot in old if slot.served is not None]
+            for key, slot in old:
+                if key not in kept:
+                    self._slots[key] = _Slot(slot.entry, ModelState.UNAVAILABLE, "unloaded", unloaded=True)
+                    self.metrics.forget(*key)
+            await asyncio.gather(*(model.batcher.stop() for model in draining))
+            for model in staged:
+                logger.info("%s v%s reloaded", model.entry.name, model.entry.version)
 
     async def unload(self, name: str) -> None:
         """Stop serving every version of ``name`` once its accepted requests are answered."""
+        self.check_model_control("unload")
         async with self._lock:
             if not any(model == name for model, _ in self._slots):
                 raise ServedModelNotFoundError(f"no model named {name!r} is served", model=name)
@@ -238,18 +289,24 @@ class ModelRegistry:
         slot = _Slot(entry, ModelState.LOADING)
         self._slots[key] = slot
         try:
-            runner = await asyncio.to_thread(_build_runner, entry)
-            observer = self.metrics.observe(entry.name, entry.version, lambda: batcher.stats)
-            batcher = Batcher(runner, entry.batch, observer=observer)
-            await batcher.start()
+            slot.served = await self._build(entry)
         except Exception as exc:  # HoneError as it is; a bug still leaves the slot UNAVAILABLE
             slot.state, slot.reason = ModelState.UNAVAILABLE, str(exc)
             self.metrics.forget(entry.name, entry.version)
             logger.info("%s v%s failed to load: %s", entry.name, entry.version, exc)
             raise
-        slot.served = ServedModel(entry, runner, batcher, observer)
         slot.state, slot.reason = ModelState.READY, ""
         logger.info("%s v%s ready", entry.name, entry.version)
+
+    async def _build(self, entry: RepositoryEntry) -> ServedModel:
+        """Sessions built, every batch size warmed up, the batcher started: a version ready to serve."""
+        runner = await asyncio.to_thread(_build_runner, entry)
+        holder: list[Batcher] = []
+        observer = self.metrics.observe(entry.name, entry.version, lambda: holder[0].stats)
+        batcher = Batcher(runner, entry.batch, observer=observer)
+        holder.append(batcher)
+        await batcher.start()
+        return ServedModel(entry, runner, batcher, observer)
 
     async def _unload_name(self, name: str) -> None:
         slots = [(key, slot) for key, slot in self._slots.items() if key[0] == name]

@@ -36,7 +36,7 @@ from hone.serve import grpc_api, slo
 from hone.serve.config import BatchConfig, RepositoryEntry, resolve_models
 from hone.serve.http import DEFAULT_MAX_BODY_BYTES, create_app
 from hone.serve.metrics import ServeMetrics
-from hone.serve.registry import ModelRegistry
+from hone.serve.registry import MODEL_CONTROL_MODES, ModelRegistry
 from hone.serve.slo import SloPlan
 
 logger = logging.getLogger(__name__)
@@ -60,12 +60,16 @@ class ServeOptions:
     max_queue_delay_ms: float | None = None
     instances: int = 1
     token: str | None = None
+    model_control: str = "none"  # "none" | "explicit": whether repository load/unload are allowed
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     slo_p99_ms: float | None = None
     dims: dict[str, int] = field(default_factory=dict)  # --dim values
     data: str | None = None  # --data: samples for the warm-up and the SLO probe
 
     def __post_init__(self) -> None:
+        if self.model_control not in MODEL_CONTROL_MODES:
+            raise OptionError(f"--model-control-mode {self.model_control!r} is unknown; choose one of: "
+                              f"{', '.join(MODEL_CONTROL_MODES)}")
         ports = {
             "--http-port": self.http_port,
             "--grpc-port": self.grpc_port,
@@ -155,7 +159,7 @@ async def _serve(
     on_ready: Callable[[ReadyInfo], None],
 ) -> None:
     metrics = ServeMetrics()
-    registry = ModelRegistry(resolve, metrics=metrics)
+    registry = ModelRegistry(resolve, metrics=metrics, model_control=options.model_control)
     app = create_app(registry, token=options.token, max_body_bytes=options.max_body_bytes)
     with (
         _listening(options.host, options.http_port, "--http-port") as http_socket,
