@@ -1,5 +1,7 @@
 """What one client can do to a real ``hone serve`` process, and what the others still get: a
-poisoned request in a batch of good ones fails alone.
+poisoned request in a batch of good ones fails alone; model control is off unless asked and a
+corrupt reload leaves the old version serving; huge heads, long URLs and heads that never end are
+refused with their status while health and inference keep answering.
 
 (Clients that vanish and floods of bad requests are in test_abuse.py.)
 """
@@ -8,10 +10,13 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import numpy as np
+import psutil
 import pytest
 from serve_models import save_model
 from test_clients import Server, start_server, stop_server
@@ -120,3 +125,62 @@ def test_control_is_off_by_default_and_a_corrupt_reload_keeps_the_old_version_se
         connection.close()
     finally:
         stop_server(explicit)
+
+
+def _raw(server: Server, data: bytes, *, read_timeout_s: float = 10) -> bytes:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=read_timeout_s) as connection:
+        try:
+            connection.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused mid-send: the answer is still readable
+        answer = b""
+        try:
+            while chunk := connection.recv(65536):
+                answer += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+        return answer
+
+
+def _health_ms(server: Server) -> float:
+    began = time.perf_counter()
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    connection.request("GET", "/v2/health/live")
+    assert connection.getresponse().status == 200
+    connection.close()
+    return 1000 * (time.perf_counter() - began)
+
+
+def test_a_huge_header_is_431_a_long_url_414_and_the_server_stays_small(lookup_server: Server) -> None:
+    rss_before = psutil.Process(lookup_server.process.pid).memory_info().rss
+    huge = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * (20 * 1024 * 1024) + b"\r\n\r\n"
+    assert _raw(lookup_server, huge).startswith(b"HTTP/1.1 431 ")
+    long_url = b"GET /v2/health/live?" + b"q" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    assert _raw(lookup_server, long_url).startswith(b"HTTP/1.1 414 ")
+    many = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 20_000 + b"\r\n"
+    assert _raw(lookup_server, many).startswith(b"HTTP/1.1 431 ")
+    growth_mb = (psutil.Process(lookup_server.process.pid).memory_info().rss - rss_before) / 2**20
+    assert growth_mb < 64, growth_mb
+    assert _health_ms(lookup_server) < 1000
+    assert _infer(lookup_server, [4])[0] == 200
+
+
+def test_a_head_that_never_ends_is_cut_at_the_deadline_while_others_are_served(tmp_path) -> None:
+    root = tmp_path / "repository"
+    save_model(LOOKUP_TEXT, root / "lookup" / "1" / "model.onnx")
+    server = start_server(str(root), "--header-timeout-s", "1")
+    slow = []
+    try:
+        for _ in range(50):  # slowloris: open connections that send half a head and stop
+            connection = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            connection.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            slow.append(connection)
+        assert _health_ms(server) < 1000
+        time.sleep(2.0)
+        answers = [connection.recv(4096) for connection in slow]
+        assert all(answer.startswith(b"HTTP/1.1 408 ") for answer in answers), answers[:2]
+        assert _infer(server, [3])[0] == 200
+    finally:
+        for connection in slow:
+            connection.close()
+        stop_server(server)

@@ -36,12 +36,15 @@ from hone.serve import grpc_api, slo
 from hone.serve.config import BatchConfig, RepositoryEntry, resolve_models
 from hone.serve.http import DEFAULT_MAX_BODY_BYTES, create_app
 from hone.serve.metrics import ServeMetrics
+from hone.serve.limits import ConnectionLimits, bounded_protocol
 from hone.serve.registry import MODEL_CONTROL_MODES, ModelRegistry
 from hone.serve.slo import SloPlan
 
 logger = logging.getLogger(__name__)
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+DEFAULT_MAX_CONNECTIONS = 1024
+DEFAULT_KEEP_ALIVE_S = 5.0
 # After every accepted request is answered, how long gRPC calls get to finish sending their answer.
 _GRPC_GRACE_S = 5.0
 
@@ -62,6 +65,11 @@ class ServeOptions:
     token: str | None = None
     model_control: str = "none"  # "none" | "explicit": whether repository load/unload are allowed
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_header_bytes: int = ConnectionLimits.max_header_bytes
+    max_url_bytes: int = ConnectionLimits.max_url_bytes
+    header_timeout_s: float = ConnectionLimits.header_timeout_s
+    max_connections: int = DEFAULT_MAX_CONNECTIONS  # HTTP connections and requests in progress; 503 beyond
+    keep_alive_s: float = DEFAULT_KEEP_ALIVE_S  # an idle keep-alive connection is closed after this
     slo_p99_ms: float | None = None
     dims: dict[str, int] = field(default_factory=dict)  # --dim values
     data: str | None = None  # --data: samples for the warm-up and the SLO probe
@@ -70,6 +78,12 @@ class ServeOptions:
         if self.model_control not in MODEL_CONTROL_MODES:
             raise OptionError(f"--model-control-mode {self.model_control!r} is unknown; choose one of: "
                               f"{', '.join(MODEL_CONTROL_MODES)}")
+        positive = {"--max-header-bytes": self.max_header_bytes, "--max-url-bytes": self.max_url_bytes,
+                    "--header-timeout-s": self.header_timeout_s, "--max-connections": self.max_connections,
+                    "--keep-alive-s": self.keep_alive_s}
+        for flag, value in positive.items():
+            if not value > 0:
+                raise OptionError(f"{flag} must be positive, got {value:g}")
         ports = {
             "--http-port": self.http_port,
             "--grpc-port": self.grpc_port,
@@ -170,7 +184,8 @@ async def _serve(
         )
         grpc_port = _add_grpc_port(grpc_server, options.host, options.grpc_port)
         await grpc_server.start()
-        servers = [_quiet_server(app), _quiet_server(metrics.asgi_app())]
+        limits = ConnectionLimits(options.max_header_bytes, options.max_url_bytes, options.header_timeout_s)
+        servers = [_quiet_server(app, options, limits), _quiet_server(metrics.asgi_app(), options, limits)]
         tasks = [
             asyncio.create_task(server.serve(sockets=[sock]), name=f"hone-serve-{kind}")
             for server, sock, kind in zip(servers, (http_socket, metrics_socket), ("http", "metrics"))
@@ -292,10 +307,13 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _quiet_server(app: object) -> _Server:
+def _quiet_server(app: object, options: ServeOptions, limits: ConnectionLimits) -> _Server:
     config = uvicorn.Config(
         app,  # type: ignore[arg-type]
-        http="httptools",  # the C HTTP parser (h11 is pure Python), less CPU per request
+        # the C HTTP parser (h11 is pure Python), less CPU per request, with head limits and deadline
+        http=bounded_protocol(limits),
+        limit_concurrency=options.max_connections,
+        timeout_keep_alive=options.keep_alive_s,
         lifespan="off",
         log_config=None,
         access_log=False,
