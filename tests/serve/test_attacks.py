@@ -184,3 +184,37 @@ def test_a_head_that_never_ends_is_cut_at_the_deadline_while_others_are_served(t
         for connection in slow:
             connection.close()
         stop_server(server)
+
+
+LOG_TEXT = """
+<ir_version: 8, opset_import: ["" : 17]>
+logs (float[N, 2] x) => (float[N, 2] y) {
+    y = Log (x)
+}
+"""
+
+
+def test_an_output_json_cannot_carry_is_refused_with_the_way_to_get_it(tmp_path) -> None:
+    root = tmp_path / "repository"
+    save_model(LOG_TEXT, root / "logs" / "1" / "model.onnx")
+    server = start_server(str(root))
+    try:
+        def ask(parameters: dict) -> tuple[int, bytes]:
+            body = json.dumps({"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [0.0, 1.0]}],
+                               "parameters": parameters})
+            connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+            connection.request("POST", "/v2/models/logs/infer", body=body, headers={"Content-Type": "application/json"})
+            response = connection.getresponse()
+            answer = response.status, response.read()
+            connection.close()
+            return answer
+
+        status, body = ask({})
+        assert status == 400 and "NaN or Infinity" in json.loads(body)["error"]  # valid JSON, one line
+        status, body = ask({"binary_data_output": True})
+        assert status == 200
+        header_length = len(body) - 8
+        values = np.frombuffer(body[header_length:], dtype="<f4")
+        assert values[0] == -np.inf and values[1] == 0.0
+    finally:
+        stop_server(server)

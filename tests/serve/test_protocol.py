@@ -428,3 +428,20 @@ def test_encoded_binary_tensors_decode_back_to_the_same_arrays() -> None:
     for name, array in arrays.items():
         assert decoded.inputs[name].dtype == array.dtype
         np.testing.assert_array_equal(decoded.inputs[name], array)
+
+
+def test_gzip_with_several_members_is_read_whole_and_a_bomb_is_refused_by_its_ratio() -> None:
+    import gzip as gzip_module
+
+    from hone.serve.protocol import MAX_INFLATE_RATIO, decompress
+
+    two = gzip_module.compress(b'{"a": ') + gzip_module.compress(b"1}")
+    assert decompress(two, "gzip", 1 << 20) == b'{"a": 1}'
+    bomb = gzip_module.compress(b"0" * (8 << 20))
+    assert len(bomb) * MAX_INFLATE_RATIO < 8 << 20
+    with pytest.raises(InferenceInputError, match="inflates past"):
+        decompress(bomb, "gzip", 64 << 20)
+    with pytest.raises(InferenceInputError, match="after its end"):
+        import zlib
+
+        decompress(zlib.compress(b"x") + b"junk", "deflate", 1 << 20)

@@ -207,6 +207,7 @@ class InferRoute:
         self.app = app
         self.models = models
         self.max_body_bytes = max_body_bytes
+        self._decoders = asyncio.Semaphore(_DECODE_THREADS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match = _INFER_PATH.match(scope["path"]) if scope["type"] == "http" else None
@@ -224,9 +225,13 @@ class InferRoute:
         self.models.check_accepting()
         served = self.models.get(name, version)
         body = await _read_body(request, self.max_body_bytes)
-        body = protocol.decompress(body, request.headers.get("content-encoding"), self.max_body_bytes)
-        header_length = protocol.parse_header_length(request.headers.get(protocol.HEADER_LENGTH), len(body))
-        decoded = protocol.decode_infer_request(body, header_length)
+        encoding = request.headers.get("content-encoding")
+        header = request.headers.get(protocol.HEADER_LENGTH)
+        if len(body) <= _DECODE_ON_LOOP_BYTES and encoding is None:
+            decoded = _decode(body, encoding, header, self.max_body_bytes)
+        else:  # large or compressed: off the event loop, a bounded number at a time
+            async with self._decoders:
+                decoded = await asyncio.to_thread(_decode, body, encoding, header, self.max_body_bytes)
         protocol.check_requested_outputs(decoded, served.output_names, served.name)
         submission = served.batcher.submit(
             decoded.inputs,
@@ -285,6 +290,18 @@ _INFER_ERRORS = {
     413: "body above the server's limit",
     503: "queue full, queue timeout, model not ready or shutting down",
 }
+
+
+# Bodies above this (or compressed ones) are inflated and decoded in a worker thread, two at a time,
+# so health checks and small requests keep answering while a large one is decoded.
+_DECODE_ON_LOOP_BYTES = 64 * 1024
+_DECODE_THREADS = 2
+
+
+def _decode(body: bytes, encoding: str | None, header: str | None, max_body_bytes: int) -> protocol.InferRequest:
+    body = protocol.decompress(body, encoding, max_body_bytes)
+    header_length = protocol.parse_header_length(header, len(body))
+    return protocol.decode_infer_request(body, header_length)
 
 
 class BearerTokenMiddleware:

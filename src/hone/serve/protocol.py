@@ -110,6 +110,10 @@ def parse_header_length(value: str | None, body_size: int) -> int | None:
     return length
 
 
+# A compressed body may inflate to at most this many times its size (and never past the body limit).
+MAX_INFLATE_RATIO = 1024
+
+
 def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
     """The body as sent before ``Content-Encoding`` (gzip, deflate), never more than ``max_bytes``."""
     name = (encoding or "identity").strip().lower()
@@ -120,18 +124,31 @@ def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
             f"Content-Encoding {encoding!r} is not supported; send gzip, deflate or no encoding"
         )
     # wbits: 16 + 15 reads gzip; 15 reads zlib-wrapped deflate (what HTTP's "deflate" means).
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS if name == "gzip" else zlib.MAX_WBITS)
-    try:
-        data = inflater.decompress(body, max_bytes + 1)
-    except zlib.error as exc:
-        raise InferenceInputError(f"the body is not valid {name} data ({exc})") from exc
-    if len(data) > max_bytes:
-        raise InferenceInputError(
-            f"the {name} body inflates past the server's limit of {max_bytes} bytes; send less per request"
-        )
-    if not inflater.eof:
-        raise InferenceInputError(f"the {name} body is truncated")
-    return data
+    # Several gzip members (concatenated files, RFC 1952) are read one after the other, every
+    # member counted against the one limit; bytes after the last member are refused.
+    limit = min(max_bytes, MAX_INFLATE_RATIO * max(len(body), 1))
+    parts: list[bytes] = []
+    size, rest = 0, body
+    while True:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS if name == "gzip" else zlib.MAX_WBITS)
+        try:
+            part = inflater.decompress(rest, limit - size + 1)
+        except zlib.error as exc:
+            raise InferenceInputError(f"the body is not valid {name} data ({exc})") from exc
+        size += len(part)
+        parts.append(part)
+        if size > limit:
+            raise InferenceInputError(
+                f"the {name} body inflates past the server's limit of {limit} bytes ({max_bytes} in all, at most "
+                f"{MAX_INFLATE_RATIO}x the compressed size); send less per request"
+            )
+        if not inflater.eof:
+            raise InferenceInputError(f"the {name} body is truncated")
+        rest = inflater.unused_data
+        if not rest:
+            return b"".join(parts)
+        if name != "gzip":
+            raise InferenceInputError(f"the {name} body has {len(rest)} bytes after its end")
 
 
 def decode_infer_request(body: bytes, header_length: int | None = None) -> InferRequest:
@@ -484,7 +501,7 @@ def encode_infer_response(
     if request.id is not None:
         document["id"] = request.id
     document["outputs"] = tensors
-    header = json.dumps(document, separators=(",", ":")).encode()
+    header = json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
     if not chunks:
         return EncodedResponse(header, None)
     return EncodedResponse(b"".join([header, *chunks]), len(header))
@@ -511,4 +528,11 @@ def _json_values(array: np.ndarray, name: str) -> list[Any]:
             raise InferenceInputError(
                 f"output {name!r} holds bytes that are not UTF-8 text; ask for it with binary_data true"
             ) from exc
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        # JSON has no NaN or Infinity (a bare NaN is invalid JSON that strict clients reject): the
+        # binary tensor extension carries them exactly
+        raise InferenceInputError(
+            f"output {name!r} holds NaN or Infinity, which JSON cannot carry; ask for it as binary "
+            "(parameters binary_data_output true, or binary_data true on the output)"
+        )
     return values
