@@ -161,7 +161,14 @@ def quantize(
 
     from hone.passes import optimize
 
-    float_model, _ = optimize(original, target="ort-cpu" if mode == "dynamic" else "generic")
+    if mode == "dynamic":  # ort-cpu fuses attention for it, but not Gemm+Relu into FusedGemm, which it cannot quantize
+        from hone.passes.fuse_activation import FuseActivationPass
+        from hone.passes.pipeline import default_passes
+
+        passes = [p for p in default_passes("ort-cpu") if not isinstance(p, FuseActivationPass)]
+        float_model, _ = optimize(original, target="ort-cpu", passes=passes)
+    else:
+        float_model, _ = optimize(original, target="generic")
     # Dynamic INT8 scales activations per run over the whole batch: judge it at batch 1, the
     # latency target, and report the large-batch figure separately (below).
     plan = plan_for(original, samples=samples, threads=threads, batch=1 if mode == "dynamic" else EVAL_BATCH)

@@ -327,8 +327,28 @@ def _lift_body_constants(path: Path) -> None:
     from onnx_ir.passes.common import LiftConstantsToInitializersPass
 
     copy = ir.load(path)
-    if LiftConstantsToInitializersPass(lift_all_constants=False)(copy).modified:
+    modified = LiftConstantsToInitializersPass(lift_all_constants=False)(copy).modified
+    modified = _move_initializers_into_bodies(copy) or modified
+    if modified:
         ir.save(copy, path)
+
+
+def _move_initializers_into_bodies(model: ir.Model) -> bool:
+    """Main-graph initializers read only inside one If/Loop/Scan body move into that body (hone's
+    own passes lift body constants to the main graph; onnxruntime's quantizer looks in the body)."""
+    main = model.graph
+    moved = False
+    for name, value in list(main.initializers.items()):
+        users = {id(node.graph): node.graph for node, _ in value.uses() if node.graph is not None}
+        if len(users) != 1 or value.is_graph_output():
+            continue
+        (body,) = users.values()
+        if body is main or not isinstance(body, ir.Graph):
+            continue
+        main.initializers.pop(name)
+        body.register_initializer(value)
+        moved = True
+    return moved
 
 
 def _save(model: Model, path: Path) -> Path:
