@@ -131,7 +131,7 @@ def test_a_sequence_of_maps_output_is_refused_by_name(tmp_path: Path) -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("ai.onnx.ml", 1)], ir_version=8)
     path = tmp_path / "logreg.onnx"
     onnx.save(model, path)
-    wanted = r"output 'probabilities' is a sequence\(map\(tensor\)\), not a tensor"
+    wanted = r"output 'probabilities' is a sequence\(map\(tensor\)\), which hone cannot read"
     with pytest.raises(InvalidModelError, match=wanted) as caught:
         hone.load(path)
     assert "zipmap" in str(caught.value)

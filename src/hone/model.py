@@ -219,15 +219,15 @@ def _split_factory_ref(text: str) -> tuple[str, str] | None:
 
 
 def _check_tensor_interface(graph: onnx.GraphProto, path: Path) -> None:
-    """hone runs, times and compares tensors; a map or sequence input/output is refused by name."""
+    """A map input/output (ZipMap's seq(map), ONNX-ML's dictionaries) is refused by name: onnx-ir
+    cannot read maps, and hone cannot invent or compare them. Sequences and optionals pass."""
     for kind, values in (("input", graph.input), ("output", graph.output)):
         for value in values:
-            type_kind = value.type.WhichOneof("value")
-            if type_kind != "tensor_type":
+            if "map(" in _type_text(value.type):
                 raise InvalidModelError(
-                    f"{path}: {kind} {value.name!r} is a {_type_text(value.type)}, not a tensor; hone "
-                    "handles tensor inputs and outputs only (for a scikit-learn converter, convert "
-                    "with options={'zipmap': False})",
+                    f"{path}: {kind} {value.name!r} is a {_type_text(value.type)}, which hone "
+                    "cannot read or compare; give a model with tensor outputs (for a scikit-learn "
+                    "converter, convert with options={'zipmap': False})",
                     path=str(path),
                 )
 
