@@ -5,14 +5,19 @@ Run: .venv/bin/python benchmarks/efficientnet.py [--threads 2] [--rounds 5] [--b
 1. `hone.quantize("efficientnet_lite0")` with its defaults (the zoo's photo crops: 64 calibration
    crops from 4 photos, 112 evaluation crops from 7 others; the gate at 99% top-1 agreement).
 2. Independently of the speed gate inside quantize: onnxruntime fp32 (the loaded model,
-   ORT_ENABLE_ALL) and the shipped model, batch 1, ``--threads`` threads, one photo crop as the
-   input, timed in alternating blocks in this one process (``hone.bench.race``); p50 of all runs,
-   the per-round medians as the spread, the speedup = fp32 p50 / shipped p50.
-3. Top-1 agreement of the shipped model with fp32 on the 112 held-out evaluation crops (none of
-   their photos was used for calibration), and the file sizes.
+   ORT_ENABLE_ALL), the shipped model, and plain static INT8 QOperator (no layer kept float, the
+   same calibration) with 8-bit weights, with 8-bit weights under onnxruntime's
+   ``session.x64quantprecision`` (u8u8 kernels), and with 7-bit weights, batch 1, ``--threads`` threads, one photo
+   crop as the input, timed in alternating blocks in this one process (``hone.bench.race``); p50
+   of all runs, the per-round medians as the spread, the speedup = fp32 p50 / that system's p50.
+   The plain INT8 rows show what this CPU's kernels do: without VNNI, 8-bit u8s8 products saturate
+   in int16 (``hone.cpu``).
+3. Top-1 agreement of each with fp32 on the held-out evaluation crops (none of their photos was
+   used for calibration), and the file sizes.
 4. Top-5 classes of fp32 and of the shipped model for the showcase photos, side by side.
 
-Prints tables and writes benchmarks/results/efficientnet-<date>.json.
+Prints tables and writes benchmarks/results/efficientnet-<date>-<cpu>.json (cpu: vnni or avx2-no-vnni,
+with the CPU's name and INT8 flags inside).
 """
 
 from __future__ import annotations
@@ -25,10 +30,14 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from hone.bench.compare import machine_summary
 from hone.bench.race import race
+from hone.cpu import VNNI_FLAGS, cpu_flags, int8_saturates
 from hone.model import load
+from hone.passes import optimize
 from hone.quantize import quantize
-from hone.quantize.int8 import size_bytes
+from hone.quantize.calibration import calibration_set
+from hone.quantize.int8 import size_bytes, static_int8
 from hone.results import write_json
 from hone.runtime import Session, SessionConfig
 from hone.zoo.imagenet import short_name
@@ -57,8 +66,14 @@ def main() -> None:
     shipped, result = quantize("efficientnet_lite0", threads=args.threads)
     console.print(f"hone quantize kept: {result.format} ({'; '.join(result.notes)})", highlight=False)
 
-    sessions = {"ORT fp32": Session(float_model, SessionConfig(threads=args.threads, optimization="all")),
-                "hone shipped": Session(shipped, SessionConfig(threads=args.threads, optimization="all"))}
+    optimized, _ = optimize(float_model, target="generic")
+    calibration = calibration_set(optimized)
+    plain = {"INT8 8-bit": static_int8(optimized, calibration, fmt="qoperator"),
+             "INT8 8-bit u8u8": static_int8(optimized, calibration, fmt="qoperator", u8u8=True),
+             "INT8 7-bit": static_int8(optimized, calibration, fmt="qoperator", reduce_range=True)}
+    models = {"ORT fp32": float_model, "hone shipped": shipped, **plain}
+    sessions = {label: Session(model, SessionConfig(threads=args.threads, optimization="all"))
+                for label, model in models.items()}
     evaluation = evaluation_samples()
     crop = {"image": evaluation.images[:1]}
     runners = {label: (lambda s=session: s.run(crop)) for label, session in sessions.items()}
@@ -73,12 +88,14 @@ def main() -> None:
     p50 = {label: float(np.median(times)) for label, times in timings.items()}
     speedup = p50["ORT fp32"] / p50["hone shipped"]
 
-    reference = np.concatenate([sessions["ORT fp32"].run({"image": evaluation.images[i:i + 16]})[0]
-                                for i in range(0, len(evaluation.images), 16)])
-    produced = np.concatenate([sessions["hone shipped"].run({"image": evaluation.images[i:i + 16]})[0]
+    def answers(session: Session) -> np.ndarray:
+        return np.concatenate([session.run({"image": evaluation.images[i:i + 16]})[0].argmax(1)
                                for i in range(0, len(evaluation.images), 16)])
-    agreement = float(np.mean(reference.argmax(1) == produced.argmax(1)))
-    sizes = {"ORT fp32": size_bytes(float_model), "hone shipped": size_bytes(shipped)}
+
+    reference = answers(sessions["ORT fp32"])
+    agreements = {label: float(np.mean(answers(session) == reference)) for label, session in sessions.items()}
+    agreement = agreements["hone shipped"]
+    sizes = {label: size_bytes(model) for label, model in models.items()}
 
     table = Table(title=f"efficientnet_lite0, batch 1, {args.threads} threads, {args.rounds} alternating rounds")
     for column in ("system", "p50 ms", "per-round medians", "speedup", "size", "top-1 agreement"):
@@ -86,7 +103,7 @@ def main() -> None:
     for label in runners:
         table.add_row(label, f"{p50[label]:.2f}", ", ".join(f"{r[label]:.2f}" for r in per_round),
                       f"{p50['ORT fp32'] / p50[label]:.2f}x", f"{sizes[label] / 1e6:.1f} MB",
-                      "1.000" if label == "ORT fp32" else f"{agreement:.3f} ({len(reference)} held-out crops)")
+                      f"{agreements[label]:.3f} ({len(reference)} held-out crops)")
     console.print(table)
 
     showcase = []
@@ -109,8 +126,10 @@ def main() -> None:
                   f"agreement >= {GOALS['agreement']:.0%}: {goals['agreement']} ({agreement:.3f}); "
                   f"size <= {GOALS['size_ratio']:.0%}: {goals['size_ratio']} ({size_ratio:.1%})", highlight=False)
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"efficientnet-{dt.date.today().isoformat()}.json"
-    write_json({"threads": args.threads, "rounds": args.rounds, "block_s": args.block_s,
+    saturates = int8_saturates()
+    out = RESULTS / f"efficientnet-{dt.date.today().isoformat()}-{'avx2-no-vnni' if saturates else 'vnni'}.json"
+    write_json({"cpu": machine_summary()["cpu"], "int8_flags": sorted(cpu_flags() & (VNNI_FLAGS | {"avx2", "avx512bw"})),
+                "int8_saturates": saturates, "agreements": agreements, "threads": args.threads, "rounds": args.rounds, "block_s": args.block_s,
                 "kept_format": result.format, "kept_float": result.kept_float, "notes": result.notes,
                 "data_split": result.data_split, "p50_ms": p50, "per_round_ms": per_round, "speedup": speedup,
                 "agreement": agreement, "evaluation_crops": len(reference), "sizes_bytes": sizes,

@@ -220,3 +220,34 @@ def test_the_api_functions_keep_their_names_after_submodules_are_imported() -> N
         importlib.import_module(submodule)
     assert all(callable(getattr(hone, name)) for name in ("load", "info", "bench", "run", "export"))
     assert hone.info.__module__ == "hone" and hone.bench.__module__ == "hone"
+
+
+@pytest.mark.parametrize("raw", ["not json", "[1, 2]", '{"session.x64quantprecision": 1}'])
+def test_a_session_config_that_is_not_an_object_of_strings_is_ignored_with_a_warning(
+        mlp_path: Path, raw: str, caplog: pytest.LogCaptureFixture) -> None:
+    model = hone.load(mlp_path)
+    model.ir.metadata_props["hone.session_config"] = raw
+    assert model.session_config == {}
+    assert "hone.session_config" in caplog.text and "not a JSON object of strings" in caplog.text
+    Session(model).run({"x": np.zeros((1, 4), dtype=np.float32)})
+
+
+def test_session_config_entries_merge_and_reach_onnxruntime(mlp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnxruntime as ort
+
+    import hone.runtime
+
+    seen: dict[str, str] = {}
+
+    class Recording(ort.SessionOptions):
+        def add_session_config_entry(self, key: str, value: str) -> None:
+            seen[key] = value
+            super().add_session_config_entry(key, value)
+
+    monkeypatch.setattr(hone.runtime.ort, "SessionOptions", Recording)
+    model = hone.load(mlp_path).with_session_config({"session.x64quantprecision": "1"})
+    model = model.with_session_config({"session.intra_op.allow_spinning": "0"})
+    assert model.session_config == {"session.x64quantprecision": "1", "session.intra_op.allow_spinning": "0"}
+    assert "onnxruntime session config session.intra_op.allow_spinning=0" in model.steps[-1]
+    Session(model).run({"x": np.zeros((1, 4), dtype=np.float32)})
+    assert seen == model.session_config

@@ -41,6 +41,10 @@ logger = logging.getLogger(__name__)
 # Key under which hone records input specs (value ranges, default dims) in the model's metadata.
 _SPECS_METADATA_KEY = "hone.inputs"
 _DEFAULT_DIMS_METADATA_KEY = "hone.default_dims"
+# onnxruntime session config entries a model needs to compute what hone verified (a JSON object of
+# strings, e.g. {"session.x64quantprecision": "1"} for INT8 on x86 CPUs without VNNI); hone's
+# Session applies them, the serve repository and the edge manifest carry them.
+SESSION_CONFIG_METADATA_KEY = "hone.session_config"
 # Above this many bytes of weights, hand onnxruntime a file instead of one serialized protobuf.
 _IN_MEMORY_LIMIT_BYTES = 1_500_000_000
 # When weights go to an external file, tensors under this size stay inside the .onnx file.
@@ -71,6 +75,31 @@ class Model:
     @property
     def opset(self) -> int:
         return int(self.ir.opset_imports.get("", 0))
+
+    @property
+    def session_config(self) -> dict[str, str]:
+        """The onnxruntime session config entries this model needs (``SESSION_CONFIG_METADATA_KEY``);
+        {} when none, or when the entry is not a JSON object of strings (then a warning)."""
+        raw = self.ir.metadata_props.get(SESSION_CONFIG_METADATA_KEY)
+        if not raw:
+            return {}
+        try:
+            entries = json.loads(raw)
+        except ValueError:
+            entries = None
+        if not isinstance(entries, dict) or not all(isinstance(v, str) for v in entries.values()):
+            logger.warning("ignoring %s's metadata %s: not a JSON object of strings", self.name,
+                           SESSION_CONFIG_METADATA_KEY)
+            return {}
+        return entries
+
+    def with_session_config(self, entries: dict[str, str]) -> "Model":
+        """This model with ``entries`` added to the session config it needs (in its metadata; the
+        graph is shared, so call it on a model you own, e.g. one just built)."""
+        merged = {**self.session_config, **entries}
+        self.ir.metadata_props[SESSION_CONFIG_METADATA_KEY] = json.dumps(merged, sort_keys=True)
+        return replace(self, path=None, steps=[*self.steps, "onnxruntime session config "
+                                                + ", ".join(f"{k}={v}" for k, v in entries.items())])
 
     def with_graph(self, new_ir: ir.Model, step: str) -> "Model":
         """A new Model holding ``new_ir``, with ``step`` appended to its history."""

@@ -104,6 +104,8 @@ class Session:
             options.profile_file_prefix = self.config.profile_prefix
         if self.config.optimized_model_path:
             options.optimized_model_filepath = self.config.optimized_model_path
+        for key, value in model.session_config.items():  # what the model was verified under
+            options.add_session_config_entry(key, value)
         providers = [ort_provider] if ort_provider == "CPUExecutionProvider" else [ort_provider, "CPUExecutionProvider"]
         try:
             self._session = ort.InferenceSession(model.onnx_source(), options, providers=providers)

@@ -3,6 +3,7 @@ QuantizeLinear/DequantizeLinear), and Conv/MatMul/Gemm inside If/Loop/Scan bodie
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import numpy as np
@@ -243,3 +244,45 @@ def test_quantize_auto_reaches_matmuls_inside_an_if(tmp_path: Path) -> None:
     kept, result = quantize(_branches(tmp_path, "MatMul"), measure_speed=False, samples=16, threads=1)
     assert result.mode == "dynamic" and result.kept_quantized
     assert any(op == "MatMulInteger" for ops in _body_ops(ir.to_proto(kept.ir)).values() for op in ops)
+
+
+def _weight_levels(proto: onnx.ModelProto) -> int:
+    """The largest |level| of the Conv weight's int8 values."""
+    weights = [numpy_helper.to_array(t) for t in proto.graph.initializer if t.data_type == TensorProto.INT8]
+    return max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+
+
+def test_reduce_range_quantizes_weights_to_seven_bits_and_stays_close(tmp_path: Path) -> None:
+    model = _conv(tmp_path, 13)
+    calibration = calibration_set(model, samples=8)
+    full = ir.to_proto(static_int8(model, calibration, fmt="qoperator").ir)
+    reduced_model = static_int8(model, calibration, fmt="qoperator", reduce_range=True)
+    reduced = _assert_valid_and_close(model, reduced_model, calibration.feeds[0])
+    assert _weight_levels(full) == 127 and _weight_levels(reduced) <= 64
+    assert "7-bit weights" in reduced_model.steps[-1]
+
+
+@pytest.mark.parametrize("saturates", [True, False])
+def test_u8u8_and_seven_bit_candidates_are_built_where_the_u8s8_kernels_saturate(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, saturates: bool) -> None:
+    quantize_module = importlib.import_module("hone.quantize")
+
+    monkeypatch.setattr(quantize_module, "int8_saturates", lambda: saturates)
+    kept, result = quantize_module.quantize(_conv(tmp_path, 13), mode="static", budget="cosine-mean=0.9,channel-error=0.5",
+                                            measure_speed=False)
+    names = [c.name for c in result.candidates]
+    extra = {"static-qdq-u8u8", "static-qoperator-u8u8", "static-qdq-7bit", "static-qoperator-7bit"}
+    assert set(names) == ({"static-qdq", "static-qoperator"} | (extra if saturates else set()))
+    assert names[0] == ("static-qdq-u8u8" if saturates else "static-qdq"), "the fallback ranks on the first QDQ build"
+    assert any("no VNNI" in note for note in result.notes) is saturates
+
+
+def test_the_u8u8_candidate_carries_its_session_config_through_save_and_load(tmp_path: Path) -> None:
+    model = _conv(tmp_path, 13)
+    calibration = calibration_set(model, samples=8)
+    quantized = static_int8(model, calibration, fmt="qoperator", u8u8=True)
+    assert quantized.session_config == {"session.x64quantprecision": "1"}
+    assert static_int8(model, calibration, fmt="qoperator").session_config == {}
+    reloaded = hone.load(quantized.save(tmp_path / "int8.onnx"))
+    assert reloaded.session_config == {"session.x64quantprecision": "1"}
+    _assert_valid_and_close(model, reloaded, calibration.feeds[0])  # hone's Session applies it

@@ -25,6 +25,15 @@ from hone.quantize.prune import prune
 from hone.results import dumps
 from hone.runtime import Session, SessionConfig
 
+@pytest.fixture(scope="module", autouse=True)
+def _a_cpu_whose_int8_kernels_do_not_saturate():
+    """These tests pin the candidate lists of a CPU with VNNI; the extra u8u8 and 7-bit candidates
+    of a CPU without it are tested in test_int8.py (``hone.cpu.int8_saturates``)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys.modules["hone.quantize"], "int8_saturates", lambda: False)
+        yield
+
+
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "QGemm", "MatMulInteger",
                  "DynamicQuantizeLinear", "ConvInteger"}
 
@@ -256,8 +265,10 @@ def test_an_unmeetable_budget_keeps_the_float_digits_model_after_trying_the_fall
     assert sorted(layer.op_type for layer in result.layer_errors) == ["Conv", "Conv", "Conv", "Gemm"]
     assert sorted(len(c.kept_float) for c in result.candidates) == [0, 0, 1, 1, 2, 2]
     assert not any(c.accuracy.passed or c.chosen for c in result.candidates)
-    assert ("the budget (top-1 drop <= -1 points) cannot be met by static quantization; the float model is kept"
-            in result.notes)
+    closest = max(result.candidates, key=lambda c: c.accuracy.margin)
+    assert (f"the budget (top-1 drop <= -1 points) cannot be met by static quantization; the float model is kept; "
+            f"the closest was {closest.name}" in result.notes[-1])
+    assert f"{closest.accuracy.candidate_value:.4g}" in result.notes[-1]
 
 
 # --- dynamic INT8 ----------------------------------------------------------------------------
@@ -424,8 +435,8 @@ def test_an_unmeetable_budget_returns_the_float_model_and_says_so(tmp_path: Path
     assert fresh and len(result.candidates) == 2 * len(fresh)
     assert all(len(c.kept_float) == 1 for c in result.candidates[len(fresh):])
     assert not any(c.accuracy.passed or c.chosen for c in result.candidates)
-    assert (f"the budget ({result.budget}) cannot be met by dynamic quantization; the float model is kept"
-            in result.notes)
+    assert result.notes[-1].startswith(f"the budget ({result.budget}) cannot be met by dynamic quantization; the "
+                                       "float model is kept; the closest was dynamic-")
 
 
 # --- bad options -----------------------------------------------------------------------------

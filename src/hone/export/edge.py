@@ -45,9 +45,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from hone.errors import ExecutionError, OptionError, OutputExistsError
-from hone.model import Model, load
+from hone.model import SESSION_CONFIG_METADATA_KEY, Model, load
 from hone.quantize import QuantizeResult, quantize
 from hone.quantize.gate import AccuracyReport, Budget, EvalPlan, judge, plan_for
 from hone.quantize.prune import PruneResult, prune
@@ -113,6 +114,8 @@ options.inter_op_num_threads = 1
 options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
 options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
 options.log_severity_level = 3
+for key, value in job["session_config"].items():  # what the model was verified under (its metadata)
+    options.add_session_config_entry(key, value)
 try:
     began = time.perf_counter()
     session = ort.InferenceSession(job["model"], options, providers=["CPUExecutionProvider"])
@@ -172,6 +175,8 @@ class EdgeManifest:
     float_gzip_bytes: int
     sparsity: float | None = None  # share of prunable weights that are zero, when pruned
     notes: list[str] = field(default_factory=list)
+    # onnxruntime session config entries to set when loading model.onnx (what the gate measured under)
+    session_config: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -381,12 +386,20 @@ def profile_edge(float_path: Path, artifact_path: Path, model: Model, *, memory_
     )
 
 
+def _session_config_of(path: Path) -> dict[str, str]:
+    """The session config entries recorded in the ONNX file at ``path`` (``Model.session_config``)."""
+    proto = onnx.load(str(path), load_external_data=False)
+    raw = next((p.value for p in proto.metadata_props if p.key == SESSION_CONFIG_METADATA_KEY), "{}")
+    entries = json.loads(raw)
+    return {str(k): str(v) for k, v in entries.items()} if isinstance(entries, dict) else {}
+
+
 def _probe(model_path: Path | None, inputs_path: Path, cap_mb: int, timed_s: float) -> dict:
     """One fresh process: the idle baseline (no model) or one model measured; its report as a dict.
 
     ``cap_mb`` 0 runs without the cap."""
     job = {"model": str(model_path) if model_path else None, "inputs": str(inputs_path), "cap_mb": cap_mb,
-           "seconds": timed_s, "warmup": WARMUP_RUNS, "min_runs": MIN_TIMED_RUNS, "max_runs": MAX_TIMED_RUNS}
+           "session_config": _session_config_of(model_path) if model_path else {}, "seconds": timed_s, "warmup": WARMUP_RUNS, "min_runs": MIN_TIMED_RUNS, "max_runs": MAX_TIMED_RUNS}
     try:
         done = subprocess.run([sys.executable, "-I", "-c", _PROBE, json.dumps(job)], capture_output=True, text=True,
                               env={**os.environ, **_ONE_THREAD_ENV}, timeout=_PROBE_TIMEOUT_S + timed_s, check=False)
@@ -453,7 +466,7 @@ def _manifest(original: Model, choice: _Choice, artifact_path: Path, float_path:
         preprocessing=preprocessing_for(original), accuracy=choice.accuracy,
         size_bytes=size, gzip_bytes=gzipped, float_size_bytes=float_size, float_gzip_bytes=float_gzipped,
         sparsity=choice.prune.achieved_sparsity if choice.pruned and choice.prune is not None else None,
-        notes=choice.notes,
+        notes=choice.notes, session_config=choice.model.session_config,
     )
 
 

@@ -26,6 +26,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from hone.cpu import SATURATION_NOTE, int8_saturates
 from hone.data import SampleSet, attach
 from hone.errors import HoneError, OptionError
 from hone.model import Model, load
@@ -183,6 +184,8 @@ def quantize(
     )
     if chosen_note:
         result.notes.append(chosen_note)
+    if mode == "static" and int8_saturates():
+        result.notes.append(SATURATION_NOTE)
     if calibration is not None and calibration.source == "synthesized":
         result.notes.append("calibrated on synthesized inputs: give real samples with --calib for better scales")
     if mode == "dynamic":
@@ -206,7 +209,7 @@ def quantize(
         result.size_bytes_after = result.size_bytes_before
         if not passing:
             result.notes.append(f"the budget ({result.budget}) cannot be met by {mode} quantization; "
-                                "the float model is kept")
+                                f"the float model is kept{_closest(result.candidates)}")
     else:
         kept.chosen = True
         result.format, result.accuracy, result.kept_float = kept.format, kept.accuracy, kept.kept_float
@@ -215,6 +218,17 @@ def quantize(
             result.notes.append(_large_batch_note(kept_model, original, samples, threads, budget))
     result.seconds = time.perf_counter() - began
     return kept_model, result
+
+
+def _closest(candidates: list[Candidate]) -> str:
+    """", the closest: NAME (K nodes float) with METRIC VALUE" for the candidate nearest its budget."""
+    if not candidates:
+        return ""
+    best = max(candidates, key=lambda c: c.accuracy.margin)
+    floats = f" with {len(best.kept_float)} node(s) float" if best.kept_float else ""
+    value = best.accuracy.candidate_value
+    shown = f"{value:.1%}" if best.accuracy.metric in ("agreement", "exact") else f"{value:.4g}"
+    return f"; the closest was {best.name}{floats}: {best.accuracy.name} {shown}"
 
 
 def _large_batch_note(kept_model: Model, original: Model, samples: int, threads: int | None, budget: Budget) -> str:
@@ -270,9 +284,15 @@ def _builders(mode: str, fmt: str, calibration: CalibrationSet | None, method: s
     if mode == "static":
         assert calibration is not None
         formats = FORMATS if fmt == "auto" else (fmt,)
-        return [(f"static-{f}", f, lambda m, ex, f=f: static_int8(m, calibration, fmt=f, method=method,
-                                                                  per_channel=per_channel, exclude=ex))
-                for f in formats]
+        # Where the u8s8 kernels saturate, the u8u8 variant comes first: the fallback ranks layers on the
+        # first QDQ build, whose float simulation matches what those kernels compute.
+        variants = (("-u8u8", False, True), ("-7bit", True, False), ("", False, False)) if int8_saturates() \
+            else (("", False, False),)
+        return [(f"static-{f}{suffix}", f,
+                 lambda m, ex, f=f, reduced=reduced, u8u8=u8u8: static_int8(
+                     m, calibration, fmt=f, method=method, per_channel=per_channel, exclude=ex,
+                     reduce_range=reduced, u8u8=u8u8))
+                for suffix, reduced, u8u8 in variants for f in formats]
     if mode == "dynamic":
         return [(f"dynamic-{w}", "dynamic", lambda m, ex, w=w: dynamic_int8(m, per_channel=per_channel, exclude=ex,
                                                                             weight_type=w, op_types=op_types))

@@ -9,8 +9,11 @@ Defaults, and why:
   minilm per-channel lifts the embedding cosine from 0.96 to 0.99 mean);
 - activations UINT8 asymmetric for static (what onnxruntime's CPU kernels are fastest with: the
   u8s8 GEMM path);
-- ``reduce_range`` off: the accuracy gate catches the rare saturation of u8s8 on CPUs without
-  VNNI, and the per-layer fallback keeps the affected layer in float.
+- ``reduce_range`` (7-bit weights) off, except as extra candidates on x86 CPUs without VNNI
+  (``hone.cpu.int8_saturates``), whose u8s8 kernels add products in saturating int16; the gate
+  picks between the two by measurement. Static u8 weights are not offered: asymmetric u8
+  per-channel QLinearConv measured 0.11 top-1 agreement and 28x slower on efficientnet_lite0
+  (onnxruntime 1.32, AVX2), and symmetric u8 is turned back into s8 by onnxruntime.
 """
 
 from __future__ import annotations
@@ -56,8 +59,12 @@ class QuantizationError(HoneError):
 
 
 def static_int8(float_model: Model, calibration: CalibrationSet, *, fmt: str = "qdq", method: str = "minmax",
-                per_channel: bool = True, exclude: list[str] | tuple[str, ...] = ()) -> Model:
-    """Static INT8 of ``float_model`` calibrated on ``calibration``; ``exclude`` names nodes kept float.
+                per_channel: bool = True, exclude: list[str] | tuple[str, ...] = (),
+                reduce_range: bool = False, u8u8: bool = False) -> Model:
+    """Static INT8 of ``float_model`` calibrated on ``calibration``; ``exclude`` names nodes kept float;
+    ``reduce_range`` quantizes weights to 7 bits (no int16 saturation on CPUs without VNNI);
+    ``u8u8`` records ``U8U8_SESSION_CONFIG`` in the model, with which onnxruntime runs layers whose
+    weights need all 8 bits on its u8u8 kernels (no saturation, slower) on CPUs without VNNI.
 
     Nodes inside If/Loop/Scan bodies stay float: onnxruntime calibrates tensors of the main graph
     only (its QDQ quantizer skips bodies; its QOperator one fails on them), so a warning names them
@@ -98,14 +105,20 @@ def static_int8(float_model: Model, calibration: CalibrationSet, *, fmt: str = "
                 quant_format=q.QuantFormat.QDQ if fmt == "qdq" else q.QuantFormat.QOperator,
                 per_channel=per_channel, activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
                 calibrate_method=methods[method], nodes_to_exclude=list(exclude), extra_options=extra,
-                use_external_data_format=_is_large(float_model),
+                use_external_data_format=_is_large(float_model), reduce_range=reduce_range,
             )
         except Exception as exc:  # the quantizer raises many kinds; the user needs one line
             raise QuantizationError(f"onnxruntime could not quantize {float_model.name} statically ({fmt}): "
                                     f"{type(exc).__name__}: {exc}") from exc
-        return _load(float_model, target, f"quantize static int8 {fmt} {method}" + opset_step
-                     + (f", {len(exclude)} nodes kept float" if exclude else ""))
+        quantized = _load(float_model, target, f"quantize static int8 {fmt} {method}"
+                          + (" 7-bit weights" if reduce_range else "") + opset_step
+                          + (f", {len(exclude)} nodes kept float" if exclude else ""))
+        return quantized.with_session_config(U8U8_SESSION_CONFIG) if u8u8 else quantized
 
+
+# onnxruntime's session option (since 1.13) that, on x86 CPUs without VNNI, turns u8s8 products
+# whose weights fall outside [-64, 63] into u8u8 ones, which do not saturate int16.
+U8U8_SESSION_CONFIG = {"session.x64quantprecision": "1"}
 
 # QuantizeLinear/DequantizeLinear take ``axis`` (one scale per channel) from opset 13 on; opsets
 # 10-12 have per-tensor scales only, so a per-channel QDQ model at those opsets is invalid ONNX.
