@@ -15,6 +15,10 @@ NODE_DATA_STAMP := $(NODE_DATA)/.fetched
 CLIENTS_VENV := .cache/clients-venv
 CLIENTS_STAMP := $(CLIENTS_VENV)/.installed
 CLIENTS_LOCK := tests/serve/clients-requirements.txt
+# KServe's own Python clients (kserve 0.21.0 and everything `import kserve` needs) in their own environment.
+KSERVE_VENV := .cache/kserve-venv
+KSERVE_STAMP := $(KSERVE_VENV)/.installed
+KSERVE_LOCK := tests/serve/kserve-requirements.txt
 # Triton's perf_analyzer (tritonclient 2.51.0 wheel + libb64-0d from Debian + libcudart from PyPI).
 PERF_VENV := .cache/perf-venv
 PERF_STAMP := $(PERF_VENV)/.installed
@@ -31,7 +35,7 @@ ORT_WEB_NPM := .cache/ort-web-npm
 RAY_VENV := .cache/ray-venv
 RAY_STAMP := $(RAY_VENV)/.installed
 
-.PHONY: setup run test browser vulkan ort-web node-data clients perf-analyzer pytriton ray clean corpus
+.PHONY: setup run test browser vulkan ort-web node-data clients kserve perf-analyzer pytriton ray clean corpus
 
 setup: $(STAMP) ort-web
 
@@ -94,6 +98,16 @@ $(CLIENTS_STAMP): $(CLIENTS_LOCK)
 	$(CLIENTS_VENV)/bin/python -c "import tritonclient.http, tritonclient.grpc"
 	touch $(CLIENTS_STAMP)
 
+# kserve.InferenceRESTClient/InferenceGRPCClient for tests/serve/test_kserve_client.py, exact versions
+# from the lock; kserve must not bring torch.
+kserve: $(KSERVE_STAMP)
+
+$(KSERVE_STAMP): $(KSERVE_LOCK)
+	test -x $(KSERVE_VENV)/bin/python || $(PYTHON) -m venv $(KSERVE_VENV)
+	$(KSERVE_VENV)/bin/python -m pip install --quiet -r $(KSERVE_LOCK)
+	$(KSERVE_VENV)/bin/python -c "import importlib.util, kserve; from kserve import InferenceRESTClient, InferenceGRPCClient; assert importlib.util.find_spec('torch') is None, 'torch in the kserve venv'"
+	touch $(KSERVE_STAMP)
+
 perf-analyzer: $(PERF_STAMP)
 
 $(PERF_STAMP): scripts/setup-perf-analyzer.sh scripts/perf-analyzer-requirements.txt
@@ -109,8 +123,8 @@ ray: $(RAY_STAMP)
 $(RAY_STAMP): scripts/setup-ray.sh scripts/ray-requirements.txt pyproject.toml
 	PYTHON=$(PYTHON) scripts/setup-ray.sh
 
-test: setup browser vulkan node-data clients perf-analyzer ray
+test: setup browser vulkan node-data clients kserve perf-analyzer ray
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) $(OUT) .pytest_cache $(NODE_DATA) $(CLIENTS_VENV) $(PERF_VENV) $(PYTRITON_VENV) $(RAY_VENV) $(GRPC_SCHEMA) $(ORT_WEB) $(ORT_WEB_NPM)
+	rm -rf $(VENV) $(OUT) .pytest_cache $(NODE_DATA) $(CLIENTS_VENV) $(KSERVE_VENV) $(PERF_VENV) $(PYTRITON_VENV) $(RAY_VENV) $(GRPC_SCHEMA) $(ORT_WEB) $(ORT_WEB_NPM)

@@ -1,4 +1,4 @@
-"""hone serve against Triton (PyTriton), hone without batching and Ray Serve, loaded by perf_analyzer.
+"""hone serve against Triton 2.51 through PyTriton (Python backend), hone without batching and Ray Serve, loaded by perf_analyzer.
 
 Run: .venv/bin/python benchmarks/serve_compare.py [--models relu,resnet18,minilm]
      [--systems hone-http,hone-grpc,hone-nobatch-http,triton-http,triton-grpc,ray-http]
@@ -18,8 +18,11 @@ Systems, each serving the same .onnx in onnxruntime (CPU, 2 intra-op threads), m
 2 ms queue delay wherever there is a batcher:
 - ``hone-http``/``hone-grpc``: ``hone serve`` (one server, both protocols);
 - ``hone-nobatch-http``: ``hone serve --max-batch-size 0``;
-- ``triton-http``/``triton-grpc``: PyTriton's bundled Triton server, its dynamic batcher, the model
-  run by onnxruntime in PyTriton's Python callable (benchmarks/servelib/pytriton_server.py);
+- ``triton-http``/``triton-grpc``: Triton 2.51 as PyTriton 0.7 bundles it, its dynamic batcher, the
+  model run by onnxruntime in PyTriton's Python callable, i.e. Triton's Python backend
+  (benchmarks/servelib/pytriton_server.py). This is not Triton's native onnxruntime backend (C++,
+  which would run the model without Python), which is not on PyPI: the baseline is named
+  "Triton (PyTriton, Python backend)" wherever its numbers are shown;
 - ``ray-http``: Ray Serve with ``@serve.batch`` over hone's model runner (hone.serve.ray_serve),
   1 replica.
 

@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from hone.errors import HoneError, OptionError
+from hone.logs import EscapeControl
 
 app = typer.Typer(
     name="hone",
@@ -55,11 +56,9 @@ ProviderOption = Annotated[str, typer.Option("--provider", help="cpu | cuda | te
 
 @app.callback()
 def _configure(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show info logs")] = False) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(message)s",
-        handlers=[RichHandler(console=error_console, show_path=False, show_time=False)],
-    )
+    handler = RichHandler(console=error_console, show_path=False, show_time=False)
+    handler.addFilter(EscapeControl())  # client text in serve's logs never reaches the terminal raw
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s", handlers=[handler])
 
 
 @app.command()
@@ -508,6 +507,9 @@ def serve(
     header_timeout_s: Annotated[float, typer.Option("--header-timeout-s", help="seconds a request head may take to arrive (408 beyond)")] = 10.0,
     max_connections: Annotated[int, typer.Option("--max-connections", help="HTTP connections and requests in progress (503 beyond)")] = 1024,
     keep_alive_s: Annotated[float, typer.Option("--keep-alive-s", help="an idle keep-alive connection is closed after this many seconds")] = 5.0,
+    max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", help="an infer request's body (HTTP, after inflating) or message (gRPC), bytes (413 beyond)")] = 64 * 1024 * 1024,
+    max_inflight_bytes: Annotated[int, typer.Option("--max-inflight-bytes", help="bytes of all infer requests held at once: bodies read, tensors queued or running (503 beyond)")] = 256 * 1024 * 1024,
+    body_timeout_s: Annotated[float, typer.Option("--body-timeout-s", help="seconds an infer body may take to arrive after its head (408 beyond)")] = 60.0,
     host: Annotated[str, typer.Option("--host", help="address to bind")] = "127.0.0.1",
     ray: Annotated[bool, typer.Option("--ray", help="serve with Ray Serve replicas (HTTP only; `make ray`, then .cache/ray-venv/bin/hone; see docs/serve-ray.md)")] = False,
     replicas: Annotated[int, typer.Option("--replicas", help="Ray Serve replicas, each with cores // N onnxruntime threads (with --ray)")] = 1,
@@ -543,6 +545,9 @@ def serve(
         header_timeout_s=header_timeout_s,
         max_connections=max_connections,
         keep_alive_s=keep_alive_s,
+        max_body_bytes=max_body_bytes,
+        max_inflight_bytes=max_inflight_bytes,
+        body_timeout_s=body_timeout_s,
         slo_p99_ms=slo_p99_ms,
         dims=_parse_dims(dim),
         data=data,

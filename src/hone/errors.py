@@ -22,6 +22,9 @@ that says what was wrong and what to do; the CLI prints it as one line and exits
         ├── ServedModelNotFoundError 404  no served model (or version) of that name
         ├── ModelNotReadyError       503  the model is loading, warming up or unloaded
         ├── QueueFullError           503  max_queue_size requests already wait; retry later
+        ├── ServerBusyError          503  the requests held now would pass --max-inflight-bytes
+        ├── RequestTooLargeError     413  a body or a tensor above the server's limits
+        ├── BodyTimeoutError         408  the request body did not arrive within --body-timeout-s
         ├── RequestTimeoutError      503  the request's timeout expired while it was queued
         └── ServerShuttingDownError  503  the server stopped accepting requests (SIGTERM)
 
@@ -146,6 +149,27 @@ class QueueFullError(ServingError):
 
     http_status = 503
     grpc_code = "UNAVAILABLE"
+
+
+class ServerBusyError(ServingError):
+    """The bytes of the requests held now (read, queued or running) would pass the server's budget."""
+
+    http_status = 503
+    grpc_code = "RESOURCE_EXHAUSTED"
+
+
+class RequestTooLargeError(ServingError):
+    """A request body, or a tensor its shape describes, above the server's limits."""
+
+    http_status = 413
+    grpc_code = "RESOURCE_EXHAUSTED"
+
+
+class BodyTimeoutError(ServingError):
+    """The request body did not arrive in time; the connection is closed."""
+
+    http_status = 408
+    grpc_code = "DEADLINE_EXCEEDED"
 
 
 class RequestTimeoutError(ServingError):

@@ -8,11 +8,16 @@ refused with their status while health and inference keep answering.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 
 import numpy as np
@@ -218,3 +223,93 @@ def test_an_output_json_cannot_carry_is_refused_with_the_way_to_get_it(tmp_path)
         assert values[0] == -np.inf and values[1] == 0.0
     finally:
         stop_server(server)
+
+
+def _partial_body(server: Server, declared: int, sent: int) -> socket.socket:
+    """A connection that declares a ``declared``-byte infer body and sends ``sent`` bytes of it."""
+    connection = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    connection.sendall(b"POST /v2/models/lookup/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                       b"Content-Length: " + str(declared).encode() + b"\r\n\r\n" + b" " * sent)
+    return connection
+
+
+def test_bodies_beyond_the_byte_budget_are_503_and_unfinished_ones_408_at_their_deadline(tmp_path) -> None:
+    root = tmp_path / "repository"
+    save_model(LOOKUP_TEXT, root / "lookup" / "1" / "model.onnx")
+    server = start_server(str(root), "--max-inflight-bytes", str(8 * 2**20), "--body-timeout-s", "3")
+    holders: list[socket.socket] = []
+    try:
+        for _ in range(4):  # 4 x 3 MiB held of 6 MiB bodies: the third passes the 8 MiB budget
+            holders.append(_partial_body(server, 6 * 2**20, 3 * 2**20))
+            time.sleep(0.3)
+        assert _health_ms(server) < 1000
+        assert _infer(server, [1, 2])[0] == 200  # a small request still fits beside the two held bodies
+        answers = []
+        for connection in holders:
+            connection.settimeout(10)
+            answer = b""
+            with contextlib.suppress(ConnectionResetError, TimeoutError):
+                while chunk := connection.recv(65536):
+                    answer += chunk
+            answers.append(answer)
+        busy = [a for a in answers if a.startswith(b"HTTP/1.1 503 ")]
+        late = [a for a in answers if a.startswith(b"HTTP/1.1 408 ")]
+        assert len(busy) == 2 and b"--max-inflight-bytes" in busy[0], answers
+        assert len(late) == 2 and b"did not arrive within 3 s" in late[0], answers
+        assert _infer(server, [3])[0] == 200  # everything was given back
+    finally:
+        for connection in holders:
+            connection.close()
+        code, _, stderr = stop_server(server)
+    assert code == 0 and "Traceback" not in stderr, stderr[-2000:]
+
+
+def _post_json(server: Server, text: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        connection.request("POST", "/v2/models/lookup/infer", body=text.encode(),
+                           headers={"Content-Type": "application/json", **(headers or {})})
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('{"inputs": [{"name": "ids", "shape": [0, 100000000000000000000], "datatype": "INT64", "data": []}]}',
+     "dims must fit int64"),
+    ('{"inputs": [{"name": "ids", "shape": [' + ", ".join(["1"] * 70) + '], "datatype": "INT64", "data": [1]}]}',
+     "at most 64"),
+    ('{"inputs": [{"name": "ids", "shape": [1], "datatype": "INT64", "data": ' + "[" * 100_000 + "1" + "]" * 100_000
+     + "}]}", "nested too deeply"),
+    ('{"inputs": [{"name": "ids", "shape": [1], "datatype": "INT64", "data": [' + "7" * 5000 + "]}]}",
+     "Python cannot read"),
+])
+def test_client_shapes_and_json_that_used_to_give_500_are_400s(lookup_server: Server, text: str, message: str) -> None:
+    status, body = _post_json(lookup_server, text)
+    assert status == 400 and message in json.loads(body)["error"], body[:500]
+    assert _infer(lookup_server, [2])[0] == 200  # (the fixture asserts no traceback was logged)
+
+
+def test_the_metrics_port_needs_the_token_when_one_is_set(tmp_path) -> None:
+    root = tmp_path / "repository"
+    save_model(LOOKUP_TEXT, root / "lookup" / "1" / "model.onnx")
+    server = start_server(str(root), "--token", "s3cret")
+    try:
+        url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, timeout=5)
+        assert refused.value.code == 401
+        request = urllib.request.Request(url, headers={"Authorization": "Bearer s3cret"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 200 and b"nv_inference_request_success" in response.read()
+    finally:
+        stop_server(server)
+
+
+def test_client_text_reaches_the_log_escaped_not_raw() -> None:
+    script = ("from hone.cli import _configure; _configure(False); import logging; "
+              "logging.getLogger('hone.serve.http').warning('POST %r -> 404: %s', '/v2/models/\\x1b[2J', 'x\\x1b[31my')")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stderr and "\\x1b[2J" in done.stderr and "x\\x1b[31my" in done.stderr

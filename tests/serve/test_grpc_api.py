@@ -6,6 +6,8 @@ ModelInferRequest can be wrong that tritonclient never sends (typed contents, ly
 
 from __future__ import annotations
 
+import builtins
+
 import numpy as np
 import pytest
 
@@ -91,3 +93,32 @@ def test_response_carries_the_asked_outputs_raw_in_order() -> None:
     assert response.raw_output_contents[0] == b"\x01\0\0\0a\x02\0\0\0bc"
     assert np.frombuffer(response.raw_output_contents[1], np.float32).tolist() == [1.0] * 4
     assert response.id == "7" and response.model_version == "1"
+
+
+def test_an_element_count_that_would_wrap_in_int64_is_refused() -> None:
+    message = request(("x", "FP32", [3, 6148914691236517206]))  # the int64 product wraps to 2
+    message.inputs[0].contents.fp32_contents.extend([1.0, 2.0])
+    with pytest.raises(InferenceInputError, match="describes 18446744073709551618 elements"):
+        grpc_api.decode_infer_request(message)
+
+
+def test_more_than_64_dims_are_refused_before_anything_is_built() -> None:
+    with pytest.raises(InferenceInputError, match="has 70 dims; at most 64"):
+        grpc_api.decode_infer_request(request(("x", "FP32", [1] * 70), raw=[b"\0" * 4]))
+
+
+def test_typed_contents_are_counted_before_they_are_copied(monkeypatch: pytest.MonkeyPatch) -> None:
+    message = request(("x", "FP32", [4]))
+    message.inputs[0].contents.fp32_contents.extend([0.5] * 1000)
+
+    def no_list(values: object = ()) -> list:
+        copied = builtins.list(values)  # type: ignore[call-overload]
+        if len(copied) > 100:
+            raise AssertionError("a Python list of the contents was built before the count check")
+        return copied
+
+    monkeypatch.setattr(grpc_api, "list", no_list, raising=False)
+    with pytest.raises(InferenceInputError, match="needs 4 values, but its fp32_contents holds 1000"):
+        grpc_api.decode_infer_request(message)
+    message.inputs[0].contents.fp32_contents[:] = [0.5, 1.5, -2.0, 3.0]
+    np.testing.assert_array_equal(grpc_api.decode_infer_request(message).inputs["x"], [0.5, 1.5, -2.0, 3.0])

@@ -445,3 +445,28 @@ def test_gzip_with_several_members_is_read_whole_and_a_bomb_is_refused_by_its_ra
         import zlib
 
         decompress(zlib.compress(b"x") + b"junk", "deflate", 1 << 20)
+
+
+@pytest.mark.parametrize(("shape", "data", "message"), [
+    ([0, 10**20], [], "dims must fit int64"),
+    ([0, 2**62, 4], [], "describes 18446744073709551616 elements"),
+    ([1] * 70, [1.0], "has 70 dims; at most 64"),
+    ([10**6, 10**6], [1.0], "describes 1000000000000 elements; a request of at most 67108864 bytes"),
+])
+def test_shapes_numpy_could_not_build_are_400s_before_any_allocation(shape: list[int], data: list, message: str) -> None:
+    body = json.dumps({"inputs": [{"name": "x", "shape": shape, "datatype": "FP32", "data": data}]}).encode()
+    with pytest.raises(InferenceInputError, match=message):
+        protocol.decode_infer_request(body)
+
+
+def test_json_nested_too_deeply_for_the_parser_is_a_400() -> None:
+    data = "[" * 100_000 + "1.0" + "]" * 100_000
+    body = ('{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": ' + data + "}]}").encode()
+    with pytest.raises(InferenceInputError, match="nested too deeply"):
+        protocol.decode_infer_request(body)
+
+
+def test_an_integer_of_5000_digits_is_a_400() -> None:
+    body = ('{"inputs": [{"name": "x", "shape": [1], "datatype": "INT64", "data": [' + "9" * 5000 + "]}]}").encode()
+    with pytest.raises(InferenceInputError, match="Python cannot read"):
+        protocol.decode_infer_request(body)

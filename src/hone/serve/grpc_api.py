@@ -25,6 +25,7 @@ documents are built by ``extensions`` as for HTTP and turned into messages with 
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -43,6 +44,7 @@ from hone.errors import (
     ServingError,
 )
 from hone.serve import extensions, protocol, triton_proto
+from hone.serve.budget import DECODE_ON_LOOP_BYTES, DECODE_THREADS, ByteBudget
 from hone.serve.registry import ModelRegistry
 from hone.serve.runner import datatype_from_dtype, dtype_from_datatype
 
@@ -72,9 +74,11 @@ def create_server(
     *,
     token: str | None = None,
     max_message_bytes: int = protocol.DEFAULT_MAX_BODY_BYTES,
+    budget: ByteBudget | None = None,
 ) -> grpc.aio.Server:
-    """A grpc.aio server with the inference service registered (ports are added by the caller)."""
-    service = InferenceService(models)
+    """A grpc.aio server with the inference service registered (ports are added by the caller);
+    ``budget`` is shared with the HTTP server (``hone.serve.budget``)."""
+    service = InferenceService(models, budget, max_message_bytes)
     rpcs = triton_proto.rpc_types()
     handlers = {}
     for name, (request_type, response_type, streaming) in rpcs.items():
@@ -100,9 +104,13 @@ def create_server(
 class InferenceService:
     """The RPCs, each a coroutine from a request message to a response message."""
 
-    def __init__(self, models: ModelRegistry) -> None:
+    def __init__(self, models: ModelRegistry, budget: ByteBudget | None = None,
+                 max_message_bytes: int = protocol.DEFAULT_MAX_BODY_BYTES) -> None:
         self.models = models
         self.messages = triton_proto.load()
+        self.budget = budget or ByteBudget()
+        self.max_message_bytes = max_message_bytes
+        self._decoders = asyncio.Semaphore(DECODE_THREADS)
 
     # -- health and metadata ---------------------------------------------------------------------
 
@@ -161,16 +169,24 @@ class InferenceService:
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         self.models.check_accepting()
         served = self.models.get(request.model_name, request.model_version or None)
-        decoded = decode_infer_request(request)
-        protocol.check_requested_outputs(decoded, served.output_names, served.name)
-        outputs = await served.batcher.submit(
-            decoded.inputs,
-            priority=served.priority_level(decoded.priority),
-            timeout_ms=decoded.timeout_ms,
-        )
-        return encode_infer_response(
-            self.messages["ModelInferResponse"], served.name, served.version, outputs, decoded
-        )
+        with self.budget.hold() as held:
+            size = request.ByteSize()
+            held.grow(size, "this request's message")
+            if size <= DECODE_ON_LOOP_BYTES:
+                decoded = decode_infer_request(request, self.max_message_bytes)
+            else:  # large: off the event loop, a bounded number at a time
+                async with self._decoders:
+                    decoded = await asyncio.to_thread(decode_infer_request, request, self.max_message_bytes)
+            held.grow(sum(array.nbytes for array in decoded.inputs.values()), "its input tensors")
+            protocol.check_requested_outputs(decoded, served.output_names, served.name)
+            outputs = await served.batcher.submit(
+                decoded.inputs,
+                priority=served.priority_level(decoded.priority),
+                timeout_ms=decoded.timeout_ms,
+            )
+            return encode_infer_response(
+                self.messages["ModelInferResponse"], served.name, served.version, outputs, decoded
+            )
 
     def _message(self, name: str, document: Mapping[str, Any]) -> Any:
         return json_format.ParseDict(document, self.messages[name]())
@@ -179,8 +195,10 @@ class InferenceService:
 # -- tensors ---------------------------------------------------------------------------------------
 
 
-def decode_infer_request(request: Any) -> protocol.InferRequest:
-    """The inputs and options of a ModelInferRequest; every malformed field is INVALID_ARGUMENT."""
+def decode_infer_request(request: Any, max_elements: int = protocol.DEFAULT_MAX_BODY_BYTES) -> protocol.InferRequest:
+    """The inputs and options of a ModelInferRequest; every malformed field is INVALID_ARGUMENT.
+
+    ``max_elements`` bounds each input's element count: the server's message limit."""
     if not request.inputs:
         raise InferenceInputError("the request has no inputs; give each model input once")
     raw = request.raw_input_contents
@@ -193,7 +211,7 @@ def decode_infer_request(request: Any) -> protocol.InferRequest:
     for index, tensor in enumerate(request.inputs):
         if tensor.name in inputs:
             raise InferenceInputError(f"input {tensor.name!r} is given twice; give each input once")
-        inputs[tensor.name] = _input_array(tensor, raw[index] if raw else None)
+        inputs[tensor.name] = _input_array(tensor, raw[index] if raw else None, max_elements)
     parameters = _parameters(request.parameters)
     return protocol.InferRequest(
         inputs=inputs,
@@ -204,13 +222,13 @@ def decode_infer_request(request: Any) -> protocol.InferRequest:
     )
 
 
-def _input_array(tensor: Any, raw: bytes | None) -> np.ndarray:
+def _input_array(tensor: Any, raw: bytes | None, max_elements: int) -> np.ndarray:
     name = tensor.name or "(unnamed)"
     if any(dim < 0 for dim in tensor.shape):
         raise InferenceInputError(f"input {name!r} has shape {list(tensor.shape)}; dims must be non-negative")
-    shape = tuple(tensor.shape)
+    shape = tuple(int(dim) for dim in tensor.shape)
     dtype = dtype_from_datatype(tensor.datatype)
-    count = int(np.prod(shape, dtype=np.int64))
+    count = protocol.element_count(shape, name, max_elements)  # Python ints: an int64 product would wrap
     has_contents = tensor.HasField("contents") and bool(tensor.contents.ListFields())
     if raw is not None:
         if has_contents:
@@ -224,7 +242,7 @@ def _input_array(tensor: Any, raw: bytes | None) -> np.ndarray:
             f"input {name!r} is {tensor.datatype}, which has no typed contents in the protocol; send it "
             "in raw_input_contents"
         )
-    values = list(getattr(tensor.contents, field))
+    values = getattr(tensor.contents, field)  # protobuf's repeated field: counted before anything is copied
     if len(values) != count:
         raise InferenceInputError(
             f"input {name!r} has shape {list(shape)}, which needs {count} values, but its "
@@ -232,17 +250,27 @@ def _input_array(tensor: Any, raw: bytes | None) -> np.ndarray:
         )
     if tensor.datatype == "BYTES":
         array = np.empty(count, dtype=object)
-        array[:] = values
+        array[:] = list(values)
         return array.reshape(shape)
-    if dtype.kind in "iu" and values:
+    # One element at a time into the field's own wide type (no Python list of the whole tensor),
+    # then the range check for narrower integer datatypes, in that wide type.
+    wide = np.fromiter(values, dtype=_FIELD_DTYPES[field], count=count)
+    if dtype.kind in "iu" and count:
         info = np.iinfo(dtype)
-        low, high = min(values), max(values)
+        low, high = int(wide.min()), int(wide.max())
         if low < info.min or high > info.max:
             raise InferenceInputError(
                 f"{tensor.datatype} input {name!r} takes integers from {info.min} to {info.max}, got "
                 f"{low if low < info.min else high}"
             )
-    return np.array(values, dtype=dtype).reshape(shape)
+    return wide.astype(dtype, copy=False).reshape(shape)
+
+
+# The numpy type of each typed-contents field of the protocol.
+_FIELD_DTYPES = {
+    "bool_contents": np.bool_, "int_contents": np.int32, "int64_contents": np.int64, "uint_contents": np.uint32,
+    "uint64_contents": np.uint64, "fp32_contents": np.float32, "fp64_contents": np.float64,
+}
 
 
 def _parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:

@@ -49,14 +49,17 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import hone
-from hone.errors import HoneError, InferenceInputError, InputError, ServingError
+from hone.errors import BodyTimeoutError, HoneError, InferenceInputError, InputError, ServingError
 from hone.serve import extensions, protocol
+from hone.serve.budget import DECODE_ON_LOOP_BYTES, DECODE_THREADS, JSON_PARSE_FACTOR, ByteBudget, Reservation
 from hone.serve.registry import ModelRegistry
 from hone.serve.runner import KSERVE_DATATYPES
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = protocol.DEFAULT_MAX_BODY_BYTES
+# An infer body must arrive within this many seconds of its head (64 MB at 2 MB/s takes 32 s).
+DEFAULT_BODY_TIMEOUT_S = 60.0
 # The infer handlers read the raw body (JSON, or JSON then binary tensors), so FastAPI cannot infer
 # its schema: this describes the JSON form for the OpenAPI document (and for fuzzing) only.
 _TENSOR_SCHEMA: dict[str, Any] = {
@@ -64,7 +67,9 @@ _TENSOR_SCHEMA: dict[str, Any] = {
     "required": ["name", "shape", "datatype"],
     "properties": {
         "name": {"type": "string"},
-        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        # at most 64 dims, each within int64 (protocol.element_count; beyond: 400)
+        "shape": {"type": "array", "maxItems": protocol.MAX_RANK,
+                  "items": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}},
         "datatype": {
             "type": "string",
             "enum": list(KSERVE_DATATYPES),
@@ -116,8 +121,12 @@ def create_app(
     *,
     token: str | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    budget: ByteBudget | None = None,
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
 ) -> FastAPI:
-    """The v2 HTTP app over ``models``; ``token`` guards every route but health."""
+    """The v2 HTTP app over ``models``; ``token`` guards every route but health; ``budget`` bounds the
+    bytes of the infer requests held at once (shared with gRPC); an infer body must arrive within
+    ``body_timeout_s``."""
     if max_body_bytes < 1:
         raise ValueError(f"max_body_bytes must be at least 1, got {max_body_bytes}")
     app = FastAPI(title="hone serve", version=hone.__version__, docs_url=None, redoc_url=None)
@@ -127,14 +136,16 @@ def create_app(
     async def server_metadata() -> dict[str, Any]:
         return extensions.server_metadata()
 
-    @app.get("/v2/health/live", response_class=Response)
-    async def live() -> Response:
-        return Response(status_code=200)
+    # Health: the status says it (Triton, tritonclient); the body says it too, as the Open Inference
+    # Protocol's {"live": true} / {"ready": true}, which kserve's InferenceRESTClient parses.
+    @app.get("/v2/health/live", response_class=JSONResponse)
+    async def live() -> JSONResponse:
+        return JSONResponse({"live": True})
 
-    @app.get("/v2/health/ready", response_class=Response)
-    async def ready() -> Response:
+    @app.get("/v2/health/ready", response_class=JSONResponse)
+    async def ready() -> JSONResponse:
         if models.ready:
-            return Response(status_code=200)
+            return JSONResponse({"ready": True})
         reason = "shutting down" if not models.accepting else "models are loading or not ready"
         return _error(503, f"not ready: {reason}")
 
@@ -193,7 +204,8 @@ def create_app(
         await models.unload(name)
         return Response(status_code=200)
 
-    app.add_middleware(InferRoute, models=models, max_body_bytes=max_body_bytes)
+    app.add_middleware(InferRoute, models=models, max_body_bytes=max_body_bytes, budget=budget or ByteBudget(),
+                       body_timeout_s=body_timeout_s)
     if token:
         app.add_middleware(BearerTokenMiddleware, token=token)  # added last: it runs first
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
@@ -203,11 +215,14 @@ def create_app(
 class InferRoute:
     """``POST /v2/models/{m}[/versions/{v}]/infer`` answered here; every other request goes on to ``app``."""
 
-    def __init__(self, app: ASGIApp, models: ModelRegistry, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, models: ModelRegistry, max_body_bytes: int, budget: ByteBudget,
+                 body_timeout_s: float) -> None:
         self.app = app
         self.models = models
         self.max_body_bytes = max_body_bytes
-        self._decoders = asyncio.Semaphore(_DECODE_THREADS)
+        self.budget = budget
+        self.body_timeout_s = body_timeout_s
+        self._decoders = asyncio.Semaphore(DECODE_THREADS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match = _INFER_PATH.match(scope["path"]) if scope["type"] == "http" else None
@@ -215,23 +230,25 @@ class InferRoute:
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive)
-        try:
-            response = await self.infer(request, match["name"], match["version"])
-        except Exception as exc:  # every failure is one answer; the server goes on
-            response = _error_response(request, exc)
-        await response(scope, receive, send)
+        with self.budget.hold() as held:  # the request's bytes, until its answer is written
+            try:
+                response = await self.infer(request, match["name"], match["version"], held)
+            except Exception as exc:  # every failure is one answer; the server goes on
+                response = _error_response(request, exc)
+            await response(scope, receive, send)
 
-    async def infer(self, request: Request, name: str, version: str | None) -> Response:
+    async def infer(self, request: Request, name: str, version: str | None, held: Reservation) -> Response:
         self.models.check_accepting()
         served = self.models.get(name, version)
-        body = await _read_body(request, self.max_body_bytes)
+        body = await _read_body(request, self.max_body_bytes, held, self.body_timeout_s)
         encoding = request.headers.get("content-encoding")
         header = request.headers.get(protocol.HEADER_LENGTH)
-        if len(body) <= _DECODE_ON_LOOP_BYTES and encoding is None:
-            decoded = _decode(body, encoding, header, self.max_body_bytes)
+        if len(body) <= DECODE_ON_LOOP_BYTES and encoding is None:
+            decoded = _decode(body, encoding, header, self.max_body_bytes, held)
         else:  # large or compressed: off the event loop, a bounded number at a time
             async with self._decoders:
-                decoded = await asyncio.to_thread(_decode, body, encoding, header, self.max_body_bytes)
+                decoded = await asyncio.to_thread(_decode, body, encoding, header, self.max_body_bytes, held)
+        held.grow(sum(array.nbytes for array in decoded.inputs.values()), "its input tensors")
         protocol.check_requested_outputs(decoded, served.output_names, served.name)
         submission = served.batcher.submit(
             decoded.inputs,
@@ -287,21 +304,26 @@ _INFER_ERRORS = {
     401: "missing or wrong bearer token",
     403: "repository load/unload without --model-control-mode explicit",
     404: "unknown model or version",
+    408: "the body did not arrive within --body-timeout-s",
     413: "body above the server's limit",
-    503: "queue full, queue timeout, model not ready or shutting down",
+    503: "queue full, requests over --max-inflight-bytes, queue timeout, model not ready or shutting down",
 }
 
 
-# Bodies above this (or compressed ones) are inflated and decoded in a worker thread, two at a time,
-# so health checks and small requests keep answering while a large one is decoded.
-_DECODE_ON_LOOP_BYTES = 64 * 1024
-_DECODE_THREADS = 2
-
-
-def _decode(body: bytes, encoding: str | None, header: str | None, max_body_bytes: int) -> protocol.InferRequest:
-    body = protocol.decompress(body, encoding, max_body_bytes)
+def _decode(body: bytes, encoding: str | None, header: str | None, max_body_bytes: int,
+            held: Reservation) -> protocol.InferRequest:
+    """Inflate and decode; the inflated body and the JSON parser's working memory are held on the
+    budget (the parser's only while it runs)."""
+    if encoding is not None:
+        body = protocol.decompress(body, encoding, max_body_bytes)
+        held.grow(len(body), "its inflated body")
     header_length = protocol.parse_header_length(header, len(body))
-    return protocol.decode_infer_request(body, header_length)
+    parsing = JSON_PARSE_FACTOR * (len(body) if header_length is None else header_length)
+    held.grow(parsing, "parsing its JSON")
+    try:
+        return protocol.decode_infer_request(body, header_length, max_elements=max_body_bytes)
+    finally:
+        held.shrink(parsing)
 
 
 class BearerTokenMiddleware:
@@ -327,18 +349,34 @@ class BearerTokenMiddleware:
 # -- helpers ---------------------------------------------------------------------------------------
 
 
-async def _read_body(request: Request, max_bytes: int) -> bytes:
-    """The body, refused with 413 from Content-Length before reading, or as soon as it passes the limit."""
+async def _read_body(request: Request, max_bytes: int, held: Reservation | None = None,
+                     timeout_s: float | None = None) -> bytes:
+    """The body, refused with 413 from Content-Length before reading, or as soon as it passes the
+    limit; each chunk is held on the budget as it arrives (503 beyond it), and the whole body must
+    arrive within ``timeout_s`` (408 otherwise, and the connection is closed)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise HTTPException(413, _too_large(int(declared), max_bytes))
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise HTTPException(413, _too_large(size, max_bytes, at_least=True))
-        chunks.append(chunk)
+
+    async def read() -> None:
+        nonlocal size
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise HTTPException(413, _too_large(size, max_bytes, at_least=True))
+            if held is not None:
+                held.grow(len(chunk), "its body")
+            chunks.append(chunk)
+
+    try:
+        await asyncio.wait_for(read(), timeout_s)
+    except TimeoutError:
+        raise BodyTimeoutError(
+            f"the request body did not arrive within {timeout_s:g} s ({size} bytes came); send it at once, "
+            "or start the server with a longer --body-timeout-s"
+        ) from None
     return b"".join(chunks)
 
 
@@ -399,8 +437,11 @@ def _error_response(request: Request, exc: Exception) -> Response:
             status = 400 if isinstance(exc, InputError) else 500
         # Serving errors are logged where they arise (a failed batch once, by the batcher).
         log = logger.warning if status >= 500 and not isinstance(exc, ServingError) else logger.debug
-        log("%s %s -> %d: %s", request.method, request.url.path, status, exc)
-        return _error(status, str(exc))
+        log("%s %r -> %d: %r", request.method, request.url.path, status, str(exc))
+        response = _error(status, str(exc))
+        if status == 408:  # the rest of the body may still come: do not read it as the next request
+            response.headers["Connection"] = "close"
+        return response
     if isinstance(exc, HTTPException):
         message = exc.detail
         if exc.status_code == 404 and exc.detail == "Not Found":
@@ -415,7 +456,7 @@ def _error_response(request: Request, exc: Exception) -> Response:
         return Response(status_code=CLIENT_CLOSED_REQUEST)
     if isinstance(exc, RequestValidationError):
         return _error(400, f"malformed request: {exc.errors()}")
-    logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    logger.error("%s %r failed", request.method, request.url.path, exc_info=exc)
     return _error(500, f"internal error: {type(exc).__name__}: {exc}")
 
 

@@ -44,6 +44,9 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 JSON_CONTENT_TYPE = "application/json"
 BINARY_CONTENT_TYPE = "application/octet-stream"
+# numpy's limit on dimensions (NPY_MAXDIMS); a shape with more is refused before anything is built.
+MAX_RANK = 64
+_INT64_MAX = 2**63 - 1
 _BYTES_LENGTH = struct.Struct("<I")
 _INTEGER_KINDS = "iu"
 
@@ -151,8 +154,41 @@ def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
             raise InferenceInputError(f"the {name} body has {len(rest)} bytes after its end")
 
 
-def decode_infer_request(body: bytes, header_length: int | None = None) -> InferRequest:
-    """Inputs and options of a v2 inference request; every malformed field is a 400."""
+def element_count(shape: Sequence[int], name: str, max_elements: int) -> int:
+    """The number of elements of ``shape``, checked in Python integers before anything is allocated:
+    at most ``MAX_RANK`` dims, each within int64, and at most ``max_elements`` elements counting
+    only the non-zero dims (every element takes at least one byte of a request, so a request of
+    at most N bytes carries at most N elements; a zero dim does not make ``[0, 10**20]`` small for
+    numpy, which refuses it). Raises InferenceInputError (400)."""
+    if len(shape) > MAX_RANK:
+        raise InferenceInputError(f"input {name!r} has {len(shape)} dims; at most {MAX_RANK} are allowed")
+    if any(dim > _INT64_MAX for dim in shape):
+        raise InferenceInputError(f"input {name!r} has a dim above 2**63 - 1 in its shape; dims must fit int64")
+    spanned = math.prod(dim for dim in shape if dim)
+    if spanned > max_elements:
+        raise InferenceInputError(
+            f"input {name!r} has shape {_short(shape)}, which describes {spanned} elements; a request of at "
+            f"most {max_elements} bytes cannot carry more than {max_elements}"
+        )
+    return math.prod(shape)
+
+
+def _clipped(value: object, limit: int = 120) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a client's value in a one-line message)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
+def _short(shape: Sequence[int]) -> str:
+    """A shape for a message: the whole list, or its first dims and how many more."""
+    return str(list(shape)) if len(shape) <= 8 else f"[{', '.join(map(str, shape[:8]))}, ... ({len(shape)} dims)]"
+
+
+def decode_infer_request(body: bytes, header_length: int | None = None,
+                         max_elements: int = DEFAULT_MAX_BODY_BYTES) -> InferRequest:
+    """Inputs and options of a v2 inference request; every malformed field is a 400.
+
+    ``max_elements`` bounds each input's element count (``element_count``): the server's body limit."""
     json_part = body if header_length is None else body[:header_length]
     document = _load_json(json_part)
     if not isinstance(document, dict):
@@ -172,7 +208,7 @@ def decode_infer_request(body: bytes, header_length: int | None = None) -> Infer
     inputs: dict[str, np.ndarray] = {}
     offset = 0
     for index, raw in enumerate(raw_inputs):
-        name, array, used = _decode_input(raw, index, binary, offset)
+        name, array, used = _decode_input(raw, index, binary, offset, max_elements)
         if name in inputs:
             raise InferenceInputError(f"input {name!r} is given twice; give each input once")
         inputs[name] = array
@@ -193,7 +229,7 @@ def decode_infer_request(body: bytes, header_length: int | None = None) -> Infer
 
 
 def _decode_input(
-    raw: object, index: int, binary: memoryview | None, offset: int
+    raw: object, index: int, binary: memoryview | None, offset: int, max_elements: int
 ) -> tuple[str, np.ndarray, int]:
     """One input tensor: its name, its array, and how many binary bytes it took."""
     if not isinstance(raw, dict):
@@ -209,7 +245,7 @@ def _decode_input(
         )
     dtype = dtype_from_datatype(datatype)
     parameters = _parameters(raw, f"input {name!r}")
-    count = math.prod(shape)
+    count = element_count(shape, name, max_elements)
     if "binary_data_size" in parameters:
         if "data" in raw:
             raise InferenceInputError(
@@ -364,7 +400,7 @@ def _shape(raw: object, name: str) -> tuple[int, ...]:
     )
     if not valid:
         raise InferenceInputError(
-            f"input {name!r} needs a 'shape': a list of non-negative integers, got {raw!r}"
+            f"input {name!r} needs a 'shape': a list of non-negative integers, got {_clipped(raw)}"
         )
     return tuple(raw)  # type: ignore[arg-type]
 
@@ -438,6 +474,10 @@ def _bool(parameters: Mapping[str, Any], key: str, where: str, *, default: bool)
 def _load_json(data: bytes | memoryview) -> Any:
     try:
         return json.loads(bytes(data))
+    except RecursionError as exc:  # Python's parser recurses once per nesting level
+        raise InferenceInputError(
+            "the request's JSON is nested too deeply to parse; tensors' 'data' may be flat (row-major)"
+        ) from exc
     except UnicodeDecodeError as exc:
         raise InferenceInputError(
             f"the request's JSON is not UTF-8 ({exc.reason} at byte {exc.start}); binary tensors "
@@ -447,6 +487,8 @@ def _load_json(data: bytes | memoryview) -> Any:
         raise InferenceInputError(
             f"the request is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from exc
+    except ValueError as exc:  # e.g. an integer of over 4300 digits (Python's int conversion limit)
+        raise InferenceInputError(f"the request's JSON holds a value Python cannot read: {exc}") from exc
 
 
 def _kind(value: object) -> str:

@@ -322,10 +322,14 @@ def create_replica_app(replica: V2Replica) -> FastAPI:
     async def server_metadata() -> dict[str, Any]:
         return {**extensions.server_metadata(), "extensions": list(RAY_EXTENSIONS)}
 
-    @app.get("/v2/health/live", response_class=Response)
-    @app.get("/v2/health/ready", response_class=Response)
-    async def health() -> Response:
-        return Response(status_code=200)  # a replica takes traffic only once warmed up
+    # As hone serve's: 200 with the Open Inference Protocol's body (a replica takes traffic only once warmed up)
+    @app.get("/v2/health/live", response_class=JSONResponse)
+    async def live() -> JSONResponse:
+        return JSONResponse({"live": True})
+
+    @app.get("/v2/health/ready", response_class=JSONResponse)
+    async def ready() -> JSONResponse:
+        return JSONResponse({"ready": True})
 
     @app.get("/v2/models/{name}")
     @app.get("/v2/models/{name}/versions/{version}")

@@ -34,7 +34,8 @@ import uvloop
 from hone.errors import OptionError
 from hone.serve import grpc_api, slo
 from hone.serve.config import BatchConfig, RepositoryEntry, resolve_models
-from hone.serve.http import DEFAULT_MAX_BODY_BYTES, create_app
+from hone.serve.budget import DEFAULT_MAX_INFLIGHT_BYTES, ByteBudget
+from hone.serve.http import DEFAULT_BODY_TIMEOUT_S, DEFAULT_MAX_BODY_BYTES, BearerTokenMiddleware, create_app
 from hone.serve.metrics import ServeMetrics
 from hone.serve.limits import ConnectionLimits, bounded_protocol
 from hone.serve.registry import MODEL_CONTROL_MODES, ModelRegistry
@@ -65,6 +66,8 @@ class ServeOptions:
     token: str | None = None
     model_control: str = "none"  # "none" | "explicit": whether repository load/unload are allowed
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES  # bytes of all requests held at once; 503 beyond
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S  # an infer body must arrive within this; 408 otherwise
     max_header_bytes: int = ConnectionLimits.max_header_bytes
     max_url_bytes: int = ConnectionLimits.max_url_bytes
     header_timeout_s: float = ConnectionLimits.header_timeout_s
@@ -80,7 +83,8 @@ class ServeOptions:
                               f"{', '.join(MODEL_CONTROL_MODES)}")
         positive = {"--max-header-bytes": self.max_header_bytes, "--max-url-bytes": self.max_url_bytes,
                     "--header-timeout-s": self.header_timeout_s, "--max-connections": self.max_connections,
-                    "--keep-alive-s": self.keep_alive_s}
+                    "--keep-alive-s": self.keep_alive_s, "--max-body-bytes": self.max_body_bytes,
+                    "--max-inflight-bytes": self.max_inflight_bytes, "--body-timeout-s": self.body_timeout_s}
         for flag, value in positive.items():
             if not value > 0:
                 raise OptionError(f"{flag} must be positive, got {value:g}")
@@ -174,18 +178,23 @@ async def _serve(
 ) -> None:
     metrics = ServeMetrics()
     registry = ModelRegistry(resolve, metrics=metrics, model_control=options.model_control)
-    app = create_app(registry, token=options.token, max_body_bytes=options.max_body_bytes)
+    budget = ByteBudget(options.max_inflight_bytes)  # one for HTTP and gRPC together
+    app = create_app(registry, token=options.token, max_body_bytes=options.max_body_bytes, budget=budget,
+                     body_timeout_s=options.body_timeout_s)
+    metrics_app = metrics.asgi_app()
+    if options.token:  # the token guards the metrics port too (Prometheus sends it: authorization in scrape_config)
+        metrics_app = BearerTokenMiddleware(metrics_app, token=options.token)
     with (
         _listening(options.host, options.http_port, "--http-port") as http_socket,
         _listening(options.host, options.metrics_port, "--metrics-port") as metrics_socket,
     ):
         grpc_server = grpc_api.create_server(
-            registry, token=options.token, max_message_bytes=options.max_body_bytes
+            registry, token=options.token, max_message_bytes=options.max_body_bytes, budget=budget
         )
         grpc_port = _add_grpc_port(grpc_server, options.host, options.grpc_port)
         await grpc_server.start()
         limits = ConnectionLimits(options.max_header_bytes, options.max_url_bytes, options.header_timeout_s)
-        servers = [_quiet_server(app, options, limits), _quiet_server(metrics.asgi_app(), options, limits)]
+        servers = [_quiet_server(app, options, limits), _quiet_server(metrics_app, options, limits)]
         tasks = [
             asyncio.create_task(server.serve(sockets=[sock]), name=f"hone-serve-{kind}")
             for server, sock, kind in zip(servers, (http_socket, metrics_socket), ("http", "metrics"))
