@@ -313,3 +313,45 @@ def test_client_text_reaches_the_log_escaped_not_raw() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "\x1b" not in done.stderr and "\\x1b[2J" in done.stderr and "x\\x1b[31my" in done.stderr
+
+
+# y[n, i] = x[n] * sin(i): 3 million floats whose JSON takes seconds to write (long decimals)
+WIDE_TEXT = """
+<ir_version: 8, opset_import: ["" : 17]>
+wide (float[N, 1] x) => (float[N, 3000000] y) <float start = {0.0}, float limit = {3000000.0}, float delta = {1.0}> {
+    r = Range (start, limit, delta)
+    s = Sin (r)
+    y = Mul (x, s)
+}
+"""
+
+
+def test_health_answers_while_a_large_json_answer_is_encoded(tmp_path) -> None:
+    root = tmp_path / "repository"
+    save_model(WIDE_TEXT, root / "wide" / "1" / "model.onnx")
+    server = start_server(str(root))
+    try:
+        answer: dict[str, object] = {}
+
+        def ask() -> None:
+            body = json.dumps({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [0.5]}]})
+            connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+            connection.request("POST", "/v2/models/wide/infer", body=body, headers={"Content-Type": "application/json"})
+            response = connection.getresponse()
+            answer["status"], answer["body"] = response.status, response.read()
+            connection.close()
+
+        asker = threading.Thread(target=ask)
+        asker.start()
+        worst_ms = 0.0
+        while asker.is_alive():  # 3 million floats in JSON: the encoding takes a while
+            worst_ms = max(worst_ms, _health_ms(server))
+            time.sleep(0.05)
+        asker.join()
+        assert answer["status"] == 200
+        outputs = json.loads(answer["body"])["outputs"]  # type: ignore[arg-type]
+        assert outputs[0]["shape"] == [1, 3000000]
+        np.testing.assert_allclose(outputs[0]["data"][:1000], 0.5 * np.sin(np.arange(1000)), atol=1e-6)
+        assert worst_ms < 1000, worst_ms
+    finally:
+        stop_server(server)

@@ -555,3 +555,26 @@ def test_a_token_guards_everything_but_health(repository: Path) -> None:
             headers={"Authorization": "Bearer s3cret"},
         )
         assert response.status_code == 200
+
+
+def test_a_json_part_over_max_json_bytes_is_413_and_the_same_tensors_in_binary_pass(repository: Path) -> None:
+    x = np.linspace(-1, 1, 8 * 8, dtype=np.float32).reshape(8, 8)
+    ids = np.arange(8 * 3, dtype=np.int64).reshape(8, 3)
+    with running(repository_resolver(repository), max_json_bytes=512) as (client, _):
+        refused = client.post("/v2/models/pair/infer", json={"inputs": pair_inputs(x, ids)})
+        assert refused.status_code == 413 and "--max-json-bytes" in refused.json()["error"]
+        header = json.dumps({"inputs": [
+            {"name": "x", "shape": [8, 8], "datatype": "FP32", "parameters": {"binary_data_size": x.nbytes}},
+            {"name": "ids", "shape": [8, 3], "datatype": "INT64", "parameters": {"binary_data_size": ids.nbytes}},
+        ], "outputs": [{"name": "y"}]}).encode()
+        answer = client.post("/v2/models/pair/infer", content=header + x.tobytes() + ids.tobytes(),
+                             headers={"Inference-Header-Content-Length": str(len(header))})
+        assert answer.status_code == 200, answer.text
+        np.testing.assert_array_equal(answer.json()["outputs"][0]["data"], np.maximum(x, 0).ravel())
+
+
+def test_a_repository_request_body_is_read_only_up_to_64_kb(repository: Path) -> None:
+    with running(repository_resolver(repository)) as (client, _):
+        answer = client.post("/v2/repository/index", content=b" " * (65 * 1024))
+        assert answer.status_code == 413
+        assert client.post("/v2/repository/index", content=b"[" * 50_000).status_code == 400  # too deep: not a 500

@@ -25,9 +25,9 @@ from hone.errors import ServerBusyError
 
 DEFAULT_MAX_INFLIGHT_BYTES = 256 * 1024 * 1024
 JSON_PARSE_FACTOR = 4
-# Requests above this (or compressed ones) are inflated and decoded in a worker thread, at most
-# DECODE_THREADS at a time per server (HTTP and gRPC each), so health checks and small requests
-# keep answering while a large one is decoded.
+# Requests above this (or compressed ones) are inflated and decoded, and answers above it encoded,
+# in a worker thread, at most DECODE_THREADS at a time per server (HTTP and gRPC each), so health
+# checks and small requests keep answering while a large one is processed.
 DECODE_ON_LOOP_BYTES = 64 * 1024
 DECODE_THREADS = 2
 

@@ -26,6 +26,7 @@ documents are built by ``extensions`` as for HTTP and turned into messages with 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -184,9 +185,12 @@ class InferenceService:
                 priority=served.priority_level(decoded.priority),
                 timeout_ms=decoded.timeout_ms,
             )
-            return encode_infer_response(
-                self.messages["ModelInferResponse"], served.name, served.version, outputs, decoded
-            )
+            encode = functools.partial(encode_infer_response, self.messages["ModelInferResponse"], served.name,
+                                       served.version, outputs, decoded)
+            if sum(array.nbytes for array in outputs.values()) <= DECODE_ON_LOOP_BYTES:
+                return encode()
+            async with self._decoders:  # a large answer is built off the loop too
+                return await asyncio.to_thread(encode)
 
     def _message(self, name: str, document: Mapping[str, Any]) -> Any:
         return json_format.ParseDict(document, self.messages[name]())

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import json
 import logging
@@ -49,7 +50,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import hone
-from hone.errors import BodyTimeoutError, HoneError, InferenceInputError, InputError, ServingError
+from hone.errors import BodyTimeoutError, HoneError, InferenceInputError, InputError, RequestTooLargeError, ServingError
 from hone.serve import extensions, protocol
 from hone.serve.budget import DECODE_ON_LOOP_BYTES, DECODE_THREADS, JSON_PARSE_FACTOR, ByteBudget, Reservation
 from hone.serve.registry import ModelRegistry
@@ -60,6 +61,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_BODY_BYTES = protocol.DEFAULT_MAX_BODY_BYTES
 # An infer body must arrive within this many seconds of its head (64 MB at 2 MB/s takes 32 s).
 DEFAULT_BODY_TIMEOUT_S = 60.0
+# The JSON part of an infer request (after inflating): Python's json parser holds the GIL for the
+# whole parse, about 0.35 s for 16 MiB of floats here, during which the event loop cannot answer.
+DEFAULT_MAX_JSON_BYTES = 16 * 1024 * 1024
 # The infer handlers read the raw body (JSON, or JSON then binary tensors), so FastAPI cannot infer
 # its schema: this describes the JSON form for the OpenAPI document (and for fuzzing) only.
 _TENSOR_SCHEMA: dict[str, Any] = {
@@ -123,10 +127,11 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     budget: ByteBudget | None = None,
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+    max_json_bytes: int = DEFAULT_MAX_JSON_BYTES,
 ) -> FastAPI:
     """The v2 HTTP app over ``models``; ``token`` guards every route but health; ``budget`` bounds the
     bytes of the infer requests held at once (shared with gRPC); an infer body must arrive within
-    ``body_timeout_s``."""
+    ``body_timeout_s``; its JSON part may be at most ``max_json_bytes`` (413 beyond)."""
     if max_body_bytes < 1:
         raise ValueError(f"max_body_bytes must be at least 1, got {max_body_bytes}")
     app = FastAPI(title="hone serve", version=hone.__version__, docs_url=None, redoc_url=None)
@@ -178,7 +183,7 @@ def create_app(
 
     @app.post("/v2/repository/index")
     async def repository_index(request: Request) -> list[dict[str, Any]]:
-        options = await _json_options(request, max_body_bytes)
+        options = await _json_options(request)
         ready_only = options.get("ready", False)
         if not isinstance(ready_only, bool):
             raise InferenceInputError(f"'ready' must be true or false, got {ready_only!r}")
@@ -190,7 +195,7 @@ def create_app(
 
     @app.post("/v2/repository/models/{name}/load")
     async def repository_load(request: Request, name: str) -> Response:
-        options = await _json_options(request, max_body_bytes)
+        options = await _json_options(request)
         parameters = options.get("parameters") or {}
         if not isinstance(parameters, dict):
             raise InferenceInputError("'parameters' must be a JSON object")
@@ -200,12 +205,12 @@ def create_app(
 
     @app.post("/v2/repository/models/{name}/unload")
     async def repository_unload(request: Request, name: str) -> Response:
-        await _json_options(request, max_body_bytes)
+        await _json_options(request)
         await models.unload(name)
         return Response(status_code=200)
 
     app.add_middleware(InferRoute, models=models, max_body_bytes=max_body_bytes, budget=budget or ByteBudget(),
-                       body_timeout_s=body_timeout_s)
+                       body_timeout_s=body_timeout_s, max_json_bytes=max_json_bytes)
     if token:
         app.add_middleware(BearerTokenMiddleware, token=token)  # added last: it runs first
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
@@ -216,10 +221,11 @@ class InferRoute:
     """``POST /v2/models/{m}[/versions/{v}]/infer`` answered here; every other request goes on to ``app``."""
 
     def __init__(self, app: ASGIApp, models: ModelRegistry, max_body_bytes: int, budget: ByteBudget,
-                 body_timeout_s: float) -> None:
+                 body_timeout_s: float, max_json_bytes: int) -> None:
         self.app = app
         self.models = models
         self.max_body_bytes = max_body_bytes
+        self.max_json_bytes = max_json_bytes
         self.budget = budget
         self.body_timeout_s = body_timeout_s
         self._decoders = asyncio.Semaphore(DECODE_THREADS)
@@ -244,10 +250,11 @@ class InferRoute:
         encoding = request.headers.get("content-encoding")
         header = request.headers.get(protocol.HEADER_LENGTH)
         if len(body) <= DECODE_ON_LOOP_BYTES and encoding is None:
-            decoded = _decode(body, encoding, header, self.max_body_bytes, held)
+            decoded = _decode(body, encoding, header, self.max_body_bytes, held, self.max_json_bytes)
         else:  # large or compressed: off the event loop, a bounded number at a time
             async with self._decoders:
-                decoded = await asyncio.to_thread(_decode, body, encoding, header, self.max_body_bytes, held)
+                decoded = await asyncio.to_thread(_decode, body, encoding, header, self.max_body_bytes, held,
+                                                  self.max_json_bytes)
         held.grow(sum(array.nbytes for array in decoded.inputs.values()), "its input tensors")
         protocol.check_requested_outputs(decoded, served.output_names, served.name)
         submission = served.batcher.submit(
@@ -259,9 +266,13 @@ class InferRoute:
         if outputs is None:
             logger.debug("%s: client went away; its request was withdrawn", served.name)
             return Response(status_code=CLIENT_CLOSED_REQUEST)
-        encoded = protocol.encode_infer_response(
-            model_name=served.name, model_version=served.version, outputs=outputs, request=decoded
-        )
+        encode = functools.partial(protocol.encode_infer_response, model_name=served.name,
+                                   model_version=served.version, outputs=outputs, request=decoded)
+        if sum(array.nbytes for array in outputs.values()) <= DECODE_ON_LOOP_BYTES:
+            encoded = encode()
+        else:  # a large answer (JSON of millions of floats takes seconds) is encoded off the loop too
+            async with self._decoders:
+                encoded = await asyncio.to_thread(encode)
         return Response(encoded.body, media_type=encoded.content_type, headers=encoded.headers)
 
 
@@ -311,14 +322,21 @@ _INFER_ERRORS = {
 
 
 def _decode(body: bytes, encoding: str | None, header: str | None, max_body_bytes: int,
-            held: Reservation) -> protocol.InferRequest:
+            held: Reservation, max_json_bytes: int = DEFAULT_MAX_JSON_BYTES) -> protocol.InferRequest:
     """Inflate and decode; the inflated body and the JSON parser's working memory are held on the
     budget (the parser's only while it runs)."""
     if encoding is not None:
         body = protocol.decompress(body, encoding, max_body_bytes)
         held.grow(len(body), "its inflated body")
     header_length = protocol.parse_header_length(header, len(body))
-    parsing = JSON_PARSE_FACTOR * (len(body) if header_length is None else header_length)
+    json_bytes = len(body) if header_length is None else header_length
+    if json_bytes > max_json_bytes:
+        raise RequestTooLargeError(
+            f"the request's JSON is {json_bytes} bytes, above the server's limit of {max_json_bytes} for JSON "
+            "(Python's parser holds the interpreter while it reads); send large tensors in the binary tensor "
+            "extension (Inference-Header-Content-Length), or start the server with a higher --max-json-bytes"
+        )
+    parsing = JSON_PARSE_FACTOR * json_bytes
     held.grow(parsing, "parsing its JSON")
     try:
         return protocol.decode_infer_request(body, header_length, max_elements=max_body_bytes)
@@ -387,14 +405,18 @@ def _too_large(size: int, max_bytes: int, *, at_least: bool = False) -> str:
     )
 
 
-async def _json_options(request: Request, max_bytes: int) -> dict[str, Any]:
+# A repository request's body is a small JSON object of options: no reason to read megabytes on the loop.
+_MAX_OPTIONS_BYTES = 64 * 1024
+
+
+async def _json_options(request: Request) -> dict[str, Any]:
     """The optional JSON object body of a repository request ({} when empty)."""
-    body = await _read_body(request, max_bytes)
+    body = await _read_body(request, _MAX_OPTIONS_BYTES)
     if not body.strip():
         return {}
     try:
         options = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, too deep, an integer too long
         raise InferenceInputError(f"the request body is not valid JSON ({exc})") from exc
     if not isinstance(options, dict):
         raise InferenceInputError("the request body must be a JSON object")

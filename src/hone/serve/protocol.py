@@ -523,7 +523,7 @@ def encode_infer_response(
             for output in request.outputs
         ]
     )
-    tensors: list[dict[str, Any]] = []
+    tensors: list[str] = []
     chunks: list[bytes] = []
     for name, binary in selected:
         array = outputs[name]
@@ -536,17 +536,36 @@ def encode_infer_response(
             chunk = tensor_bytes(array)
             tensor["parameters"] = {"binary_data_size": len(chunk)}
             chunks.append(chunk)
-        else:
-            tensor["data"] = _json_values(array, name)
-        tensors.append(tensor)
+            tensors.append(_dumps(tensor))
+        else:  # the values' text is written apart, in slices (below), then spliced in
+            tensors.append(_dumps(tensor)[:-1] + ',"data":' + _json_values_text(array, name) + "}")
     document: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
     if request.id is not None:
         document["id"] = request.id
-    document["outputs"] = tensors
-    header = json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
+    header = (_dumps(document)[:-1] + ',"outputs":[' + ",".join(tensors) + "]}").encode()
     if not chunks:
         return EncodedResponse(header, None)
     return EncodedResponse(b"".join([header, *chunks]), len(header))
+
+
+def _dumps(document: dict[str, Any]) -> str:
+    return json.dumps(document, separators=(",", ":"), allow_nan=False)
+
+
+# JSON values are converted and written this many at a time: each slice is one short C call
+# (about a millisecond), so a thread writing millions of them lets the event loop's thread take the
+# GIL between slices (json.dumps and tolist hold it for their whole call).
+_JSON_SLICE = 16384
+
+
+def _json_values_text(array: np.ndarray, name: str) -> str:
+    """The JSON list of ``array``'s row-major values (see ``_json_values``), written in slices."""
+    flat = array.reshape(-1)
+    if flat.size <= _JSON_SLICE:
+        return json.dumps(_json_values(flat, name), separators=(",", ":"), allow_nan=False)
+    parts = [json.dumps(_json_values(flat[i:i + _JSON_SLICE], name), separators=(",", ":"), allow_nan=False)[1:-1]
+             for i in range(0, flat.size, _JSON_SLICE)]
+    return "[" + ",".join(parts) + "]"
 
 
 def tensor_bytes(array: np.ndarray) -> bytes:

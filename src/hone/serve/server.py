@@ -35,7 +35,13 @@ from hone.errors import OptionError
 from hone.serve import grpc_api, slo
 from hone.serve.config import BatchConfig, RepositoryEntry, resolve_models
 from hone.serve.budget import DEFAULT_MAX_INFLIGHT_BYTES, ByteBudget
-from hone.serve.http import DEFAULT_BODY_TIMEOUT_S, DEFAULT_MAX_BODY_BYTES, BearerTokenMiddleware, create_app
+from hone.serve.http import (
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_JSON_BYTES,
+    BearerTokenMiddleware,
+    create_app,
+)
 from hone.serve.metrics import ServeMetrics
 from hone.serve.limits import ConnectionLimits, bounded_protocol
 from hone.serve.registry import MODEL_CONTROL_MODES, ModelRegistry
@@ -68,6 +74,7 @@ class ServeOptions:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES  # bytes of all requests held at once; 503 beyond
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S  # an infer body must arrive within this; 408 otherwise
+    max_json_bytes: int = DEFAULT_MAX_JSON_BYTES  # an infer request's JSON part; 413 beyond (use binary tensors)
     max_header_bytes: int = ConnectionLimits.max_header_bytes
     max_url_bytes: int = ConnectionLimits.max_url_bytes
     header_timeout_s: float = ConnectionLimits.header_timeout_s
@@ -84,7 +91,8 @@ class ServeOptions:
         positive = {"--max-header-bytes": self.max_header_bytes, "--max-url-bytes": self.max_url_bytes,
                     "--header-timeout-s": self.header_timeout_s, "--max-connections": self.max_connections,
                     "--keep-alive-s": self.keep_alive_s, "--max-body-bytes": self.max_body_bytes,
-                    "--max-inflight-bytes": self.max_inflight_bytes, "--body-timeout-s": self.body_timeout_s}
+                    "--max-inflight-bytes": self.max_inflight_bytes, "--body-timeout-s": self.body_timeout_s,
+                    "--max-json-bytes": self.max_json_bytes}
         for flag, value in positive.items():
             if not value > 0:
                 raise OptionError(f"{flag} must be positive, got {value:g}")
@@ -180,7 +188,7 @@ async def _serve(
     registry = ModelRegistry(resolve, metrics=metrics, model_control=options.model_control)
     budget = ByteBudget(options.max_inflight_bytes)  # one for HTTP and gRPC together
     app = create_app(registry, token=options.token, max_body_bytes=options.max_body_bytes, budget=budget,
-                     body_timeout_s=options.body_timeout_s)
+                     body_timeout_s=options.body_timeout_s, max_json_bytes=options.max_json_bytes)
     metrics_app = metrics.asgi_app()
     if options.token:  # the token guards the metrics port too (Prometheus sends it: authorization in scrape_config)
         metrics_app = BearerTokenMiddleware(metrics_app, token=options.token)
