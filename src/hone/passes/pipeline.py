@@ -75,6 +75,13 @@ def default_passes(target: str = "ort-cpu") -> list[HonePass]:
     ]
 
 
+def quantizable_passes(target: str = "ort-cpu") -> list[HonePass]:
+    """``default_passes`` without the fusions into ops onnxruntime's quantizer cannot read: Conv or
+    Gemm + activation -> FusedConv/FusedGemm (``FuseActivationPass``), which INT8 would leave float
+    (openwakeword's timer: nothing was quantized). Attention fusions stay: the quantizer knows them."""
+    return [p for p in default_passes(target) if not isinstance(p, FuseActivationPass)]
+
+
 @dataclass
 class PassReport:
     name: str
@@ -267,4 +274,4 @@ def _copy(model_ir: ir.Model) -> ir.Model:
     return ir.from_proto(ir.to_proto(model_ir))
 
 
-__all__ = ["TARGETS", "OptimizeResult", "PassReport", "default_passes", "optimize"]
+__all__ = ["TARGETS", "OptimizeResult", "PassReport", "default_passes", "optimize", "quantizable_passes"]

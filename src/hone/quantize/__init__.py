@@ -160,14 +160,10 @@ def quantize(
     if mode == "auto":
         mode, chosen_note = _choose_mode(original)
 
-    from hone.passes import optimize
+    from hone.passes import optimize, quantizable_passes
 
-    if mode == "dynamic":  # ort-cpu fuses attention for it, but not Gemm+Relu into FusedGemm, which it cannot quantize
-        from hone.passes.fuse_activation import FuseActivationPass
-        from hone.passes.pipeline import default_passes
-
-        passes = [p for p in default_passes("ort-cpu") if not isinstance(p, FuseActivationPass)]
-        float_model, _ = optimize(original, target="ort-cpu", passes=passes)
+    if mode == "dynamic":  # ort-cpu's attention fusions, without the FusedGemm the quantizer cannot read
+        float_model, _ = optimize(original, target="ort-cpu", passes=quantizable_passes("ort-cpu"))
     else:
         float_model, _ = optimize(original, target="generic")
     # Dynamic INT8 scales activations per run over the whole batch: judge it at batch 1, the
