@@ -573,6 +573,13 @@ def test_a_json_part_over_max_json_bytes_is_413_and_the_same_tensors_in_binary_p
         np.testing.assert_array_equal(answer.json()["outputs"][0]["data"], np.maximum(x, 0).ravel())
 
 
+def test_a_gzip_json_body_is_refused_with_413_once_it_inflates_past_the_json_limit(repository: Path) -> None:
+    bomb = gzip.compress(b'{"inputs": [' + b" " * (4 << 20) + b"]}")  # 4 MiB of JSON in a few KB
+    with running(repository_resolver(repository), max_json_bytes=1 << 20) as (client, _):
+        answer = client.post("/v2/models/pair/infer", content=bomb, headers={"Content-Encoding": "gzip"})
+        assert answer.status_code == 413 and f"limit of {1 << 20} bytes" in answer.json()["error"], answer.text
+
+
 def test_a_repository_request_body_is_read_only_up_to_64_kb(repository: Path) -> None:
     with running(repository_resolver(repository)) as (client, _):
         answer = client.post("/v2/repository/index", content=b" " * (65 * 1024))

@@ -73,6 +73,10 @@ from hone.serve.runner import ModelRunner
 
 logger = logging.getLogger(__name__)
 
+# At most one warning per this many seconds for failures a client's data causes (with a count of
+# the ones held back); the client's error answer and the failure metrics count every one.
+CLIENT_WARNING_INTERVAL_S = 10.0
+
 Outputs = dict[str, np.ndarray]
 
 
@@ -170,6 +174,7 @@ class Batcher:
         self._stats = BatcherStats()
         self._in_flight = 0
         self._last_batch_requests = 1
+        self._client_warnings = _Throttle(CLIENT_WARNING_INTERVAL_S)  # warnings a client's bad data causes
 
     @property
     def stats(self) -> BatcherStats:
@@ -481,8 +486,9 @@ class Batcher:
     async def _retry_alone(self, batch: list[_Request], exc: Exception) -> None:
         """A batch of several failed: run each request by itself (in this batch's instance slot),
         so only the requests that fail alone fail, and the others get their answers."""
-        logger.warning("%s: a batch of %d requests failed (%s); running each alone so only the guilty fail",
-                       self.runner.name, len(batch), _reason(exc))
+        if (held_back := self._client_warnings.due()) is not None:
+            logger.warning("%s: a batch of %d requests failed (%s); running each alone so only the guilty fail%s",
+                           self.runner.name, len(batch), _reason(exc), _held_back(held_back))
         loop = asyncio.get_running_loop()
         for request in batch:
             if request.future.done():
@@ -537,7 +543,9 @@ class Batcher:
         onnxruntime's line, logged as a warning; anything else is a 500 with one traceback."""
         reason = _reason(exc)
         if len(batch) == 1 and _is_invalid_argument(exc):
-            logger.warning("%s: a request's data does not fit the model: %r", self.runner.name, reason)
+            if (held_back := self._client_warnings.due()) is not None:
+                logger.warning("%s: a request's data does not fit the model: %r%s", self.runner.name, reason,
+                               _held_back(held_back))
             error: ServingError = InferenceInputError(
                 f"the request's data does not fit model {self.runner.name!r}: {reason}", model=self.runner.name
             )
@@ -623,6 +631,29 @@ def _is_invalid_argument(exc: BaseException) -> bool:
 def _group_key(feeds: Mapping[str, np.ndarray]) -> Hashable:
     """Requests can share a batch when every input agrees on dtype and on all dims but the first."""
     return tuple((name, array.dtype.str, array.shape[1:]) for name, array in sorted(feeds.items()))
+
+
+class _Throttle:
+    """Lets one log line through per ``seconds`` and counts the ones it held back: a client sending
+    bad requests in a loop must not make the server spend its time writing warnings."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._last = -math.inf
+        self._held = 0
+
+    def due(self) -> int | None:
+        """None: stay quiet (counted); else how many were held back since the last line."""
+        now = time.monotonic()
+        if now - self._last < self.seconds:
+            self._held += 1
+            return None
+        held, self._held, self._last = self._held, 0, now
+        return held
+
+
+def _held_back(count: int) -> str:
+    return f" ({count} similar warning(s) held back in the last interval)" if count else ""
 
 
 def _split(outputs: Outputs, samples: list[int]) -> list[Outputs]:

@@ -62,8 +62,11 @@ DEFAULT_MAX_BODY_BYTES = protocol.DEFAULT_MAX_BODY_BYTES
 # An infer body must arrive within this many seconds of its head (64 MB at 2 MB/s takes 32 s).
 DEFAULT_BODY_TIMEOUT_S = 60.0
 # The JSON part of an infer request (after inflating): Python's json parser holds the GIL for the
-# whole parse, about 0.35 s for 16 MiB of floats here, during which the event loop cannot answer.
-DEFAULT_MAX_JSON_BYTES = 16 * 1024 * 1024
+# whole parse, during which the event loop answers nobody, and the cost grows with the number of
+# values, not bytes: 16 MiB of one-digit values (8.4 million) took 1.26 s to decode, 0.45 s of it
+# in one json.loads (benchmarks/serve_abuse.py). 4 MiB bounds that near 0.3 s; a float32
+# 224x224x3 image in JSON (about 2 MB) fits; larger tensors go as binary (tritonclient's default).
+DEFAULT_MAX_JSON_BYTES = 4 * 1024 * 1024
 # The infer handlers read the raw body (JSON, or JSON then binary tensors), so FastAPI cannot infer
 # its schema: this describes the JSON form for the OpenAPI document (and for fuzzing) only.
 _TENSOR_SCHEMA: dict[str, Any] = {
@@ -326,7 +329,9 @@ def _decode(body: bytes, encoding: str | None, header: str | None, max_body_byte
     """Inflate and decode; the inflated body and the JSON parser's working memory are held on the
     budget (the parser's only while it runs)."""
     if encoding is not None:
-        body = protocol.decompress(body, encoding, max_body_bytes)
+        # all JSON (no binary part): inflating past the JSON limit is refused as soon as it is passed
+        cap = max_body_bytes if header is not None else min(max_body_bytes, max_json_bytes)
+        body = protocol.decompress(body, encoding, cap)
         held.grow(len(body), "its inflated body")
     header_length = protocol.parse_header_length(header, len(body))
     json_bytes = len(body) if header_length is None else header_length

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from hone.errors import InferenceInputError
+from hone.errors import InferenceInputError, RequestTooLargeError
 from hone.serve.runner import KSERVE_DATATYPES, datatype_from_dtype, dtype_from_datatype
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -141,7 +141,7 @@ def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
         size += len(part)
         parts.append(part)
         if size > limit:
-            raise InferenceInputError(
+            raise RequestTooLargeError(
                 f"the {name} body inflates past the server's limit of {limit} bytes ({max_bytes} in all, at most "
                 f"{MAX_INFLATE_RATIO}x the compressed size); send less per request"
             )

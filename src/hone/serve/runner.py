@@ -9,7 +9,8 @@ onnxruntime allocates buffers and settles its kernels the first time it sees a s
 at a new size then does not stall.
 
 ``validate`` checks a request against the model's inputs (names, KServe datatypes, ranks, fixed
-dims, batch size) before it is queued, so a bad request fails alone instead of failing the batch
+dims, batch size, and the index ranges onnxruntime's Gather enforces: ``index_ranges``) before it
+is queued, so a bad request fails alone instead of failing the batch
 it would have joined. The KServe datatype names map to numpy both ways here
 (``datatype_from_dtype``, ``dtype_from_datatype``).
 """
@@ -30,6 +31,7 @@ from hone.data import feeds as sample_feeds
 from hone.errors import InferenceInputError, OptionError
 from hone.model import Model
 from hone.runtime import Session, SessionConfig, default_threads
+from hone.serve.index_ranges import IndexRange, enforced_index_ranges
 from hone.specs import TensorSpec
 
 logger = logging.getLogger(__name__)
@@ -149,6 +151,7 @@ class ModelRunner:
         self.inputs = tuple(_metadata(spec) for spec in model.inputs)
         self.outputs = tuple(_metadata(spec) for spec in model.outputs)
         self._inputs_by_name = {tensor.name: tensor for tensor in self.inputs}
+        self.index_ranges = enforced_index_ranges(model.ir)
         if self.batching:
             self._check_batchable()
         config = SessionConfig(provider=provider, threads=self.threads, optimization="all")
@@ -187,6 +190,8 @@ class ModelRunner:
             )
         for tensor in self.inputs:
             _check_tensor(tensor, feeds[tensor.name], model=self.name)
+        for name, allowed in self.index_ranges.items():
+            _check_indices(name, feeds[name], allowed, model=self.name)
         return self._sample_count(feeds) if self.batching else 1
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -295,6 +300,21 @@ def _check_tensor(tensor: TensorMetadata, array: object, *, model: str) -> None:
             f"(-1: any size), got {_shape_text(array.shape)}",
             model=model,
             input=tensor.name,
+        )
+
+
+def _check_indices(name: str, array: np.ndarray, allowed: IndexRange, *, model: str) -> None:
+    """Refuse ids onnxruntime's Gather would refuse (``hone.serve.index_ranges``), before batching."""
+    if array.size == 0 or array.dtype.kind not in "iu":
+        return
+    low, high = int(array.min()), int(array.max())
+    if low < allowed.low or high > allowed.high:
+        bad = low if low < allowed.low else high
+        raise InferenceInputError(
+            f"input {name!r} of model {model!r} holds {bad}, but Gather node {allowed.node!r} takes indices from "
+            f"{allowed.low} to {allowed.high}",
+            model=model,
+            input=name,
         )
 
 
