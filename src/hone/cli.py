@@ -508,7 +508,7 @@ def serve(
     max_connections: Annotated[int, typer.Option("--max-connections", help="HTTP connections and requests in progress (503 beyond)")] = 1024,
     keep_alive_s: Annotated[float, typer.Option("--keep-alive-s", help="an idle keep-alive connection is closed after this many seconds")] = 5.0,
     max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", help="an infer request's body (HTTP, after inflating) or message (gRPC), bytes (413 beyond)")] = 64 * 1024 * 1024,
-    max_inflight_bytes: Annotated[int, typer.Option("--max-inflight-bytes", help="bytes of all infer requests held at once: bodies read, tensors queued or running (503 beyond)")] = 256 * 1024 * 1024,
+    max_inflight_bytes: Annotated[int, typer.Option("--max-inflight-bytes", help="bytes of all infer requests held at once: bodies read, tensors queued or running, answers (503 beyond)")] = 192 * 1024 * 1024,
     body_timeout_s: Annotated[float, typer.Option("--body-timeout-s", help="seconds an infer body may take to arrive after its head (408 beyond)")] = 60.0,
     max_json_bytes: Annotated[int, typer.Option("--max-json-bytes", help="the JSON part of an infer request, bytes (413 beyond; larger tensors go as binary)")] = 4 * 1024 * 1024,
     host: Annotated[str, typer.Option("--host", help="address to bind")] = "127.0.0.1",

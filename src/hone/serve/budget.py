@@ -9,7 +9,10 @@ from the first byte of its body until its answer is written:
 - while a JSON request is parsed, ``JSON_PARSE_FACTOR`` times its JSON part (Python's list of
   floats costs about 32 bytes per number written in 8-12 characters);
 - its decoded input tensors, queued or in flight (a binary tensor that is a view of the body is
-  counted twice: the bound errs on the safe side).
+  counted twice: the bound errs on the safe side);
+- its output tensors, once computed, while the answer is encoded and written (an answer that
+  would pass the budget is refused with 503 too: the memory bound holds even for a model whose
+  outputs are far larger than its inputs).
 
 A reservation that would pass the budget fails at once with ``ServerBusyError`` (503, like a full
 queue); the request's bytes are released, so the server keeps serving the others. One lock guards
@@ -23,7 +26,10 @@ from types import TracebackType
 
 from hone.errors import ServerBusyError
 
-DEFAULT_MAX_INFLIGHT_BYTES = 256 * 1024 * 1024
+# Below 256 MiB with room for what the budget does not see (allocator slack, Python objects): 8
+# clients each holding a 34 MiB unfinished body raised the server's RSS by 258 MB under a 256 MiB
+# budget (benchmarks/serve_abuse.py).
+DEFAULT_MAX_INFLIGHT_BYTES = 192 * 1024 * 1024
 JSON_PARSE_FACTOR = 4
 # Requests above this (or compressed ones) are inflated and decoded, and answers above it encoded,
 # in a worker thread, at most DECODE_THREADS at a time per server (HTTP and gRPC each), so health

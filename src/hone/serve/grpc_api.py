@@ -185,6 +185,7 @@ class InferenceService:
                 priority=served.priority_level(decoded.priority),
                 timeout_ms=decoded.timeout_ms,
             )
+            held.grow(sum(array.nbytes for array in outputs.values()), "its answer")
             encode = functools.partial(encode_infer_response, self.messages["ModelInferResponse"], served.name,
                                        served.version, outputs, decoded)
             if sum(array.nbytes for array in outputs.values()) <= DECODE_ON_LOOP_BYTES:

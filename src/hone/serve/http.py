@@ -269,6 +269,7 @@ class InferRoute:
         if outputs is None:
             logger.debug("%s: client went away; its request was withdrawn", served.name)
             return Response(status_code=CLIENT_CLOSED_REQUEST)
+        held.grow(sum(array.nbytes for array in outputs.values()), "its answer")
         encode = functools.partial(protocol.encode_infer_response, model_name=served.name,
                                    model_version=served.version, outputs=outputs, request=decoded)
         if sum(array.nbytes for array in outputs.values()) <= DECODE_ON_LOOP_BYTES:
