@@ -20,30 +20,32 @@ from hone.errors import HoneError  # noqa: E402
 from hone.model import Model, load  # noqa: E402
 
 
-def info(source: "str | Model", **load_options: object) -> "object":
+def info(source: str | Model, **load_options: object) -> object:
     """The ModelInfo of ``source`` (a path, zoo name, factory or Model)."""
     from hone.info import describe
 
     return describe(load(source, **load_options))  # type: ignore[arg-type]
 
 
-def _with_data(source: "str | Model", data: object, dims: object, input_shapes: object = None) -> Model:
+def _with_data(source: str | Model, data: object, dims: object, input_shapes: object = None) -> Model:
     """``source`` loaded with ``data`` (``--data``) and ``dims`` (``--dim``) attached; see ``hone.data``."""
     from hone.data import attach
 
     return attach(load(source, input_shapes=input_shapes), data, dims)  # type: ignore[arg-type]
 
 
-def bench(source: "str | Model", **options: object) -> "object":
+def bench(source: str | Model, **options: object) -> object:
     """Benchmark ``source``; options are those of ``hone.bench.bench`` plus ``input_shapes``,
     ``data`` and ``dims`` (samples and symbolic dim values, as ``--data`` and ``--dim``)."""
     from hone.bench import bench as run_bench
 
-    model = _with_data(source, options.pop("data", None), options.pop("dims", None), options.pop("input_shapes", None))
+    model = _with_data(
+        source, options.pop("data", None), options.pop("dims", None), options.pop("input_shapes", None)
+    )
     return run_bench(model, **options)  # type: ignore[arg-type]
 
 
-def run(source: "str | Model | None" = None, **options: object) -> "object":
+def run(source: str | Model | None = None, **options: object) -> object:
     """The end-to-end job; options are those of ``hone.job.run``. Returns its RunReport, after
     writing ``report.json`` (the job) and ``report.html`` (rendered here) into ``out_dir``."""
     from pathlib import Path
@@ -57,8 +59,14 @@ def run(source: "str | Model | None" = None, **options: object) -> "object":
     return report
 
 
-def optimize(source: "str | Model", *, target: str = "ort-cpu", verify: bool = True, data: object = None,
-             dims: object = None) -> "tuple[Model, object]":
+def optimize(
+    source: str | Model,
+    *,
+    target: str = "ort-cpu",
+    verify: bool = True,
+    data: object = None,
+    dims: object = None,
+) -> tuple[Model, object]:
     """Rewrite ``source`` for ``target`` with every pass verified (on ``data``'s samples when given);
     returns (Model, OptimizeResult)."""
     from hone.passes import optimize as run_optimize
@@ -68,7 +76,7 @@ def optimize(source: "str | Model", *, target: str = "ort-cpu", verify: bool = T
     return run_optimize(source, target=target, verify=verify)
 
 
-def quantize(source: "str | Model", **options: object) -> "tuple[Model, object]":
+def quantize(source: str | Model, **options: object) -> tuple[Model, object]:
     """INT8 or fp16 behind the accuracy and speed gates; returns (kept Model, QuantizeResult).
 
     Options are those of ``hone.quantize.quantize`` (mode, fmt, calib, method, budget, per_channel,
@@ -79,7 +87,7 @@ def quantize(source: "str | Model", **options: object) -> "tuple[Model, object]"
     return run_quantize(source, **options)  # type: ignore[arg-type]
 
 
-def prune(source: "str | Model", **options: object) -> "tuple[Model, object]":
+def prune(source: str | Model, **options: object) -> tuple[Model, object]:
     """Magnitude pruning judged by the accuracy gate; returns (pruned Model, PruneResult).
 
     Options are those of ``hone.quantize.prune.prune`` (sparsity, pattern, scope, budget,
@@ -90,17 +98,46 @@ def prune(source: "str | Model", **options: object) -> "tuple[Model, object]":
     return run_prune(source, **options)  # type: ignore[arg-type]
 
 
-def export(source: "str | Model", output: str, *, target: str = "onnx", force: bool = False,
-           budget: str | None = None, calib: str | None = None, sparsity: float | None = None,
-           memory_cap_mb: int | None = None, **load_options: object) -> "object":
+def export(
+    source: str | Model,
+    output: str,
+    *,
+    target: str = "onnx",
+    force: bool = False,
+    budget: str | None = None,
+    calib: str | None = None,
+    sparsity: float | None = None,
+    memory_cap_mb: int | None = None,
+    **load_options: object,
+) -> object:
     """Write ``source`` for ``target`` (``output``: an .onnx path, or a folder for ``edge``); see ``hone.export``.
 
     ``budget``, ``calib``, ``sparsity`` and ``memory_cap_mb`` are the edge target's options.
     """
     from hone.export import export as run_export
 
-    return run_export(load(source, **load_options), output, target=target, force=force,  # type: ignore[arg-type]
-                      budget=budget, calib=calib, sparsity=sparsity, memory_cap_mb=memory_cap_mb)
+    return run_export(
+        load(source, **load_options),
+        output,
+        target=target,
+        force=force,  # type: ignore[arg-type]
+        budget=budget,
+        calib=calib,
+        sparsity=sparsity,
+        memory_cap_mb=memory_cap_mb,
+    )
 
 
-__all__ = ["HoneError", "Model", "__version__", "bench", "export", "info", "load", "optimize", "prune", "quantize", "run"]
+__all__ = [
+    "HoneError",
+    "Model",
+    "__version__",
+    "bench",
+    "export",
+    "info",
+    "load",
+    "optimize",
+    "prune",
+    "quantize",
+    "run",
+]

@@ -13,11 +13,11 @@ from typing import Annotated, Any
 
 import click
 import typer
-from typer.core import TyperGroup
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from typer.core import TyperGroup
 
 from hone.errors import HoneError, OptionError
 from hone.logs import EscapeControl
@@ -34,31 +34,46 @@ console = Console() if sys.stdout.isatty() else Console(width=160)
 error_console = Console(stderr=True)
 
 ModelArg = Annotated[
-    str, typer.Argument(help="an .onnx file, a zoo name (efficientnet_lite0, resnet18, resnet50, digits_cnn, minilm), or file.py:factory")
+    str,
+    typer.Argument(
+        help="an .onnx file, a zoo name (efficientnet_lite0, resnet18, resnet50, digits_cnn, minilm), or file.py:factory"
+    ),
 ]
 JsonOption = Annotated[Path | None, typer.Option("--json", help="write the result as JSON to this path")]
 ForceOption = Annotated[bool, typer.Option("--force", help="overwrite existing output files")]
 InputShapeOption = Annotated[
     list[str] | None,
-    typer.Option("--input-shape", help="input shape for file.py:factory models, e.g. 1,3,224,224 (repeat per input, NAME:dims)"),
+    typer.Option(
+        "--input-shape",
+        help="input shape for file.py:factory models, e.g. 1,3,224,224 (repeat per input, NAME:dims)",
+    ),
 ]
 DimOption = Annotated[
     list[str] | None, typer.Option("--dim", help="value of a symbolic dim, e.g. sequence=64 (repeatable)")
 ]
-ThreadsOption = Annotated[int | None, typer.Option("--threads", help="intra-op threads (default: physical cores)")]
+ThreadsOption = Annotated[
+    int | None, typer.Option("--threads", help="intra-op threads (default: physical cores)")
+]
 DataOption = Annotated[
     str | None,
-    typer.Option("--data", help="sample data: .npz (one array per input, samples along a new first axis), a folder of "
-                 ".npz or images, or a .txt (one text per line); used to verify, calibrate, gate and benchmark"),
+    typer.Option(
+        "--data",
+        help="sample data: .npz (one array per input, samples along a new first axis), a folder of "
+        ".npz or images, or a .txt (one text per line); used to verify, calibrate, gate and benchmark",
+    ),
 ]
 ProviderOption = Annotated[str, typer.Option("--provider", help="cpu | cuda | tensorrt")]
 
 
 @app.callback()
-def _configure(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show info logs")] = False) -> None:
+def _configure(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show info logs")] = False,
+) -> None:
     handler = RichHandler(console=error_console, show_path=False, show_time=False)
     handler.addFilter(EscapeControl())  # client text in serve's logs never reaches the terminal raw
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s", handlers=[handler])
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(message)s", handlers=[handler]
+    )
 
 
 @app.command()
@@ -84,15 +99,21 @@ def info(
 def bench(
     model: ModelArg,
     batch: Annotated[
-        str | None, typer.Option("--batch", help="comma-separated batch sizes (default: 1,8; 1 without a batch axis)")
+        str | None,
+        typer.Option("--batch", help="comma-separated batch sizes (default: 1,8; 1 without a batch axis)"),
     ] = None,
     threads: ThreadsOption = None,
     provider: ProviderOption = "cpu",
     variant: Annotated[
-        list[str] | None, typer.Option("--variant", help="torch-eager | ort-disabled | ort-all (default: all that apply)")
+        list[str] | None,
+        typer.Option("--variant", help="torch-eager | ort-disabled | ort-all (default: all that apply)"),
     ] = None,
-    budget_s: Annotated[float, typer.Option("--budget-s", help="time budget per configuration, seconds")] = 3.0,
-    rel_tol: Annotated[float, typer.Option("--rel-tol", help="stop when the median's 95% CI is within this fraction")] = 0.02,
+    budget_s: Annotated[
+        float, typer.Option("--budget-s", help="time budget per configuration, seconds")
+    ] = 3.0,
+    rel_tol: Annotated[
+        float, typer.Option("--rel-tol", help="stop when the median's 95% CI is within this fraction")
+    ] = 0.02,
     input_shape: InputShapeOption = None,
     dim: DimOption = None,
     data: DataOption = None,
@@ -135,15 +156,22 @@ def profile(
     threads: ThreadsOption = None,
     provider: ProviderOption = "cpu",
     optimization: Annotated[
-        str, typer.Option("--optimization", help="onnxruntime graph optimizations: all | extended | basic | disabled")
+        str,
+        typer.Option(
+            "--optimization", help="onnxruntime graph optimizations: all | extended | basic | disabled"
+        ),
     ] = "all",
     runs: Annotated[int, typer.Option("--runs", help="profiled runs after warm-up (median per node)")] = 20,
     input_shape: InputShapeOption = None,
     dim: DimOption = None,
     data: DataOption = None,
     json_path: JsonOption = None,
-    trace: Annotated[Path | None, typer.Option("--trace", help="write a Chrome trace (chrome://tracing, Perfetto)")] = None,
-    plot: Annotated[Path | None, typer.Option("--plot", help="write the roofline plot (.png or .svg)")] = None,
+    trace: Annotated[
+        Path | None, typer.Option("--trace", help="write a Chrome trace (chrome://tracing, Perfetto)")
+    ] = None,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="write the roofline plot (.png or .svg)")
+    ] = None,
     force: ForceOption = False,
 ) -> None:
     """Where the time goes and why: per-node time, FLOPs and bytes, roofline class, recommendations."""
@@ -158,8 +186,9 @@ def profile(
     loaded = _load(model, input_shape, dim, data)
     with _progress() as progress:
         progress.add_task(f"profile {loaded.name} batch {batch}", total=None)
-        result = run_profile(loaded, batch=batch, threads=threads, provider=provider,
-                             optimization=optimization, runs=runs)
+        result = run_profile(
+            loaded, batch=batch, threads=threads, provider=provider, optimization=optimization, runs=runs
+        )
     for table in profile_tables(result):
         console.print(table)
     if trace is not None:
@@ -175,8 +204,13 @@ def profile(
 def optimize(
     model: ModelArg,
     output: Annotated[Path, typer.Option("-o", "--output", help="where to write the optimized .onnx")],
-    target: Annotated[str, typer.Option("--target", help="ort-cpu | ort-cuda | web | generic (web/generic: standard ops only)")] = "ort-cpu",
-    no_verify: Annotated[bool, typer.Option("--no-verify", help="skip checking each pass against the model before it")] = False,
+    target: Annotated[
+        str,
+        typer.Option("--target", help="ort-cpu | ort-cuda | web | generic (web/generic: standard ops only)"),
+    ] = "ort-cpu",
+    no_verify: Annotated[
+        bool, typer.Option("--no-verify", help="skip checking each pass against the model before it")
+    ] = False,
     input_shape: InputShapeOption = None,
     dim: DimOption = None,
     data: DataOption = None,
@@ -203,25 +237,53 @@ def optimize(
 
 BudgetOption = Annotated[
     str | None,
-    typer.Option("--budget", help="accuracy budget, e.g. top1-drop=0.5,agreement=0.98,cosine-mean=0.995,cosine-min=0.98,channel-error=0.1,exact=0.99"),
+    typer.Option(
+        "--budget",
+        help="accuracy budget, e.g. top1-drop=0.5,agreement=0.98,cosine-mean=0.995,cosine-min=0.98,channel-error=0.1,exact=0.99",
+    ),
 ]
-SamplesOption = Annotated[int, typer.Option("--samples", help="inputs synthesized for the gate when the model has no real data")]
+SamplesOption = Annotated[
+    int, typer.Option("--samples", help="inputs synthesized for the gate when the model has no real data")
+]
 
 
 @app.command()
 def quantize(
     model: ModelArg,
     output: Annotated[Path, typer.Option("-o", "--output", help="where to write the kept .onnx")],
-    mode: Annotated[str, typer.Option("--mode", help="auto | static | dynamic | fp16 (auto: static for Conv models, dynamic for MatMul models)")] = "auto",
-    fmt: Annotated[str, typer.Option("--format", help="qdq | qoperator | auto (auto: build both, keep the faster)")] = "auto",
+    mode: Annotated[
+        str,
+        typer.Option(
+            "--mode",
+            help="auto | static | dynamic | fp16 (auto: static for Conv models, dynamic for MatMul models)",
+        ),
+    ] = "auto",
+    fmt: Annotated[
+        str, typer.Option("--format", help="qdq | qoperator | auto (auto: build both, keep the faster)")
+    ] = "auto",
     calib: Annotated[str | None, typer.Option("--calib", help="older name of --data")] = None,
-    method: Annotated[str, typer.Option("--method", help="calibration method: minmax | percentile | entropy")] = "minmax",
+    method: Annotated[
+        str, typer.Option("--method", help="calibration method: minmax | percentile | entropy")
+    ] = "minmax",
     budget: BudgetOption = None,
-    per_tensor: Annotated[bool, typer.Option("--per-tensor", help="one weight scale per tensor instead of per channel")] = False,
-    prefer: Annotated[str, typer.Option("--prefer", help="speed | size: keep the fastest or the smallest passing candidate")] = "speed",
-    no_speed: Annotated[bool, typer.Option("--no-speed", help="skip timing; keep the smallest passing candidate")] = False,
-    fp16_io: Annotated[bool, typer.Option("--fp16-io", help="fp16 mode: make float inputs/outputs float16 too (default: kept float32)")] = False,
-    time_limit_s: Annotated[float, typer.Option("--time-limit-s", help="stop trying more float layers after this many seconds")] = 600.0,
+    per_tensor: Annotated[
+        bool, typer.Option("--per-tensor", help="one weight scale per tensor instead of per channel")
+    ] = False,
+    prefer: Annotated[
+        str, typer.Option("--prefer", help="speed | size: keep the fastest or the smallest passing candidate")
+    ] = "speed",
+    no_speed: Annotated[
+        bool, typer.Option("--no-speed", help="skip timing; keep the smallest passing candidate")
+    ] = False,
+    fp16_io: Annotated[
+        bool,
+        typer.Option(
+            "--fp16-io", help="fp16 mode: make float inputs/outputs float16 too (default: kept float32)"
+        ),
+    ] = False,
+    time_limit_s: Annotated[
+        float, typer.Option("--time-limit-s", help="stop trying more float layers after this many seconds")
+    ] = 600.0,
     threads: ThreadsOption = None,
     samples: SamplesOption = 200,
     input_shape: InputShapeOption = None,
@@ -243,8 +305,17 @@ def quantize(
     with _progress() as progress:
         progress.add_task(f"quantize {loaded.name} ({mode})", total=None)
         kept, result = run_quantize(
-            loaded, mode=mode, fmt=fmt, method=method, budget=budget, per_channel=not per_tensor,
-            samples=samples, threads=threads, measure_speed=not no_speed, prefer=prefer, fp16_io=fp16_io,
+            loaded,
+            mode=mode,
+            fmt=fmt,
+            method=method,
+            budget=budget,
+            per_channel=not per_tensor,
+            samples=samples,
+            threads=threads,
+            measure_speed=not no_speed,
+            prefer=prefer,
+            fp16_io=fp16_io,
             time_limit_s=time_limit_s,
         )
     console.print(quantize_table(result))
@@ -263,14 +334,31 @@ def quantize(
 def prune(
     model: ModelArg,
     output: Annotated[Path, typer.Option("-o", "--output", help="where to write the pruned .onnx")],
-    sparsity: Annotated[float | None, typer.Option("--sparsity", help="share of prunable weights set to zero, in [0, 1) (2:4 implies 0.5)")] = None,
+    sparsity: Annotated[
+        float | None,
+        typer.Option("--sparsity", help="share of prunable weights set to zero, in [0, 1) (2:4 implies 0.5)"),
+    ] = None,
     pattern: Annotated[str, typer.Option("--pattern", help="unstructured | 2:4")] = "unstructured",
     scope: Annotated[str, typer.Option("--scope", help="global | per_layer (unstructured only)")] = "global",
     budget: BudgetOption = None,
-    fine_tune: Annotated[bool, typer.Option("--fine-tune", help="retrain briefly with the masks fixed (torch models with training data: digits_cnn)")] = False,
+    fine_tune: Annotated[
+        bool,
+        typer.Option(
+            "--fine-tune",
+            help="retrain briefly with the masks fixed (torch models with training data: digits_cnn)",
+        ),
+    ] = False,
     fine_tune_epochs: Annotated[int, typer.Option("--fine-tune-epochs", help="epochs of fine-tuning")] = 3,
-    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="weight (initializer) name to keep dense (repeatable)")] = None,
-    ignore_budget: Annotated[bool, typer.Option("--ignore-budget", help="write the pruned model even when it is outside the accuracy budget")] = False,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option("--exclude", help="weight (initializer) name to keep dense (repeatable)"),
+    ] = None,
+    ignore_budget: Annotated[
+        bool,
+        typer.Option(
+            "--ignore-budget", help="write the pruned model even when it is outside the accuracy budget"
+        ),
+    ] = False,
     no_speed: Annotated[bool, typer.Option("--no-speed", help="skip timing the pruned model")] = False,
     threads: ThreadsOption = None,
     samples: SamplesOption = 200,
@@ -291,8 +379,16 @@ def prune(
     with _progress() as progress:
         progress.add_task(f"prune {loaded.name} ({pattern})", total=None)
         pruned, result = run_prune(
-            loaded, sparsity=sparsity, pattern=pattern, scope=scope, budget=budget, fine_tune=fine_tune,
-            fine_tune_epochs=fine_tune_epochs, threads=threads, measure_speed=not no_speed, samples=samples,
+            loaded,
+            sparsity=sparsity,
+            pattern=pattern,
+            scope=scope,
+            budget=budget,
+            fine_tune=fine_tune,
+            fine_tune_epochs=fine_tune_epochs,
+            threads=threads,
+            measure_speed=not no_speed,
+            samples=samples,
             exclude=exclude or (),
         )
     console.print(prune_table(result))
@@ -310,7 +406,9 @@ def prune(
 @app.command()
 def machine(
     threads: ThreadsOption = None,
-    remeasure: Annotated[bool, typer.Option("--remeasure", help="measure again instead of using the cache")] = False,
+    remeasure: Annotated[
+        bool, typer.Option("--remeasure", help="measure again instead of using the cache")
+    ] = False,
     json_path: JsonOption = None,
     force: ForceOption = False,
 ) -> None:
@@ -331,14 +429,26 @@ def machine(
 @app.command()
 def run(
     model: Annotated[str | None, typer.Argument(help="model (default: efficientnet_lite0)")] = None,
-    out: Annotated[Path, typer.Option("--out", help="folder for report.json, report.html and the targets serve/, web/, edge/")] = Path("hone-out"),
-    batch: Annotated[str | None, typer.Option("--batch", help="comma-separated batch sizes (default 1,8)")] = None,
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="folder for report.json, report.html and the targets serve/, web/, edge/"),
+    ] = Path("hone-out"),
+    batch: Annotated[
+        str | None, typer.Option("--batch", help="comma-separated batch sizes (default 1,8)")
+    ] = None,
     threads: ThreadsOption = None,
     provider: ProviderOption = "cpu",
-    budget_s: Annotated[float, typer.Option("--budget-s", help="bench time budget per configuration, seconds")] = 3.0,
+    budget_s: Annotated[
+        float, typer.Option("--budget-s", help="bench time budget per configuration, seconds")
+    ] = 3.0,
     no_quantize: Annotated[bool, typer.Option("--no-quantize", help="skip the INT8 stage")] = False,
-    no_serve: Annotated[bool, typer.Option("--no-serve", help="skip the serving load test and the model repository <out>/serve")] = False,
-    no_web: Annotated[bool, typer.Option("--no-web", help="skip the web bundle (and its page load in Chromium)")] = False,
+    no_serve: Annotated[
+        bool,
+        typer.Option("--no-serve", help="skip the serving load test and the model repository <out>/serve"),
+    ] = False,
+    no_web: Annotated[
+        bool, typer.Option("--no-web", help="skip the web bundle (and its page load in Chromium)")
+    ] = False,
     no_edge: Annotated[bool, typer.Option("--no-edge", help="skip the edge bundle")] = False,
     input_shape: InputShapeOption = None,
     dim: DimOption = None,
@@ -387,8 +497,9 @@ def run(
     _write_json(report, json_path, force)
     if not report.passed:
         for stage in report.failed:
-            error_console.print(f"[red]failed:[/red] {stage.name}: {escape(stage.message)}", highlight=False,
-                                soft_wrap=True)
+            error_console.print(
+                f"[red]failed:[/red] {stage.name}: {escape(stage.message)}", highlight=False, soft_wrap=True
+            )
         raise typer.Exit(code=1)
 
 
@@ -419,13 +530,37 @@ def _run_progress(progress: Progress) -> Any:
 @app.command()
 def export(
     model: ModelArg,
-    output: Annotated[Path, typer.Option("-o", "--output", help="output path: an .onnx file (onnx) or a folder (edge, web)")],
-    target: Annotated[str, typer.Option("--target", help="onnx | edge | web (edge: smallest INT8 within the budget, manifest, profile at 1 thread; web: a browser bundle on WebGPU/WASM)")] = "onnx",
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="output path: an .onnx file (onnx) or a folder (edge, web)")
+    ],
+    target: Annotated[
+        str,
+        typer.Option(
+            "--target",
+            help="onnx | edge | web (edge: smallest INT8 within the budget, manifest, profile at 1 thread; web: a browser bundle on WebGPU/WASM)",
+        ),
+    ] = "onnx",
     budget: BudgetOption = None,
     calib: Annotated[str | None, typer.Option("--calib", help="edge: older name of --data")] = None,
-    sparsity: Annotated[float | None, typer.Option("--sparsity", help="edge: prune this share of weights first, kept only within the budget")] = None,
-    memory_cap_mb: Annotated[int | None, typer.Option("--memory-cap-mb", help="edge: MB of address space the model may add above an idle interpreter (default 256)")] = None,
-    fp16: Annotated[bool, typer.Option("--fp16", help="web: a float16 model for WebGPU too, kept only if it answers like float32")] = False,
+    sparsity: Annotated[
+        float | None,
+        typer.Option(
+            "--sparsity", help="edge: prune this share of weights first, kept only within the budget"
+        ),
+    ] = None,
+    memory_cap_mb: Annotated[
+        int | None,
+        typer.Option(
+            "--memory-cap-mb",
+            help="edge: MB of address space the model may add above an idle interpreter (default 256)",
+        ),
+    ] = None,
+    fp16: Annotated[
+        bool,
+        typer.Option(
+            "--fp16", help="web: a float16 model for WebGPU too, kept only if it answers like float32"
+        ),
+    ] = False,
     input_shape: InputShapeOption = None,
     dim: DimOption = None,
     data: DataOption = None,
@@ -440,10 +575,14 @@ def export(
     if calib is not None and data is not None:
         raise OptionError("--calib is an older name of --data; give one of them")
     loaded = _load(model, input_shape, dim, data or calib, check=target != "onnx")
-    options: dict[str, Any] = dict(budget=budget, calib=None, sparsity=sparsity, memory_cap_mb=memory_cap_mb, fp16=fp16)
+    options: dict[str, Any] = dict(
+        budget=budget, calib=None, sparsity=sparsity, memory_cap_mb=memory_cap_mb, fp16=fp16
+    )
     if target == "web":
         with _progress() as progress:
-            progress.add_task(f"export {loaded.name} for the web: optimize, sample, placement check", total=None)
+            progress.add_task(
+                f"export {loaded.name} for the web: optimize, sample, placement check", total=None
+            )
             web = run_export(loaded, output, target=target, force=force, **options)
         from hone.report.terminal import web_table
 
@@ -491,29 +630,114 @@ def serve_web(
 
 @app.command()
 def serve(
-    model: Annotated[str, typer.Argument(help="an .onnx file, a zoo name, or a model repository folder (<repo>/<model>/<version>/model.onnx)")],
-    name: Annotated[str | None, typer.Option("--name", help="serve a single model under this name (default: zoo name or file stem)")] = None,
-    http_port: Annotated[int, typer.Option("--http-port", help="KServe v2 HTTP port (0: any free port)")] = 8000,
-    grpc_port: Annotated[int, typer.Option("--grpc-port", help="KServe v2 gRPC port (0: any free port)")] = 8001,
-    metrics_port: Annotated[int, typer.Option("--metrics-port", help="Prometheus metrics port (0: any free port)")] = 8002,
-    max_batch_size: Annotated[int | None, typer.Option("--max-batch-size", help="samples per batch (0 or 1: batching off; default 32)")] = None,
-    max_queue_delay_ms: Annotated[float | None, typer.Option("--max-queue-delay-ms", help="longest wait for a batch to fill (default 2)")] = None,
-    instances: Annotated[int, typer.Option("--instances", help="onnxruntime sessions per model, sharing the cores")] = 1,
-    slo_p99_ms: Annotated[float | None, typer.Option("--slo-p99-ms", help="latency target: choose max batch and queue delay from this model's measured latency-vs-batch curve, then check them under load")] = None,
-    token: Annotated[str | None, typer.Option("--token", envvar="HONE_SERVE_TOKEN", help="bearer token required on every route but health")] = None,
-    model_control_mode: Annotated[str, typer.Option("--model-control-mode", help="none | explicit: explicit allows repository load/unload (Triton's name)")] = "none",
-    max_header_bytes: Annotated[int, typer.Option("--max-header-bytes", help="request line and headers, bytes (431 beyond)")] = 64 * 1024,
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="an .onnx file, a zoo name, or a model repository folder (<repo>/<model>/<version>/model.onnx)"
+        ),
+    ],
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="serve a single model under this name (default: zoo name or file stem)"),
+    ] = None,
+    http_port: Annotated[
+        int, typer.Option("--http-port", help="KServe v2 HTTP port (0: any free port)")
+    ] = 8000,
+    grpc_port: Annotated[
+        int, typer.Option("--grpc-port", help="KServe v2 gRPC port (0: any free port)")
+    ] = 8001,
+    metrics_port: Annotated[
+        int, typer.Option("--metrics-port", help="Prometheus metrics port (0: any free port)")
+    ] = 8002,
+    max_batch_size: Annotated[
+        int | None,
+        typer.Option("--max-batch-size", help="samples per batch (0 or 1: batching off; default 32)"),
+    ] = None,
+    max_queue_delay_ms: Annotated[
+        float | None,
+        typer.Option("--max-queue-delay-ms", help="longest wait for a batch to fill (default 2)"),
+    ] = None,
+    instances: Annotated[
+        int, typer.Option("--instances", help="onnxruntime sessions per model, sharing the cores")
+    ] = 1,
+    slo_p99_ms: Annotated[
+        float | None,
+        typer.Option(
+            "--slo-p99-ms",
+            help="latency target: choose max batch and queue delay from this model's measured latency-vs-batch curve, then check them under load",
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token", envvar="HONE_SERVE_TOKEN", help="bearer token required on every route but health"
+        ),
+    ] = None,
+    model_control_mode: Annotated[
+        str,
+        typer.Option(
+            "--model-control-mode",
+            help="none | explicit: explicit allows repository load/unload (Triton's name)",
+        ),
+    ] = "none",
+    max_header_bytes: Annotated[
+        int, typer.Option("--max-header-bytes", help="request line and headers, bytes (431 beyond)")
+    ] = 64 * 1024,
     max_url_bytes: Annotated[int, typer.Option("--max-url-bytes", help="URL bytes (414 beyond)")] = 8 * 1024,
-    header_timeout_s: Annotated[float, typer.Option("--header-timeout-s", help="seconds a request head may take to arrive (408 beyond)")] = 10.0,
-    max_connections: Annotated[int, typer.Option("--max-connections", help="HTTP connections and requests in progress (503 beyond)")] = 1024,
-    keep_alive_s: Annotated[float, typer.Option("--keep-alive-s", help="an idle keep-alive connection is closed after this many seconds")] = 5.0,
-    max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", help="an infer request's body (HTTP, after inflating) or message (gRPC), bytes (413 beyond)")] = 64 * 1024 * 1024,
-    max_inflight_bytes: Annotated[int, typer.Option("--max-inflight-bytes", help="bytes of all infer requests held at once: bodies read, tensors queued or running, answers (503 beyond)")] = 192 * 1024 * 1024,
-    body_timeout_s: Annotated[float, typer.Option("--body-timeout-s", help="seconds an infer body may take to arrive after its head (408 beyond)")] = 60.0,
-    max_json_bytes: Annotated[int, typer.Option("--max-json-bytes", help="the JSON part of an infer request, bytes (413 beyond; larger tensors go as binary)")] = 4 * 1024 * 1024,
+    header_timeout_s: Annotated[
+        float,
+        typer.Option("--header-timeout-s", help="seconds a request head may take to arrive (408 beyond)"),
+    ] = 10.0,
+    max_connections: Annotated[
+        int, typer.Option("--max-connections", help="HTTP connections and requests in progress (503 beyond)")
+    ] = 1024,
+    keep_alive_s: Annotated[
+        float,
+        typer.Option(
+            "--keep-alive-s", help="an idle keep-alive connection is closed after this many seconds"
+        ),
+    ] = 5.0,
+    max_body_bytes: Annotated[
+        int,
+        typer.Option(
+            "--max-body-bytes",
+            help="an infer request's body (HTTP, after inflating) or message (gRPC), bytes (413 beyond)",
+        ),
+    ] = 64 * 1024 * 1024,
+    max_inflight_bytes: Annotated[
+        int,
+        typer.Option(
+            "--max-inflight-bytes",
+            help="bytes of all infer requests held at once: bodies read, tensors queued or running, answers (503 beyond)",
+        ),
+    ] = 192 * 1024 * 1024,
+    body_timeout_s: Annotated[
+        float,
+        typer.Option(
+            "--body-timeout-s", help="seconds an infer body may take to arrive after its head (408 beyond)"
+        ),
+    ] = 60.0,
+    max_json_bytes: Annotated[
+        int,
+        typer.Option(
+            "--max-json-bytes",
+            help="the JSON part of an infer request, bytes (413 beyond; larger tensors go as binary)",
+        ),
+    ] = 4 * 1024 * 1024,
     host: Annotated[str, typer.Option("--host", help="address to bind")] = "127.0.0.1",
-    ray: Annotated[bool, typer.Option("--ray", help="serve with Ray Serve replicas (HTTP only; `make ray`, then .cache/ray-venv/bin/hone; see docs/serve-ray.md)")] = False,
-    replicas: Annotated[int, typer.Option("--replicas", help="Ray Serve replicas, each with cores // N onnxruntime threads (with --ray)")] = 1,
+    ray: Annotated[
+        bool,
+        typer.Option(
+            "--ray",
+            help="serve with Ray Serve replicas (HTTP only; `make ray`, then .cache/ray-venv/bin/hone; see docs/serve-ray.md)",
+        ),
+    ] = False,
+    replicas: Annotated[
+        int,
+        typer.Option(
+            "--replicas", help="Ray Serve replicas, each with cores // N onnxruntime threads (with --ray)"
+        ),
+    ] = 1,
     dim: DimOption = None,
     data: DataOption = None,
 ) -> None:
@@ -581,7 +805,9 @@ def _serve_on_ray(
         http_port=http_port,
         max_batch_size=max_batch_size,
         max_queue_delay_ms=max_queue_delay_ms,
-        on_ready=lambda url: console.print(ready_line(served, url, replicas), highlight=False, soft_wrap=True),
+        on_ready=lambda url: console.print(
+            ready_line(served, url, replicas), highlight=False, soft_wrap=True
+        ),
     )
 
 
@@ -601,26 +827,48 @@ pipeline_app = typer.Typer(
 )
 app.add_typer(pipeline_app, name="pipeline")
 
-SchedulePipelineOption = Annotated[str, typer.Option("--schedule", help="gpipe | 1f1b (simulate: also interleaved)")]
-ModePipelineOption = Annotated[str, typer.Option("--mode", help="inference (forward only) | train (forward, backward, SGD step)")]
+SchedulePipelineOption = Annotated[
+    str, typer.Option("--schedule", help="gpipe | 1f1b (simulate: also interleaved)")
+]
+ModePipelineOption = Annotated[
+    str, typer.Option("--mode", help="inference (forward only) | train (forward, backward, SGD step)")
+]
 
 
 @pipeline_app.command("run")
 def pipeline_run(
-    model: Annotated[str, typer.Argument(help="a zoo name (transformer_stack, resnet18/50), file.py:factory, or an .onnx file")],
+    model: Annotated[
+        str,
+        typer.Argument(help="a zoo name (transformer_stack, resnet18/50), file.py:factory, or an .onnx file"),
+    ],
     stages: Annotated[int, typer.Option("--stages", help="number of stages = processes")] = 2,
     microbatches: Annotated[int, typer.Option("--microbatches", help="micro-batches per step")] = 4,
     schedule: SchedulePipelineOption = "1f1b",
     mode: ModePipelineOption = "inference",
-    batch: Annotated[int | None, typer.Option("--batch", help="samples per step, a multiple of --microbatches (default: one per micro-batch)")] = None,
-    threads: Annotated[int | None, typer.Option("--threads", help="torch threads per stage (default: physical cores / stages)")] = None,
-    steps: Annotated[int, typer.Option("--steps", help="steps to run; the first warms up, the median of the rest is reported")] = 3,
+    batch: Annotated[
+        int | None,
+        typer.Option(
+            "--batch", help="samples per step, a multiple of --microbatches (default: one per micro-batch)"
+        ),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", help="torch threads per stage (default: physical cores / stages)"),
+    ] = None,
+    steps: Annotated[
+        int,
+        typer.Option("--steps", help="steps to run; the first warms up, the median of the rest is reported"),
+    ] = 3,
     backend: Annotated[str, typer.Option("--backend", help="gloo (CPU) | nccl (one GPU per stage)")] = "gloo",
-    timeout_s: Annotated[float, typer.Option("--timeout-s", help="how long a stage may wait for another before all stop")] = 300.0,
+    timeout_s: Annotated[
+        float, typer.Option("--timeout-s", help="how long a stage may wait for another before all stop")
+    ] = 300.0,
     input_shape: InputShapeOption = None,
     dim: DimOption = None,
     data: DataOption = None,
-    trace: Annotated[Path | None, typer.Option("--trace", help="write the median step's timeline as a Chrome trace")] = None,
+    trace: Annotated[
+        Path | None, typer.Option("--trace", help="write the median step's timeline as a Chrome trace")
+    ] = None,
     json_path: JsonOption = None,
     force: ForceOption = False,
 ) -> None:
@@ -635,9 +883,21 @@ def pipeline_run(
         ensure_writable(trace, force=force)
     source = resolve(model, input_shapes=input_shape, dims=_parse_dims(dim), data=data)
     with _progress() as progress:
-        progress.add_task(f"pipeline {source.name}: measure blocks, partition, run {stages} stage processes", total=None)
-        result = run_pipeline(source, stages=stages, microbatches=microbatches, schedule=schedule, mode=mode,
-                              batch=batch, threads=threads, steps=steps, timeout_s=timeout_s, backend=backend)
+        progress.add_task(
+            f"pipeline {source.name}: measure blocks, partition, run {stages} stage processes", total=None
+        )
+        result = run_pipeline(
+            source,
+            stages=stages,
+            microbatches=microbatches,
+            schedule=schedule,
+            mode=mode,
+            batch=batch,
+            threads=threads,
+            steps=steps,
+            timeout_s=timeout_s,
+            backend=backend,
+        )
     if result is None:  # a torchrun rank other than 0: rank 0 prints and writes the result
         console.print(f"stage {os.environ.get('RANK')} done; rank 0 reports the run", highlight=False)
         return
@@ -653,17 +913,37 @@ def pipeline_run(
 @pipeline_app.command("simulate")
 def pipeline_simulate(
     stages: Annotated[int, typer.Option("--stages", help="pipeline ranks (up to 64)")] = 4,
-    microbatches: Annotated[int | None, typer.Option("--microbatches", help="micro-batches per step (up to 1024); omit with --max-bubble")] = None,
+    microbatches: Annotated[
+        int | None,
+        typer.Option("--microbatches", help="micro-batches per step (up to 1024); omit with --max-bubble"),
+    ] = None,
     schedule: SchedulePipelineOption = "1f1b",
     mode: ModePipelineOption = "train",
     chunks: Annotated[int, typer.Option("--chunks", help="model chunks per rank (interleaved)")] = 1,
-    forward_ms: Annotated[str, typer.Option("--forward-ms", help="forward ms per micro-batch: one value, or one per (virtual) stage, comma-separated")] = "10",
-    backward_ms: Annotated[str | None, typer.Option("--backward-ms", help="backward ms, same form (default: 2x forward)")] = None,
-    activation_mb: Annotated[float, typer.Option("--activation-mb", help="MB sent between stages per micro-batch")] = 1.0,
+    forward_ms: Annotated[
+        str,
+        typer.Option(
+            "--forward-ms",
+            help="forward ms per micro-batch: one value, or one per (virtual) stage, comma-separated",
+        ),
+    ] = "10",
+    backward_ms: Annotated[
+        str | None, typer.Option("--backward-ms", help="backward ms, same form (default: 2x forward)")
+    ] = None,
+    activation_mb: Annotated[
+        float, typer.Option("--activation-mb", help="MB sent between stages per micro-batch")
+    ] = 1.0,
     bandwidth_gbps: Annotated[float, typer.Option("--bandwidth-gbps", help="link bandwidth, GB/s")] = 25.0,
     latency_ms: Annotated[float, typer.Option("--latency-ms", help="link latency, ms")] = 0.01,
-    cores: Annotated[int | None, typer.Option("--cores", help="ranks share this many cores (default: a device per rank)")] = None,
-    max_bubble: Annotated[float | None, typer.Option("--max-bubble", help="find the fewest micro-batches with a bubble at most this (e.g. 0.05)")] = None,
+    cores: Annotated[
+        int | None, typer.Option("--cores", help="ranks share this many cores (default: a device per rank)")
+    ] = None,
+    max_bubble: Annotated[
+        float | None,
+        typer.Option(
+            "--max-bubble", help="find the fewest micro-batches with a bubble at most this (e.g. 0.05)"
+        ),
+    ] = None,
     json_path: JsonOption = None,
     force: ForceOption = False,
 ) -> None:
@@ -675,22 +955,38 @@ def pipeline_simulate(
     _check_json_target(json_path, force)
     virtual = stages * chunks
     forwards = _parse_costs("--forward-ms", forward_ms, virtual)
-    backwards = _parse_costs("--backward-ms", backward_ms, virtual) if backward_ms else [2 * f for f in forwards]
-    costs = [StageCost(f, b, int(activation_mb * 1e6)) for f, b in zip(forwards, backwards)]
+    backwards = (
+        _parse_costs("--backward-ms", backward_ms, virtual) if backward_ms else [2 * f for f in forwards]
+    )
+    costs = [StageCost(f, b, int(activation_mb * 1e6)) for f, b in zip(forwards, backwards, strict=False)]
     link = Link(bandwidth_gbps, latency_ms)
     if max_bubble is not None:
         if microbatches is not None:
             raise OptionError("give --microbatches or --max-bubble, not both")
-        result = fewest_microbatches(costs, max_bubble, schedule=schedule, mode=mode, link=link,
-                                     chunks=chunks, cores=cores)
-        console.print(f"{result.microbatches} micro-batches give a {result.bubble:.2%} bubble "
-                      f"(at most {max_bubble:.2%}) with S={stages}, {schedule}", highlight=False)
+        result = fewest_microbatches(
+            costs, max_bubble, schedule=schedule, mode=mode, link=link, chunks=chunks, cores=cores
+        )
+        console.print(
+            f"{result.microbatches} micro-batches give a {result.bubble:.2%} bubble "
+            f"(at most {max_bubble:.2%}) with S={stages}, {schedule}",
+            highlight=False,
+        )
     else:
-        result = simulate(costs, schedule=schedule, mode=mode, microbatches=microbatches or 8, link=link,
-                          chunks=chunks, cores=cores)
+        result = simulate(
+            costs,
+            schedule=schedule,
+            mode=mode,
+            microbatches=microbatches or 8,
+            link=link,
+            chunks=chunks,
+            cores=cores,
+        )
     console.print(simulation_table(result))
-    console.print(f"step {result.step_ms:.1f} ms; bubble {result.bubble:.2%} (formula for a balanced pipeline "
-                  f"{result.bubble_formula:.2%})", highlight=False)
+    console.print(
+        f"step {result.step_ms:.1f} ms; bubble {result.bubble:.2%} (formula for a balanced pipeline "
+        f"{result.bubble_formula:.2%})",
+        highlight=False,
+    )
     _write_json(result, json_path, force)
 
 
@@ -698,7 +994,9 @@ def _parse_costs(flag: str, text: str, count: int) -> list[float]:
     try:
         values = [float(part) for part in text.split(",") if part.strip()]
     except ValueError as exc:
-        raise OptionError(f"{flag} {text!r} must be numbers separated by commas, like 10 or 10,12,11") from exc
+        raise OptionError(
+            f"{flag} {text!r} must be numbers separated by commas, like 10 or 10,12,11"
+        ) from exc
     if any(v < 0 for v in values) or len(values) not in (1, count):
         raise OptionError(f"{flag} needs one non-negative value or {count} (one per stage), got {text!r}")
     return values * count if len(values) == 1 else values
@@ -720,8 +1018,9 @@ def _parse_dims(texts: list[str] | None) -> dict[str, int]:
     return parse_dims(texts)
 
 
-def _load(model: str, input_shape: list[str] | None, dim: list[str] | None, data: str | None, *,
-          check: bool = True) -> Any:
+def _load(
+    model: str, input_shape: list[str] | None, dim: list[str] | None, data: str | None, *, check: bool = True
+) -> Any:
     """Load MODEL with its --dim values and --data samples attached; without data, check once that
     it runs on invented inputs (or refuse in one line naming the failing node)."""
     from hone.data import attach
@@ -748,8 +1047,13 @@ def _write_json(result: Any, json_path: Path | None, force: bool) -> None:
 
 
 def _progress(transient: bool = True) -> Progress:
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                    console=error_console, transient=transient)
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=error_console,
+        transient=transient,
+    )
 
 
 def main() -> None:

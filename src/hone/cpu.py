@@ -46,6 +46,8 @@ def int8_saturates(flags: frozenset[str] | None = None, machine: str | None = No
     return bool(flags & {"avx2", "avx512bw"}) and not flags & VNNI_FLAGS
 
 
-SATURATION_NOTE = ("this CPU has no VNNI (its flags show AVX2 without avx512_vnni/avx_vnni), so onnxruntime's "
-                   "u8s8 kernels add products in saturating int16: candidates with u8u8 kernels "
-                   "(session.x64quantprecision, recorded in the model) and with 7-bit weights were tried too")
+SATURATION_NOTE = (
+    "this CPU has no VNNI (its flags show AVX2 without avx512_vnni/avx_vnni), so onnxruntime's "
+    "u8s8 kernels add products in saturating int16: candidates with u8u8 kernels "
+    "(session.x64quantprecision, recorded in the model) and with 7-bit weights were tried too"
+)

@@ -92,8 +92,12 @@ def _guess_dim(spec: TensorSpec, axis: int, dims: Mapping[str, int]) -> int:
             return size
     if _is_image_spatial(spec, axis):
         return int(dims.get("*", _IMAGE_SIDE))
-    logger.info("symbolic dim %r of input %r has no value; using %d (give --dim NAME=N)", name, spec.name,
-                dims.get("*", _FALLBACK_DIM))
+    logger.info(
+        "symbolic dim %r of input %r has no value; using %d (give --dim NAME=N)",
+        name,
+        spec.name,
+        dims.get("*", _FALLBACK_DIM),
+    )
     return int(dims.get("*", _FALLBACK_DIM))
 
 
@@ -116,8 +120,12 @@ def guessed_axes(specs: Sequence[TensorSpec], dims: Mapping[str, int]) -> list[t
     guessed = []
     for spec in specs:
         for axis, dim in enumerate(spec.shape):
-            if (axis == spec.batch_axis or (isinstance(dim, int) and dim > 0)
-                    or (isinstance(dim, str) and dim in dims) or axis_label(spec.name, axis) in dims):
+            if (
+                axis == spec.batch_axis
+                or (isinstance(dim, int) and dim > 0)
+                or (isinstance(dim, str) and dim in dims)
+                or axis_label(spec.name, axis) in dims
+            ):
                 continue
             guessed.append((spec, axis))
     return guessed
@@ -125,8 +133,10 @@ def guessed_axes(specs: Sequence[TensorSpec], dims: Mapping[str, int]) -> list[t
 
 def guessed_dims(specs: Sequence[TensorSpec], dims: Mapping[str, int]) -> list[str]:
     """Dims hone would have to guess (neither fixed, nor the batch, nor given), as ``input[axis]``."""
-    return [axis_label(spec.name, axis) + (f" ({spec.shape[axis]})" if isinstance(spec.shape[axis], str) else "")
-            for spec, axis in guessed_axes(specs, dims)]
+    return [
+        axis_label(spec.name, axis) + (f" ({spec.shape[axis]})" if isinstance(spec.shape[axis], str) else "")
+        for spec, axis in guessed_axes(specs, dims)
+    ]
 
 
 def has_batch_axis(specs: Sequence[TensorSpec]) -> bool:
@@ -141,7 +151,8 @@ def check_batchable(specs: Sequence[TensorSpec], batch: int) -> None:
         raise ShapeError(
             f"{', '.join(f'{s.name!r} {s.shape_text()}' for s in shaped)}: no symbolic dim is shared by the "
             f"inputs and outputs, so the model has no batch axis and batch {batch} cannot run; use --batch 1 or "
-            "export the model with a dynamic batch axis", batch=batch,
+            "export the model with a dynamic batch axis",
+            batch=batch,
         )
     for spec in shaped:
         if spec.batch_axis is None:
@@ -172,14 +183,15 @@ def synthesize(
     shapes = {spec.name: resolve_shape(spec, batch=batch, dims=dims) for spec in specs}
     sizes = dict(dims)  # every symbolic dim's resolved size, for index bounds named by a dim
     for spec in specs:
-        for dim, size in zip(spec.shape, shapes[spec.name]):
+        for dim, size in zip(spec.shape, shapes[spec.name], strict=False):
             if isinstance(dim, str):
                 sizes.setdefault(dim, size)
     return {spec.name: _values(spec, shapes[spec.name], rng, sizes) for spec in specs}
 
 
-def _values(spec: TensorSpec, shape: tuple[int, ...], rng: np.random.Generator,
-            sizes: Mapping[str, int]) -> np.ndarray:
+def _values(
+    spec: TensorSpec, shape: tuple[int, ...], rng: np.random.Generator, sizes: Mapping[str, int]
+) -> np.ndarray:
     dtype = np.dtype(spec.dtype)
     if dtype == np.bool_:
         return rng.random(shape) < 0.5
@@ -234,7 +246,7 @@ class SampleSet:
     def __len__(self) -> int:
         return len(self.samples)
 
-    def split(self, calibration_share: float = 0.5) -> "DataSplit":
+    def split(self, calibration_share: float = 0.5) -> DataSplit:
         """Disjoint calibration and evaluation sets (one sample only: both get it, and the description says so)."""
         count = len(self.samples)
         if self.fixed_split is not None:
@@ -242,7 +254,9 @@ class SampleSet:
             how = "the zoo's own split"
         elif count == 1:
             calibration, evaluation = [0], [0]
-            how = "one sample only, used for both calibration and evaluation: give more samples for a fair gate"
+            how = (
+                "one sample only, used for both calibration and evaluation: give more samples for a fair gate"
+            )
         elif self.groups is not None and len(set(self.groups)) > 1:
             names = list(dict.fromkeys(self.groups))
             cut = min(max(1, round(len(names) * calibration_share)), len(names) - 1)
@@ -254,13 +268,20 @@ class SampleSet:
             cut = min(max(1, round(count * calibration_share)), count - 1)
             calibration, evaluation = list(range(cut)), list(range(cut, count))
             how = f"samples 1-{cut} for calibration, {cut + 1}-{count} for evaluation"
-        return DataSplit(self._subset(calibration, "calibration"), self._subset(evaluation, "evaluation"),
-                         f"{len(calibration)} calibration / {len(evaluation)} evaluation samples ({how})")
+        return DataSplit(
+            self._subset(calibration, "calibration"),
+            self._subset(evaluation, "evaluation"),
+            f"{len(calibration)} calibration / {len(evaluation)} evaluation samples ({how})",
+        )
 
-    def _subset(self, indices: list[int], role: str) -> "SampleSet":
+    def _subset(self, indices: list[int], role: str) -> SampleSet:
         groups = [self.groups[i] for i in indices] if self.groups is not None else None
-        return SampleSet([self.samples[i] for i in indices], self.source,
-                         f"{len(indices)} {role} samples of {self.description}", groups)
+        return SampleSet(
+            [self.samples[i] for i in indices],
+            self.source,
+            f"{len(indices)} {role} samples of {self.description}",
+            groups,
+        )
 
     def batches(self, specs: Sequence[TensorSpec], batch: int) -> list[dict[str, np.ndarray]]:
         """The samples as feeds of up to ``batch`` each, joined on the batch axis where shapes allow."""
@@ -286,13 +307,15 @@ class DataSplit:
     description: str
 
 
-def _joinable(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], axes: Mapping[str, int | None]) -> bool:
+def _joinable(
+    a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], axes: Mapping[str, int | None]
+) -> bool:
     for name, array in a.items():
         other = b[name]
         axis = axes.get(name)
         if array.ndim != other.ndim or (axis is None and array.shape != other.shape):
             return False
-        if any(x != y for i, (x, y) in enumerate(zip(array.shape, other.shape)) if i != axis):
+        if any(x != y for i, (x, y) in enumerate(zip(array.shape, other.shape, strict=False)) if i != axis):
             return False
     return True
 
@@ -304,7 +327,9 @@ def _join(samples: list[Mapping[str, np.ndarray]], axes: Mapping[str, int | None
     for name in samples[0]:
         axis = axes.get(name)
         # An input without a batch axis is shared by the whole batch: the first sample's value.
-        joined[name] = samples[0][name] if axis is None else np.concatenate([s[name] for s in samples], axis=axis)
+        joined[name] = (
+            samples[0][name] if axis is None else np.concatenate([s[name] for s in samples], axis=axis)
+        )
     return joined
 
 
@@ -317,23 +342,36 @@ def parse_dims(values: Sequence[str] | None) -> dict[str, int]:
     for item in values or ():
         name, sep, number = item.partition("=")
         if not sep or not name.strip() or not number.strip().isdigit() or int(number) < 1:
-            raise OptionError(f"--dim {item!r} is not NAME=N with N a positive integer (e.g. --dim sequence=64)")
+            raise OptionError(
+                f"--dim {item!r} is not NAME=N with N a positive integer (e.g. --dim sequence=64)"
+            )
         dims[name.strip()] = int(number)
     return dims
 
 
-def attach(model: "Model", data: "str | Path | SampleSet | None" = None,
-           dims: Mapping[str, int] | None = None, *, check: bool = True) -> "Model":
+def attach(
+    model: Model,
+    data: str | Path | SampleSet | None = None,
+    dims: Mapping[str, int] | None = None,
+    *,
+    check: bool = True,
+) -> Model:
     """``model`` with ``dims`` applied and samples attached: ``data``, else the zoo's, else none (then,
     with ``check``, the model is run once on invented inputs and refused in one line if it fails)."""
     if dims:
-        labels = {axis_label(s.name, axis) for s in model.inputs for axis, d in enumerate(s.shape)
-                  if not (isinstance(d, int) and d > 0)}
+        labels = {
+            axis_label(s.name, axis)
+            for s in model.inputs
+            for axis, d in enumerate(s.shape)
+            if not (isinstance(d, int) and d > 0)
+        }
         unknown = sorted(set(dims) - {d for s in model.inputs for d in s.symbolic_dims} - labels - {"*"})
         if unknown:
             known = sorted({d for s in model.inputs for d in s.symbolic_dims})
-            raise OptionError(f"--dim {', '.join(unknown)}: {model.name} has no such symbolic dim "
-                              f"(its inputs have: {', '.join(known) or 'none'})")
+            raise OptionError(
+                f"--dim {', '.join(unknown)}: {model.name} has no such symbolic dim "
+                f"(its inputs have: {', '.join(known) or 'none'})"
+            )
         model.default_dims.update(dims)
     if isinstance(data, SampleSet):
         model.samples = data
@@ -346,7 +384,7 @@ def attach(model: "Model", data: "str | Path | SampleSet | None" = None,
     return model
 
 
-def feeds(model: "Model", *, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
+def feeds(model: Model, *, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
     """One batch of ``batch`` for ``model``: from its attached samples (cycling from ``seed``), else invented."""
     samples = model.samples
     if samples is None or not samples.samples:
@@ -354,7 +392,9 @@ def feeds(model: "Model", *, batch: int = 1, seed: int = 0) -> dict[str, np.ndar
     return sample_batch(samples, model.inputs, batch=batch, seed=seed)
 
 
-def sample_batch(samples: SampleSet, specs: Sequence[TensorSpec], *, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+def sample_batch(
+    samples: SampleSet, specs: Sequence[TensorSpec], *, batch: int, seed: int = 0
+) -> dict[str, np.ndarray]:
     """``batch`` samples joined on each input's batch axis, from sample ``seed`` on, cycling; samples
     whose shape differs from the first one's (ragged text, images of other sizes) are not mixed in."""
     check_batchable(specs, batch)
@@ -371,7 +411,7 @@ def sample_batch(samples: SampleSet, specs: Sequence[TensorSpec], *, batch: int,
     return {name: array.astype(dtypes.get(name, array.dtype), copy=False) for name, array in joined.items()}
 
 
-def zoo_samples(model: "Model") -> SampleSet | None:
+def zoo_samples(model: Model) -> SampleSet | None:
     """The zoo's calibration and evaluation data of ``model`` as one SampleSet with its own split."""
     from hone import zoo
     from hone.errors import HoneError
@@ -402,7 +442,9 @@ def zoo_samples(model: "Model") -> SampleSet | None:
     return SampleSet(samples, "zoo", "; ".join(description for _, description in parts), fixed_split=fixed)
 
 
-def _split_batched(arrays: Mapping[str, np.ndarray], specs: Sequence[TensorSpec]) -> list[dict[str, np.ndarray]]:
+def _split_batched(
+    arrays: Mapping[str, np.ndarray], specs: Sequence[TensorSpec]
+) -> list[dict[str, np.ndarray]]:
     """Arrays joined on each input's batch axis -> one feed per sample."""
     specs_by_name = {s.name: s for s in specs}
     names = [n for n in arrays if n in specs_by_name]
@@ -421,7 +463,7 @@ def _split_batched(arrays: Mapping[str, np.ndarray], specs: Sequence[TensorSpec]
     return samples
 
 
-def check_invented(model: "Model") -> None:
+def check_invented(model: Model) -> None:
     """Run ``model`` once on invented inputs; when that fails, retry with other sizes for the axes hone
     had to guess (see ``_retry_plans``), and refuse in one line naming the failing node when none runs."""
     from hone.runtime import Session, SessionConfig
@@ -437,18 +479,25 @@ def check_invented(model: "Model") -> None:
             last_error = exc
             continue
         if extra:
-            first = {axis_label(spec.name, axis): resolve_shape(spec, batch=1, dims=model.default_dims)[axis]
-                     for spec, axis in guessed}
+            first = {
+                axis_label(spec.name, axis): resolve_shape(spec, batch=1, dims=model.default_dims)[axis]
+                for spec, axis in guessed
+            }
             model.default_dims.update(extra)
-            logger.warning("%s did not run on invented inputs with the guessed dims %s; it runs with %s; give "
-                           "--dim (e.g. --dim %s=N) or --data to choose", model.name, _dims_text(first),
-                           _dims_text(extra), next(iter(extra)))
+            logger.warning(
+                "%s did not run on invented inputs with the guessed dims %s; it runs with %s; give "
+                "--dim (e.g. --dim %s=N) or --data to choose",
+                model.name,
+                _dims_text(first),
+                _dims_text(extra),
+                next(iter(extra)),
+            )
         return
     assert last_error is not None
     raise InventedInputsError(refusal_message(model, last_error), model=model.name)
 
 
-def _retry_plans(model: "Model", guessed: Sequence[tuple[TensorSpec, int]]) -> list[dict[str, int]]:
+def _retry_plans(model: Model, guessed: Sequence[tuple[TensorSpec, int]]) -> list[dict[str, int]]:
     """Sizes to retry for the guessed axes, smallest first: 16, 64, 224 and, for a model with long
     convolution kernels (an STFT front end), the largest kernel x 1, 2 and 4. For each size, first only
     the last axis of each input (sequences, widths), then every guessed axis but a leading one (the
@@ -468,7 +517,7 @@ def _retry_plans(model: "Model", guessed: Sequence[tuple[TensorSpec, int]]) -> l
     return plans
 
 
-def _largest_conv_kernel(model: "Model") -> int:
+def _largest_conv_kernel(model: Model) -> int:
     """The largest spatial kernel size of any Conv in the model (subgraphs included), 0 without one."""
     largest = 0
     for node in ir.traversal.RecursiveGraphIterator(model.ir.graph):
@@ -489,7 +538,7 @@ def _dims_text(dims: Mapping[str, int]) -> str:
     return ", ".join(f"{name}={size}" for name, size in dims.items())
 
 
-def refusal_message(model: "Model", error: ExecutionError) -> str:
+def refusal_message(model: Model, error: ExecutionError) -> str:
     """One line: the model does not run on invented inputs, which node failed, and to pass --data."""
     node, op_type = error.context.get("node"), error.context.get("op_type")
     if op_type is None:
@@ -499,8 +548,10 @@ def refusal_message(model: "Model", error: ExecutionError) -> str:
     where = f"node {node or '(unnamed)'!r} ({op_type})" if op_type else "a node"
     text = str(error)
     detail = text.split(": ", 1)[-1].split("; check that")[0] if op_type else text
-    return (f"{model.name} does not run on invented inputs: {where} failed ({detail[:200]}); pass real samples "
-            "with --data PATH (.npz with one array per input name, samples along a new first axis)")
+    return (
+        f"{model.name} does not run on invented inputs: {where} failed ({detail[:200]}); pass real samples "
+        "with --data PATH (.npz with one array per input name, samples along a new first axis)"
+    )
 
 
 # --- reading --data -----------------------------------------------------------------------------
@@ -508,7 +559,9 @@ def refusal_message(model: "Model", error: ExecutionError) -> str:
 
 def load_arrays_data(path: Path, specs: Sequence[TensorSpec]) -> SampleSet:
     """Samples from an .npz/.npy file or a folder of them, for sources that are not a Model (torch)."""
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in ARRAY_SUFFIXES) if path.is_dir() else [path]
+    files = (
+        sorted(p for p in path.iterdir() if p.suffix.lower() in ARRAY_SUFFIXES) if path.is_dir() else [path]
+    )
     if not path.exists() or not files or any(f.suffix.lower() not in ARRAY_SUFFIXES for f in files):
         raise OptionError(f"--data {path}: give an .npz/.npy file or a folder of them for this model")
     samples = [sample for file in files for sample in _array_samples(file, specs)]
@@ -517,10 +570,12 @@ def load_arrays_data(path: Path, specs: Sequence[TensorSpec]) -> SampleSet:
     return SampleSet(samples, "data", f"{len(samples)} samples from {path}")
 
 
-def load_data(path: Path, model: "Model") -> SampleSet:
+def load_data(path: Path, model: Model) -> SampleSet:
     """Samples from ``path`` (see the module docstring), each checked against ``model``'s inputs."""
     if not path.exists():
-        raise OptionError(f"--data {path} does not exist; give an .npz/.npy file, a .txt, or a folder of .npz or images")
+        raise OptionError(
+            f"--data {path} does not exist; give an .npz/.npy file, a .txt, or a folder of .npz or images"
+        )
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in ARRAY_SUFFIXES + IMAGE_SUFFIXES)
         if not files:
@@ -538,8 +593,10 @@ def load_data(path: Path, model: "Model") -> SampleSet:
         elif suffix in ARRAY_SUFFIXES:
             read = _array_samples(file, model.inputs)
         else:
-            raise OptionError(f"--data {file}: {suffix or 'no suffix'} is not a data format hone reads "
-                              "(.npz, .npy, .txt, or a folder of .npz or images)")
+            raise OptionError(
+                f"--data {file}: {suffix or 'no suffix'} is not a data format hone reads "
+                "(.npz, .npy, .txt, or a folder of .npz or images)"
+            )
         samples.extend(read)
         groups.extend([file.name] * len(read))
     for sample in samples:
@@ -555,25 +612,45 @@ def check_sample(sample: Mapping[str, np.ndarray], specs: Sequence[TensorSpec], 
     names = [s.name for s in specs]
     missing = [n for n in names if n not in sample]
     if missing:
-        raise ShapeError(f"--data {where} has no array for input(s) {', '.join(map(repr, missing))} "
-                         f"(it has {', '.join(map(repr, sample)) or 'none'}); the model takes "
-                         + ", ".join(f"{s.name!r} {s.shape_text()} {s.dtype}" for s in specs), input=missing[0])
+        raise ShapeError(
+            f"--data {where} has no array for input(s) {', '.join(map(repr, missing))} "
+            f"(it has {', '.join(map(repr, sample)) or 'none'}); the model takes "
+            + ", ".join(f"{s.name!r} {s.shape_text()} {s.dtype}" for s in specs),
+            input=missing[0],
+        )
     for spec in specs:
         array = sample[spec.name]
         want = f"{spec.shape_text()} {spec.dtype}"
         if str(array.dtype) != spec.dtype:
-            raise ShapeError(f"--data {where}: input {spec.name!r} is {array.dtype}, the model wants {want}; convert "
-                             f"it (e.g. array.astype('{spec.dtype}'))", input=spec.name)
+            raise ShapeError(
+                f"--data {where}: input {spec.name!r} is {array.dtype}, the model wants {want}; convert "
+                f"it (e.g. array.astype('{spec.dtype}'))",
+                input=spec.name,
+            )
         if array.ndim != len(spec.shape):
-            raise ShapeError(f"--data {where}: input {spec.name!r} has shape {list(array.shape)} per sample, the "
-                             f"model wants {want}", input=spec.name)
-        for axis, (dim, size) in enumerate(zip(spec.shape, array.shape)):
-            if isinstance(dim, int) and dim > 0 and dim != size and not (axis == spec.batch_axis and size == 1):
-                raise ShapeError(f"--data {where}: input {spec.name!r} has shape {list(array.shape)} per sample, the "
-                                 f"model wants {want} (dim {axis} must be {dim})", input=spec.name)
+            raise ShapeError(
+                f"--data {where}: input {spec.name!r} has shape {list(array.shape)} per sample, the "
+                f"model wants {want}",
+                input=spec.name,
+            )
+        for axis, (dim, size) in enumerate(zip(spec.shape, array.shape, strict=False)):
+            if (
+                isinstance(dim, int)
+                and dim > 0
+                and dim != size
+                and not (axis == spec.batch_axis and size == 1)
+            ):
+                raise ShapeError(
+                    f"--data {where}: input {spec.name!r} has shape {list(array.shape)} per sample, the "
+                    f"model wants {want} (dim {axis} must be {dim})",
+                    input=spec.name,
+                )
             if axis == spec.batch_axis and size != 1:
-                raise ShapeError(f"--data {where}: input {spec.name!r} has {size} along its batch axis {axis} in one "
-                                 "sample; give samples along a new first axis", input=spec.name)
+                raise ShapeError(
+                    f"--data {where}: input {spec.name!r} has {size} along its batch axis {axis} in one "
+                    "sample; give samples along a new first axis",
+                    input=spec.name,
+                )
 
 
 def _array_samples(file: Path, specs: Sequence[TensorSpec]) -> list[dict[str, np.ndarray]]:
@@ -583,16 +660,21 @@ def _array_samples(file: Path, specs: Sequence[TensorSpec]) -> list[dict[str, np
                 arrays = {key: loaded[key] for key in loaded.files}
         else:
             if len(specs) != 1:
-                raise OptionError(f"--data {file}: a .npy holds one array, but the model takes "
-                                  f"{[s.name for s in specs]}; use an .npz with one array per input name")
+                raise OptionError(
+                    f"--data {file}: a .npy holds one array, but the model takes "
+                    f"{[s.name for s in specs]}; use an .npz with one array per input name"
+                )
             arrays = {specs[0].name: np.load(file, allow_pickle=False)}
     except (OSError, ValueError) as exc:
         raise OptionError(f"--data {file} cannot be read as {file.suffix}: {exc}") from exc
     specs_by_name = {s.name: s for s in specs}
     unknown = [n for n in arrays if n not in specs_by_name]
     if unknown:
-        raise ShapeError(f"--data {file} has array(s) {unknown} that are not inputs of the model "
-                         f"(inputs: {list(specs_by_name)})", input=unknown[0])
+        raise ShapeError(
+            f"--data {file} has array(s) {unknown} that are not inputs of the model "
+            f"(inputs: {list(specs_by_name)})",
+            input=unknown[0],
+        )
     per_input: dict[str, list[np.ndarray]] = {}
     for name, array in arrays.items():
         spec = specs_by_name[name]
@@ -600,31 +682,39 @@ def _array_samples(file: Path, specs: Sequence[TensorSpec]) -> list[dict[str, np
         if array.ndim == rank + 1:  # samples along a new first axis
             per_input[name] = [np.asarray(a) for a in array]
         elif array.ndim == rank and spec.batch_axis is not None:  # samples joined on the batch axis
-            per_input[name] = [np.take(array, [i], axis=spec.batch_axis) for i in range(array.shape[spec.batch_axis])]
+            per_input[name] = [
+                np.take(array, [i], axis=spec.batch_axis) for i in range(array.shape[spec.batch_axis])
+            ]
         elif array.ndim == rank:  # one sample
             per_input[name] = [array]
         else:
-            raise ShapeError(f"--data {file}: input {name!r} has shape {list(array.shape)}, the model wants "
-                             f"{spec.shape_text()} {spec.dtype} per sample (stack samples along a new first axis)",
-                             input=name)
+            raise ShapeError(
+                f"--data {file}: input {name!r} has shape {list(array.shape)}, the model wants "
+                f"{spec.shape_text()} {spec.dtype} per sample (stack samples along a new first axis)",
+                input=name,
+            )
     counts = {len(v) for v in per_input.values()}
     if len(counts) != 1 or 0 in counts:
-        raise ShapeError(f"--data {file}: the inputs hold different numbers of samples "
-                         f"({', '.join(f'{n}: {len(v)}' for n, v in per_input.items())}); give the same count for each")
+        raise ShapeError(
+            f"--data {file}: the inputs hold different numbers of samples "
+            f"({', '.join(f'{n}: {len(v)}' for n, v in per_input.items())}); give the same count for each"
+        )
     count = counts.pop()
     return [{name: values[i] for name, values in per_input.items()} for i in range(count)]
 
 
-def _image_input(model: "Model", file: Path) -> TensorSpec:
+def _image_input(model: Model, file: Path) -> TensorSpec:
     floats = [s for s in model.inputs if s.dtype.startswith("float") and len(s.shape) in (3, 4)]
     if len(model.inputs) != 1 or not floats:
-        raise OptionError(f"--data {file.name}: images are for models with one image input (N, C, H, W); "
-                          f"{model.name} takes {', '.join(f'{s.name} {s.shape_text()}' for s in model.inputs)}; "
-                          "use an .npz with one array per input")
+        raise OptionError(
+            f"--data {file.name}: images are for models with one image input (N, C, H, W); "
+            f"{model.name} takes {', '.join(f'{s.name} {s.shape_text()}' for s in model.inputs)}; "
+            "use an .npz with one array per input"
+        )
     return floats[0]
 
 
-def _image_sample(file: Path, model: "Model") -> dict[str, np.ndarray]:
+def _image_sample(file: Path, model: Model) -> dict[str, np.ndarray]:
     from PIL import Image, UnidentifiedImageError
 
     spec = _image_input(model, file)
@@ -643,7 +733,7 @@ def _image_sample(file: Path, model: "Model") -> dict[str, np.ndarray]:
     return {spec.name: pixels.astype(spec.dtype)}
 
 
-def _preprocess_metadata(model: "Model"):
+def _preprocess_metadata(model: Model):
     raw = model.ir.metadata_props.get(PREPROCESS_METADATA_KEY)
     if not raw:
         return None
@@ -652,8 +742,11 @@ def _preprocess_metadata(model: "Model"):
 
         return ImagePreprocess.from_json(raw)
     except (ImportError, ValueError, KeyError, TypeError) as exc:
-        logger.warning("ignoring the model's %s metadata (%s); preprocessing images the default way",
-                       PREPROCESS_METADATA_KEY, exc)
+        logger.warning(
+            "ignoring the model's %s metadata (%s); preprocessing images the default way",
+            PREPROCESS_METADATA_KEY,
+            exc,
+        )
         return None
 
 
@@ -672,39 +765,50 @@ def _default_image(image, spec: TensorSpec, dims: Mapping[str, int]) -> np.ndarr
     return pixels.transpose(2, 0, 1) if channels_first else pixels
 
 
-def _text_samples(file: Path, model: "Model") -> list[dict[str, np.ndarray]]:
+def _text_samples(file: Path, model: Model) -> list[dict[str, np.ndarray]]:
     lines = [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not lines:
         raise OptionError(f"--data {file} holds no text; give one text per line")
     tokenizer_path = _tokenizer_for(model)
     if tokenizer_path is None:
-        raise OptionError(f"--data {file.name}: hone knows no tokenizer for {model.name} (put its tokenizer.json "
-                          "beside the .onnx file, or give token ids as an .npz with one array per input)")
+        raise OptionError(
+            f"--data {file.name}: hone knows no tokenizer for {model.name} (put its tokenizer.json "
+            "beside the .onnx file, or give token ids as an .npz with one array per input)"
+        )
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(tokenizer_path))
     specs = {s.name: s for s in model.inputs}
     length = next((d for s in model.inputs for d in s.shape[1:] if isinstance(d, int) and d > 0), None)
-    length = length or int(next((model.default_dims[d] for s in model.inputs for d in s.symbolic_dims
-                                 if d in model.default_dims), 128))
+    length = length or int(
+        next(
+            (model.default_dims[d] for s in model.inputs for d in s.symbolic_dims if d in model.default_dims),
+            128,
+        )
+    )
     tokenizer.enable_truncation(max_length=length)
     samples = []
     for line in lines:
         encoding = tokenizer.encode(line)
-        fields = {"input_ids": encoding.ids, "attention_mask": encoding.attention_mask,
-                  "token_type_ids": encoding.type_ids}
+        fields = {
+            "input_ids": encoding.ids,
+            "attention_mask": encoding.attention_mask,
+            "token_type_ids": encoding.type_ids,
+        }
         sample = {}
         for name, spec in specs.items():
             key = next((k for k in fields if k in name.lower() or name.lower() in k), None)
             if key is None:
-                raise OptionError(f"--data {file.name}: input {name!r} is not one a tokenizer gives "
-                                  "(input_ids, attention_mask, token_type_ids); use an .npz")
+                raise OptionError(
+                    f"--data {file.name}: input {name!r} is not one a tokenizer gives "
+                    "(input_ids, attention_mask, token_type_ids); use an .npz"
+                )
             sample[name] = np.asarray([fields[key]], dtype=spec.dtype)
         samples.append(sample)
     return samples
 
 
-def _tokenizer_for(model: "Model") -> Path | None:
+def _tokenizer_for(model: Model) -> Path | None:
     if model.path is not None and (model.path.parent / "tokenizer.json").is_file():
         return model.path.parent / "tokenizer.json"
     name = model.provenance.get("zoo", "")
@@ -719,5 +823,16 @@ def describe_specs(specs: Sequence[TensorSpec]) -> str:
     return ", ".join(f"{s.name} {s.shape_text()} {s.dtype}" for s in specs)
 
 
-__all__ = ["DataSplit", "SampleSet", "attach", "check_batchable", "check_invented", "feeds", "load_data",
-           "parse_dims", "resolve_shape", "synthesize", "zoo_samples"]
+__all__ = [
+    "DataSplit",
+    "SampleSet",
+    "attach",
+    "check_batchable",
+    "check_invented",
+    "feeds",
+    "load_data",
+    "parse_dims",
+    "resolve_shape",
+    "synthesize",
+    "zoo_samples",
+]

@@ -67,7 +67,9 @@ class ImagePreprocess:
             raise OptionError(f"image size must be (height, width) in positive pixels, got {self.size!r}")
         if self.resize_shorter is not None:
             if not _is_positive_int(self.resize_shorter):
-                raise OptionError(f"resize_shorter must be a positive number of pixels or None, got {self.resize_shorter!r}")
+                raise OptionError(
+                    f"resize_shorter must be a positive number of pixels or None, got {self.resize_shorter!r}"
+                )
             if self.resize_shorter < max(size):
                 raise OptionError(
                     f"resize_shorter {self.resize_shorter} is smaller than the crop {size[0]}x{size[1]}; "
@@ -76,7 +78,9 @@ class ImagePreprocess:
         for field_name in ("mean", "std"):
             values = tuple(getattr(self, field_name))
             if len(values) != 3 or not all(_is_number(v) and np.isfinite(v) for v in values):
-                raise OptionError(f"image {field_name} must be 3 finite numbers (0..255 pixel units), got {values!r}")
+                raise OptionError(
+                    f"image {field_name} must be 3 finite numbers (0..255 pixel units), got {values!r}"
+                )
             object.__setattr__(self, field_name, tuple(float(v) for v in values))
         if any(v <= 0 for v in self.std):
             raise OptionError(f"image std must be positive, got {self.std!r}")
@@ -92,7 +96,7 @@ class ImagePreprocess:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "ImagePreprocess":
+    def from_json(cls, text: str) -> ImagePreprocess:
         """The inverse of ``to_json``; unknown or malformed fields fail with a message naming them."""
         try:
             fields: Any = json.loads(text)
@@ -109,7 +113,9 @@ class ImagePreprocess:
         for name in ("size", "mean", "std"):
             if name in fields:
                 if not isinstance(fields[name], list):
-                    raise OptionError(f"image preprocessing field {name!r} must be a list, got {fields[name]!r}")
+                    raise OptionError(
+                        f"image preprocessing field {name!r} must be a list, got {fields[name]!r}"
+                    )
                 fields[name] = tuple(fields[name])
         return cls(**fields)
 

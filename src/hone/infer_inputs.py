@@ -30,10 +30,28 @@ import numpy as np
 import onnx_ir as ir
 
 # Ops whose output holds (a subset or rearrangement of) the values of their first input.
-_VALUE_PRESERVING = frozenset({
-    "Cast", "CastLike", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity", "Transpose", "Expand",
-    "Slice", "Concat", "Split", "Tile", "Gather", "GatherElements", "GatherND", "ReduceMax", "ReduceMin",
-})
+_VALUE_PRESERVING = frozenset(
+    {
+        "Cast",
+        "CastLike",
+        "Reshape",
+        "Unsqueeze",
+        "Squeeze",
+        "Flatten",
+        "Identity",
+        "Transpose",
+        "Expand",
+        "Slice",
+        "Concat",
+        "Split",
+        "Tile",
+        "Gather",
+        "GatherElements",
+        "GatherND",
+        "ReduceMax",
+        "ReduceMin",
+    }
+)
 _BATCH_NAMES = ("batch", "batch_size", "n", "b", "bs", "batchsize", "num_batch")
 
 
@@ -69,14 +87,21 @@ def batch_axes(inputs: Sequence[ir.Value], outputs: Sequence[ir.Value]) -> dict[
             if name:
                 names.setdefault(name, []).append(axis)
     shaped_outputs = [v for v in outputs if v.shape is not None]
-    output_counts = {name: sum(1 for v in shaped_outputs if any(_dim_name(d) == name for d in v.shape))  # type: ignore[union-attr]
-                     for name in names}
+    output_counts = {
+        name: sum(1 for v in shaped_outputs if any(_dim_name(d) == name for d in v.shape))  # type: ignore[union-attr]
+        for name in names
+    }
     candidates = [n for n in names if output_counts[n] > 0 or not shaped_outputs]
     if candidates:
+
         def score(name: str) -> tuple[int, int, int, float]:
             inputs_with = sum(1 for v in shaped_inputs if any(_dim_name(d) == name for d in v.shape))  # type: ignore[union-attr]
-            return (output_counts[name], inputs_with, int(name.lower() in _BATCH_NAMES),
-                    -float(np.mean(names[name])))
+            return (
+                output_counts[name],
+                inputs_with,
+                int(name.lower() in _BATCH_NAMES),
+                -float(np.mean(names[name])),
+            )
 
         chosen = max(candidates, key=score)
         for value in (*shaped_inputs, *(v for v in outputs if v.shape is not None)):
@@ -85,7 +110,8 @@ def batch_axes(inputs: Sequence[ir.Value], outputs: Sequence[ir.Value]) -> dict[
         return result
     # Unnamed dynamic dims: axis 0 when it is dynamic everywhere it can be seen.
     if all(_is_dynamic(v.shape[0]) for v in shaped_inputs) and all(  # type: ignore[index]
-            v.shape is None or (len(v.shape) > 0 and _is_dynamic(v.shape[0])) for v in outputs):
+        v.shape is None or (len(v.shape) > 0 and _is_dynamic(v.shape[0])) for v in outputs
+    ):
         for value in (*shaped_inputs, *(v for v in outputs if v.shape is not None and len(v.shape) > 0)):
             result[value.name or ""] = 0
     return result

@@ -111,7 +111,7 @@ class RunOptions:
 
 
 def run(
-    source: "str | os.PathLike[str] | Model | None" = None,
+    source: str | os.PathLike[str] | Model | None = None,
     *,
     out_dir: str | os.PathLike[str] = "hone-out",
     batches: Sequence[int] | None = None,
@@ -125,7 +125,7 @@ def run(
     serve: bool = True,
     web: bool = True,
     edge: bool = True,
-    data: "str | os.PathLike[str] | None" = None,
+    data: str | os.PathLike[str] | None = None,
     dims: dict[str, int] | None = None,
 ) -> RunReport:
     """Run every stage on ``source`` (default: the zoo's default model), write ``out_dir/report.json``,
@@ -156,7 +156,7 @@ def run(
         hone_version=__version__,
         model="",
         source=str(source) if source is not None else DEFAULT_MODEL,
-        started_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         out_dir=str(out),
     )
     if source is None:
@@ -168,12 +168,23 @@ def run(
     if threads is None:
         threads = default_threads()
         report.defaults_taken.append(f"threads: {threads} (physical cores)")
-    options = RunOptions(out=out, batches=tuple(batches), threads=threads, provider=provider, budget_s=budget_s,
-                         force=force)
+    options = RunOptions(
+        out=out, batches=tuple(batches), threads=threads, provider=provider, budget_s=budget_s, force=force
+    )
     stages = _Stages(report, notify)
     try:
-        _run_stages(stages, source, input_shapes, options, quantize=quantize, serve=serve, web=web, edge=edge,
-                    data=data, dims=dims)
+        _run_stages(
+            stages,
+            source,
+            input_shapes,
+            options,
+            quantize=quantize,
+            serve=serve,
+            web=web,
+            edge=edge,
+            data=data,
+            dims=dims,
+        )
     finally:
         from hone.results import write_json
 
@@ -181,9 +192,19 @@ def run(
     return report
 
 
-def _run_stages(stages: "_Stages", source: "str | os.PathLike[str] | Model", input_shapes: Sequence[str] | None,
-                options: RunOptions, *, quantize: bool, serve: bool, web: bool, edge: bool,
-                data: "str | os.PathLike[str] | None" = None, dims: dict[str, int] | None = None) -> None:
+def _run_stages(
+    stages: _Stages,
+    source: str | os.PathLike[str] | Model,
+    input_shapes: Sequence[str] | None,
+    options: RunOptions,
+    *,
+    quantize: bool,
+    serve: bool,
+    web: bool,
+    edge: bool,
+    data: str | os.PathLike[str] | None = None,
+    dims: dict[str, int] | None = None,
+) -> None:
     report = stages.report
     loaded = stages.run("load", lambda: _load(source, input_shapes, data, dims))
     if loaded is None:
@@ -193,9 +214,13 @@ def _run_stages(stages: "_Stages", source: "str | os.PathLike[str] | Model", inp
     model, report.info = loaded
     report.model = model.name
     report.data = _data_line(model)
-    report.verify = stages.run("verify", lambda: _verify(model, options),
-                               fails=lambda result: None if result.passed else
-                               "outputs differ between executions; see the verify section")
+    report.verify = stages.run(
+        "verify",
+        lambda: _verify(model, options),
+        fails=lambda result: (
+            None if result.passed else "outputs differ between executions; see the verify section"
+        ),
+    )
     report.profile = stages.run("profile", lambda: _profile(model, options))
     optimized, report.optimize = stages.run("optimize", lambda: _optimize(model, options)) or (None, None)
 
@@ -212,13 +237,22 @@ def _run_stages(stages: "_Stages", source: "str | os.PathLike[str] | Model", inp
     if optimized is not None:
         candidates.append(("hone+ort-all", "hone", optimized))
     if quantized is not None and report.quantize is not None:
-        candidates.append((f"hone-{report.quantize.format}+ort-all", f"hone-{report.quantize.format}", quantized))
-    report.bench = stages.run("bench", lambda: _bench(model, candidates[1:], options,
-                                                      lambda detail: stages.step("bench", detail)))
-    report.shipped = (choose_shipped(report.bench, [(label, artifact) for label, artifact, _ in candidates])
-                      if report.bench is not None else
-                      ShippedChoice(BASELINE, "loaded", "no bench result (the bench stage failed), so nothing was "
-                                    "measured faster than the loaded model: the loaded model ships"))
+        candidates.append(
+            (f"hone-{report.quantize.format}+ort-all", f"hone-{report.quantize.format}", quantized)
+        )
+    report.bench = stages.run(
+        "bench", lambda: _bench(model, candidates[1:], options, lambda detail: stages.step("bench", detail))
+    )
+    report.shipped = (
+        choose_shipped(report.bench, [(label, artifact) for label, artifact, _ in candidates])
+        if report.bench is not None
+        else ShippedChoice(
+            BASELINE,
+            "loaded",
+            "no bench result (the bench stage failed), so nothing was "
+            "measured faster than the loaded model: the loaded model ships",
+        )
+    )
     shipped = next(m for label, _, m in candidates if label == report.shipped.label)
     report.showcase = _showcase(model, shipped)
     report.showcase_artifact = report.shipped.label if report.showcase else ""
@@ -226,8 +260,10 @@ def _run_stages(stages: "_Stages", source: "str | os.PathLike[str] | Model", inp
     if serve:
         report.serve = stages.run("serve", lambda: _serve(shipped, report.shipped.label, options))
         report.serve_repository = stages.run(
-            "ship-serve", lambda: _ship_serve(shipped, report.shipped, report.serve, options),
-            done=_repository_line)
+            "ship-serve",
+            lambda: _ship_serve(shipped, report.shipped, report.serve, options),
+            done=_repository_line,
+        )
     else:
         stages.skip("serve", "not asked (--no-serve)")
         stages.skip("ship-serve", "not asked (--no-serve)")
@@ -235,8 +271,12 @@ def _run_stages(stages: "_Stages", source: "str | os.PathLike[str] | Model", inp
         # From the loaded model: the web target runs its own standard-ops-only optimization. The
         # ort-cpu rewrite above emits onnxruntime contrib ops (FusedConv, ...); onnxruntime-web's
         # WebGPU provider gave resnet18's logits an error of 1.65 on such a graph.
-        report.web = stages.run("web", lambda: _web(model, options, lambda detail: stages.step("web", detail)),
-                                fails=_web_failure, done=lambda result: result.page_note or _web_line(result))
+        report.web = stages.run(
+            "web",
+            lambda: _web(model, options, lambda detail: stages.step("web", detail)),
+            fails=_web_failure,
+            done=lambda result: result.page_note or _web_line(result),
+        )
     else:
         stages.skip("web", "not asked (--no-web)")
     if edge:
@@ -248,8 +288,12 @@ def _run_stages(stages: "_Stages", source: "str | os.PathLike[str] | Model", inp
 # -- the stages: each takes the model and the options --------------------------------------------
 
 
-def _load(source: "str | os.PathLike[str] | Model", input_shapes: Sequence[str] | None,
-          data: "str | os.PathLike[str] | None", dims: dict[str, int] | None) -> "tuple[Model, ModelInfo]":
+def _load(
+    source: str | os.PathLike[str] | Model,
+    input_shapes: Sequence[str] | None,
+    data: str | os.PathLike[str] | None,
+    dims: dict[str, int] | None,
+) -> tuple[Model, ModelInfo]:
     """The model with its samples attached; one that cannot run on invented inputs fails here, in one line."""
     from hone.data import attach
     from hone.info import describe
@@ -309,14 +353,14 @@ def _profile(model: Model, options: RunOptions) -> Any:
     return profile(model, batch=options.batches[0], threads=options.threads, provider=options.provider)
 
 
-def _optimize(model: Model, options: RunOptions) -> "tuple[Model, OptimizeResult]":
+def _optimize(model: Model, options: RunOptions) -> tuple[Model, OptimizeResult]:
     from hone.passes import optimize
 
     target = "ort-cuda" if options.provider in ("cuda", "tensorrt") else "ort-cpu"
     return optimize(model, target=target, verify=True)
 
 
-def _quantize(model: Model, options: RunOptions) -> "tuple[Model, QuantizeResult]":
+def _quantize(model: Model, options: RunOptions) -> tuple[Model, QuantizeResult]:
     """INT8 behind the gates; a model the quantizer refuses (a HoneError) is a skipped stage."""
     from hone.quantize import quantize
 
@@ -326,19 +370,29 @@ def _quantize(model: Model, options: RunOptions) -> "tuple[Model, QuantizeResult
         raise _Skipped(str(exc)) from exc
 
 
-def _bench(model: Model, others: Sequence[tuple[str, str, Model]], options: RunOptions,
-           step: Callable[[str], None]) -> "BenchResult":
+def _bench(
+    model: Model, others: Sequence[tuple[str, str, Model]], options: RunOptions, step: Callable[[str], None]
+) -> BenchResult:
     """The loaded model's variants and every other candidate (ort-all), raced at each batch."""
     from hone.bench.compare import Contender, applicable_variants, compare
 
-    contenders = [Contender(variant, model, variant) for variant in applicable_variants(model, options.provider)]
+    contenders = [
+        Contender(variant, model, variant) for variant in applicable_variants(model, options.provider)
+    ]
     contenders += [Contender(label, candidate, "ort-all") for label, _, candidate in others]
-    return compare(contenders, baseline=BASELINE, baseline_description=BASELINE_DESCRIPTION,
-                   batches=options.batches, threads=options.threads, provider=options.provider,
-                   budget_s=options.budget_s, on_config=lambda label, batch: step(f"{label} batch {batch}"))
+    return compare(
+        contenders,
+        baseline=BASELINE,
+        baseline_description=BASELINE_DESCRIPTION,
+        batches=options.batches,
+        threads=options.threads,
+        provider=options.provider,
+        budget_s=options.budget_s,
+        on_config=lambda label, batch: step(f"{label} batch {batch}"),
+    )
 
 
-def choose_shipped(bench: "BenchResult", candidates: Sequence[tuple[str, str]]) -> ShippedChoice:
+def choose_shipped(bench: BenchResult, candidates: Sequence[tuple[str, str]]) -> ShippedChoice:
     """The fastest of ``candidates`` ((bench label, artifact name), the baseline first) by the race.
 
     A candidate qualifies only when it is faster than the baseline at every batch, both in the
@@ -362,12 +416,20 @@ def choose_shipped(bench: "BenchResult", candidates: Sequence[tuple[str, str]]) 
         faster_pooled = all(s > 1.0 for s in speedups[label])
         return text + (", not faster in every round" if faster_pooled and not every_round[label] else "")
 
-    faster = [label for label, values in speedups.items() if all(s > 1.0 for s in values) and every_round[label]]
+    faster = [
+        label for label, values in speedups.items() if all(s > 1.0 for s in values) and every_round[label]
+    ]
     if not faster:
         measured_text = "; ".join(said(label) for label in speedups) or "no other candidate was measured"
-        return ShippedChoice(base_label, base_artifact, (
-            f"the loaded model ships: no candidate was faster than {baseline} at every batch ({batches}) "
-            f"and in every round of the same race ({measured_text})"), speedups)
+        return ShippedChoice(
+            base_label,
+            base_artifact,
+            (
+                f"the loaded model ships: no candidate was faster than {baseline} at every batch ({batches}) "
+                f"and in every round of the same race ({measured_text})"
+            ),
+            speedups,
+        )
 
     def geometric_mean(values: list[float]) -> float:
         product = 1.0
@@ -378,22 +440,35 @@ def choose_shipped(bench: "BenchResult", candidates: Sequence[tuple[str, str]]) 
     best = max(faster, key=lambda label: geometric_mean(speedups[label]))
     artifact = next(name for label, name in others if label == best)
     rest = [said(label) for label in speedups if label != best]
-    return ShippedChoice(best, artifact, (
-        f"{said(best)} the speed of {baseline} at batch {batches}, faster in every round of the same "
-        f"interleaved race" + (f"; the fastest of the candidates ({'; '.join(rest)})" if rest else "")), speedups)
+    return ShippedChoice(
+        best,
+        artifact,
+        (
+            f"{said(best)} the speed of {baseline} at batch {batches}, faster in every round of the same "
+            f"interleaved race" + (f"; the fastest of the candidates ({'; '.join(rest)})" if rest else "")
+        ),
+        speedups,
+    )
 
 
-def _serve(shipped: Model, label: str, options: RunOptions) -> "LoadTestResult":
+def _serve(shipped: Model, label: str, options: RunOptions) -> LoadTestResult:
     """Each concurrency runs for the bench budget, at most MAX_SERVE_SECONDS_PER_LEVEL."""
     from hone.serve.loadtest import load_test
 
-    return load_test(shipped, artifact=label, concurrencies=SERVE_CONCURRENCIES, config=SERVE_BATCH_CONFIG,
-                     seconds_per_level=min(options.budget_s, MAX_SERVE_SECONDS_PER_LEVEL),
-                     threads=options.threads, provider=options.provider)
+    return load_test(
+        shipped,
+        artifact=label,
+        concurrencies=SERVE_CONCURRENCIES,
+        config=SERVE_BATCH_CONFIG,
+        seconds_per_level=min(options.budget_s, MAX_SERVE_SECONDS_PER_LEVEL),
+        threads=options.threads,
+        provider=options.provider,
+    )
 
 
-def _ship_serve(shipped: Model, choice: ShippedChoice, measured: "LoadTestResult | None",
-                options: RunOptions) -> ServeRepositoryStage:
+def _ship_serve(
+    shipped: Model, choice: ShippedChoice, measured: LoadTestResult | None, options: RunOptions
+) -> ServeRepositoryStage:
     """``<out>/serve/<model>/1/model.onnx`` and ``config.json``, read back as ``hone serve`` reads them."""
     from dataclasses import asdict
 
@@ -405,19 +480,31 @@ def _ship_serve(shipped: Model, choice: ShippedChoice, measured: "LoadTestResult
     name = served_name(shipped.name)
     model_path = shipped.save(folder / name / "1" / MODEL_FILE)
     settings = asdict(SERVE_BATCH_CONFIG)
-    config = {key: (list(settings[key]) if isinstance(settings[key], tuple) else settings[key])
-              for key in BATCH_CONFIG_KEYS}
+    config = {
+        key: (list(settings[key]) if isinstance(settings[key], tuple) else settings[key])
+        for key in BATCH_CONFIG_KEYS
+    }
     config["instances"] = 1
     config_path = folder / name / CONFIG_FILE
     config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     entries = load_repository(folder)  # the layout and config.json, validated as `hone serve` does
     if [(e.name, e.version, e.batch) for e in entries] != [(name, "1", SERVE_BATCH_CONFIG)]:
-        raise HoneError(f"{folder} reads back as {entries}, not as {name} version 1 with the measured batcher")
+        raise HoneError(
+            f"{folder} reads back as {entries}, not as {name} version 1 with the measured batcher"
+        )
     size = sum(p.stat().st_size for p in model_path.parent.iterdir() if p.is_file())
     note = "" if measured is not None else "the serve stage did not measure these settings (it did not run)"
-    return ServeRepositoryStage(path=str(folder), model_name=name, model_path=str(model_path),
-                                config_path=str(config_path), size_bytes=size, artifact=choice.label,
-                                config=config, measured=measured is not None, note=note)
+    return ServeRepositoryStage(
+        path=str(folder),
+        model_name=name,
+        model_path=str(model_path),
+        config_path=str(config_path),
+        size_bytes=size,
+        artifact=choice.label,
+        config=config,
+        measured=measured is not None,
+        note=note,
+    )
 
 
 def served_name(name: str) -> str:
@@ -428,8 +515,10 @@ def served_name(name: str) -> str:
 
 def _repository_line(repository: ServeRepositoryStage) -> str:
     config = repository.config
-    line = (f"{repository.path}: {repository.model_name} v1 ({repository.artifact}), "
-            f"max batch {config['max_batch_size']}, queue delay {config['max_queue_delay_ms']:g} ms")
+    line = (
+        f"{repository.path}: {repository.model_name} v1 ({repository.artifact}), "
+        f"max batch {config['max_batch_size']}, queue delay {config['max_queue_delay_ms']:g} ms"
+    )
     return line + ("; measured by the serve stage" if repository.measured else f"; {repository.note}")
 
 
@@ -446,8 +535,12 @@ def _web(model: Model, options: RunOptions, step: Callable[[str], None]) -> WebS
     except ProviderUnavailableError as exc:
         raise _Skipped(str(exc)) from exc
     manifest = result.manifest
-    web = WebStage(path=result.path, size_bytes=manifest.size_bytes, gzip_bytes=manifest.gzip_bytes,
-                   placement=manifest.placement)
+    web = WebStage(
+        path=result.path,
+        size_bytes=manifest.size_bytes,
+        gzip_bytes=manifest.gzip_bytes,
+        placement=manifest.placement,
+    )
     if shutil.which("chromium") is None:
         web.page_note = "Chromium is not installed (`make browser`): the page was not opened"
         return web
@@ -461,16 +554,28 @@ def _web(model: Model, options: RunOptions, step: Callable[[str], None]) -> WebS
     except HoneError as exc:
         web.page_note = f"the page did not run: {exc}"
         return web
-    web.page = {key: page.result.get(key) for key in (
-        "provider", "adapter", "fallback_reason", "median_ms", "first_run_ms", "session_ms",
-        "max_abs_error_vs_native", "error")}
+    web.page = {
+        key: page.result.get(key)
+        for key in (
+            "provider",
+            "adapter",
+            "fallback_reason",
+            "median_ms",
+            "first_run_ms",
+            "session_ms",
+            "max_abs_error_vs_native",
+            "error",
+        )
+    }
     error = page.result.get("max_abs_error_vs_native")
     if page.title != "DONE":
         web.page_note = f"the page failed: {page.title}"
     elif error is None or error > WEB_MAX_ABS_ERROR:
         shown = "an unknown amount" if error is None else f"up to {error:.3g}"
-        web.page_note = (f"the page's outputs differ from native onnxruntime by {shown} "
-                         f"(more than {WEB_MAX_ABS_ERROR}): check before shipping")
+        web.page_note = (
+            f"the page's outputs differ from native onnxruntime by {shown} "
+            f"(more than {WEB_MAX_ABS_ERROR}): check before shipping"
+        )
     return web
 
 
@@ -485,8 +590,10 @@ def _web_line(web: WebStage) -> str:
     if page and page.get("median_ms") is not None:
         adapter = page.get("adapter") or {}
         software = " (software adapter)" if adapter.get("isFallbackAdapter") else ""
-        line += (f"; Chromium ran it on {page['provider']}{software}: median {page['median_ms']:.1f} ms, "
-                 f"max abs error vs native {page['max_abs_error_vs_native']:.1e}")
+        line += (
+            f"; Chromium ran it on {page['provider']}{software}: median {page['median_ms']:.1f} ms, "
+            f"max abs error vs native {page['max_abs_error_vs_native']:.1e}"
+        )
     return line
 
 
@@ -494,13 +601,16 @@ def _edge(model: Model, options: RunOptions) -> Any:
     """The edge bundle, as ``hone export --target edge`` writes it, with a shorter profile."""
     from hone.export.edge import export_edge
 
-    return export_edge(model, options.out / EDGE_FOLDER, force=options.force,
-                       profile_s=min(options.budget_s, EDGE_PROFILE_S))
+    return export_edge(
+        model, options.out / EDGE_FOLDER, force=options.force, profile_s=min(options.budget_s, EDGE_PROFILE_S)
+    )
 
 
 def _edge_line(edge: Any) -> str:
     manifest, profile = edge.manifest, edge.profile
-    line = f"{edge.path}: {manifest.format}, {_size(manifest.size_bytes)} ({_size(manifest.gzip_bytes)} gzip'd)"
+    line = (
+        f"{edge.path}: {manifest.format}, {_size(manifest.size_bytes)} ({_size(manifest.gzip_bytes)} gzip'd)"
+    )
     if profile.artifact.fits and profile.artifact.p50_ms is not None:
         line += f"; 1 thread p50 {profile.artifact.p50_ms:.2f} ms"
         if profile.float_model.fits and profile.float_model.p50_ms is not None:
@@ -515,10 +625,13 @@ def _size(count: int) -> str:
 def check_output_folder(folder: Path, force: bool, what: str) -> None:
     """Refuse a path that is a file, or a non-empty folder without ``force`` (then it is replaced)."""
     if folder.exists() and not folder.is_dir():
-        raise OutputExistsError(f"{folder} exists and is not a folder; {what} is written there", path=str(folder))
+        raise OutputExistsError(
+            f"{folder} exists and is not a folder; {what} is written there", path=str(folder)
+        )
     if folder.is_dir() and any(folder.iterdir()) and not force:
-        raise OutputExistsError(f"{folder} is not empty; pass --force to replace {what} or choose another --out",
-                                path=str(folder))
+        raise OutputExistsError(
+            f"{folder} is not empty; pass --force to replace {what} or choose another --out", path=str(folder)
+        )
 
 
 # -- running a stage ------------------------------------------------------------------------------
@@ -535,8 +648,14 @@ class _Stages:
         self.report = report
         self.notify = notify
 
-    def run(self, name: str, work: Callable[[], T], *, fails: Callable[[T], str | None] | None = None,
-            done: Callable[[T], str] | None = None) -> T | None:
+    def run(
+        self,
+        name: str,
+        work: Callable[[], T],
+        *,
+        fails: Callable[[T], str | None] | None = None,
+        done: Callable[[T], str] | None = None,
+    ) -> T | None:
         """``work()``'s value, or None when it raised. ``fails(value)``: a reason the stage failed
         although it returned; ``done(value)``: the summary line of a stage that passed."""
         self.notify(name, "start", "")

@@ -78,7 +78,7 @@ def measure(threads: int, *, cpu: str = "") -> MachineCeilings:
         memory_gbps=memory_gbps,
         threads=threads,
         cpu=cpu or platform.machine(),
-        measured_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        measured_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         gemm_size=gemm_size,
         method=(
             f"onnxruntime fp32 MatMul N in {list(GEMM_SIZES)} (fastest of {_REPEATS} runs); "
@@ -119,7 +119,7 @@ def _best_gemm(threads: int) -> tuple[float, int]:
         session = _session(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), threads)
         rng = np.random.default_rng(0)
         feeds = {n: rng.standard_normal((size, size), dtype=np.float32) for n in ("a", "b")}
-        seconds = _best_seconds(lambda: session.run(None, feeds))
+        seconds = _best_seconds(lambda session=session, feeds=feeds: session.run(None, feeds))
         gflops = 2.0 * size**3 / seconds / 1e9
         logger.info("GEMM %d: %.1f GFLOP/s", size, gflops)
         if gflops > best[0]:

@@ -68,9 +68,9 @@ class Model:
     provenance: dict[str, str] = field(default_factory=dict)
     steps: list[str] = field(default_factory=list)
     # Builds the eager PyTorch module this model was exported from, when there is one.
-    torch_factory: Callable[[], "torch.nn.Module"] | None = None
+    torch_factory: Callable[[], torch.nn.Module] | None = None
     # Sample data (the user's --data or the zoo's), shared by every stage; see hone.data.attach.
-    samples: "SampleSet | None" = None
+    samples: SampleSet | None = None
 
     @property
     def opset(self) -> int:
@@ -88,20 +88,29 @@ class Model:
         except ValueError:
             entries = None
         if not isinstance(entries, dict) or not all(isinstance(v, str) for v in entries.values()):
-            logger.warning("ignoring %s's metadata %s: not a JSON object of strings", self.name,
-                           SESSION_CONFIG_METADATA_KEY)
+            logger.warning(
+                "ignoring %s's metadata %s: not a JSON object of strings",
+                self.name,
+                SESSION_CONFIG_METADATA_KEY,
+            )
             return {}
         return entries
 
-    def with_session_config(self, entries: dict[str, str]) -> "Model":
+    def with_session_config(self, entries: dict[str, str]) -> Model:
         """This model with ``entries`` added to the session config it needs (in its metadata; the
         graph is shared, so call it on a model you own, e.g. one just built)."""
         merged = {**self.session_config, **entries}
         self.ir.metadata_props[SESSION_CONFIG_METADATA_KEY] = json.dumps(merged, sort_keys=True)
-        return replace(self, path=None, steps=[*self.steps, "onnxruntime session config "
-                                                + ", ".join(f"{k}={v}" for k, v in entries.items())])
+        return replace(
+            self,
+            path=None,
+            steps=[
+                *self.steps,
+                "onnxruntime session config " + ", ".join(f"{k}={v}" for k, v in entries.items()),
+            ],
+        )
 
-    def with_graph(self, new_ir: ir.Model, step: str) -> "Model":
+    def with_graph(self, new_ir: ir.Model, step: str) -> Model:
         """A new Model holding ``new_ir``, with ``step`` appended to its history."""
         return replace(self, ir=new_ir, path=None, steps=[*self.steps, step])
 
@@ -112,8 +121,12 @@ class Model:
         if _initializer_bytes(self.ir) > _IN_MEMORY_LIMIT_BYTES:
             folder = Path(tempfile.mkdtemp(prefix="hone-"))
             target = folder / f"{self.name}.onnx"
-            ir.save(self.ir, target, external_data=f"{self.name}.onnx.data",
-                    size_threshold_bytes=_EXTERNAL_DATA_MIN_TENSOR_BYTES)
+            ir.save(
+                self.ir,
+                target,
+                external_data=f"{self.name}.onnx.data",
+                size_threshold_bytes=_EXTERNAL_DATA_MIN_TENSOR_BYTES,
+            )
             return str(target)
         ir.external_data.load_to_model(self.ir)
         return ir.to_proto(self.ir).SerializeToString()
@@ -133,8 +146,9 @@ class Model:
         if _initializer_bytes(self.ir) > _IN_MEMORY_LIMIT_BYTES:
             data_name = target.name + ".data"
             ensure_writable(target.parent / data_name, force=force)
-            ir.save(self.ir, target, external_data=data_name,
-                    size_threshold_bytes=_EXTERNAL_DATA_MIN_TENSOR_BYTES)
+            ir.save(
+                self.ir, target, external_data=data_name, size_threshold_bytes=_EXTERNAL_DATA_MIN_TENSOR_BYTES
+            )
         else:
             ir.external_data.load_to_model(self.ir)
             ir.save(self.ir, target)
@@ -142,7 +156,7 @@ class Model:
 
 
 def load(
-    source: "str | os.PathLike[str] | Model",
+    source: str | os.PathLike[str] | Model,
     *,
     input_shapes: Sequence[str] | None = None,
 ) -> Model:
@@ -325,8 +339,9 @@ def _all_tensors(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
     return tensors
 
 
-def _graph_specs(values: Sequence[ir.Value], recorded: dict[str, TensorSpec],
-                 facts: dict[str, InputFacts] | None = None) -> tuple[TensorSpec, ...]:
+def _graph_specs(
+    values: Sequence[ir.Value], recorded: dict[str, TensorSpec], facts: dict[str, InputFacts] | None = None
+) -> tuple[TensorSpec, ...]:
     """Specs of graph inputs or outputs; ``facts`` (``hone.infer_inputs``) gives batch axes and index bounds."""
     facts = facts or {}
     specs = []

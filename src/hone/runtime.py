@@ -37,7 +37,9 @@ OPTIMIZATION_LEVELS: dict[str, ort.GraphOptimizationLevel] = {
 # sessions and runs leave onnxruntime only its fatal messages.
 ORT_LOG_SEVERITY = 4
 # "... Non-zero status code returned while running Gather node. Name:'xyz' Status Message: ..."
-_FAILED_NODE = re.compile(r"running (?P<op_type>[\w.]+) node\. Name:'(?P<node>[^']*)'(?: Status Message: (?P<status>.*))?")
+_FAILED_NODE = re.compile(
+    r"running (?P<op_type>[\w.]+) node\. Name:'(?P<node>[^']*)'(?: Status Message: (?P<status>.*))?"
+)
 
 
 def default_threads() -> int:
@@ -59,9 +61,7 @@ class SessionConfig:
 
     def __post_init__(self) -> None:
         if self.provider not in PROVIDERS:
-            raise OptionError(
-                f"provider {self.provider!r} is unknown; choose one of: {', '.join(PROVIDERS)}"
-            )
+            raise OptionError(f"provider {self.provider!r} is unknown; choose one of: {', '.join(PROVIDERS)}")
         if self.optimization not in OPTIMIZATION_LEVELS:
             raise OptionError(
                 f"optimization {self.optimization!r} is unknown; choose one of: "
@@ -106,7 +106,11 @@ class Session:
             options.optimized_model_filepath = self.config.optimized_model_path
         for key, value in model.session_config.items():  # what the model was verified under
             options.add_session_config_entry(key, value)
-        providers = [ort_provider] if ort_provider == "CPUExecutionProvider" else [ort_provider, "CPUExecutionProvider"]
+        providers = (
+            [ort_provider]
+            if ort_provider == "CPUExecutionProvider"
+            else [ort_provider, "CPUExecutionProvider"]
+        )
         try:
             self._session = ort.InferenceSession(model.onnx_source(), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
@@ -133,7 +137,9 @@ class Session:
         if missing:
             raise ExecutionError(f"inputs missing for {self.model.name}: {', '.join(missing)}")
         try:
-            return self._session.run(None, {name: feeds[name] for name in self.input_names}, self._run_options)
+            return self._session.run(
+                None, {name: feeds[name] for name in self.input_names}, self._run_options
+            )
         except Exception as exc:
             raise _run_error(self.model.name, exc) from exc
 
@@ -142,13 +148,17 @@ def _run_error(model_name: str, exc: BaseException) -> ExecutionError:
     """onnxruntime's run failure as one line that names the failing node (from its message) when it can."""
     failed = _FAILED_NODE.search(str(exc))
     if failed is None:
-        return ExecutionError(f"onnxruntime failed running {model_name}: {_first_line(exc)}", model=model_name)
+        return ExecutionError(
+            f"onnxruntime failed running {model_name}: {_first_line(exc)}", model=model_name
+        )
     status = (failed.group("status") or "").strip().splitlines()
     node = failed.group("node") or "(unnamed)"
     return ExecutionError(
         f"onnxruntime failed running {model_name} at {failed.group('op_type')} node '{node}': "
         f"{status[0] if status else _first_line(exc)}; check that the inputs' values and shapes fit the model",
-        model=model_name, node=failed.group("node"), op_type=failed.group("op_type"),
+        model=model_name,
+        node=failed.group("node"),
+        op_type=failed.group("op_type"),
     )
 
 

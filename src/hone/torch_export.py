@@ -15,10 +15,13 @@ import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-
+from typing import TYPE_CHECKING
 
 from hone.errors import FactoryError, ModelNotFoundError, OptionError, ShapeError
 from hone.specs import TensorSpec
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +29,7 @@ OPSET = 17
 
 
 def export_module(
-    module: "object",
+    module: object,
     inputs: Sequence[TensorSpec],
     output_names: Sequence[str],
     path: Path,
@@ -50,7 +53,7 @@ def export_module(
     with torch.inference_mode():
         outputs = module(*args)
     outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
-    for name, output in zip(output_names, outputs):
+    for name, output in zip(output_names, outputs, strict=False):
         dynamic_axes[name] = {0: "batch"}
         if output.dim() >= 2 and "sequence" in dims and output.shape[1] == dims["sequence"]:
             dynamic_axes[name][1] = "sequence"
@@ -86,7 +89,7 @@ def parse_shapes(texts: Sequence[str]) -> list[tuple[str | None, tuple[int, ...]
     return parsed
 
 
-def load_factory(file: str, factory_name: str, input_shapes: Sequence[str]) -> "object":
+def load_factory(file: str, factory_name: str, input_shapes: Sequence[str]) -> object:
     """Import ``file``, call ``factory_name()``, export the module, and return a hone Model."""
     import torch
 
@@ -137,7 +140,7 @@ def load_factory(file: str, factory_name: str, input_shapes: Sequence[str]) -> "
     model.source_kind = "torch"
     model.provenance = {"factory": f"{file}:{factory_name}", "exporter": "torch.onnx (TorchScript)"}
 
-    def build() -> "torch.nn.Module":
+    def build() -> torch.nn.Module:
         built = factory()
         built.eval()
         return built
@@ -146,7 +149,7 @@ def load_factory(file: str, factory_name: str, input_shapes: Sequence[str]) -> "
     return model
 
 
-def call_factory(factory: "object", label: str) -> "torch.nn.Module":
+def call_factory(factory: object, label: str) -> torch.nn.Module:
     """``factory()``, checked: it must return a torch module; its errors become FactoryError."""
     import torch
 
@@ -169,9 +172,7 @@ def import_factory(file_path: Path, factory_name: str):  # noqa: ANN202 - return
     try:
         spec.loader.exec_module(user_module)
     except Exception as exc:
-        raise FactoryError(
-            f"importing {file_path} raised {type(exc).__name__}: {exc}; fix the file"
-        ) from exc
+        raise FactoryError(f"importing {file_path} raised {type(exc).__name__}: {exc}; fix the file") from exc
     factory = getattr(user_module, factory_name, None)
     if not callable(factory):
         raise FactoryError(f"{file_path} has no callable {factory_name!r}; check the name after ':'")

@@ -96,9 +96,7 @@ def compare(
         if ref64.ndim == 2 and ref64.shape[1] > 1:
             top1 = float(np.mean(ref64.argmax(axis=1) == cand64.argmax(axis=1)))
         passed = bool(np.all(diff <= atol + rtol * np.abs(ref64)))
-        results.append(
-            OutputComparison(name, list(ref64.shape), max_abs, max_rel, cosine, top1, passed)
-        )
+        results.append(OutputComparison(name, list(ref64.shape), max_abs, max_rel, cosine, top1, passed))
     return Comparison(reference_label, candidate_label, atol, rtol, results)
 
 
@@ -143,7 +141,7 @@ def verify_runs(
     result = VerifyResult(
         model=model.name,
         batch=batch,
-        output_shapes={n: list(o.shape) for n, o in zip(names, ort_all)},
+        output_shapes={n: list(o.shape) for n, o in zip(names, ort_all, strict=False)},
         finite=all(bool(np.isfinite(o).all()) for o in ort_all if np.issubdtype(o.dtype, np.floating)),
     )
     result.comparisons.append(
@@ -216,8 +214,13 @@ class Tolerances:
     max_top1_drop_points: float = 0.5
 
 
-def output_role(name: str, dtype: str, shape: Sequence[int | str | None], batch_axis: int | None,
-                forced: str | None = None) -> str:
+def output_role(
+    name: str,
+    dtype: str,
+    shape: Sequence[int | str | None],
+    batch_axis: int | None,
+    forced: str | None = None,
+) -> str:
     """How an output is judged: "exact" for integers and bools, "classifier" for (batch, classes)
     float scores not named like an embedding, "float" for everything else."""
     if not np.issubdtype(np.dtype(dtype), np.floating):
@@ -226,8 +229,13 @@ def output_role(name: str, dtype: str, shape: Sequence[int | str | None], batch_
         return "float"
     if forced in ("agreement", "top1"):
         return "classifier"
-    if len(shape) == 2 and batch_axis == 0 and isinstance(shape[1], int) and shape[1] > 1 \
-            and not any(word in name.lower() for word in _EMBEDDING_WORDS):
+    if (
+        len(shape) == 2
+        and batch_axis == 0
+        and isinstance(shape[1], int)
+        and shape[1] > 1
+        and not any(word in name.lower() for word in _EMBEDDING_WORDS)
+    ):
         return "classifier"
     return "float"
 
@@ -239,19 +247,41 @@ def per_sample(array: np.ndarray, batch_axis: int | None) -> np.ndarray:
     return np.moveaxis(array, batch_axis, 0)
 
 
-def judge_output(name: str, role: str, reference: np.ndarray, candidate: np.ndarray, tolerances: Tolerances,
-                 labels: np.ndarray | None = None, channel_axis: int | None = None) -> OutputJudgement:
+def judge_output(
+    name: str,
+    role: str,
+    reference: np.ndarray,
+    candidate: np.ndarray,
+    tolerances: Tolerances,
+    labels: np.ndarray | None = None,
+    channel_axis: int | None = None,
+) -> OutputJudgement:
     """Judge one output, samples first in both arrays (``per_sample``); ``channel_axis`` counts from
     the sample's own axes (0 = the first axis after the samples)."""
     samples = len(reference)
     if reference.shape != candidate.shape:
-        return OutputJudgement(name, role, "shape", 0.0, f"shape {list(reference.shape)}", False, -1.0, samples)
+        return OutputJudgement(
+            name, role, "shape", 0.0, f"shape {list(reference.shape)}", False, -1.0, samples
+        )
     if role == "exact":
         share = float(np.mean(reference == candidate)) if reference.size else 1.0
         margin = share - tolerances.min_exact_match
-        return OutputJudgement(name, role, "exact", share, f">= {tolerances.min_exact_match:.1%} equal",
-                               margin >= -1e-12, margin, samples, exact_match=share)
-    ref = reference.astype(np.float64).reshape(samples, -1) if role == "classifier" else reference.astype(np.float64)
+        return OutputJudgement(
+            name,
+            role,
+            "exact",
+            share,
+            f">= {tolerances.min_exact_match:.1%} equal",
+            margin >= -1e-12,
+            margin,
+            samples,
+            exact_match=share,
+        )
+    ref = (
+        reference.astype(np.float64).reshape(samples, -1)
+        if role == "classifier"
+        else reference.astype(np.float64)
+    )
     cand = candidate.astype(np.float64).reshape(ref.shape)
     if not np.isfinite(cand).all():
         return OutputJudgement(name, role, "finite", 0.0, "finite values", False, -1.0, samples)
@@ -260,39 +290,81 @@ def judge_output(name: str, role: str, reference: np.ndarray, candidate: np.ndar
         k = min(5, ref.shape[1])
         ref_top5 = np.argsort(-ref, axis=1)[:, :k]
         cand_top5 = np.argsort(-cand, axis=1)[:, :k]
-        top5 = float(np.mean([set(a) == set(b) for a, b in zip(ref_top5, cand_top5)]))
+        top5 = float(np.mean([set(a) == set(b) for a, b in zip(ref_top5, cand_top5, strict=False)]))
         cosines = _row_cosines(ref, cand)
         if labels is not None:
             float_top1 = float(np.mean(ref.argmax(axis=1) == labels) * 100)
             cand_top1 = float(np.mean(cand.argmax(axis=1) == labels) * 100)
             margin = tolerances.max_top1_drop_points - (float_top1 - cand_top1)
-            return OutputJudgement(name, role, "top1", cand_top1, f"top-1 drop <= {tolerances.max_top1_drop_points:g} "
-                                   "points", margin >= -1e-9, margin / 100, samples, top1, top5, float(cosines.mean()),
-                                   float(cosines.min()), top1_float=float_top1, top1_candidate=cand_top1)
+            return OutputJudgement(
+                name,
+                role,
+                "top1",
+                cand_top1,
+                f"top-1 drop <= {tolerances.max_top1_drop_points:g} points",
+                margin >= -1e-9,
+                margin / 100,
+                samples,
+                top1,
+                top5,
+                float(cosines.mean()),
+                float(cosines.min()),
+                top1_float=float_top1,
+                top1_candidate=cand_top1,
+            )
         margin = top1 - tolerances.min_agreement
-        return OutputJudgement(name, role, "agreement", top1, f"top-1 agreement >= {tolerances.min_agreement:.1%}",
-                               margin >= -1e-12, margin, samples, top1, top5, float(cosines.mean()),
-                               float(cosines.min()))
+        return OutputJudgement(
+            name,
+            role,
+            "agreement",
+            top1,
+            f"top-1 agreement >= {tolerances.min_agreement:.1%}",
+            margin >= -1e-12,
+            margin,
+            samples,
+            top1,
+            top5,
+            float(cosines.mean()),
+            float(cosines.min()),
+        )
     cosines = _row_cosines(ref.reshape(samples, -1), cand.reshape(samples, -1))
     cos_mean, cos_min = float(cosines.mean()), float(cosines.min())
     axis, errors = _channel_errors(ref, cand, channel_axis)
     worst = int(np.argmax(errors))
     worst_error = float(errors[worst])
-    margins = {"channel-error": (tolerances.max_channel_error - worst_error) / max(tolerances.max_channel_error, 1e-12),
-               "cosine": (cos_mean - tolerances.min_cosine_mean) / max(1 - tolerances.min_cosine_mean, 1e-12)}
+    margins = {
+        "channel-error": (tolerances.max_channel_error - worst_error)
+        / max(tolerances.max_channel_error, 1e-12),
+        "cosine": (cos_mean - tolerances.min_cosine_mean) / max(1 - tolerances.min_cosine_mean, 1e-12),
+    }
     if tolerances.min_cosine_min is not None:
-        margins["cosine"] = min(margins["cosine"], (cos_min - tolerances.min_cosine_min)
-                                / max(1 - tolerances.min_cosine_min, 1e-12))
+        margins["cosine"] = min(
+            margins["cosine"],
+            (cos_min - tolerances.min_cosine_min) / max(1 - tolerances.min_cosine_min, 1e-12),
+        )
     # The headline: the cosine when both hold, else the metric that fails worst.
     metric = min(margins, key=margins.get) if min(margins.values()) < -1e-9 else "cosine"  # type: ignore[arg-type]
     value = worst_error if metric == "channel-error" else cos_mean
     cosine_rule = f"cosine mean >= {tolerances.min_cosine_mean:g}" + (
-        f", min >= {tolerances.min_cosine_min:g}" if tolerances.min_cosine_min is not None else "")
+        f", min >= {tolerances.min_cosine_min:g}" if tolerances.min_cosine_min is not None else ""
+    )
     threshold = f"worst channel error <= {tolerances.max_channel_error:g} of its scale; {cosine_rule}"
-    return OutputJudgement(name, role, metric, value, threshold, all(m >= -1e-9 for m in margins.values()),
-                           min(margins.values()), samples, cosine_mean=cos_mean, cosine_min=cos_min,
-                           channel_axis=axis, channels=len(errors), worst_channel=worst,
-                           worst_channel_error=worst_error)
+    return OutputJudgement(
+        name,
+        role,
+        metric,
+        value,
+        threshold,
+        all(m >= -1e-9 for m in margins.values()),
+        min(margins.values()),
+        samples,
+        cosine_mean=cos_mean,
+        cosine_min=cos_min,
+        channel_axis=axis,
+        channels=len(errors),
+        worst_channel=worst,
+        worst_channel_error=worst_error,
+    )
 
 
 def channel_axis_of(sample_shape: Sequence[int | str | None]) -> int | None:
@@ -301,7 +373,9 @@ def channel_axis_of(sample_shape: Sequence[int | str | None]) -> int | None:
     return min(static)[1] if static else None
 
 
-def _channel_errors(ref: np.ndarray, cand: np.ndarray, channel_axis: int | None) -> tuple[int | None, np.ndarray]:
+def _channel_errors(
+    ref: np.ndarray, cand: np.ndarray, channel_axis: int | None
+) -> tuple[int | None, np.ndarray]:
     """Per channel: RMS error over the reference channel's scale: its range (max - min over every
     sample) or its peak magnitude, whichever is larger, so a channel that sits far from zero with
     little spread (a pooled feature, an offset) is not judged on its spread alone."""

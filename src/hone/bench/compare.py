@@ -81,8 +81,19 @@ def compare(
     ``budget_s`` is each configuration's share of the race at one batch; ``on_config(label, batch)``
     is called as each contender's runner is built. See the module docstring.
     """
-    threads = _check(contenders, baseline, batches, provider, rel_tol, min_runs, max_runs, warmup_runs, budget_s,
-                     rounds, threads)
+    threads = _check(
+        contenders,
+        baseline,
+        batches,
+        provider,
+        rel_tol,
+        min_runs,
+        max_runs,
+        warmup_runs,
+        budget_s,
+        rounds,
+        threads,
+    )
     first = contenders[0] if baseline is None else next(c for c in contenders if c.label == baseline)
     result = BenchResult(
         model=first.model.name,
@@ -99,8 +110,20 @@ def compare(
     )
     by_label: dict[tuple[str, int], BenchConfigResult] = {}
     for batch in batches:
-        for config in _race_batch(contenders, batch, threads, provider, rel_tol, min_runs, max_runs, warmup_runs,
-                                  budget_s, rounds, seed, on_config):
+        for config in _race_batch(
+            contenders,
+            batch,
+            threads,
+            provider,
+            rel_tol,
+            min_runs,
+            max_runs,
+            warmup_runs,
+            budget_s,
+            rounds,
+            seed,
+            on_config,
+        ):
             by_label[(config.variant, batch)] = config
         if baseline is not None:
             base = by_label[(baseline, batch)]
@@ -108,15 +131,25 @@ def compare(
                 config = by_label[(contender.label, batch)]
                 config.baseline_variant = baseline
                 config.speedup_vs_baseline = base.p50_ms / config.p50_ms
-                config.speedup_per_round = [b / r for b, r in zip(base.round_p50_ms, config.round_p50_ms)]
+                config.speedup_per_round = [b / r for b, r in zip(base.round_p50_ms, config.round_p50_ms, strict=False)]
     # Contender by contender, then batch: the order of the table.
     result.configs = [by_label[(c.label, batch)] for c in contenders for batch in batches]
     return result
 
 
-def _check(contenders: Sequence[Contender], baseline: str | None, batches: Sequence[int], provider: str,
-           rel_tol: float, min_runs: int, max_runs: int, warmup_runs: int, budget_s: float, rounds: int,
-           threads: int | None) -> int:
+def _check(
+    contenders: Sequence[Contender],
+    baseline: str | None,
+    batches: Sequence[int],
+    provider: str,
+    rel_tol: float,
+    min_runs: int,
+    max_runs: int,
+    warmup_runs: int,
+    budget_s: float,
+    rounds: int,
+    threads: int | None,
+) -> int:
     """Every option, before any session is built; returns the thread count."""
     if not contenders:
         raise OptionError("compare needs at least one contender")
@@ -128,7 +161,9 @@ def _check(contenders: Sequence[Contender], baseline: str | None, batches: Seque
     if not batches or any(b < 1 for b in batches):
         raise OptionError(f"batch sizes must be positive integers, got {list(batches)}")
     if rel_tol <= 0 or budget_s <= 0 or min_runs < 1 or warmup_runs < 0 or max_runs < 1 or rounds < 1:
-        raise OptionError("rel_tol and budget_s must be positive, min_runs, max_runs and rounds >= 1, warmup_runs >= 0")
+        raise OptionError(
+            "rel_tol and budget_s must be positive, min_runs, max_runs and rounds >= 1, warmup_runs >= 0"
+        )
     check_provider(provider)
     for contender in contenders:
         if contender.variant not in VARIANTS:
@@ -144,9 +179,20 @@ def _check(contenders: Sequence[Contender], baseline: str | None, batches: Seque
     return threads or default_threads()
 
 
-def _race_batch(contenders: Sequence[Contender], batch: int, threads: int, provider: str, rel_tol: float,
-                min_runs: int, max_runs: int, warmup_runs: int, budget_s: float, rounds: int, seed: int,
-                on_config: Callable[[str, int], None] | None) -> list[BenchConfigResult]:
+def _race_batch(
+    contenders: Sequence[Contender],
+    batch: int,
+    threads: int,
+    provider: str,
+    rel_tol: float,
+    min_runs: int,
+    max_runs: int,
+    warmup_runs: int,
+    budget_s: float,
+    rounds: int,
+    seed: int,
+    on_config: Callable[[str, int], None] | None,
+) -> list[BenchConfigResult]:
     """Build every contender's runner at ``batch``, race them, and summarize each one's samples."""
     runners: dict[str, Callable[[], object]] = {}
     memory: dict[str, PeakMemory] = {}
@@ -156,14 +202,16 @@ def _race_batch(contenders: Sequence[Contender], batch: int, threads: int, provi
         feeds = sample_feeds(contender.model, batch=batch, seed=seed)
         gc.collect()
         with PeakMemory() as memory[contender.label]:
-            runners[contender.label] = make_runner(contender.model, contender.variant, provider, threads, feeds)
+            runners[contender.label] = make_runner(
+                contender.model, contender.variant, provider, threads, feeds
+            )
             runners[contender.label]()  # the first run allocates the activations
     round_p50: dict[str, list[float]] = {label: [] for label in runners}
     seen = {label: 0 for label in runners}
 
     def record(_: int, timings: dict[str, list[float]]) -> None:
         for label, times in timings.items():
-            round_p50[label].append(float(np.median(times[seen[label]:])))
+            round_p50[label].append(float(np.median(times[seen[label] :])))
             seen[label] = len(times)
 
     def stable(index: int, timings: dict[str, list[float]]) -> bool:
@@ -171,11 +219,20 @@ def _race_batch(contenders: Sequence[Contender], batch: int, threads: int, provi
             return True
         if index + 1 < min(MIN_ROUNDS, rounds):
             return False
-        return all(len(times) >= min_runs and median_ci_rel(np.asarray(times)) <= rel_tol
-                   for times in timings.values())
+        return all(
+            len(times) >= min_runs and median_ci_rel(np.asarray(times)) <= rel_tol
+            for times in timings.values()
+        )
 
-    timings = race(runners, rounds=rounds, block_s=budget_s / rounds, on_round=record, until=stable,
-                   warmup_runs=warmup_runs, max_block_runs=max(1, -(-max_runs // rounds)))
+    timings = race(
+        runners,
+        rounds=rounds,
+        block_s=budget_s / rounds,
+        on_round=record,
+        until=stable,
+        warmup_runs=warmup_runs,
+        max_block_runs=max(1, -(-max_runs // rounds)),
+    )
     runners.clear()
     gc.collect()
     configs = []
@@ -184,38 +241,46 @@ def _race_batch(contenders: Sequence[Contender], batch: int, threads: int, provi
         stats = summarize(samples)
         ok = stats.median_ci_rel <= rel_tol
         if not ok:
-            logger.warning("%s batch %d: median not stable after %d runs in %d rounds (CI ±%.1f%%)",
-                           contender.label, batch, len(samples), len(round_p50[contender.label]),
-                           100 * stats.median_ci_rel)
-        configs.append(BenchConfigResult(
-            model=contender.model.name,
-            variant=contender.label,
-            provider=provider,
-            batch=batch,
-            threads=threads,
-            p50_ms=stats.p50_ms,
-            p90_ms=stats.p90_ms,
-            p99_ms=stats.p99_ms,
-            mean_ms=stats.mean_ms,
-            stdev_ms=stats.stdev_ms,
-            min_ms=stats.min_ms,
-            max_ms=stats.max_ms,
-            iqr_ms=stats.iqr_ms,
-            median_ci_rel=stats.median_ci_rel,
-            throughput=batch * 1000.0 / stats.p50_ms,
-            runs=len(samples),
-            warmup_runs=warmup_runs + 1,
-            seconds=float(np.sum(samples)) / 1000.0,
-            stable=ok,
-            peak_mem_mb=memory[contender.label].delta_mb,
-            peak_rss_mb=memory[contender.label].peak_mb,
-            round_p50_ms=round_p50[contender.label],
-        ))
+            logger.warning(
+                "%s batch %d: median not stable after %d runs in %d rounds (CI ±%.1f%%)",
+                contender.label,
+                batch,
+                len(samples),
+                len(round_p50[contender.label]),
+                100 * stats.median_ci_rel,
+            )
+        configs.append(
+            BenchConfigResult(
+                model=contender.model.name,
+                variant=contender.label,
+                provider=provider,
+                batch=batch,
+                threads=threads,
+                p50_ms=stats.p50_ms,
+                p90_ms=stats.p90_ms,
+                p99_ms=stats.p99_ms,
+                mean_ms=stats.mean_ms,
+                stdev_ms=stats.stdev_ms,
+                min_ms=stats.min_ms,
+                max_ms=stats.max_ms,
+                iqr_ms=stats.iqr_ms,
+                median_ci_rel=stats.median_ci_rel,
+                throughput=batch * 1000.0 / stats.p50_ms,
+                runs=len(samples),
+                warmup_runs=warmup_runs + 1,
+                seconds=float(np.sum(samples)) / 1000.0,
+                stable=ok,
+                peak_mem_mb=memory[contender.label].delta_mb,
+                peak_rss_mb=memory[contender.label].peak_mb,
+                round_p50_ms=round_p50[contender.label],
+            )
+        )
     return configs
 
 
-def make_runner(model: Model, variant: str, provider: str, threads: int,
-                feeds: dict[str, np.ndarray]) -> Callable[[], object]:
+def make_runner(
+    model: Model, variant: str, provider: str, threads: int, feeds: dict[str, np.ndarray]
+) -> Callable[[], object]:
     """One call = one inference of ``model`` as ``variant`` on ``feeds``."""
     if variant == "torch-eager":
         import torch

@@ -26,7 +26,7 @@ class PeakMemory:
         self.start_bytes = 0
         self.peak_bytes = 0
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         self.start_bytes = self.peak_bytes = self._process.memory_info().rss
         self._thread.start()
         return self

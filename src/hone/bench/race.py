@@ -20,10 +20,16 @@ WARMUP_RUNS = 3
 Label = TypeVar("Label", bound=Hashable)
 
 
-def race(runners: dict[Label, Callable[[], object]], *, rounds: int = 3, block_s: float = 1.0,
-         on_round: Callable[[int, dict[Label, list[float]]], None] | None = None,
-         until: Callable[[int, dict[Label, list[float]]], bool] | None = None,
-         warmup_runs: int = WARMUP_RUNS, max_block_runs: int | None = None) -> dict[Label, list[float]]:
+def race(
+    runners: dict[Label, Callable[[], object]],
+    *,
+    rounds: int = 3,
+    block_s: float = 1.0,
+    on_round: Callable[[int, dict[Label, list[float]]], None] | None = None,
+    until: Callable[[int, dict[Label, list[float]]], bool] | None = None,
+    warmup_runs: int = WARMUP_RUNS,
+    max_block_runs: int | None = None,
+) -> dict[Label, list[float]]:
     """Milliseconds of every run of every runner, blocks alternating.
 
     ``on_round(index, timings)`` is called after each round, then ``until(index, timings)``: true
@@ -33,7 +39,9 @@ def race(runners: dict[Label, Callable[[], object]], *, rounds: int = 3, block_s
     if rounds < 1 or block_s <= 0:
         raise ValueError(f"race needs rounds >= 1 and block_s > 0, got rounds={rounds}, block_s={block_s}")
     if warmup_runs < 0 or (max_block_runs is not None and max_block_runs < 1):
-        raise ValueError(f"race needs warmup_runs >= 0 and max_block_runs >= 1, got {warmup_runs}, {max_block_runs}")
+        raise ValueError(
+            f"race needs warmup_runs >= 0 and max_block_runs >= 1, got {warmup_runs}, {max_block_runs}"
+        )
     for run in runners.values():
         for _ in range(warmup_runs):
             run()

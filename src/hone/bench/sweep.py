@@ -59,8 +59,11 @@ def bench(
     if batches is None:
         batches = DEFAULT_BATCHES if has_batch_axis(model.inputs) else (1,)
         if len(batches) == 1:
-            logger.warning("%s has no batch axis (no symbolic dim shared by its inputs and outputs); "
-                           "benching batch 1 only", model.name)
+            logger.warning(
+                "%s has no batch axis (no symbolic dim shared by its inputs and outputs); "
+                "benching batch 1 only",
+                model.name,
+            )
     if not batches or any(b < 1 for b in batches):
         raise OptionError(f"batch sizes must be positive integers, got {list(batches)}")
     if rel_tol <= 0 or budget_s <= 0 or min_runs < 1 or warmup_runs < 0:
@@ -142,5 +145,13 @@ def merge(result: BenchResult, other: BenchResult, prefix: str) -> None:
     fill_speedups(result)
 
 
-__all__ = ["VARIANTS", "BenchConfigResult", "BenchResult", "applicable_variants", "bench", "fill_speedups",
-           "machine_summary", "merge"]
+__all__ = [
+    "VARIANTS",
+    "BenchConfigResult",
+    "BenchResult",
+    "applicable_variants",
+    "bench",
+    "fill_speedups",
+    "machine_summary",
+    "merge",
+]

@@ -31,9 +31,18 @@ class ExportResult:
     size_bytes: int
 
 
-def export(model: Model, output: str | os.PathLike[str], *, target: str = "onnx", force: bool = False,
-           budget: str | None = None, calib: str | None = None, sparsity: float | None = None,
-           memory_cap_mb: int | None = None, fp16: bool = False) -> "ExportResult | EdgeResult | WebResult":
+def export(
+    model: Model,
+    output: str | os.PathLike[str],
+    *,
+    target: str = "onnx",
+    force: bool = False,
+    budget: str | None = None,
+    calib: str | None = None,
+    sparsity: float | None = None,
+    memory_cap_mb: int | None = None,
+    fp16: bool = False,
+) -> ExportResult | EdgeResult | WebResult:
     """Write ``model`` for ``target``; ``budget``, ``calib``, ``sparsity`` and ``memory_cap_mb`` are edge
     options, ``fp16`` (a float16 model for WebGPU, kept if it answers like float32) a web option."""
     if target not in TARGETS:
@@ -43,17 +52,37 @@ def export(model: Model, output: str | os.PathLike[str], *, target: str = "onnx"
     if target == "web":
         from hone.export.web import export_web
 
-        given = [flag for flag, value in {"--budget": budget, "--calib": calib, "--sparsity": sparsity,
-                                           "--memory-cap-mb": memory_cap_mb}.items() if value is not None]
+        given = [
+            flag
+            for flag, value in {
+                "--budget": budget,
+                "--calib": calib,
+                "--sparsity": sparsity,
+                "--memory-cap-mb": memory_cap_mb,
+            }.items()
+            if value is not None
+        ]
         if given:
             raise OptionError(f"{', '.join(given)} apply to --target edge only")
         return export_web(model, output, force=force, fp16=fp16)
     if target == "edge":
         from hone.export.edge import export_edge
 
-        return export_edge(model, output, budget=budget, calib=calib, sparsity=sparsity, memory_cap_mb=memory_cap_mb,
-                           force=force)
-    edge_only = {"--budget": budget, "--calib": calib, "--sparsity": sparsity, "--memory-cap-mb": memory_cap_mb}
+        return export_edge(
+            model,
+            output,
+            budget=budget,
+            calib=calib,
+            sparsity=sparsity,
+            memory_cap_mb=memory_cap_mb,
+            force=force,
+        )
+    edge_only = {
+        "--budget": budget,
+        "--calib": calib,
+        "--sparsity": sparsity,
+        "--memory-cap-mb": memory_cap_mb,
+    }
     given = [flag for flag, value in edge_only.items() if value is not None]
     if given:
         raise OptionError(f"{', '.join(given)} apply to --target edge only")

@@ -62,7 +62,9 @@ class PageRun:
 def chromium_path() -> str:
     path = shutil.which("chromium")
     if path is None:
-        raise ProviderUnavailableError("Chromium is not installed: run `make browser` (Debian package chromium)")
+        raise ProviderUnavailableError(
+            "Chromium is not installed: run `make browser` (Debian package chromium)"
+        )
     return path
 
 
@@ -70,8 +72,14 @@ def chromium_flags(*, webgpu: bool = True) -> list[str]:
     return [*BASE_FLAGS, *(WEBGPU_FLAGS if webgpu else ())]
 
 
-def open_bundle(url: str, *, webgpu: bool = True, screenshot: str | Path | None = None,
-                timeout_s: float = DEFAULT_TIMEOUT_S, evaluate: str | None = None) -> PageRun:
+def open_bundle(
+    url: str,
+    *,
+    webgpu: bool = True,
+    screenshot: str | Path | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    evaluate: str | None = None,
+) -> PageRun:
     """Load ``url`` (a served bundle), wait until its title is DONE or ERROR: ..., return its result.
 
     ``evaluate``: a JavaScript expression run after the page is done; its value lands in
@@ -91,7 +99,8 @@ def open_bundle(url: str, *, webgpu: bool = True, screenshot: str | Path | None 
                 page.on("pageerror", lambda error: console.append(f"pageerror: {error}"))
                 page.goto(url)
                 page.wait_for_function(
-                    "document.title === 'DONE' || document.title.startsWith('ERROR')", timeout=timeout_s * 1000
+                    "document.title === 'DONE' || document.title.startsWith('ERROR')",
+                    timeout=timeout_s * 1000,
                 )
                 title = page.title()
                 result = json.loads(page.text_content("#hone-result") or "{}")
@@ -106,7 +115,9 @@ def open_bundle(url: str, *, webgpu: bool = True, screenshot: str | Path | None 
                 context.close()
     except PlaywrightError as exc:
         tail = "; ".join(console[-3:])
-        raise ExecutionError(f"Chromium failed on {url}: {_first_line(exc)}" + (f" (console: {tail})" if tail else "")) from exc
+        raise ExecutionError(
+            f"Chromium failed on {url}: {_first_line(exc)}" + (f" (console: {tail})" if tail else "")
+        ) from exc
     finally:
         for profile in profiles:
             shutil.rmtree(profile, ignore_errors=True)
@@ -124,13 +135,19 @@ def _launch(playwright: Any, webgpu: bool, profiles: list[str]) -> Any:
         profiles.append(profile)
         try:
             return playwright.chromium.launch_persistent_context(
-                profile, executable_path=chromium_path(), headless=True, ignore_default_args=True,
+                profile,
+                executable_path=chromium_path(),
+                headless=True,
+                ignore_default_args=True,
                 args=[*chromium_flags(webgpu=webgpu), f"--user-data-dir={profile}"],
-                viewport={"width": 1100, "height": 800}, timeout=int(LAUNCH_TIMEOUT_S * 1000),
+                viewport={"width": 1100, "height": 800},
+                timeout=int(LAUNCH_TIMEOUT_S * 1000),
             )
         except PlaywrightError as exc:
             reasons.append(f"attempt {attempt}: {_first_line(exc)}")
-            logger.info("Chromium did not start (attempt %d of %d): %s", attempt, LAUNCH_ATTEMPTS, reasons[-1])
+            logger.info(
+                "Chromium did not start (attempt %d of %d): %s", attempt, LAUNCH_ATTEMPTS, reasons[-1]
+            )
     raise ExecutionError(
         f"Chromium did not start in {LAUNCH_ATTEMPTS} attempts of up to {LAUNCH_TIMEOUT_S:g} s each "
         f"({'; '.join(reasons)}); is the machine overloaded? Run `chromium --headless --no-sandbox` to check it"

@@ -249,7 +249,7 @@ class _Choice:
 
 
 def export_edge(
-    model: "str | Model",
+    model: str | Model,
     out_dir: str | os.PathLike[str],
     *,
     budget: Budget | str | None = None,
@@ -269,27 +269,45 @@ def export_edge(
     gate_budget = budget if isinstance(budget, Budget) else Budget.parse(budget)
     original = load(model)
     choice = _choose_artifact(original, gate_budget, calib, sparsity)
-    logger.info("edge %s: kept %s%s; profiling it against the float model at 1 thread", original.name,
-                choice.quantize.format, " (pruned)" if choice.pruned else "")
+    logger.info(
+        "edge %s: kept %s%s; profiling it against the float model at 1 thread",
+        original.name,
+        choice.quantize.format,
+        " (pruned)" if choice.pruned else "",
+    )
     with tempfile.TemporaryDirectory(prefix="hone-edge-") as scratch:
         float_path = _save(original, Path(scratch) / "float.onnx")
         artifact_path = _save(choice.model, Path(scratch) / "model.onnx")
-        profile = profile_edge(float_path, artifact_path, original, memory_cap_mb=cap_mb, timed_s=profile_s,
-                               rounds=rounds)
+        profile = profile_edge(
+            float_path, artifact_path, original, memory_cap_mb=cap_mb, timed_s=profile_s, rounds=rounds
+        )
         _check_fits(profile, original.name, choice.quantize.format)
         manifest = _manifest(original, choice, artifact_path, float_path)
         files = _write_bundle(folder, artifact_path, manifest, profile)
-    return EdgeResult(model=original.name, target="edge", path=str(folder), size_bytes=manifest.size_bytes,
-                      files=files, manifest=manifest, profile=profile, quantize=choice.quantize, prune=choice.prune,
-                      seconds=time.perf_counter() - began)
+    return EdgeResult(
+        model=original.name,
+        target="edge",
+        path=str(folder),
+        size_bytes=manifest.size_bytes,
+        files=files,
+        manifest=manifest,
+        profile=profile,
+        quantize=choice.quantize,
+        prune=choice.prune,
+        seconds=time.perf_counter() - began,
+    )
 
 
-def _check_options(cap_mb: int, profile_s: float, rounds: int, sparsity: float | None, calib: str | None) -> None:
+def _check_options(
+    cap_mb: int, profile_s: float, rounds: int, sparsity: float | None, calib: str | None
+) -> None:
     """Options that would otherwise fail only after minutes of judging."""
     if sparsity is not None and not 0 <= sparsity < 1:
         raise OptionError(f"--sparsity must be in [0, 1), got {sparsity:g}")
     if calib is not None and not Path(calib).exists():
-        raise OptionError(f"calibration data {calib} does not exist; give a .npz/.npy/image file or a folder of them")
+        raise OptionError(
+            f"calibration data {calib} does not exist; give a .npz/.npy/image file or a folder of them"
+        )
     if cap_mb < 1:
         raise OptionError(f"--memory-cap-mb must be at least 1, got {cap_mb}")
     if profile_s <= 0:
@@ -301,12 +319,14 @@ def _check_options(cap_mb: int, profile_s: float, rounds: int, sparsity: float |
 def _check_folder(folder: Path, force: bool) -> None:
     """Refuse before any work: a file in the way, or a folder with something in it (without force)."""
     if folder.exists() and not folder.is_dir():
-        raise OutputExistsError(f"{folder} exists and is not a folder; give a folder for the edge bundle",
-                                path=str(folder))
+        raise OutputExistsError(
+            f"{folder} exists and is not a folder; give a folder for the edge bundle", path=str(folder)
+        )
     if folder.is_dir() and any(folder.iterdir()) and not force:
         raise OutputExistsError(
             f"{folder} is not empty; pass --force to write {', '.join(_BUNDLE_FILES)} into it (files of those "
-            "names are replaced, others kept) or choose an empty folder", path=str(folder),
+            "names are replaced, others kept) or choose an empty folder",
+            path=str(folder),
         )
 
 
@@ -324,8 +344,10 @@ def _choose_artifact(original: Model, budget: Budget, calib: str | None, sparsit
             accuracy = judge(kept, plan, budget)
             if accuracy.passed:
                 return _Choice(kept, result, accuracy, prune_result, True, notes + result.notes)
-            notes.append(f"pruned and INT8 together drift too far from the source ({accuracy.metric} "
-                         f"{accuracy.candidate_value:.4f}, budget {accuracy.budget}); quantizing the unpruned model")
+            notes.append(
+                f"pruned and INT8 together drift too far from the source ({accuracy.metric} "
+                f"{accuracy.candidate_value:.4f}, budget {accuracy.budget}); quantizing the unpruned model"
+            )
         else:
             notes.append("the pruned model cannot be quantized within the budget; trying the unpruned model")
     kept, result = _quantize(original, budget, calib)
@@ -341,24 +363,38 @@ def _choose_artifact(original: Model, budget: Budget, calib: str | None, sparsit
 
 
 def _quantize(model: Model, budget: Budget, calib: str | None) -> tuple[Model, QuantizeResult]:
-    return quantize(model, calib=calib, budget=budget, threads=1, prefer="size", bench_budget_s=QUANTIZE_BENCH_S)
+    return quantize(
+        model, calib=calib, budget=budget, threads=1, prefer="size", bench_budget_s=QUANTIZE_BENCH_S
+    )
 
 
-def _pruned(original: Model, budget: Budget, sparsity: float, plan: EvalPlan, notes: list[str]
-            ) -> tuple[Model | None, PruneResult]:
+def _pruned(
+    original: Model, budget: Budget, sparsity: float, plan: EvalPlan, notes: list[str]
+) -> tuple[Model | None, PruneResult]:
     """The pruned model when it is within the budget, else None and a note; and the pruning report."""
-    pruned, result = prune(original, sparsity=sparsity, budget=budget, threads=1, measure_speed=False, plan=plan)
+    pruned, result = prune(
+        original, sparsity=sparsity, budget=budget, threads=1, measure_speed=False, plan=plan
+    )
     if result.passed:
         return pruned, result
     assert result.accuracy_after is not None
-    notes.append(f"pruned to {result.achieved_sparsity:.0%} the model is outside the budget "
-                 f"({result.accuracy_after.metric} {result.accuracy_after.candidate_value:.4f}, "
-                 f"{result.accuracy_after.budget}); continuing from the unpruned model")
+    notes.append(
+        f"pruned to {result.achieved_sparsity:.0%} the model is outside the budget "
+        f"({result.accuracy_after.metric} {result.accuracy_after.candidate_value:.4f}, "
+        f"{result.accuracy_after.budget}); continuing from the unpruned model"
+    )
     return None, result
 
 
-def profile_edge(float_path: Path, artifact_path: Path, model: Model, *, memory_cap_mb: int = DEFAULT_MEMORY_CAP_MB,
-                 timed_s: float = DEFAULT_PROFILE_S, rounds: int = DEFAULT_ROUNDS) -> EdgeProfile:
+def profile_edge(
+    float_path: Path,
+    artifact_path: Path,
+    model: Model,
+    *,
+    memory_cap_mb: int = DEFAULT_MEMORY_CAP_MB,
+    timed_s: float = DEFAULT_PROFILE_S,
+    rounds: int = DEFAULT_ROUNDS,
+) -> EdgeProfile:
     """Measure both files, each in fresh processes under the cap, alternating; see the module docstring."""
     from hone.data import feeds
 
@@ -372,17 +408,31 @@ def profile_edge(float_path: Path, artifact_path: Path, model: Model, *, memory_
             for label, path in paths.items():
                 if not any("error" in run for run in measured[label]):  # over the cap once is enough
                     measured[label].append(_probe(path, inputs_path, memory_cap_mb, timed_s))
-        profiles = {label: _summarize(label, runs, float(idle["peak_rss_mb"])) for label, runs in measured.items()}
+        profiles = {
+            label: _summarize(label, runs, float(idle["peak_rss_mb"])) for label, runs in measured.items()
+        }
         for label, profile in profiles.items():
             if not profile.fits:  # how much it would need: once more without the cap, briefly
                 profile.model_vm_mb = _model_vm_mb(_probe(paths[label], inputs_path, 0, _NEED_PROBE_S))
     return EdgeProfile(
-        intra_op_threads=1, inter_op_threads=1, optimization="all", batch=1, warmup_runs=WARMUP_RUNS,
-        timed_s=timed_s, rounds=rounds, memory_cap_mb=memory_cap_mb, cap_enforced=idle.get("held_mb") is not None,
-        idle_rss_mb=float(idle["peak_rss_mb"]), idle_vm_mb=idle.get("peak_vm_mb"),
-        float_model=profiles["float"], artifact=profiles["artifact"],
-        inputs=(f"batch 1, the first of {model.samples.description} ({_shapes(model)})" if model.samples is not None
-                else f"batch 1, seeded values invented from the graph ({_shapes(model)})"),
+        intra_op_threads=1,
+        inter_op_threads=1,
+        optimization="all",
+        batch=1,
+        warmup_runs=WARMUP_RUNS,
+        timed_s=timed_s,
+        rounds=rounds,
+        memory_cap_mb=memory_cap_mb,
+        cap_enforced=idle.get("held_mb") is not None,
+        idle_rss_mb=float(idle["peak_rss_mb"]),
+        idle_vm_mb=idle.get("peak_vm_mb"),
+        float_model=profiles["float"],
+        artifact=profiles["artifact"],
+        inputs=(
+            f"batch 1, the first of {model.samples.description} ({_shapes(model)})"
+            if model.samples is not None
+            else f"batch 1, seeded values invented from the graph ({_shapes(model)})"
+        ),
     )
 
 
@@ -398,14 +448,29 @@ def _probe(model_path: Path | None, inputs_path: Path, cap_mb: int, timed_s: flo
     """One fresh process: the idle baseline (no model) or one model measured; its report as a dict.
 
     ``cap_mb`` 0 runs without the cap."""
-    job = {"model": str(model_path) if model_path else None, "inputs": str(inputs_path), "cap_mb": cap_mb,
-           "session_config": _session_config_of(model_path) if model_path else {}, "seconds": timed_s, "warmup": WARMUP_RUNS, "min_runs": MIN_TIMED_RUNS, "max_runs": MAX_TIMED_RUNS}
+    job = {
+        "model": str(model_path) if model_path else None,
+        "inputs": str(inputs_path),
+        "cap_mb": cap_mb,
+        "session_config": _session_config_of(model_path) if model_path else {},
+        "seconds": timed_s,
+        "warmup": WARMUP_RUNS,
+        "min_runs": MIN_TIMED_RUNS,
+        "max_runs": MAX_TIMED_RUNS,
+    }
     try:
-        done = subprocess.run([sys.executable, "-I", "-c", _PROBE, json.dumps(job)], capture_output=True, text=True,
-                              env={**os.environ, **_ONE_THREAD_ENV}, timeout=_PROBE_TIMEOUT_S + timed_s, check=False)
+        done = subprocess.run(
+            [sys.executable, "-I", "-c", _PROBE, json.dumps(job)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **_ONE_THREAD_ENV},
+            timeout=_PROBE_TIMEOUT_S + timed_s,
+            check=False,
+        )
     except subprocess.TimeoutExpired as exc:
-        raise ExecutionError(f"profiling {model_path} took over {_PROBE_TIMEOUT_S + timed_s:g} s; "
-                             "is the machine overloaded?") from exc
+        raise ExecutionError(
+            f"profiling {model_path} took over {_PROBE_TIMEOUT_S + timed_s:g} s; is the machine overloaded?"
+        ) from exc
     lines = done.stdout.strip().splitlines()
     if lines:
         try:
@@ -413,8 +478,9 @@ def _probe(model_path: Path | None, inputs_path: Path, cap_mb: int, timed_s: flo
         except json.JSONDecodeError:
             pass
     if model_path is None:
-        raise ExecutionError(f"the idle profiling process failed (exit {done.returncode}): "
-                             f"{_last_line(done.stderr)}")
+        raise ExecutionError(
+            f"the idle profiling process failed (exit {done.returncode}): {_last_line(done.stderr)}"
+        )
     return {"error": f"the process died (exit {done.returncode}): {_last_line(done.stderr)}"}
 
 
@@ -428,16 +494,32 @@ def _summarize(label: str, runs: list[dict], idle_rss_mb: float) -> ProcessProfi
     """The round with the lowest p50, with the highest peak RSS and address space of all rounds."""
     failed = next((run for run in runs if "error" in run), None)
     if failed is not None:
-        return ProcessProfile(label, fits=False, error=failed["error"], peak_rss_mb=failed.get("peak_rss_mb"),
-                              peak_vm_mb=failed.get("peak_vm_mb"), address_space_limit_mb=failed.get("limit_mb"))
+        return ProcessProfile(
+            label,
+            fits=False,
+            error=failed["error"],
+            peak_rss_mb=failed.get("peak_rss_mb"),
+            peak_vm_mb=failed.get("peak_vm_mb"),
+            address_space_limit_mb=failed.get("limit_mb"),
+        )
     best = min(runs, key=lambda run: run["p50_ms"])
     peak_rss_mb = max(run["peak_rss_mb"] for run in runs)
     model_vm = [vm for vm in map(_model_vm_mb, runs) if vm is not None]
     return ProcessProfile(
-        label, fits=True, session_create_ms=best["create_ms"], p50_ms=best["p50_ms"], p90_ms=best["p90_ms"],
-        mean_ms=best["mean_ms"], runs=best["runs"], peak_rss_mb=peak_rss_mb, model_rss_mb=peak_rss_mb - idle_rss_mb,
-        peak_vm_mb=max((run["peak_vm_mb"] for run in runs if run.get("peak_vm_mb") is not None), default=None),
-        model_vm_mb=max(model_vm, default=None), address_space_limit_mb=best.get("limit_mb"),
+        label,
+        fits=True,
+        session_create_ms=best["create_ms"],
+        p50_ms=best["p50_ms"],
+        p90_ms=best["p90_ms"],
+        mean_ms=best["mean_ms"],
+        runs=best["runs"],
+        peak_rss_mb=peak_rss_mb,
+        model_rss_mb=peak_rss_mb - idle_rss_mb,
+        peak_vm_mb=max(
+            (run["peak_vm_mb"] for run in runs if run.get("peak_vm_mb") is not None), default=None
+        ),
+        model_vm_mb=max(model_vm, default=None),
+        address_space_limit_mb=best.get("limit_mb"),
     )
 
 
@@ -460,13 +542,22 @@ def _manifest(original: Model, choice: _Choice, artifact_path: Path, float_path:
     float_size, float_gzipped = _sizes(float_path)
     result = choice.quantize
     return EdgeManifest(
-        hone_version=__version__, model=original.name, source=original.source,
-        format=result.format, kept_float=list(result.kept_float),
-        inputs=list(choice.model.inputs), outputs=list(choice.model.outputs),
-        preprocessing=preprocessing_for(original), accuracy=choice.accuracy,
-        size_bytes=size, gzip_bytes=gzipped, float_size_bytes=float_size, float_gzip_bytes=float_gzipped,
+        hone_version=__version__,
+        model=original.name,
+        source=original.source,
+        format=result.format,
+        kept_float=list(result.kept_float),
+        inputs=list(choice.model.inputs),
+        outputs=list(choice.model.outputs),
+        preprocessing=preprocessing_for(original),
+        accuracy=choice.accuracy,
+        size_bytes=size,
+        gzip_bytes=gzipped,
+        float_size_bytes=float_size,
+        float_gzip_bytes=float_gzipped,
         sparsity=choice.prune.achieved_sparsity if choice.pruned and choice.prune is not None else None,
-        notes=choice.notes, session_config=choice.model.session_config,
+        notes=choice.notes,
+        session_config=choice.model.session_config,
     )
 
 
@@ -497,13 +588,24 @@ def _image_preprocessing(model: Model, spec: TensorSpec) -> Preprocessing:
     height, width = int(spec.shape[2]), int(spec.shape[3])  # type: ignore[arg-type]
     if spec.shape[1] == 3:
         return Preprocessing(
-            "image", f"RGB resized to {height}x{width}, pixels / 255, then (x - mean) / std per channel (ImageNet)",
-            layout="NCHW", size=[height, width], channels="RGB", scale="pixels / 255",
-            mean=[round(float(v), 6) for v in IMAGENET_MEAN], std=[round(float(v), 6) for v in IMAGENET_STD],
+            "image",
+            f"RGB resized to {height}x{width}, pixels / 255, then (x - mean) / std per channel (ImageNet)",
+            layout="NCHW",
+            size=[height, width],
+            channels="RGB",
+            scale="pixels / 255",
+            mean=[round(float(v), 6) for v in IMAGENET_MEAN],
+            std=[round(float(v), 6) for v in IMAGENET_STD],
         )
     scale = model.provenance.get("input_scaling", "pixels / 255")
-    return Preprocessing("image", f"gray {height}x{width}, {scale}", layout="NCHW", size=[height, width],
-                         channels="gray", scale=scale)
+    return Preprocessing(
+        "image",
+        f"gray {height}x{width}, {scale}",
+        layout="NCHW",
+        size=[height, width],
+        channels="gray",
+        scale=scale,
+    )
 
 
 def _text_preprocessing() -> Preprocessing:
@@ -514,7 +616,8 @@ def _text_preprocessing() -> Preprocessing:
         f"WordPiece tokens of the model's tokenizer.json, truncated to {minilm.DEFAULT_SEQUENCE_LENGTH}, padded "
         f"with {minilm.PAD_TOKEN} (id {minilm.PAD_ID}) to the longest; input_ids, attention_mask (1 for tokens), "
         "token_type_ids (zeros), int64 (batch, sequence)",
-        tokenizer=str(minilm.model_path() / "tokenizer.json"), max_length=minilm.DEFAULT_SEQUENCE_LENGTH,
+        tokenizer=str(minilm.model_path() / "tokenizer.json"),
+        max_length=minilm.DEFAULT_SEQUENCE_LENGTH,
         padding=f"{minilm.PAD_TOKEN} (id {minilm.PAD_ID}) to the longest in the batch",
     )
 
@@ -537,7 +640,9 @@ def _sizes(path: Path) -> tuple[int, int]:
     return raw, gzipped
 
 
-def _write_bundle(folder: Path, artifact_path: Path, manifest: EdgeManifest, profile: EdgeProfile) -> list[str]:
+def _write_bundle(
+    folder: Path, artifact_path: Path, manifest: EdgeManifest, profile: EdgeProfile
+) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for source in _model_files(artifact_path):
@@ -552,8 +657,9 @@ def _write_bundle(folder: Path, artifact_path: Path, manifest: EdgeManifest, pro
 def _shapes(model: Model) -> str:
     from hone.data import resolve_shape
 
-    return ", ".join(f"{s.name} {list(resolve_shape(s, batch=1, dims=model.default_dims))} {s.dtype}"
-                     for s in model.inputs)
+    return ", ".join(
+        f"{s.name} {list(resolve_shape(s, batch=1, dims=model.default_dims))} {s.dtype}" for s in model.inputs
+    )
 
 
 def _last_line(text: str) -> str:
@@ -561,5 +667,14 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else "no output"
 
 
-__all__ = ["DEFAULT_MEMORY_CAP_MB", "EdgeManifest", "EdgeProfile", "EdgeResult", "Preprocessing", "ProcessProfile",
-           "export_edge", "preprocessing_for", "profile_edge"]
+__all__ = [
+    "DEFAULT_MEMORY_CAP_MB",
+    "EdgeManifest",
+    "EdgeProfile",
+    "EdgeResult",
+    "Preprocessing",
+    "ProcessProfile",
+    "export_edge",
+    "preprocessing_for",
+    "profile_edge",
+]

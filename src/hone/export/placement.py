@@ -61,8 +61,10 @@ class PlacementReport:
         if not self.cpu:
             return f"WebGPU placement: all {self.nodes} nodes have a WebGPU kernel (onnxruntime-web {self.ort_web_version})"
         groups = ", ".join(f"{g.op_type} x{g.nodes} ({g.reason})" for g in self.cpu)
-        return (f"WebGPU placement: {self.cpu_nodes} of {self.nodes} nodes fall back to the CPU (WASM) "
-                f"in onnxruntime-web {self.ort_web_version}: {groups}")
+        return (
+            f"WebGPU placement: {self.cpu_nodes} of {self.nodes} nodes fall back to the CPU (WASM) "
+            f"in onnxruntime-web {self.ort_web_version}: {groups}"
+        )
 
 
 def webgpu_placement(model: Model) -> PlacementReport:
@@ -80,9 +82,16 @@ def webgpu_placement(model: Model) -> PlacementReport:
         elif (domain, node.op_type) in webgpu_ops.NOTES:
             restricted[(node.op_type, domain, webgpu_ops.NOTES[(domain, node.op_type)])] += 1
     report = PlacementReport(
-        ort_web_version=webgpu_ops.ORT_WEB_VERSION, nodes=total, webgpu_nodes=total - sum(cpu.values()),
-        cpu=[PlacementGroup(op, domain, count, reason) for (op, domain, reason), count in sorted(cpu.items())],
-        restricted=[PlacementGroup(op, domain, count, reason) for (op, domain, reason), count in sorted(restricted.items())],
+        ort_web_version=webgpu_ops.ORT_WEB_VERSION,
+        nodes=total,
+        webgpu_nodes=total - sum(cpu.values()),
+        cpu=[
+            PlacementGroup(op, domain, count, reason) for (op, domain, reason), count in sorted(cpu.items())
+        ],
+        restricted=[
+            PlacementGroup(op, domain, count, reason)
+            for (op, domain, reason), count in sorted(restricted.items())
+        ],
     )
     logger.info("%s", report.summary())
     return report

@@ -53,14 +53,26 @@ logger = logging.getLogger(__name__)
 # Pinned here and in the Makefile (`make ort-web`); tests/export/test_web.py checks they agree.
 ORT_WEB_VERSION = "1.30.0"
 # The WebGPU build of onnxruntime-web; its asyncify WASM module also runs the 'wasm' provider.
-ORT_WEB_FILES = ("ort.webgpu.min.mjs", "ort-wasm-simd-threaded.asyncify.mjs", "ort-wasm-simd-threaded.asyncify.wasm")
+ORT_WEB_FILES = (
+    "ort.webgpu.min.mjs",
+    "ort-wasm-simd-threaded.asyncify.mjs",
+    "ort-wasm-simd-threaded.asyncify.wasm",
+)
 PAGE_FILES = ("index.html", "hone.mjs", "preprocess.mjs")
 DEFAULT_RUNS = 10  # timed runs the page makes after the first
 FP16_MIN_COSINE = 0.999  # the fp16 model is kept only if every output is this close to float32
 SAMPLE_SENTENCE = "hone runs this sentence encoder in the browser, on WebGPU when it can."
 GZIP_LEVEL = 6
-_NUMPY_TO_ORT = {"float32": "float32", "float16": "float16", "int64": "int64", "int32": "int32",
-                 "int8": "int8", "uint8": "uint8", "bool": "bool", "float64": "float64"}
+_NUMPY_TO_ORT = {
+    "float32": "float32",
+    "float16": "float16",
+    "int64": "int64",
+    "int32": "int32",
+    "int8": "int8",
+    "uint8": "uint8",
+    "bool": "bool",
+    "float64": "float64",
+}
 
 
 @dataclass
@@ -129,7 +141,9 @@ class WebResult:
 def ort_web_dir() -> Path:
     """Where the onnxruntime-web files are: ``$HONE_ORT_WEB_DIR``, else ``web_assets/ort`` (``make ort-web``)."""
     configured = os.environ.get("HONE_ORT_WEB_DIR")
-    folder = Path(configured) if configured else Path(str(resources.files("hone.export") / "web_assets" / "ort"))
+    folder = (
+        Path(configured) if configured else Path(str(resources.files("hone.export") / "web_assets" / "ort"))
+    )
     missing = [name for name in ORT_WEB_FILES if not (folder / name).is_file()]
     if missing:
         raise ProviderUnavailableError(
@@ -145,8 +159,15 @@ def ort_web_dir() -> Path:
     return folder
 
 
-def export_web(model: Model, output: str | os.PathLike[str], *, force: bool = False, fp16: bool = False,
-               optimize: bool = True, runs: int = DEFAULT_RUNS) -> WebResult:
+def export_web(
+    model: Model,
+    output: str | os.PathLike[str],
+    *,
+    force: bool = False,
+    fp16: bool = False,
+    optimize: bool = True,
+    runs: int = DEFAULT_RUNS,
+) -> WebResult:
     """Write the web bundle for ``model`` into the folder ``output`` (see the module docstring)."""
     if runs < 1:
         raise OptionError(f"runs must be at least 1, got {runs}", argument="runs")
@@ -191,10 +212,22 @@ def export_web(model: Model, output: str | os.PathLike[str], *, force: bool = Fa
     from hone import __version__
 
     manifest = WebManifest(
-        hone_version=__version__, model=model.name, source=model.source, ort_web_version=ORT_WEB_VERSION,
-        models=models, external_data=_external_data(folder), inputs=list(optimized.inputs),
-        outputs=list(optimized.outputs), preprocessing=preprocessing, sample=sample, placement=placement,
-        runs=runs, fp16=fp16_check, size_bytes=0, gzip_bytes=0, notes=notes,
+        hone_version=__version__,
+        model=model.name,
+        source=model.source,
+        ort_web_version=ORT_WEB_VERSION,
+        models=models,
+        external_data=_external_data(folder),
+        inputs=list(optimized.inputs),
+        outputs=list(optimized.outputs),
+        preprocessing=preprocessing,
+        sample=sample,
+        placement=placement,
+        runs=runs,
+        fp16=fp16_check,
+        size_bytes=0,
+        gzip_bytes=0,
+        notes=notes,
     )
     write_json(manifest, folder / "manifest.json")
     for _ in range(3):  # the sizes count the manifest, whose length depends on the sizes' digits
@@ -204,9 +237,17 @@ def export_web(model: Model, output: str | os.PathLike[str], *, force: bool = Fa
         manifest.size_bytes, manifest.gzip_bytes = sizes
         write_json(manifest, folder / "manifest.json", force=True)
     files = sorted(str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file())
-    logger.info("web bundle for %s in %s: %d files, %d bytes", model.name, folder, len(files), manifest.size_bytes)
-    return WebResult(model=model.name, target="web", path=str(folder), files=files, manifest=manifest,
-                     optimize=optimize_result)
+    logger.info(
+        "web bundle for %s in %s: %d files, %d bytes", model.name, folder, len(files), manifest.size_bytes
+    )
+    return WebResult(
+        model=model.name,
+        target="web",
+        path=str(folder),
+        files=files,
+        manifest=manifest,
+        optimize=optimize_result,
+    )
 
 
 def folder_sizes(folder: Path) -> tuple[int, int]:
@@ -223,10 +264,13 @@ def folder_sizes(folder: Path) -> tuple[int, int]:
 def check_folder(folder: Path, force: bool) -> None:
     """Refuse a path that is a file, or a non-empty folder without ``force``."""
     if folder.exists() and not folder.is_dir():
-        raise OutputExistsError(f"{folder} exists and is not a folder; the web target writes a folder", path=str(folder))
+        raise OutputExistsError(
+            f"{folder} exists and is not a folder; the web target writes a folder", path=str(folder)
+        )
     if folder.is_dir() and any(folder.iterdir()) and not force:
-        raise OutputExistsError(f"{folder} is not empty; pass --force to replace it or choose another folder",
-                                path=str(folder))
+        raise OutputExistsError(
+            f"{folder} is not empty; pass --force to replace it or choose another folder", path=str(folder)
+        )
 
 
 def _sample_feeds(source: Model, optimized: Model) -> tuple[dict[str, np.ndarray], str | None]:
@@ -257,20 +301,31 @@ def _write_sample(source: Model, optimized: Model, model_path: Path, folder: Pat
     (folder / "sample").mkdir()
     # File names come from the position, never from the tensor's name: ONNX names may hold '/',
     # '..' or characters a file system refuses. The manifest pairs each file with its real name.
-    inputs = [_write_array(folder, f"sample/input_{index}.bin", name, array)
-              for index, (name, array) in enumerate(feeds.items())]
-    expected = [_write_array(folder, f"sample/output_{index}.bin", spec.name, array)
-                for index, (spec, array) in enumerate(zip(optimized.outputs, outputs))]
+    inputs = [
+        _write_array(folder, f"sample/input_{index}.bin", name, array)
+        for index, (name, array) in enumerate(feeds.items())
+    ]
+    expected = [
+        _write_array(folder, f"sample/output_{index}.bin", spec.name, array)
+        for index, (spec, array) in enumerate(zip(optimized.outputs, outputs, strict=False))
+    ]
     return WebSample(inputs=inputs, expected=expected, text=text)
 
 
 def _write_array(folder: Path, relative: str, name: str, array: np.ndarray) -> SampleTensor:
     dtype = np.dtype(array.dtype).name
     if dtype not in _NUMPY_TO_ORT:
-        raise OptionError(f"the web page cannot feed a {dtype} tensor ({name}); onnxruntime-web takes "
-                          f"{', '.join(_NUMPY_TO_ORT)}", tensor=name)
-    (folder / relative).write_bytes(np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes())
-    return SampleTensor(name=name, dtype=_NUMPY_TO_ORT[dtype], shape=[int(d) for d in array.shape], file=relative)
+        raise OptionError(
+            f"the web page cannot feed a {dtype} tensor ({name}); onnxruntime-web takes "
+            f"{', '.join(_NUMPY_TO_ORT)}",
+            tensor=name,
+        )
+    (folder / relative).write_bytes(
+        np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes()
+    )
+    return SampleTensor(
+        name=name, dtype=_NUMPY_TO_ORT[dtype], shape=[int(d) for d in array.shape], file=relative
+    )
 
 
 def _write_fp16(optimized: Model, model_path: Path, folder: Path, sample: WebSample) -> Fp16Check:
@@ -283,16 +338,29 @@ def _write_fp16(optimized: Model, model_path: Path, folder: Path, sample: WebSam
     feeds = {t.name: _read_array(folder, t) for t in sample.inputs}
     float_outputs = [_read_array(folder, t) for t in sample.expected]
     half_outputs = Session(half, SessionConfig(provider="cpu")).run(feeds)
-    comparison = compare(float_outputs, half_outputs, names=[spec.name for spec in optimized.outputs],
-                         reference_label="float32", candidate_label="fp16")
+    comparison = compare(
+        float_outputs,
+        half_outputs,
+        names=[spec.name for spec in optimized.outputs],
+        reference_label="float32",
+        candidate_label="fp16",
+    )
     min_cosine = min(o.cosine for o in comparison.outputs)
     max_abs = max(o.max_abs_error for o in comparison.outputs)
     if min_cosine < FP16_MIN_COSINE:
-        return Fp16Check(False, min_cosine, max_abs,
-                         f"not kept: cosine {min_cosine:.5f} < {FP16_MIN_COSINE} against float32; WebGPU runs float32")
+        return Fp16Check(
+            False,
+            min_cosine,
+            max_abs,
+            f"not kept: cosine {min_cosine:.5f} < {FP16_MIN_COSINE} against float32; WebGPU runs float32",
+        )
     half.save(folder / "model.fp16.onnx")
-    return Fp16Check(True, min_cosine, max_abs,
-                     f"kept (cosine {min_cosine:.5f} >= {FP16_MIN_COSINE}, max abs error {max_abs:.3g} against float32)")
+    return Fp16Check(
+        True,
+        min_cosine,
+        max_abs,
+        f"kept (cosine {min_cosine:.5f} >= {FP16_MIN_COSINE}, max abs error {max_abs:.3g} against float32)",
+    )
 
 
 def _read_array(folder: Path, tensor: SampleTensor) -> np.ndarray:

@@ -255,7 +255,9 @@ class WebServer:
         try:
             self._server = BundleServer((host, port), handler)
         except OSError as exc:
-            raise OptionError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port") from exc
+            raise OptionError(
+                f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port"
+            ) from exc
         self._thread: threading.Thread | None = None
 
     @property
@@ -263,7 +265,7 @@ class WebServer:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}/"
 
-    def start(self) -> "WebServer":
+    def start(self) -> WebServer:
         self._thread = threading.Thread(target=self._server.serve_forever, name="hone-serve-web", daemon=True)
         self._thread.start()
         return self
@@ -277,7 +279,7 @@ class WebServer:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def __enter__(self) -> "WebServer":
+    def __enter__(self) -> WebServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -290,5 +292,7 @@ def check_bundle(folder: str | os.PathLike[str]) -> Path:
     if not path.is_dir():
         raise OptionError(f"{path} is not a folder; give the folder `hone export --target web -o DIR` wrote")
     if not (path / "index.html").is_file():
-        raise OptionError(f"{path} has no index.html; give the folder `hone export --target web -o DIR` wrote")
+        raise OptionError(
+            f"{path} has no index.html; give the folder `hone export --target web -o DIR` wrote"
+        )
     return path.resolve()

@@ -137,7 +137,15 @@ WEBGPU_KERNELS: dict[tuple[str, str], tuple[tuple[int, int | None], ...]] = {
     (_ONNX, "Shape"): ((1, 12), (13, 14), (15, 18), (19, 20), (21, 22), (23, None)),
     (_ONNX, "Reshape"): ((5, 12), (13, 13), (14, 18), (19, 20), (21, 22), (23, 24), (25, None)),
     (_ONNX, "Identity"): (
-        (1, 12), (13, 13), (14, 15), (16, 18), (19, 20), (21, 22), (23, 23), (24, 24), (25, None),
+        (1, 12),
+        (13, 13),
+        (14, 15),
+        (16, 18),
+        (19, 20),
+        (21, 22),
+        (23, 23),
+        (24, 24),
+        (25, None),
     ),
     (_ONNX, "Squeeze"): ((1, 10), (11, 12), (13, 20), (21, 22), (23, 23), (24, None)),
     (_ONNX, "Unsqueeze"): ((1, 10), (11, 12), (13, 20), (21, 22), (23, 23), (24, 24), (25, None)),
@@ -227,18 +235,50 @@ WEBGPU_TYPES: dict[tuple[str, str], frozenset[str]] = {
     **{
         (_ONNX, op): _FLOATS
         for op in (
-            "Abs", "Neg", "Floor", "Ceil", "Reciprocal", "Sqrt", "Exp", "Erf", "Log",
-            "Sigmoid", "HardSigmoid", "Sin", "Cos", "Tan", "Asin", "Acos", "Atan",
-            "Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "Tanh",
-            "Elu", "Gelu", "Relu", "LeakyRelu", "ThresholdedRelu",
+            "Abs",
+            "Neg",
+            "Floor",
+            "Ceil",
+            "Reciprocal",
+            "Sqrt",
+            "Exp",
+            "Erf",
+            "Log",
+            "Sigmoid",
+            "HardSigmoid",
+            "Sin",
+            "Cos",
+            "Tan",
+            "Asin",
+            "Acos",
+            "Atan",
+            "Sinh",
+            "Cosh",
+            "Asinh",
+            "Acosh",
+            "Atanh",
+            "Tanh",
+            "Elu",
+            "Gelu",
+            "Relu",
+            "LeakyRelu",
+            "ThresholdedRelu",
             "Clip",  # float and float16 typed kernels; int64 only with enableInt64 (see NOTES)
         )
     },
     **{
         (_ONNX, op): _NUMBERS
         for op in (
-            "Add", "Sub", "Mul", "Div", "Pow",
-            "Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual",
+            "Add",
+            "Sub",
+            "Mul",
+            "Div",
+            "Pow",
+            "Equal",
+            "Greater",
+            "Less",
+            "GreaterOrEqual",
+            "LessOrEqual",
         )
     },
     (_ONNX, "Not"): frozenset({"bool"}),
@@ -248,25 +288,55 @@ WEBGPU_TYPES: dict[tuple[str, str], frozenset[str]] = {
 
 # Restrictions worth telling a user; one short line each.
 NOTES: dict[tuple[str, str], str] = {
-    (_ONNX, "Clip"): "Opset 6-10 (min/max attributes) not supported; min/max inputs are read on CPU. int64 only with enableInt64.",
-    (_ONNX, "Cast"): "int64 in/out only when the EP option enableInt64 is on (forced on by enableGraphCapture); off by default in ort-web.",
+    (
+        _ONNX,
+        "Clip",
+    ): "Opset 6-10 (min/max attributes) not supported; min/max inputs are read on CPU. int64 only with enableInt64.",
+    (
+        _ONNX,
+        "Cast",
+    ): "int64 in/out only when the EP option enableInt64 is on (forced on by enableGraphCapture); off by default in ort-web.",
     (_ONNX, "Range"): "float/int32 kernels; int64 only with enableInt64 (off by default in ort-web).",
     (_ONNX, "Unsqueeze"): "int64 data only with enableInt64 (off by default in ort-web).",
     (_ONNX, "Expand"): "int64 data only with enableInt64 (off by default in ort-web).",
-    (_ONNX, "Add"): "Same for Sub/Mul/Div/Pow: types from an older source, no int64; 1.30 may add int64 behind enableInt64.",
-    (_ONNX, "Equal"): "Types read from an older source: float/float16/int32/uint32 only; int64/bool unverified for 1.30.",
+    (
+        _ONNX,
+        "Add",
+    ): "Same for Sub/Mul/Div/Pow: types from an older source, no int64; 1.30 may add int64 behind enableInt64.",
+    (
+        _ONNX,
+        "Equal",
+    ): "Types read from an older source: float/float16/int32/uint32 only; int64/bool unverified for 1.30.",
     (_ONNX, "Pow"): "Computed in f32 (pow(vec4<f32>)); exponent type T1 also float/float16/int32/uint32.",
     (_ONNX, "Tanh"): "Uses an exp-based formula (WGSL tanh overflows for large inputs).",
     (_ONNX, "Gelu"): "Both approximate='none' (erf) and 'tanh' supported.",
     (_ONNX, "Resize"): "NCHW only: the EP refuses NHWC layout conversion for Resize.",
     (_ONNX, "GridSample"): "Only opset 16-19 registered (opset 20+ falls back to CPU); NCHW only.",
     (_ONNX, "InstanceNormalization"): "Kept in NCHW (EP prefers NCHW for performance).",
-    (_ONNX, "Conv"): "Also registered in the internal NHWC domain (layout transform, preferredLayout option).",
-    (_ONNX, "DequantizeLinear"): "Registered untyped here; supported x types not verified (older sources: uint8/int8/int32).",
-    (_ONNX, "Shape"): "Output is int64 (ONNX-mandated); shape subgraphs may be moved to CPU by GetCpuPreferredNodes.",
-    (_MS, "Attention"): "Falls back to CPU if mask_index, past, past_seq_len or present is used, or past_present_share_buffer=1.",
-    (_MS, "GroupQueryAttention"): "Registered separately; its input memory placement differs when graph capture is on.",
-    (_MS, "MatMulNBits"): "Quantized-weight MatMul; the wasm also has dp4a and subgroup-matrix code paths for it.",
+    (
+        _ONNX,
+        "Conv",
+    ): "Also registered in the internal NHWC domain (layout transform, preferredLayout option).",
+    (
+        _ONNX,
+        "DequantizeLinear",
+    ): "Registered untyped here; supported x types not verified (older sources: uint8/int8/int32).",
+    (
+        _ONNX,
+        "Shape",
+    ): "Output is int64 (ONNX-mandated); shape subgraphs may be moved to CPU by GetCpuPreferredNodes.",
+    (
+        _MS,
+        "Attention",
+    ): "Falls back to CPU if mask_index, past, past_seq_len or present is used, or past_present_share_buffer=1.",
+    (
+        _MS,
+        "GroupQueryAttention",
+    ): "Registered separately; its input memory placement differs when graph capture is on.",
+    (
+        _MS,
+        "MatMulNBits",
+    ): "Quantized-weight MatMul; the wasm also has dp4a and subgroup-matrix code paths for it.",
 }
 
 # Source files present in the 1.30.0 wasm (build paths found with `strings`) whose kernels

@@ -85,20 +85,37 @@ def _fuse_residual(graph: ir.Graph, conv: ir.Node, add: ir.Node, outputs: set[ir
         return 0
     conv_out = conv.outputs[0]
     residual = add.inputs[1] if add.inputs[0] is conv_out else add.inputs[0]
-    if residual is conv_out or not _same_known_shape(residual, conv_out) or not _same_known_shape(added, conv_out):
+    if (
+        residual is conv_out
+        or not _same_known_shape(residual, conv_out)
+        or not _same_known_shape(added, conv_out)
+    ):
         return 0
     inputs = list(conv.inputs) + [None] * (3 - len(conv.inputs)) + [residual]
     attributes = {name: attr.value for name, attr in conv.attributes.items()}
     attributes["activation"] = "Relu"
-    fused = ir.node("FusedConv", inputs, attributes, domain=MS_DOMAIN, name=f"{conv.name or conv.outputs[0].name}_add_relu")
-    ir.convenience.replace_nodes_and_values(graph, relu, [conv, add, relu], [fused], [relu.outputs[0]], [fused.outputs[0]])
+    fused = ir.node(
+        "FusedConv",
+        inputs,
+        attributes,
+        domain=MS_DOMAIN,
+        name=f"{conv.name or conv.outputs[0].name}_add_relu",
+    )
+    ir.convenience.replace_nodes_and_values(
+        graph, relu, [conv, add, relu], [fused], [relu.outputs[0]], [fused.outputs[0]]
+    )
     return 1
 
 
 def _same_known_shape(a: ir.Value, b: ir.Value) -> bool:
-    return a.shape is not None and b.shape is not None and len(a.shape) == len(b.shape) and all(
-        x == y and (isinstance(x, int) or isinstance(x, ir.SymbolicDim) and x.value is not None)
-        for x, y in zip(a.shape, b.shape)
+    return (
+        a.shape is not None
+        and b.shape is not None
+        and len(a.shape) == len(b.shape)
+        and all(
+            x == y and (isinstance(x, int) or isinstance(x, ir.SymbolicDim) and x.value is not None)
+            for x, y in zip(a.shape, b.shape, strict=False)
+        )
     )
 
 
@@ -134,10 +151,16 @@ def _fused_node(node: ir.Node, activation: ir.Node, params: list[float]) -> ir.N
             attributes["activation_params"] = params
         op_type = "FusedConv"
     else:
-        for name, value in zip(("activation_alpha", "activation_beta"), params):
+        for name, value in zip(("activation_alpha", "activation_beta"), params, strict=False):
             attributes[name] = value
         op_type = "FusedGemm"
-    return ir.node(op_type, list(node.inputs), attributes, domain=MS_DOMAIN, name=f"{node.name or node.outputs[0].name}_{activation.op_type}")
+    return ir.node(
+        op_type,
+        list(node.inputs),
+        attributes,
+        domain=MS_DOMAIN,
+        name=f"{node.name or node.outputs[0].name}_{activation.op_type}",
+    )
 
 
 def _float_attr(node: ir.Node, name: str, default: float) -> float:

@@ -95,7 +95,11 @@ def match_attention(softmax: ir.Node, graph: ir.Graph) -> _Attention:
     if len(users) == 2 and {u.op_type for u in users} == {"IsNaN", "Where"}:
         isnan = next(u for u in users if u.op_type == "IsNaN")
         where = next(u for u in users if u.op_type == "Where")
-        if where.inputs[0] is not isnan.outputs[0] or where.inputs[2] is not probs or not _is_scalar(where.inputs[1], 0.0):
+        if (
+            where.inputs[0] is not isnan.outputs[0]
+            or where.inputs[2] is not probs
+            or not _is_scalar(where.inputs[1], 0.0)
+        ):
             raise NoMatch("the Softmax output is used by a Where that is not a NaN guard")
         nodes += [isnan, where]
         probs, nan_guard = where.outputs[0], True
@@ -109,7 +113,11 @@ def match_attention(softmax: ir.Node, graph: ir.Graph) -> _Attention:
     v, v_nodes, heads, head_size_v = _split_heads(context_matmul.inputs[1], (0, 2, 1, 3), outputs, "value")
     nodes += v_nodes
     merged = _const_ints(merge.inputs[1], "context reshape target")
-    if len(merged) != 3 or merged[2] not in (heads * head_size_v, -1) or any(d not in (0, -1) for d in merged[:2]):
+    if (
+        len(merged) != 3
+        or merged[2] not in (heads * head_size_v, -1)
+        or any(d not in (0, -1) for d in merged[:2])
+    ):
         raise NoMatch(f"context reshape target {merged} is not [0, 0, H*D]")
 
     # Input side: [Add bias] <- [scale] <- MatMul(q4 [*c1], kT [*c2]).
@@ -178,7 +186,9 @@ def _split_heads(value: ir.Value, perm: tuple[int, ...], outputs: set[ir.Value],
 def _strip_scales(value: ir.Value, outputs: set[ir.Value]) -> tuple[float, ir.Value, list[ir.Node]]:
     """Peel ``Mul(x, c)`` / ``Div(x, c)`` by scalar constants off ``value``: (product, x, nodes)."""
     scale, nodes = 1.0, []
-    while (node := value.producer()) is not None and node.op_type in ("Mul", "Div") and node.domain in _STANDARD:
+    while (
+        (node := value.producer()) is not None and node.op_type in ("Mul", "Div") and node.domain in _STANDARD
+    ):
         constant = _scalar(node.inputs[1])
         operand = node.inputs[0]
         if constant is None and node.op_type == "Mul":
@@ -212,7 +222,11 @@ def _replace(graph: ir.Graph, found: _Attention) -> None:
     while inputs and inputs[-1] is None:
         inputs.pop()
     fused = ir.node(
-        op_type, inputs, domain=MS_DOMAIN, num_outputs=1, name=f"{anchor.name or found.output.name}_fused",
+        op_type,
+        inputs,
+        domain=MS_DOMAIN,
+        num_outputs=1,
+        name=f"{anchor.name or found.output.name}_fused",
         attributes={"num_heads": found.num_heads, "scale": float(found.scale)},
     )
     dtype = found.output.dtype or found.q.dtype or ir.DataType.FLOAT

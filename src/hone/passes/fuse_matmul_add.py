@@ -42,7 +42,7 @@ def _bias_mismatch(a: ir.Value, b: ir.Value, c: ir.Value | None, *, trans_a: boo
         return f"the bias has rank {c.shape.rank()}; Gemm's C has rank 2 at most"
     rows = a.shape[1] if trans_a else a.shape[0]
     cols = b.shape[0] if trans_b else b.shape[1]
-    for dim, target in zip(reversed(c.shape.dims), (cols, rows)):
+    for dim, target in zip(reversed(c.shape.dims), (cols, rows), strict=False):
         known = isinstance(dim, int) or dim.value is not None
         if dim != 1 and not (known and dim == target):
             return f"the bias of shape {c.shape} does not broadcast to the MatMul's ({rows}, {cols})"
@@ -105,8 +105,12 @@ def _flatten_row_biases(model: ir.Model) -> int:
         while name in model.graph.initializers:
             suffix += 1
             name = f"{bias.name}_row_{suffix}"
-        row = ir.Value(name=name, shape=ir.Shape([array.shape[0]]), type=bias.type,
-                       const_value=ir.tensor(array, name=name))
+        row = ir.Value(
+            name=name,
+            shape=ir.Shape([array.shape[0]]),
+            type=bias.type,
+            const_value=ir.tensor(array, name=name),
+        )
         model.graph.register_initializer(row)
         node.replace_input_with(2, row)
         if not bias.uses() and not bias.is_graph_output():

@@ -25,8 +25,10 @@ def _hide_low_rank_matmuls(model: ir.Model) -> list[ir.Node]:
     """MatMuls with an operand of rank < 2 (or unknown rank), moved out of the rules' sight."""
     hidden = []
     for node in model.graph:
-        if node.op_type == "MatMul" and node.domain in ("", "ai.onnx") and any(
-            v is None or v.shape is None or len(v.shape) < 2 for v in node.inputs
+        if (
+            node.op_type == "MatMul"
+            and node.domain in ("", "ai.onnx")
+            and any(v is None or v.shape is None or len(v.shape) < 2 for v in node.inputs)
         ):
             node.domain = _HIDDEN_DOMAIN
             hidden.append(node)
@@ -93,7 +95,9 @@ def _missed(model: ir.Model) -> list[str]:
     missed = []
     attention = {"Attention", "MultiHeadAttention", "GroupQueryAttention"}
     if "Softmax" in ops and not attention & set(ops):
-        missed.append(f"attention: {ops.count('Softmax')} Softmax left, no Attention/MultiHeadAttention fused")
+        missed.append(
+            f"attention: {ops.count('Softmax')} Softmax left, no Attention/MultiHeadAttention fused"
+        )
     if "Erf" in ops:
         missed.append(f"gelu: {ops.count('Erf')} Erf left unfused")
     if "ReduceMean" in ops and "Sqrt" in ops:

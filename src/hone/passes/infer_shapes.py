@@ -55,7 +55,7 @@ def infer_shapes(model: ir.Model) -> bool:
 
 def _merge(model: ir.Model, inferred: ir.Model) -> bool:
     retyped = False
-    for graph, inferred_graph in zip(model.graphs(), inferred.graphs()):
+    for graph, inferred_graph in zip(model.graphs(), inferred.graphs(), strict=False):
         inferred_values = ir.convenience.create_value_mapping(inferred_graph)
         for name, value in ir.convenience.create_value_mapping(graph).items():
             found = inferred_values.get(name)

@@ -113,7 +113,7 @@ class OptimizeResult:
 
 
 def optimize(
-    source: "str | Model",
+    source: str | Model,
     *,
     target: str = "ort-cpu",
     verify: bool = True,
@@ -126,8 +126,12 @@ def optimize(
     original = attach(load(source), check=False)
     current = original.with_graph(_copy(original.ir), "load for optimize")
     result = OptimizeResult(
-        model=original.name, target=target, verified=verify,
-        nodes_before=node_count(original.ir), nodes_after=0, op_counts_before=op_counts(original.ir),
+        model=original.name,
+        target=target,
+        verified=verify,
+        nodes_before=node_count(original.ir),
+        nodes_after=0,
+        op_counts_before=op_counts(original.ir),
     )
     checker = None
     if not verify:
@@ -136,11 +140,15 @@ def optimize(
         try:
             checker = _Checker(original, seed=seed)
         except InvalidModelError as exc:  # onnxruntime cannot load it (an op it lacks): nothing can verify
-            raise InvalidModelError(f"{exc}; hone optimize cannot verify passes on a model onnxruntime cannot run "
-                                    "(pass --no-verify to rewrite it unchecked)") from exc
+            raise InvalidModelError(
+                f"{exc}; hone optimize cannot verify passes on a model onnxruntime cannot run "
+                "(pass --no-verify to rewrite it unchecked)"
+            ) from exc
         except ExecutionError as exc:
-            raise InventedInputsError(refusal_message(original, exc) + " (or --no-verify to rewrite it unchecked)",
-                                      model=original.name) from exc
+            raise InventedInputsError(
+                refusal_message(original, exc) + " (or --no-verify to rewrite it unchecked)",
+                model=original.name,
+            ) from exc
     for hone_pass in passes if passes is not None else default_passes(target):
         if target not in hone_pass.targets:
             continue
@@ -149,7 +157,9 @@ def optimize(
         foreign = _foreign_ops(current.ir)
         added = sorted(foreign - _foreign_ops(original.ir))
         if added:  # a pass emitted a contrib op for a standard-only target: a hone bug, never shipped
-            raise InvalidModelError(f"optimizing for {target} introduced non-standard ops ({', '.join(added)})")
+            raise InvalidModelError(
+                f"optimizing for {target} introduced non-standard ops ({', '.join(added)})"
+            )
         if foreign:
             result.notes.append(
                 f"the model itself uses non-standard ops ({', '.join(sorted(foreign))}), which many {target} "
@@ -161,11 +171,16 @@ def optimize(
 
 
 def _foreign_ops(model_ir: ir.Model) -> set[str]:
-    return {f"{n.domain}::{n.op_type}" for n in ir.traversal.RecursiveGraphIterator(model_ir.graph)
-            if n.domain not in STANDARD_DOMAINS}
+    return {
+        f"{n.domain}::{n.op_type}"
+        for n in ir.traversal.RecursiveGraphIterator(model_ir.graph)
+        if n.domain not in STANDARD_DOMAINS
+    }
 
 
-def _run_pass(hone_pass: HonePass, current: Model, checker: "_Checker | None", result: OptimizeResult) -> Model:
+def _run_pass(
+    hone_pass: HonePass, current: Model, checker: _Checker | None, result: OptimizeResult
+) -> Model:
     before = node_count(current.ir)
     began = time.perf_counter()
     candidate_ir = _copy(current.ir)
@@ -173,12 +188,29 @@ def _run_pass(hone_pass: HonePass, current: Model, checker: "_Checker | None", r
         changed = hone_pass(candidate_ir).modified
     except Exception as exc:  # a library pass failing on an unusual graph must not stop the run
         logger.warning("pass %s failed and was skipped: %s", hone_pass.name, exc)
-        result.passes.append(PassReport(hone_pass.name, before, before, time.perf_counter() - began,
-                                        "failed", None, message=f"{type(exc).__name__}: {exc}"))
+        result.passes.append(
+            PassReport(
+                hone_pass.name,
+                before,
+                before,
+                time.perf_counter() - began,
+                "failed",
+                None,
+                message=f"{type(exc).__name__}: {exc}",
+            )
+        )
         return current
     after = node_count(candidate_ir)
-    report = PassReport(hone_pass.name, before, after, 0.0, "applied" if changed else "no_change", None,
-                        matched=hone_pass.matched, missed=list(hone_pass.missed))
+    report = PassReport(
+        hone_pass.name,
+        before,
+        after,
+        0.0,
+        "applied" if changed else "no_change",
+        None,
+        matched=hone_pass.matched,
+        missed=list(hone_pass.missed),
+    )
     if changed:
         candidate = current.with_graph(candidate_ir, hone_pass.name)
         if checker is not None:
@@ -188,7 +220,9 @@ def _run_pass(hone_pass: HonePass, current: Model, checker: "_Checker | None", r
                 report.status = "rolled_back"
                 report.nodes_after = before
                 report.message = verdict.message
-                logger.warning("pass %s changed the answer and was rolled back: %s", hone_pass.name, verdict.message)
+                logger.warning(
+                    "pass %s changed the answer and was rolled back: %s", hone_pass.name, verdict.message
+                )
                 candidate = current
             else:
                 checker.accept(verdict)
@@ -229,11 +263,18 @@ class _Checker:
         except HoneError as exc:
             return _Verdict(False, float("inf"), f"the rewritten model does not run: {exc}", [])
         worst, worst_name, passed = 0.0, "", True
-        for reference, produced in zip(self.reference, outputs):
-            for name, ref, out in zip(self.names, reference, produced):
+        for reference, produced in zip(self.reference, outputs, strict=False):
+            for name, ref, out in zip(self.names, reference, produced, strict=False):
                 atol, rtol = _tolerance(ref.dtype)
-                comparison = compare([ref], [out], names=[name], reference_label="before",
-                                     candidate_label="after", atol=atol, rtol=rtol)
+                comparison = compare(
+                    [ref],
+                    [out],
+                    names=[name],
+                    reference_label="before",
+                    candidate_label="after",
+                    atol=atol,
+                    rtol=rtol,
+                )
                 error = comparison.max_abs_error
                 if error >= worst:
                     worst, worst_name = error, name

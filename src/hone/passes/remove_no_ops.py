@@ -83,7 +83,9 @@ class RemoveNoOpsPass(RewriteRulesPass):
         left = sum(1 for node in model.graph if node.op_type == "Identity")
         identities -= left
         self.matched = (self.matched or 0) + max(identities, 0) + dropouts
-        self.missed = [f"{left} Identity left (they name graph outputs or pass inputs through)"] if left else []
+        self.missed = (
+            [f"{left} Identity left (they name graph outputs or pass inputs through)"] if left else []
+        )
         return ir.passes.PassResult(model, modified=result.modified or identities > 0 or dropouts > 0)
 
 

@@ -43,7 +43,9 @@ class SimplifyShapesPass(HonePass):
         try:
             shapes = symbolic_shapes(model)
         except Exception as exc:  # the library raises plain Exception on graphs it cannot follow
-            self.missed = [f"symbolic shape inference failed, nothing simplified: {type(exc).__name__}: {exc}"]
+            self.missed = [
+                f"symbolic shape inference failed, nothing simplified: {type(exc).__name__}: {exc}"
+            ]
             return ir.passes.PassResult(model, modified=False)
         unsimplified: list[str] = []
         for node in list(model.graph):
@@ -73,14 +75,18 @@ class SimplifyShapesPass(HonePass):
             if constant is None:
                 unsimplified.append(node.name or node.outputs[0].name)
                 continue
-            value = ir.Value(name=f"{node.outputs[0].name}_target", const_value=ir.tensor(np.array(constant, np.int64)))
+            value = ir.Value(
+                name=f"{node.outputs[0].name}_target", const_value=ir.tensor(np.array(constant, np.int64))
+            )
             value.shape, value.type = ir.Shape([len(constant)]), ir.TensorType(ir.DataType.INT64)
             model.graph.initializers.add(value)
             node.replace_input_with(1, value)
             self.matched += 1
         if self.matched:
             ir.passes.common.RemoveUnusedNodesPass()(model)
-        self.missed = [f"run-time reshape target left (more than one unknown dim): {name}" for name in unsimplified]
+        self.missed = [
+            f"run-time reshape target left (more than one unknown dim): {name}" for name in unsimplified
+        ]
         return ir.passes.PassResult(model, modified=self.matched > 0)
 
 
@@ -108,7 +114,10 @@ def symbolic_shapes(model: ir.Model) -> dict[str, list[Dim | None]]:
 
 
 _CONSTANT_ATTRIBUTES = {
-    "value_float": np.float32, "value_floats": np.float32, "value_int": np.int64, "value_ints": np.int64,
+    "value_float": np.float32,
+    "value_floats": np.float32,
+    "value_int": np.int64,
+    "value_ints": np.int64,
 }
 
 
@@ -119,7 +128,9 @@ def _spell_constants_as_tensors(graph: onnx.GraphProto) -> None:
             continue
         attribute = node.attribute[0]
         if attribute.name in _CONSTANT_ATTRIBUTES:
-            array = np.array(onnx.helper.get_attribute_value(attribute), dtype=_CONSTANT_ATTRIBUTES[attribute.name])
+            array = np.array(
+                onnx.helper.get_attribute_value(attribute), dtype=_CONSTANT_ATTRIBUTES[attribute.name]
+            )
             node.ClearField("attribute")
             node.attribute.append(onnx.helper.make_attribute("value", onnx.numpy_helper.from_array(array)))
 
@@ -138,11 +149,11 @@ def _agrees(value: ir.Value, dims: list[Dim | None]) -> bool:
         return True
     if len(value.shape) != len(dims):
         return False
-    return all(not isinstance(a, int) or not isinstance(b, int) or a == b for a, b in zip(value.shape, dims))
+    return all(not isinstance(a, int) or not isinstance(b, int) or a == b for a, b in zip(value.shape, dims, strict=False))
 
 
 def _same(a: list[Dim | None], b: list[Dim | None]) -> bool:
-    return len(a) == len(b) and all(x is not None and x == y for x, y in zip(a, b))
+    return len(a) == len(b) and all(x is not None and x == y for x, y in zip(a, b, strict=False))
 
 
 def reshape_target(in_shape: list[Dim | None], out_shape: list[Dim | None]) -> list[int] | None:

@@ -145,22 +145,29 @@ def _analyze(model: Model) -> _GraphAnalysis:
     _check_topological(model, graph, node_reads, set(graph_inputs) | initializer_names)
 
     constant_nodes = {i for i, node in enumerate(graph.node) if _is_constant(node)}
-    constant_producer = {
-        name: i for i in constant_nodes for name in graph.node[i].output if name
-    }
+    constant_producer = {name: i for i in constant_nodes for name in graph.node[i].output if name}
     compute = [i for i in range(len(graph.node)) if i not in constant_nodes]
     value_types = _value_types(proto)
 
     cuts = _valid_cuts(
-        graph, compute, node_reads, graph_inputs, graph_outputs,
-        ignored=initializer_names | set(constant_producer), typed=set(value_types),
+        graph,
+        compute,
+        node_reads,
+        graph_inputs,
+        graph_outputs,
+        ignored=initializer_names | set(constant_producer),
+        typed=set(value_types),
     )
     initializer_elements = {t.name: _elements(t.dims) for t in graph.initializer}
-    initializer_elements.update(
-        {t.values.name: _elements(t.dims) for t in graph.sparse_initializer}
-    )
+    initializer_elements.update({t.values.name: _elements(t.dims) for t in graph.sparse_initializer})
     blocks = _make_blocks(
-        graph, compute, cuts, node_reads, constant_producer, graph_inputs, graph_outputs,
+        graph,
+        compute,
+        cuts,
+        node_reads,
+        constant_producer,
+        graph_inputs,
+        graph_outputs,
         initializer_elements,
     )
     logger.debug("%s: %d blocks at cuts %s", model.name, len(blocks), cuts)
@@ -326,7 +333,7 @@ def _make_blocks(
     blocks: list[OnnxBlock] = []
     start = 0
     for number, end in enumerate(ends):
-        own = list(compute[start:end + 1])
+        own = list(compute[start : end + 1])
         reads = set().union(*(node_reads[i] for i in own))
         last = number == len(ends) - 1
         if last:
@@ -335,7 +342,8 @@ def _make_blocks(
         if last:  # Constant nodes nobody reads go with the last block, so no node is lost
             used_anywhere = set().union(*node_reads) | set(graph_outputs)
             constants |= {
-                i for i in set(constant_producer.values())
+                i
+                for i in set(constant_producer.values())
                 if not any(name in used_anywhere for name in graph.node[i].output)
             }
         blocks.append(
@@ -386,7 +394,7 @@ def _check_contiguous(analysis: _GraphAnalysis, blocks: Sequence[OnnxBlock]) -> 
             "blocks computed from this model",
             block=blocks[0].name,
         ) from None
-    if list(blocks) != all_blocks[start:start + len(blocks)]:
+    if list(blocks) != all_blocks[start : start + len(blocks)]:
         raise OptionError(
             f"blocks starting at {blocks[0].name!r} are not a contiguous run of "
             f"onnx_blocks({analysis.model.name}); pass consecutive blocks in order",
@@ -412,13 +420,9 @@ def _build_stage(analysis: _GraphAnalysis, blocks: Sequence[OnnxBlock]) -> onnx.
     graph.initializer.extend(
         _in_memory(analysis.model, tensor) for tensor in source.initializer if tensor.name in reads
     )
-    graph.sparse_initializer.extend(
-        t for t in source.sparse_initializer if t.values.name in reads
-    )
+    graph.sparse_initializer.extend(t for t in source.sparse_initializer if t.values.name in reads)
     boundary = set(input_names) | set(output_names)
-    graph.value_info.extend(
-        v for v in source.value_info if v.name in produced and v.name not in boundary
-    )
+    graph.value_info.extend(v for v in source.value_info if v.name in produced and v.name not in boundary)
     stage = onnx.ModelProto(
         ir_version=analysis.proto.ir_version,
         opset_import=analysis.proto.opset_import,
@@ -473,9 +477,7 @@ def _as_model(model: Model, stage: onnx.ModelProto, block: OnnxBlock) -> Model:
 def _specs(values: Sequence[ir.Value]) -> tuple[TensorSpec, ...]:
     specs = []
     for value in values:
-        shape = tuple(
-            dim if isinstance(dim, int) else dim.value for dim in (value.shape or ())
-        )
+        shape = tuple(dim if isinstance(dim, int) else dim.value for dim in (value.shape or ()))
         dtype = value.dtype.numpy().name if value.dtype is not None else "float32"
         specs.append(TensorSpec(name=value.name or "", dtype=dtype, shape=shape))
     return tuple(specs)

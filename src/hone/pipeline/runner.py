@@ -114,8 +114,22 @@ def run_pipeline(
     ``check`` compares outputs (and gradients) with one process running the same micro-batches;
     ``single_process_runs`` times the whole batch in one process (0 skips it: NaN).
     """
-    options = _Options(source, stages, microbatches, schedule, mode, batch or microbatches, threads, steps,
-                       timeout_s, link, learning_rate, backend, check, single_process_runs)
+    options = _Options(
+        source,
+        stages,
+        microbatches,
+        schedule,
+        mode,
+        batch or microbatches,
+        threads,
+        steps,
+        timeout_s,
+        link,
+        learning_rate,
+        backend,
+        check,
+        single_process_runs,
+    )
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         return _run_under_torchrun(options)
     _check_options(options)
@@ -172,14 +186,16 @@ def _threads(o: _Options) -> int:
     return o.threads or max(1, default_threads() // o.stages)
 
 
-def _plan(o: _Options, *, init_method: str, pin: bool) -> tuple["_Prepared", list[StageProgram]]:
+def _plan(o: _Options, *, init_method: str, pin: bool) -> tuple[_Prepared, list[StageProgram]]:
     """Measure the blocks, partition them, write weights and data, and describe every stage."""
     threads = _threads(o)
     train = o.mode == "train"
     workdir = Path(tempfile.mkdtemp(prefix="hone-pipeline-"))
     plan_link = o.link or measure_loopback_link()
     if o.source.kind == "torch":
-        prepared = _prepare_torch(o.source, workdir, o.batch, o.microbatches, o.stages, train, threads, plan_link)
+        prepared = _prepare_torch(
+            o.source, workdir, o.batch, o.microbatches, o.stages, train, threads, plan_link
+        )
     else:
         prepared = _prepare_onnx(o.source, workdir, o.batch, o.microbatches, o.stages, threads, plan_link)
     programs = []
@@ -213,7 +229,7 @@ def _plan(o: _Options, *, init_method: str, pin: bool) -> tuple["_Prepared", lis
     return prepared, programs
 
 
-def _finish(o: _Options, prepared: "_Prepared", reports: list[StageReport]) -> PipelineResult:
+def _finish(o: _Options, prepared: _Prepared, reports: list[StageReport]) -> PipelineResult:
     """Check the answers against one process, time one process, and build the result."""
     threads = _threads(o)
     train = o.mode == "train"
@@ -222,12 +238,25 @@ def _finish(o: _Options, prepared: "_Prepared", reports: list[StageReport]) -> P
         error, grad_error = _compare_with_reference(prepared, reports, train, threads)
     single_ms = float("nan")
     if o.single_process_runs > 0:
-        single_ms = _time_single_process(prepared, train, min(threads * o.stages, os.cpu_count() or 1),
-                                         runs=o.single_process_runs)
-    return _result(o.source, prepared.plan, prepared, reports, schedule=o.schedule, mode=o.mode,
-                   backend=o.backend, batch=o.batch, microbatches=o.microbatches,
-                   micro=o.batch // o.microbatches, threads=threads, error=error, grad_error=grad_error,
-                   single_ms=single_ms)
+        single_ms = _time_single_process(
+            prepared, train, min(threads * o.stages, os.cpu_count() or 1), runs=o.single_process_runs
+        )
+    return _result(
+        o.source,
+        prepared.plan,
+        prepared,
+        reports,
+        schedule=o.schedule,
+        mode=o.mode,
+        backend=o.backend,
+        batch=o.batch,
+        microbatches=o.microbatches,
+        micro=o.batch // o.microbatches,
+        threads=threads,
+        error=error,
+        grad_error=grad_error,
+        single_ms=single_ms,
+    )
 
 
 def _run_under_torchrun(o: _Options) -> PipelineResult | None:
@@ -310,8 +339,14 @@ class _Prepared:
 
 
 def _prepare_torch(
-    source: PipelineSource, workdir: Path, batch: int, microbatches: int, stages: int, train: bool,
-    threads: int, link: Link,
+    source: PipelineSource,
+    workdir: Path,
+    batch: int,
+    microbatches: int,
+    stages: int,
+    train: bool,
+    threads: int,
+    link: Link,
 ) -> _Prepared:
     import torch
 
@@ -323,8 +358,11 @@ def _prepare_torch(
     weights_path = workdir / "weights.pt"
     torch.save(module.state_dict(), weights_path)  # before costing: training mode moves BN stats
     blocks = torch_blocks(module)
-    feeds = (sample_batch(source.samples, [source.input_spec], batch=batch) if source.samples is not None
-             else synthesize([source.input_spec], batch=batch, dims=source.dims, seed=SEED))
+    feeds = (
+        sample_batch(source.samples, [source.input_spec], batch=batch)
+        if source.samples is not None
+        else synthesize([source.input_spec], batch=batch, dims=source.dims, seed=SEED)
+    )
     full = torch.from_numpy(feeds[source.input_spec.name])
     inputs = list(full.chunk(microbatches))
     costs = measure_block_costs(blocks, inputs[0], train=train, threads=threads)
@@ -336,12 +374,26 @@ def _prepare_torch(
     targets = list(torch.randn(out_shape, generator=generator).chunk(microbatches)) if train else []
     data_path = workdir / "data.pt"
     torch.save({"inputs": inputs, "targets": targets}, data_path)
-    return _Prepared(plan, shapes, dtypes, data_path, inputs, targets, weights_path=weights_path,
-                     factory=source.factory, full_batch=full)
+    return _Prepared(
+        plan,
+        shapes,
+        dtypes,
+        data_path,
+        inputs,
+        targets,
+        weights_path=weights_path,
+        factory=source.factory,
+        full_batch=full,
+    )
 
 
 def _prepare_onnx(
-    source: PipelineSource, workdir: Path, batch: int, microbatches: int, stages: int, threads: int,
+    source: PipelineSource,
+    workdir: Path,
+    batch: int,
+    microbatches: int,
+    stages: int,
+    threads: int,
     link: Link,
 ) -> _Prepared:
     import onnx
@@ -354,10 +406,16 @@ def _prepare_onnx(
     model = source.onnx
     assert model is not None
     blocks = onnx_blocks(model)
-    full = (sample_batch(source.samples, model.inputs, batch=batch) if source.samples is not None
-            else synthesize(model.inputs, batch=batch, dims=source.dims, seed=SEED))
+    full = (
+        sample_batch(source.samples, model.inputs, batch=batch)
+        if source.samples is not None
+        else synthesize(model.inputs, batch=batch, dims=source.dims, seed=SEED)
+    )
     inputs = [
-        {name: value[i * (batch // microbatches) : (i + 1) * (batch // microbatches)] for name, value in full.items()}
+        {
+            name: value[i * (batch // microbatches) : (i + 1) * (batch // microbatches)]
+            for name, value in full.items()
+        }
         for i in range(microbatches)
     ]
     if stages > len(blocks):
@@ -369,7 +427,7 @@ def _prepare_onnx(
     shapes, dtypes = _onnx_block_outputs(model, blocks, inputs[0])
     costs = [
         BlockCost(block.name, ms, 0.0, block.params, size, shapes[i], dtypes[i])
-        for i, (block, (ms, size)) in enumerate(zip(blocks, measured))
+        for i, (block, (ms, size)) in enumerate(zip(blocks, measured, strict=False))
     ]
     plan = partition(costs, stages, link=link, train=False)
     stage_bytes = [
@@ -379,14 +437,24 @@ def _prepare_onnx(
         boundary = blocks[s.last_block].output_names
         if len(boundary) != 1:  # a cut always carries one tensor; the last block may have more
             raise AssertionError(f"stage {index} ends on {boundary}")
-    torch_inputs = [{k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feed.items()} for feed in inputs]
+    torch_inputs = [
+        {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feed.items()} for feed in inputs
+    ]
     data_path = workdir / "data.pt"
     torch.save({"inputs": torch_inputs, "targets": []}, data_path)
     onnx_source = model.onnx_source()
     whole = onnx.load_from_string(onnx_source) if isinstance(onnx_source, bytes) else onnx.load(onnx_source)
-    return _Prepared(plan, [shapes[s.last_block] for s in plan.stages],
-                     [dtypes[s.last_block] for s in plan.stages], data_path, inputs, [],
-                     onnx_stages=stage_bytes, onnx_whole=whole.SerializeToString(), full_batch=full)
+    return _Prepared(
+        plan,
+        [shapes[s.last_block] for s in plan.stages],
+        [dtypes[s.last_block] for s in plan.stages],
+        data_path,
+        inputs,
+        [],
+        onnx_stages=stage_bytes,
+        onnx_whole=whole.SerializeToString(),
+        full_batch=full,
+    )
 
 
 def _onnx_block_outputs(model, blocks, feeds) -> tuple[list[tuple[int, ...]], list[str]]:  # noqa: ANN001
@@ -399,9 +467,11 @@ def _onnx_block_outputs(model, blocks, feeds) -> tuple[list[tuple[int, ...]], li
     shapes, dtypes = [], []
     values = dict(feeds)
     for block in blocks:
-        session = ort.InferenceSession(stage_model(model, [block]).SerializeToString(), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            stage_model(model, [block]).SerializeToString(), providers=["CPUExecutionProvider"]
+        )
         outputs = session.run(None, {i.name: values[i.name] for i in session.get_inputs()})
-        values.update(zip(block.output_names, outputs))
+        values.update(zip(block.output_names, outputs, strict=False))
         shapes.append(tuple(outputs[0].shape))
         dtypes.append(str(torch.from_numpy(outputs[0][:0].copy()).dtype).removeprefix("torch."))
     return shapes, dtypes
@@ -436,7 +506,8 @@ def launch(programs: list[StageProgram], *, timeout_s: float) -> list[StageRepor
                 raise _failure_error(failures, len(programs), reported=set(reports))
             else:
                 dead = [
-                    (rank, p.exitcode) for rank, p in enumerate(processes)
+                    (rank, p.exitcode)
+                    for rank, p in enumerate(processes)
                     if p.exitcode not in (None, 0) and rank not in reports
                 ]
                 if dead:
@@ -561,7 +632,7 @@ def _torch_reference(chain, module, prepared: _Prepared, reports: list[StageRepo
         return _max_abs(reports[-1].outputs or [], reference), None
     chain.train()
     losses = []
-    for x, target in zip(prepared.inputs, prepared.targets):
+    for x, target in zip(prepared.inputs, prepared.targets, strict=False):
         loss = torch.nn.functional.mse_loss(chain(x), target) / len(prepared.inputs)
         loss.backward()
         losses.append(float(loss.detach()))
@@ -583,8 +654,12 @@ def _torch_reference(chain, module, prepared: _Prepared, reports: list[StageRepo
 
 def _max_abs(got: list, reference: list) -> float:
     if len(got) != len(reference):
-        raise ExecutionError(f"the last stage returned {len(got)} micro-batch outputs, expected {len(reference)}")
-    return max((float(np.abs(np.asarray(a) - np.asarray(b)).max()) for a, b in zip(got, reference)), default=0.0)
+        raise ExecutionError(
+            f"the last stage returned {len(got)} micro-batch outputs, expected {len(reference)}"
+        )
+    return max(
+        (float(np.abs(np.asarray(a) - np.asarray(b)).max()) for a, b in zip(got, reference, strict=False)), default=0.0
+    )
 
 
 def _time_single_process(prepared: _Prepared, train: bool, threads: int, runs: int = 3) -> float:
@@ -618,7 +693,9 @@ def _time_single_process(prepared: _Prepared, train: bool, threads: int, runs: i
         for _ in range(runs + 1):
             began = time.perf_counter()
             if train:
-                torch.nn.functional.mse_loss(chain(prepared.full_batch), torch.cat(prepared.targets)).backward()
+                torch.nn.functional.mse_loss(
+                    chain(prepared.full_batch), torch.cat(prepared.targets)
+                ).backward()
             else:
                 with torch.no_grad():
                     chain(prepared.full_batch)
@@ -629,9 +706,21 @@ def _time_single_process(prepared: _Prepared, train: bool, threads: int, runs: i
 
 
 def _result(
-    source: PipelineSource, plan: Partition, prepared: _Prepared, reports: list[StageReport], *,
-    schedule: str, mode: str, backend: str, batch: int, microbatches: int, micro: int, threads: int,
-    error: float, grad_error: float | None, single_ms: float,
+    source: PipelineSource,
+    plan: Partition,
+    prepared: _Prepared,
+    reports: list[StageReport],
+    *,
+    schedule: str,
+    mode: str,
+    backend: str,
+    batch: int,
+    microbatches: int,
+    micro: int,
+    threads: int,
+    error: float,
+    grad_error: float | None,
+    single_ms: float,
 ) -> PipelineResult:
     step_count = len(reports[0].steps)
     # All stages leave the same barrier, so a step ends when its slowest stage does.
@@ -640,35 +729,59 @@ def _result(
     median_step = sorted(measured, key=lambda k: steps_ms[k])[len(measured) // 2]
     step_ms = steps_ms[median_step]
     stage_results = []
-    for stage, report in zip(plan.stages, reports):
+    for stage, report in zip(plan.stages, reports, strict=False):
         record = report.steps[median_step]
         idle = step_ms - record.compute_ms
         stage_results.append(
             StageResult(
-                index=stage.index, blocks=stage.blocks, cost_ms=stage.cost_ms, forward_ms=stage.forward_ms,
-                backward_ms=stage.backward_ms, params=stage.params,
-                activation_bytes=stage.activation_bytes, busy_ms=record.compute_ms,
-                recv_wait_ms=record.recv_wait_ms, idle_ms=idle, bubble=idle / step_ms,
-                optimizer_ms=record.optimizer_ms, peak_in_flight=report.peak_in_flight,
+                index=stage.index,
+                blocks=stage.blocks,
+                cost_ms=stage.cost_ms,
+                forward_ms=stage.forward_ms,
+                backward_ms=stage.backward_ms,
+                params=stage.params,
+                activation_bytes=stage.activation_bytes,
+                busy_ms=record.compute_ms,
+                recv_wait_ms=record.recv_wait_ms,
+                idle_ms=idle,
+                bubble=idle / step_ms,
+                optimizer_ms=record.optimizer_ms,
+                peak_in_flight=report.peak_in_flight,
                 peak_activation_bytes=report.peak_activation_bytes,
-                link_latency_ms=report.link_latency_ms, link_bandwidth_gbps=report.link_bandwidth_gbps,
+                link_latency_ms=report.link_latency_ms,
+                link_bandwidth_gbps=report.link_bandwidth_gbps,
             )
         )
-    in_run = [_action_costs(report, stage) for report, stage in zip(reports, plan.stages)]
-    simulated = simulate_plan(plan, reports, schedule=schedule, mode=mode, microbatches=microbatches,
-                              threads=threads, costs=in_run)
-    planned = simulate_plan(plan, reports, schedule=schedule, mode=mode, microbatches=microbatches,
-                            threads=threads)
+    in_run = [_action_costs(report, stage) for report, stage in zip(reports, plan.stages, strict=False)]
+    simulated = simulate_plan(
+        plan, reports, schedule=schedule, mode=mode, microbatches=microbatches, threads=threads, costs=in_run
+    )
+    planned = simulate_plan(
+        plan, reports, schedule=schedule, mode=mode, microbatches=microbatches, threads=threads
+    )
     stages = len(plan.stages)
     return PipelineResult(
-        model=source.name, schedule=schedule, mode=mode, backend=backend, batch=batch,
-        microbatches=microbatches, microbatch_size=micro, threads_per_stage=threads,
-        stages=stage_results, step_ms=step_ms, steps_ms=steps_ms,
+        model=source.name,
+        schedule=schedule,
+        mode=mode,
+        backend=backend,
+        batch=batch,
+        microbatches=microbatches,
+        microbatch_size=micro,
+        threads_per_stage=threads,
+        stages=stage_results,
+        step_ms=step_ms,
+        steps_ms=steps_ms,
         bubble_measured=sum(s.bubble for s in stage_results) / stages,
         bubble_formula=schedules.bubble_formula(stages, microbatches),
-        max_abs_error_vs_single_process=error, max_grad_rel_error_vs_single_process=grad_error,
-        single_process_ms=single_ms, simulated_step_ms=simulated.step_ms,
-        simulated_bubble=simulated.bubble, planned_step_ms=planned.step_ms, link=plan.link, partition_imbalance=plan.imbalance,
+        max_abs_error_vs_single_process=error,
+        max_grad_rel_error_vs_single_process=grad_error,
+        single_process_ms=single_ms,
+        simulated_step_ms=simulated.step_ms,
+        simulated_bubble=simulated.bubble,
+        planned_step_ms=planned.step_ms,
+        link=plan.link,
+        partition_imbalance=plan.imbalance,
         timeline=[r.steps[median_step].events for r in reports],
     )
 
@@ -676,8 +789,18 @@ def _result(
 def _action_costs(report: StageReport, stage: StagePlan) -> StageCost:
     """A stage's median forward and backward in the measured steps (the first warms up)."""
     measured = report.steps[1:] or report.steps
-    forwards = [e.end_ms - e.start_ms for r in measured for e in r.events if e.category == "compute" and e.name[0] == "F"]
-    backwards = [e.end_ms - e.start_ms for r in measured for e in r.events if e.category == "compute" and e.name[0] == "B"]
+    forwards = [
+        e.end_ms - e.start_ms
+        for r in measured
+        for e in r.events
+        if e.category == "compute" and e.name[0] == "F"
+    ]
+    backwards = [
+        e.end_ms - e.start_ms
+        for r in measured
+        for e in r.events
+        if e.category == "compute" and e.name[0] == "B"
+    ]
     return StageCost(
         statistics.median(forwards) if forwards else stage.forward_ms,
         statistics.median(backwards) if backwards else 0.0,
@@ -686,8 +809,14 @@ def _action_costs(report: StageReport, stage: StagePlan) -> StageCost:
 
 
 def simulate_plan(
-    plan: Partition, reports: list[StageReport] | None, *, schedule: str, mode: str, microbatches: int,
-    threads: int, costs: list[StageCost] | None = None,
+    plan: Partition,
+    reports: list[StageReport] | None,
+    *,
+    schedule: str,
+    mode: str,
+    microbatches: int,
+    threads: int,
+    costs: list[StageCost] | None = None,
 ):  # noqa: ANN201 - a SimulationResult
     """The simulator's step for ``plan`` (or ``costs``) with the link the stages measured.
 
@@ -718,20 +847,32 @@ def write_trace(result: PipelineResult, path: str | os.PathLike[str], *, force: 
     for rank, timeline in enumerate(result.timeline):
         events.append({"name": "process_name", "ph": "M", "pid": rank, "args": {"name": f"stage {rank}"}})
         events.append({"name": "thread_name", "ph": "M", "pid": rank, "tid": 0, "args": {"name": "compute"}})
-        events.append({"name": "thread_name", "ph": "M", "pid": rank, "tid": 1, "args": {"name": "recv wait"}})
+        events.append(
+            {"name": "thread_name", "ph": "M", "pid": rank, "tid": 1, "args": {"name": "recv wait"}}
+        )
         for event in timeline:
-            events.append({
-                "name": event.name, "cat": event.category, "ph": "X", "pid": rank,
-                "tid": lanes[event.category], "ts": 1000 * event.start_ms,
-                "dur": 1000 * (event.end_ms - event.start_ms),
-            })
+            events.append(
+                {
+                    "name": event.name,
+                    "cat": event.category,
+                    "ph": "X",
+                    "pid": rank,
+                    "tid": lanes[event.category],
+                    "ts": 1000 * event.start_ms,
+                    "dur": 1000 * (event.end_ms - event.start_ms),
+                }
+            )
     payload = {
         "traceEvents": events,
         "displayTimeUnit": "ms",
         "otherData": {
-            "model": result.model, "schedule": result.schedule, "mode": result.mode,
-            "stages": len(result.stages), "microbatches": result.microbatches,
-            "step_ms": result.step_ms, "bubble_measured": result.bubble_measured,
+            "model": result.model,
+            "schedule": result.schedule,
+            "mode": result.mode,
+            "stages": len(result.stages),
+            "microbatches": result.microbatches,
+            "step_ms": result.step_ms,
+            "bubble_measured": result.bubble_measured,
             "bubble_formula": result.bubble_formula,
         },
     }

@@ -64,7 +64,9 @@ def check_schedule_args(schedule: str, mode: str, stages: int, microbatches: int
     if chunks < 1:
         raise OptionError(f"--chunks must be at least 1, got {chunks}")
     if schedule != "interleaved" and chunks != 1:
-        raise OptionError(f"--chunks {chunks} needs --schedule interleaved; {schedule} holds one chunk per rank")
+        raise OptionError(
+            f"--chunks {chunks} needs --schedule interleaved; {schedule} holds one chunk per rank"
+        )
     if schedule == "interleaved" and microbatches % stages:
         raise OptionError(
             f"interleaved 1F1B needs --microbatches divisible by --stages; {microbatches} is not a "
@@ -115,7 +117,9 @@ def _interleaved(rank: int, stages: int, microbatches: int, chunks: int) -> list
         return Action("F", (k // (stages * chunks)) * stages + k % stages, (k // stages) % chunks)
 
     def backward(k: int) -> Action:
-        return Action("B", (k // (stages * chunks)) * stages + k % stages, chunks - 1 - (k // stages) % chunks)
+        return Action(
+            "B", (k // (stages * chunks)) * stages + k % stages, chunks - 1 - (k // stages) % chunks
+        )
 
     if microbatches == stages:
         warmup = total  # Megatron: with M == S all forwards come first

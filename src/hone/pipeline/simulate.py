@@ -293,7 +293,9 @@ def fewest_microbatches(
     candidates = list(range(step, MAX_MICROBATCHES + 1, step))
 
     def run(m: int) -> SimulationResult:
-        return simulate(costs, schedule=schedule, mode=mode, microbatches=m, link=link, chunks=chunks, cores=cores)
+        return simulate(
+            costs, schedule=schedule, mode=mode, microbatches=m, link=link, chunks=chunks, cores=cores
+        )
 
     best = run(candidates[-1])
     if best.bubble > max_bubble + 1e-12:

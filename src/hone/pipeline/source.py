@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from torch import nn
 
     from hone.data import SampleSet
-
     from hone.model import Model
 
 
@@ -31,7 +30,7 @@ class ZooFactory:
 
     name: str
 
-    def __call__(self) -> "nn.Module":
+    def __call__(self) -> nn.Module:
         return zoo.get(self.name).build_module()
 
 
@@ -42,7 +41,7 @@ class FileFactory:
     file: str
     factory_name: str
 
-    def __call__(self) -> "nn.Module":
+    def __call__(self) -> nn.Module:
         from hone.torch_export import call_factory, import_factory
 
         factory = import_factory(Path(self.file), self.factory_name)
@@ -56,9 +55,9 @@ class PipelineSource:
     name: str
     input_spec: TensorSpec | None = None  # torch sources: the one input of the block chain
     dims: dict[str, int] = field(default_factory=dict)  # values of symbolic dims other than batch
-    factory: Callable[[], "nn.Module"] | None = None
-    onnx: "Model | None" = None
-    samples: "SampleSet | None" = None  # --data: the step's inputs come from these samples
+    factory: Callable[[], nn.Module] | None = None
+    onnx: Model | None = None
+    samples: SampleSet | None = None  # --data: the step's inputs come from these samples
 
     @property
     def kind(self) -> str:
@@ -136,8 +135,10 @@ def _from_file_factory(file: str, factory_name: str, input_shapes: Sequence[str]
             f"{file}:{factory_name} is a PyTorch factory; give its one input shape with --input-shape "
             "(e.g. 8,128,256; the first dim is the batch)"
         )
-    (name, dims), = parse_shapes(input_shapes)
+    ((name, dims),) = parse_shapes(input_shapes)
     spec = TensorSpec(name or "input", "float32", ("batch", *dims[1:]))
     return PipelineSource(
-        Path(file).stem, input_spec=spec, factory=FileFactory(str(Path(file).expanduser().resolve()), factory_name)
+        Path(file).stem,
+        input_spec=spec,
+        factory=FileFactory(str(Path(file).expanduser().resolve()), factory_name),
     )

@@ -187,9 +187,7 @@ class _StageRunner:
         blocks = torch_blocks(module)[first : last + 1]
         stage = torch.nn.Sequential(*(block for _, block in blocks)).to(self.device)
         stage.train(program.mode == "train")
-        self.parameter_names = {
-            id(p): name for name, p in module.named_parameters()
-        }
+        self.parameter_names = {id(p): name for name, p in module.named_parameters()}
         return stage
 
     def connect(self) -> None:
@@ -211,7 +209,6 @@ class _StageRunner:
             dist.destroy_process_group()
 
     def run(self, at: Callable[[str], None]) -> StageReport:
-        import torch
         import torch.distributed as dist
 
         from hone.pipeline import schedule as schedules
@@ -221,7 +218,9 @@ class _StageRunner:
         if program.probe_link and program.world_size > 1:
             at("measuring the link")
             report.link_latency_ms, report.link_bandwidth_gbps = self._probe_links()
-        order = schedules.build(program.schedule, program.mode, program.world_size, program.microbatches)[self.rank]
+        order = schedules.build(program.schedule, program.mode, program.world_size, program.microbatches)[
+            self.rank
+        ]
         for step in range(program.steps):
             at(f"step {step}, waiting for the other stages")
             dist.barrier()
@@ -233,7 +232,9 @@ class _StageRunner:
 
     # One step ------------------------------------------------------------------------------------
 
-    def _step(self, order: list[Any], step: int, report: StageReport, at: Callable[[str], None]) -> StepRecord:
+    def _step(
+        self, order: list[Any], step: int, report: StageReport, at: Callable[[str], None]
+    ) -> StepRecord:
         import torch
         import torch.distributed as dist
 
@@ -391,7 +392,13 @@ class _StageRunner:
             big = torch.zeros(big_size, device=self.device)
             leading = self.rank == left
 
-            def exchange(outgoing: torch.Tensor, incoming: torch.Tensor) -> float:
+            def exchange(
+                outgoing: torch.Tensor,
+                incoming: torch.Tensor,
+                leading: bool = leading,
+                peer: int = peer,
+                small: torch.Tensor = small,
+            ) -> float:
                 """One round trip: the left rank sends ``outgoing`` and gets ``small`` back."""
                 began = time.perf_counter()
                 if leading:
@@ -460,5 +467,5 @@ class _OnnxStage:
     def parameters(self) -> list[Any]:
         return []
 
-    def train(self, mode: bool = True) -> "_OnnxStage":
+    def train(self, mode: bool = True) -> _OnnxStage:
         return self

@@ -117,8 +117,11 @@ def _give_back_absorbed_heads(
         heads = [name for name in group if order[name] < first]
         for name in heads:
             previous = next(
-                (owner[producer[t].name] for t in by_name[name].input
-                 if t in producer and owner.get(producer[t].name) not in (None, executed)),
+                (
+                    owner[producer[t].name]
+                    for t in by_name[name].input
+                    if t in producer and owner.get(producer[t].name) not in (None, executed)
+                ),
                 None,
             )
             if previous is None:

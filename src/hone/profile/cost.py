@@ -180,7 +180,9 @@ class ModelCost:
     total_flops: int
     total_bytes: int
     unknown_ops: dict[str, int]  # op_type -> count of nodes whose cost is not known
-    shape_inference: str = ""  # "onnxruntime-symbolic" | "onnx" | "onnxruntime-symbolic+onnx", "+run" when run_shapes filled any
+    shape_inference: str = (
+        ""  # "onnxruntime-symbolic" | "onnx" | "onnxruntime-symbolic+onnx", "+run" when run_shapes filled any
+    )
     # Main-graph node outputs without a concrete shape after inference (and run_shapes), in graph order.
     unknown_values: list[str] = field(default_factory=list)
 
@@ -194,7 +196,7 @@ RunShape = tuple[int, tuple[int, ...]]
 
 
 def model_cost(
-    model: "Model | onnx.ModelProto | ir.Model",
+    model: Model | onnx.ModelProto | ir.Model,
     *,
     batch: int = 1,
     dims: Mapping[str, int] | None = None,
@@ -224,9 +226,7 @@ def model_cost(
     graph = proto.graph
     constants = _constant_names(graph)
     if specs is None:
-        specs = tuple(
-            _spec_from_value_info(vi, given_dims) for vi in graph.input if vi.name not in constants
-        )
+        specs = tuple(_spec_from_value_info(vi, given_dims) for vi in graph.input if vi.name not in constants)
     shapes, used_dims = _concrete_shapes(specs, batch, given_dims, input_shapes or {})
 
     slim = _shape_inference_input(proto, shapes, constants)
@@ -241,8 +241,12 @@ def model_cost(
     unknown = Counter(node.op_type for node in nodes if not node.known)
     if unknown:
         logger.info("no cost for %d nodes: %s", sum(unknown.values()), dict(unknown))
-    unknown_values = [name for node in graph.node for name in node.output
-                      if name and (tensors.get(name) is None or tensors[name].numel is None)]
+    unknown_values = [
+        name
+        for node in graph.node
+        for name in node.output
+        if name and (tensors.get(name) is None or tensors[name].numel is None)
+    ]
     return ModelCost(
         nodes=nodes,
         batch=batch,
@@ -323,7 +327,9 @@ def _spec_from_value_info(value: onnx.ValueInfoProto, given_dims: Mapping[str, i
 
 
 def _concrete_shapes(
-    specs: tuple[TensorSpec, ...], batch: int, given_dims: dict[str, int],
+    specs: tuple[TensorSpec, ...],
+    batch: int,
+    given_dims: dict[str, int],
     fed: Mapping[str, Sequence[int]],
 ) -> tuple[dict[str, tuple[int, ...]], dict[str, int]]:
     """Each input's concrete shape (as ``fed`` to a run, else resolved), and the value every named
@@ -439,9 +445,7 @@ def _read_value_info(value: onnx.ValueInfoProto) -> _TensorInfo:
     tensor_type = value.type.tensor_type
     if not tensor_type.HasField("shape"):
         return _TensorInfo(tensor_type.elem_type, None)
-    dims = tuple(
-        d.dim_value if d.WhichOneof("value") == "dim_value" else None for d in tensor_type.shape.dim
-    )
+    dims = tuple(d.dim_value if d.WhichOneof("value") == "dim_value" else None for d in tensor_type.shape.dim)
     return _TensorInfo(tensor_type.elem_type, dims)
 
 
@@ -474,7 +478,9 @@ def _tensor_table(inferred: onnx.ModelProto, original: onnx.ModelProto) -> dict[
     return table
 
 
-def _apply_run_shapes(tensors: dict[str, _TensorInfo], run_shapes: Mapping[str, RunShape], constants: set[str]) -> int:
+def _apply_run_shapes(
+    tensors: dict[str, _TensorInfo], run_shapes: Mapping[str, RunShape], constants: set[str]
+) -> int:
     """Put the shapes a run produced into ``tensors`` (they are the truth at those inputs); how many
     values that gave a concrete shape inference had not."""
     filled = 0

@@ -108,14 +108,26 @@ def profile(
 ) -> ProfileResult:
     threads = threads or default_threads()
     named = _with_unique_node_names(model)
-    raw = collect(named, batch=batch, threads=threads, provider=provider,
-                  optimization=optimization, runs=runs, warmup_runs=warmup_runs, seed=SEED)
+    raw = collect(
+        named,
+        batch=batch,
+        threads=threads,
+        provider=provider,
+        optimization=optimization,
+        runs=runs,
+        warmup_runs=warmup_runs,
+        seed=SEED,
+    )
     roofs = machine or ceilings(threads)
     roof = Roofline(roofs.gemm_gflops, roofs.memory_gbps)
     original = ir.to_proto(named.ir)
     costs = _run_costs(named, batch, threads)
-    attribution = attribute(original, raw.optimized_graph, [node.name for node in raw.executed],
-                            {node.name: node.op_type for node in raw.executed})
+    attribution = attribute(
+        original,
+        raw.optimized_graph,
+        [node.name for node in raw.executed],
+        {node.name: node.op_type for node in raw.executed},
+    )
     by_name = {node.name: node for node in costs.nodes}
     op_of = {node.name: node.op_type for node in original.graph.node}
 
@@ -202,31 +214,49 @@ def _run_costs(model: Model, batch: int, threads: int) -> ModelCost:
     try:
         observed = _run_shapes(model, feeds, costs.unknown_values, threads)
     except HoneError as exc:  # the profile itself ran; only the extra outputs failed
-        logger.warning("could not run %s for the shapes inference missed (%s); %d values stay unknown",
-                       model.name, exc, len(costs.unknown_values))
+        logger.warning(
+            "could not run %s for the shapes inference missed (%s); %d values stay unknown",
+            model.name,
+            exc,
+            len(costs.unknown_values),
+        )
         return costs
-    logger.info("shapes of %d values of %s from a run (shape inference could not follow them)",
-                len(observed), model.name)
-    return model_cost(model, batch=batch, dims=model.default_dims, input_shapes=input_shapes, run_shapes=observed)
+    logger.info(
+        "shapes of %d values of %s from a run (shape inference could not follow them)",
+        len(observed),
+        model.name,
+    )
+    return model_cost(
+        model, batch=batch, dims=model.default_dims, input_shapes=input_shapes, run_shapes=observed
+    )
 
 
-def _run_shapes(model: Model, feeds: dict[str, np.ndarray], names: list[str], threads: int) -> dict[str, RunShape]:
+def _run_shapes(
+    model: Model, feeds: dict[str, np.ndarray], names: list[str], threads: int
+) -> dict[str, RunShape]:
     """Element type and shape of the main-graph values ``names`` in one run of ``model`` on ``feeds``."""
     copied = ir.from_proto(ir.to_proto(model.ir))
     produced = {value.name: value for node in copied.graph for value in node.outputs}
     exposed = [name for name in names if name in produced]
     outputs = {value.name for value in copied.graph.outputs}
     copied.graph.outputs.extend(produced[name] for name in exposed if name not in outputs)
-    session = Session(model.with_graph(copied, "expose values for their shapes"),
-                      SessionConfig(threads=threads, optimization="disabled"))
-    arrays = dict(zip(session.output_names, session.run(feeds)))
+    session = Session(
+        model.with_graph(copied, "expose values for their shapes"),
+        SessionConfig(threads=threads, optimization="disabled"),
+    )
+    arrays = dict(zip(session.output_names, session.run(feeds), strict=False))
     shapes: dict[str, RunShape] = {}
     for name in exposed:
         array = np.asarray(arrays.get(name))
         try:
             shapes[name] = (helper.np_dtype_to_tensor_dtype(array.dtype), tuple(array.shape))
         except (KeyError, TypeError):  # strings, sequences: no fixed-size tensor type to cost
-            logger.info("value %s of %s has no tensor type (%s); its shape stays unknown", name, model.name, array.dtype)
+            logger.info(
+                "value %s of %s has no tensor type (%s); its shape stays unknown",
+                name,
+                model.name,
+                array.dtype,
+            )
     return shapes
 
 
@@ -276,8 +306,15 @@ def _group(nodes: list[NodeProfile], raw: RawProfile, total_ms: float) -> list[O
     ]
     if raw.outside_nodes_ms > 0:
         rows.append(
-            OpTypeRow(OUTSIDE_NODES_ROW, 0, raw.outside_nodes_ms,
-                      raw.outside_nodes_ms / total_ms if total_ms else 0.0, 0, 0, "overhead")
+            OpTypeRow(
+                OUTSIDE_NODES_ROW,
+                0,
+                raw.outside_nodes_ms,
+                raw.outside_nodes_ms / total_ms if total_ms else 0.0,
+                0,
+                0,
+                "overhead",
+            )
         )
     return sorted(rows, key=lambda row: row.time_ms, reverse=True)
 
@@ -295,8 +332,11 @@ def _trace(raw: RawProfile, nodes: list[NodeProfile]) -> list[dict[str, object]]
         if node is not None:
             copy["name"] = f"{node.covered_ops} {name}"
             args.update(
-                hone_bound=node.bound, hone_flops=node.flops, hone_bytes=node.bytes,
-                hone_roof_pct=round(node.roof_pct, 2), hone_covers=node.covers,
+                hone_bound=node.bound,
+                hone_flops=node.flops,
+                hone_bytes=node.bytes,
+                hone_roof_pct=round(node.roof_pct, 2),
+                hone_covers=node.covers,
             )
         copy["args"] = args
         events.append(copy)

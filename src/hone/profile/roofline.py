@@ -56,7 +56,9 @@ def classify(op_type: str, flops: int, bytes_moved: int, time_ms: float, roof: R
     roof_s = max(compute_s, memory_s)
     efficiency = roof_s / seconds
     compute_side = compute_s >= memory_s and flops > 0
-    roof_pct = 100.0 * (achieved_gflops / roof.gemm_gflops if compute_side else achieved_gbps / roof.memory_gbps)
+    roof_pct = 100.0 * (
+        achieved_gflops / roof.gemm_gflops if compute_side else achieved_gbps / roof.memory_gbps
+    )
     if op_type in _TRANSFER_OPS:
         bound = "transfer"
     elif any(marker in op_type for marker in _SYNC_MARKERS):

@@ -34,8 +34,19 @@ logger = logging.getLogger(__name__)
 _KERNEL_SUFFIX = "_kernel_time"
 # Bytes per element of the type names onnxruntime writes in input_type_shape/output_type_shape.
 _DTYPE_BYTES = {
-    "float": 4, "float16": 2, "bfloat16": 2, "double": 8, "int64": 8, "int32": 4, "int16": 2,
-    "int8": 1, "uint8": 1, "uint16": 2, "uint32": 4, "uint64": 8, "bool": 1,
+    "float": 4,
+    "float16": 2,
+    "bfloat16": 2,
+    "double": 8,
+    "int64": 8,
+    "int32": 4,
+    "int16": 2,
+    "int8": 1,
+    "uint8": 1,
+    "uint16": 2,
+    "uint32": 4,
+    "uint64": 8,
+    "bool": 1,
 }
 
 
@@ -121,7 +132,9 @@ def _aggregate(
         key=lambda e: float(e["ts"]),  # type: ignore[arg-type]
     )
     measured = run_events[-runs:] if runs else run_events
-    node_events = [e for e in events if e.get("cat") == "Node" and str(e.get("name", "")).endswith(_KERNEL_SUFFIX)]
+    node_events = [
+        e for e in events if e.get("cat") == "Node" and str(e.get("name", "")).endswith(_KERNEL_SUFFIX)
+    ]
     per_node: dict[str, list[float]] = defaultdict(list)
     info: dict[str, dict[str, object]] = {}
     order: dict[str, int] = {}

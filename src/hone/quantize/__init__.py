@@ -28,9 +28,8 @@ from dataclasses import dataclass, field
 
 from hone.cpu import SATURATION_NOTE, int8_saturates
 from hone.data import SampleSet, attach
-from hone.errors import HoneError, OptionError
+from hone.errors import OptionError
 from hone.model import Model, load
-from hone.verify import OutputJudgement
 from hone.quantize.calibration import CalibrationSet, calibration_set
 from hone.quantize.fallback import LayerError, nearest_to_outputs, rank_layers
 from hone.quantize.gate import EVAL_BATCH, AccuracyReport, Budget, EvalPlan, judge, plan_for
@@ -39,15 +38,16 @@ from hone.quantize.int8 import (
     FORMATS,
     METHODS,
     WEIGHT_TYPES,
+    QuantizationError,
     dynamic_int8,
     dynamic_op_types,
     fp16,
     quantizable_nodes,
-    QuantizationError,
     quantized_node_count,
     size_bytes,
     static_int8,
 )
+from hone.verify import OutputJudgement
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class QuantizeResult:
 
 
 def quantize(
-    source: "str | Model",
+    source: str | Model,
     *,
     mode: str = "auto",
     fmt: str = "auto",
@@ -125,7 +125,7 @@ def quantize(
     bench_budget_s: float = 3.0,
     prefer: str = "speed",
     fp16_io: bool = False,
-    data: "str | SampleSet | None" = None,
+    data: str | SampleSet | None = None,
     time_limit_s: float = DEFAULT_TIME_LIMIT_S,
 ) -> tuple[Model, QuantizeResult]:
     """Quantize ``source``; returns the kept Model (the float one when nothing passed) and the report.
@@ -172,18 +172,27 @@ def quantize(
     float_model.samples = original.samples
     calibration = calibration_set(float_model) if mode in ("static", "dynamic") else None
     result = QuantizeResult(
-        model=original.name, mode=mode, format="float", accuracy=None, kept_float=[], speedup=None,
-        size_bytes_before=size_bytes(original), size_bytes_after=0,
+        model=original.name,
+        mode=mode,
+        format="float",
+        accuracy=None,
+        kept_float=[],
+        speedup=None,
+        size_bytes_before=size_bytes(original),
+        size_bytes_after=0,
         calibration=calibration.description if calibration else "none (fp16 needs no calibration)",
         budget=budget.describe("all" if len(original.outputs) > 1 else plan.metric),
-        evaluation=plan.data, data_split=plan.split,
+        evaluation=plan.data,
+        data_split=plan.split,
     )
     if chosen_note:
         result.notes.append(chosen_note)
     if mode == "static" and int8_saturates():
         result.notes.append(SATURATION_NOTE)
     if calibration is not None and calibration.source == "synthesized":
-        result.notes.append("calibrated on synthesized inputs: give real samples with --calib for better scales")
+        result.notes.append(
+            "calibrated on synthesized inputs: give real samples with --calib for better scales"
+        )
     if mode == "dynamic":
         assert calibration is not None
         float_model = _prepare_transformer(float_model, calibration, threads, result)
@@ -192,9 +201,19 @@ def quantize(
     built = _judge_all(builders, float_model, plan, budget, exclude=[], skipped=result.notes)
     passing = [(c, m) for c, m in built if c.accuracy.passed]
     if not passing:
-        passing, built_more = _fall_back(builders, float_model, plan, budget, calibration, result, threads,
-                                         method, per_channel, failed=[c for c, _ in built],
-                                         deadline=began + time_limit_s)
+        passing, built_more = _fall_back(
+            builders,
+            float_model,
+            plan,
+            budget,
+            calibration,
+            result,
+            threads,
+            method,
+            per_channel,
+            failed=[c for c, _ in built],
+            deadline=began + time_limit_s,
+        )
         built.extend(built_more)
     result.candidates = [c for c, _ in built]
 
@@ -204,8 +223,10 @@ def quantize(
     if kept is None:
         result.size_bytes_after = result.size_bytes_before
         if not passing:
-            result.notes.append(f"the budget ({result.budget}) cannot be met by {mode} quantization; "
-                                f"the float model is kept{_closest(result.candidates)}")
+            result.notes.append(
+                f"the budget ({result.budget}) cannot be met by {mode} quantization; "
+                f"the float model is kept{_closest(result.candidates)}"
+            )
     else:
         kept.chosen = True
         result.format, result.accuracy, result.kept_float = kept.format, kept.accuracy, kept.kept_float
@@ -217,7 +238,7 @@ def quantize(
 
 
 def _closest(candidates: list[Candidate]) -> str:
-    """", the closest: NAME (K nodes float) with METRIC VALUE" for the candidate nearest its budget."""
+    """ ", the closest: NAME (K nodes float) with METRIC VALUE" for the candidate nearest its budget."""
     if not candidates:
         return ""
     best = max(candidates, key=lambda c: c.accuracy.margin)
@@ -227,17 +248,22 @@ def _closest(candidates: list[Candidate]) -> str:
     return f"; the closest was {best.name}{floats}: {best.accuracy.name} {shown}"
 
 
-def _large_batch_note(kept_model: Model, original: Model, samples: int, threads: int | None, budget: Budget) -> str:
+def _large_batch_note(
+    kept_model: Model, original: Model, samples: int, threads: int | None, budget: Budget
+) -> str:
     wide = plan_for(original, samples=samples, threads=threads, batch=EVAL_BATCH)
     report = judge(kept_model, wide, budget)
     low = "" if report.cosine_min is None else f", min {report.cosine_min:.4f}"
-    return (f"judged at batch 1; in batches of up to {EVAL_BATCH} (padded) the same model gives {report.metric} "
-            f"{report.candidate_value:.4f}{low} ({'within' if report.passed else 'OUTSIDE'} the budget): dynamic "
-            "INT8 takes one activation scale per run, so large padded batches lose precision")
+    return (
+        f"judged at batch 1; in batches of up to {EVAL_BATCH} (padded) the same model gives {report.metric} "
+        f"{report.candidate_value:.4f}{low} ({'within' if report.passed else 'OUTSIDE'} the budget): dynamic "
+        "INT8 takes one activation scale per run, so large padded batches lose precision"
+    )
 
 
-def _prepare_transformer(float_model: Model, calibration: CalibrationSet, threads: int | None,
-                         result: QuantizeResult) -> Model:
+def _prepare_transformer(
+    float_model: Model, calibration: CalibrationSet, threads: int | None, result: QuantizeResult
+) -> Model:
     """Attention projections as MatMuls, MatMul inputs smoothed (see ``transformer.py``)."""
     from hone.quantize.transformer import SMOOTH_ALPHA, smooth_activations, split_attention_projections
 
@@ -246,8 +272,10 @@ def _prepare_transformer(float_model: Model, calibration: CalibrationSet, thread
     if split:
         result.notes.append(f"split {split} fused attention projection(s) into MatMuls for per-channel INT8")
     if smoothed:
-        result.notes.append(f"smoothed {smoothed} MatMul input(s) (SmoothQuant, alpha {SMOOTH_ALPHA:g}) on the "
-                            "calibration data")
+        result.notes.append(
+            f"smoothed {smoothed} MatMul input(s) (SmoothQuant, alpha {SMOOTH_ALPHA:g}) on the "
+            "calibration data"
+        )
     return float_model
 
 
@@ -266,38 +294,78 @@ def _choose_mode(model: Model) -> tuple[str, str | None]:
         return "dynamic", None
     if "Conv" in ops:
         convs = subgraph_nodes(model, ("Conv",))
-        return "dynamic", (f"Conv only inside If/Loop/Scan bodies ({', '.join(convs[:2])}"
-                           f"{', ...' if len(convs) > 2 else ''}): static INT8 would keep them float "
-                           "(onnxruntime calibrates the main graph only), so dynamic INT8 (ConvInteger) was tried")
-    raise OptionError(f"{model.name} has no Conv, MatMul, Gemm or LSTM to quantize; nothing for INT8 to speed up")
+        return "dynamic", (
+            f"Conv only inside If/Loop/Scan bodies ({', '.join(convs[:2])}"
+            f"{', ...' if len(convs) > 2 else ''}): static INT8 would keep them float "
+            "(onnxruntime calibrates the main graph only), so dynamic INT8 (ConvInteger) was tried"
+        )
+    raise OptionError(
+        f"{model.name} has no Conv, MatMul, Gemm or LSTM to quantize; nothing for INT8 to speed up"
+    )
 
 
 Builder = tuple[str, str, "object"]  # (candidate name, format, build(float_model, exclude) -> Model)
 
 
-def _builders(mode: str, fmt: str, calibration: CalibrationSet | None, method: str, per_channel: bool,
-              fp16_io: bool = False, op_types: tuple[str, ...] = DYNAMIC_OP_TYPES) -> list[Builder]:
+def _builders(
+    mode: str,
+    fmt: str,
+    calibration: CalibrationSet | None,
+    method: str,
+    per_channel: bool,
+    fp16_io: bool = False,
+    op_types: tuple[str, ...] = DYNAMIC_OP_TYPES,
+) -> list[Builder]:
     if mode == "static":
         assert calibration is not None
         formats = FORMATS if fmt == "auto" else (fmt,)
         # Where the u8s8 kernels saturate, the u8u8 variant comes first: the fallback ranks layers on the
         # first QDQ build, whose float simulation matches what those kernels compute.
-        variants = (("-u8u8", False, True), ("-7bit", True, False), ("", False, False)) if int8_saturates() \
+        variants = (
+            (("-u8u8", False, True), ("-7bit", True, False), ("", False, False))
+            if int8_saturates()
             else (("", False, False),)
-        return [(f"static-{f}{suffix}", f,
-                 lambda m, ex, f=f, reduced=reduced, u8u8=u8u8: static_int8(
-                     m, calibration, fmt=f, method=method, per_channel=per_channel, exclude=ex,
-                     reduce_range=reduced, u8u8=u8u8))
-                for suffix, reduced, u8u8 in variants for f in formats]
+        )
+        return [
+            (
+                f"static-{f}{suffix}",
+                f,
+                lambda m, ex, f=f, reduced=reduced, u8u8=u8u8: static_int8(
+                    m,
+                    calibration,
+                    fmt=f,
+                    method=method,
+                    per_channel=per_channel,
+                    exclude=ex,
+                    reduce_range=reduced,
+                    u8u8=u8u8,
+                ),
+            )
+            for suffix, reduced, u8u8 in variants
+            for f in formats
+        ]
     if mode == "dynamic":
-        return [(f"dynamic-{w}", "dynamic", lambda m, ex, w=w: dynamic_int8(m, per_channel=per_channel, exclude=ex,
-                                                                            weight_type=w, op_types=op_types))
-                for w in WEIGHT_TYPES]
+        return [
+            (
+                f"dynamic-{w}",
+                "dynamic",
+                lambda m, ex, w=w: dynamic_int8(
+                    m, per_channel=per_channel, exclude=ex, weight_type=w, op_types=op_types
+                ),
+            )
+            for w in WEIGHT_TYPES
+        ]
     return [("fp16", "fp16", lambda m, ex: fp16(m, exclude=ex, keep_io_types=not fp16_io))]
 
 
-def _judge_all(builders: list[Builder], float_model: Model, plan: EvalPlan, budget: Budget,
-               exclude: list[str], skipped: list[str] | None = None) -> list[tuple[Candidate, Model]]:
+def _judge_all(
+    builders: list[Builder],
+    float_model: Model,
+    plan: EvalPlan,
+    budget: Budget,
+    exclude: list[str],
+    skipped: list[str] | None = None,
+) -> list[tuple[Candidate, Model]]:
     built = []
     for name, fmt, build in builders:
         try:
@@ -309,30 +377,71 @@ def _judge_all(builders: list[Builder], float_model: Model, plan: EvalPlan, budg
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             logger.warning("candidate %s skipped: %s", name, reason)
             if skipped is not None:
-                skipped.append(f"candidate {name}{' (' + str(len(exclude)) + ' float layers)' if exclude else ''} "
-                               f"skipped: {reason}")
+                skipped.append(
+                    f"candidate {name}{' (' + str(len(exclude)) + ' float layers)' if exclude else ''} "
+                    f"skipped: {reason}"
+                )
             continue
-        logger.info("%s: %s %.4f (%s) -> %s", name, accuracy.metric, accuracy.candidate_value, accuracy.budget,
-                    "pass" if accuracy.passed else "miss")
-        built.append((Candidate(name, name.split("-")[0], fmt, accuracy, list(exclude), size_bytes(candidate_model)),
-                      candidate_model))
+        logger.info(
+            "%s: %s %.4f (%s) -> %s",
+            name,
+            accuracy.metric,
+            accuracy.candidate_value,
+            accuracy.budget,
+            "pass" if accuracy.passed else "miss",
+        )
+        built.append(
+            (
+                Candidate(
+                    name, name.split("-")[0], fmt, accuracy, list(exclude), size_bytes(candidate_model)
+                ),
+                candidate_model,
+            )
+        )
     return built
 
 
-def _fall_back(builders, float_model, plan, budget, calibration, result, threads, method="minmax", per_channel=True,
-               failed=(), deadline: float = float("inf")):
+def _fall_back(
+    builders,
+    float_model,
+    plan,
+    budget,
+    calibration,
+    result,
+    threads,
+    method="minmax",
+    per_channel=True,
+    failed=(),
+    deadline: float = float("inf"),
+):
     """Keep nodes float until a candidate passes: first the nodes nearest the outputs that failed
     (output-aware), then the most sensitive layers by measured error, 1, 2, 4, ... of each."""
     built_more: list[tuple[Candidate, object]] = []
     # Output-aware first where the failure points at an output: some outputs pass and others do not,
     # or a float output loses whole channels (one INT8 scale for a tensor of several ranges).
-    failing = sorted({o.name for c in failed for o in c.accuracy.outputs if not o.passed
-                      and (o.metric == "channel-error" or len(c.accuracy.failing_outputs) < len(c.accuracy.outputs))})
+    failing = sorted(
+        {
+            o.name
+            for c in failed
+            for o in c.accuracy.outputs
+            if not o.passed
+            and (o.metric == "channel-error" or len(c.accuracy.failing_outputs) < len(c.accuracy.outputs))
+        }
+    )
     if failing:
         near = nearest_to_outputs(float_model, failing)
-        passing = _try_exclusions(builders, float_model, plan, budget, result, near, built_more,
-                                  f"node(s) nearest the failing output(s) {', '.join(failing)}", limit=len(near),
-                                  deadline=deadline)
+        passing = _try_exclusions(
+            builders,
+            float_model,
+            plan,
+            budget,
+            result,
+            near,
+            built_more,
+            f"node(s) nearest the failing output(s) {', '.join(failing)}",
+            limit=len(near),
+            deadline=deadline,
+        )
         if passing:
             return passing, built_more
     if _out_of_time(deadline, result, "ranking the layers by sensitivity"):
@@ -341,21 +450,38 @@ def _fall_back(builders, float_model, plan, budget, calibration, result, threads
     # Rank on the QDQ (or dynamic/fp16) candidate: it keeps the float tensor names.
     ranking_builder = next((b for b in builders if b[1] != "qoperator"), None)
     if ranking_builder is None:  # --format qoperator: rank with a QDQ build of the same calibration
-        ranking_builder = ("static-qdq", "qdq", lambda m, ex: static_int8(m, calibration, fmt="qdq", method=method,
-                                                                          per_channel=per_channel, exclude=ex))
+        ranking_builder = (
+            "static-qdq",
+            "qdq",
+            lambda m, ex: static_int8(
+                m, calibration, fmt="qdq", method=method, per_channel=per_channel, exclude=ex
+            ),
+        )
     try:
         probe = ranking_builder[2](float_model, [])
         feeds = calibration.feeds[:2] if calibration is not None else plan.feeds[:1]
         ranking = rank_layers(float_model, probe, feeds, nodes, threads)
     except Exception as exc:  # noqa: BLE001 - a quantizer failure skips the ranking, with its reason
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        result.notes.append(f"the per-layer sensitivity probe ({ranking_builder[0]}) failed, so no layer could be "
-                            f"ranked: {reason}")
+        result.notes.append(
+            f"the per-layer sensitivity probe ({ranking_builder[0]}) failed, so no layer could be "
+            f"ranked: {reason}"
+        )
         return [], built_more
     result.layer_errors = ranking
     order = [layer.node for layer in ranking]
-    passing = _try_exclusions(builders, float_model, plan, budget, result, order, built_more,
-                              "most sensitive layer(s)", limit=max(1, len(order) // 2), deadline=deadline)
+    passing = _try_exclusions(
+        builders,
+        float_model,
+        plan,
+        budget,
+        result,
+        order,
+        built_more,
+        "most sensitive layer(s)",
+        limit=max(1, len(order) // 2),
+        deadline=deadline,
+    )
     return passing, built_more
 
 
@@ -367,8 +493,18 @@ def _out_of_time(deadline: float, result: QuantizeResult, next_step: str) -> boo
     return True
 
 
-def _try_exclusions(builders, float_model, plan, budget, result, order, built_more, why: str, limit: int,
-                    deadline: float = float("inf")):
+def _try_exclusions(
+    builders,
+    float_model,
+    plan,
+    budget,
+    result,
+    order,
+    built_more,
+    why: str,
+    limit: int,
+    deadline: float = float("inf"),
+):
     """Exclude the first 1, 2, 4, ... of ``order`` (at most ``limit``) until a candidate passes."""
     count, best_so_far = 1, float("-inf")
     while order and count <= limit:
@@ -379,12 +515,16 @@ def _try_exclusions(builders, float_model, plan, budget, result, order, built_mo
         built_more.extend(attempt)
         passing = [(c, m) for c, m in attempt if c.accuracy.passed]
         if passing:
-            result.notes.append(f"kept {len(exclude)} {why} in float to meet the budget: {', '.join(exclude)}")
+            result.notes.append(
+                f"kept {len(exclude)} {why} in float to meet the budget: {', '.join(exclude)}"
+            )
             return passing
         best = max((c.accuracy.margin for c, _ in attempt), default=float("-inf"))
         if count > 1 and best <= best_so_far:  # twice the float nodes bought nothing: more will not either
-            result.notes.append(f"stopped keeping {why} float at {count}: more float nodes no longer moved "
-                                f"the worst output closer to its threshold (margin {best:.4f} after {best_so_far:.4f})")
+            result.notes.append(
+                f"stopped keeping {why} float at {count}: more float nodes no longer moved "
+                f"the worst output closer to its threshold (margin {best:.4f} after {best_so_far:.4f})"
+            )
             break
         best_so_far = max(best_so_far, best)
         if count == limit:
@@ -393,8 +533,15 @@ def _try_exclusions(builders, float_model, plan, budget, result, order, built_mo
     return []
 
 
-def _fastest(passing, original: Model, result: QuantizeResult, threads: int | None, measure_speed: bool,
-             budget_s: float, prefer: str = "speed") -> tuple[Candidate | None, Model]:
+def _fastest(
+    passing,
+    original: Model,
+    result: QuantizeResult,
+    threads: int | None,
+    measure_speed: bool,
+    budget_s: float,
+    prefer: str = "speed",
+) -> tuple[Candidate | None, Model]:
     if not measure_speed:
         candidate, model = min(passing, key=lambda cm: cm[0].size_bytes)
         result.notes.append("speed not measured (asked not to): kept the smallest passing candidate")
@@ -416,7 +563,7 @@ def _fastest(passing, original: Model, result: QuantizeResult, threads: int | No
     seen = {index: 0 for index in runners}
 
     def record(_: int, timings: dict[int, list[float]]) -> None:
-        rounds.append({index: float(np.median(times[seen[index]:])) for index, times in timings.items()})
+        rounds.append({index: float(np.median(times[seen[index] :])) for index, times in timings.items()})
         seen.update({index: len(times) for index, times in timings.items()})
 
     pooled = race(runners, rounds=SPEED_ROUNDS, block_s=budget_s / SPEED_ROUNDS, on_round=record)
@@ -427,8 +574,10 @@ def _fastest(passing, original: Model, result: QuantizeResult, threads: int | No
         candidate.faster_every_round = all(r[index] < r[-1] for r in rounds)
     if prefer == "size":
         smallest, model = min(passing, key=lambda cm: (cm[0].size_bytes, cm[0].p50_ms))
-        result.notes.append(f"kept the smallest passing candidate ({smallest.name}, {smallest.size_bytes:,} bytes, "
-                            f"{smallest.speedup:.2f}x the float model's speed)")
+        result.notes.append(
+            f"kept the smallest passing candidate ({smallest.name}, {smallest.size_bytes:,} bytes, "
+            f"{smallest.speedup:.2f}x the float model's speed)"
+        )
         return smallest, model
     best_candidate, best_model = min(passing, key=lambda cm: cm[0].p50_ms)
     assert best_candidate.speedup is not None

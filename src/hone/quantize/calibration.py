@@ -69,7 +69,9 @@ class CalibrationSet:
         return _Reader()
 
 
-def calibration_set(model: Model, path: str | Path | None = None, *, samples: int = 64, seed: int = 7) -> CalibrationSet:
+def calibration_set(
+    model: Model, path: str | Path | None = None, *, samples: int = 64, seed: int = 7
+) -> CalibrationSet:
     """Calibration inputs for ``model``: from ``path``, else the calibration half of the model's
     attached samples (``hone.data``: ``--data`` or the zoo's), else synthesized (warned)."""
     if path is None and model.samples is not None and model.samples.samples:
@@ -77,8 +79,11 @@ def calibration_set(model: Model, path: str | Path | None = None, *, samples: in
         calibration = split.calibration
         if len(calibration) > samples:  # evenly spaced, so every source of the split is seen
             keep = np.linspace(0, len(calibration) - 1, samples).round().astype(int)
-            calibration = SampleSet([calibration.samples[i] for i in keep], calibration.source,
-                                    f"{samples} of the {calibration.description}")
+            calibration = SampleSet(
+                [calibration.samples[i] for i in keep],
+                calibration.source,
+                f"{samples} of the {calibration.description}",
+            )
         batches = calibration.batches(model.inputs, _BATCH)
         if len(batches) > 1 and _rows(batches[-1]) != _rows(batches[0]):
             batches = batches[:-1]  # histogram calibrators need batches of one size
@@ -96,19 +101,29 @@ def calibration_set(model: Model, path: str | Path | None = None, *, samples: in
         return CalibrationSet(_batches(arrays), "zoo", f"{_count(arrays)} samples: {description}")
     logger.warning(
         "calibrating %s on %d synthesized inputs: give real samples with --calib PATH for better scales",
-        model.name, samples,
+        model.name,
+        samples,
     )
-    feeds = [synthesize(model.inputs, batch=min(_BATCH, samples - i), dims=model.default_dims, seed=seed + i)
-             for i in range(0, samples, _BATCH)]
-    return CalibrationSet(feeds, "synthesized", f"{samples} inputs synthesized from the input specs (weaker than real data)")
+    feeds = [
+        synthesize(model.inputs, batch=min(_BATCH, samples - i), dims=model.default_dims, seed=seed + i)
+        for i in range(0, samples, _BATCH)
+    ]
+    return CalibrationSet(
+        feeds, "synthesized", f"{samples} inputs synthesized from the input specs (weaker than real data)"
+    )
 
 
 def load_arrays(path: Path, specs: tuple[TensorSpec, ...] | list[TensorSpec]) -> dict[str, np.ndarray]:
     """Read calibration arrays (by input name, batch first) from a file or a folder of files."""
     if not path.exists():
-        raise OptionError(f"calibration data {path} does not exist; give a .npz/.npy/image file or a folder of them")
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in ARRAY_SUFFIXES + IMAGE_SUFFIXES) \
-        if path.is_dir() else [path]
+        raise OptionError(
+            f"calibration data {path} does not exist; give a .npz/.npy/image file or a folder of them"
+        )
+    files = (
+        sorted(p for p in path.iterdir() if p.suffix.lower() in ARRAY_SUFFIXES + IMAGE_SUFFIXES)
+        if path.is_dir()
+        else [path]
+    )
     if not files:
         raise OptionError(
             f"calibration folder {path} holds no .npz, .npy or image files; put samples there or drop --calib"
@@ -117,15 +132,20 @@ def load_arrays(path: Path, specs: tuple[TensorSpec, ...] | list[TensorSpec]) ->
     for file in files:
         for name, array in _read(file, specs).items():
             if array.ndim == 0:  # np.concatenate would call it a shape mismatch
-                raise ShapeError(f"calibration array {name!r} in {file} is a scalar; give samples batch first, "
-                                 "shaped (N, ...) like the model's input", input=name)
+                raise ShapeError(
+                    f"calibration array {name!r} in {file} is a scalar; give samples batch first, "
+                    "shaped (N, ...) like the model's input",
+                    input=name,
+                )
             parts.setdefault(name, []).append(array)
     arrays = {}
     for name, chunks in parts.items():
         try:
             arrays[name] = np.concatenate(chunks)
         except ValueError as exc:
-            raise ShapeError(f"calibration arrays for input {name!r} in {path} have different shapes: {exc}") from exc
+            raise ShapeError(
+                f"calibration arrays for input {name!r} in {path} have different shapes: {exc}"
+            ) from exc
     return arrays
 
 
@@ -137,28 +157,34 @@ def check_arrays(arrays: dict[str, np.ndarray], specs: tuple[TensorSpec, ...] | 
     if missing or unknown:
         raise ShapeError(
             f"calibration data has inputs {sorted(arrays)} but the model takes {names}"
-            + (f" (missing {missing})" if missing else "") + (f" (unknown {unknown})" if unknown else "")
+            + (f" (missing {missing})" if missing else "")
+            + (f" (unknown {unknown})" if unknown else "")
         )
     counts = {len(a) for a in arrays.values()}
     if len(counts) != 1 or 0 in counts:
-        raise ShapeError(f"calibration inputs must hold the same number of samples (at least one), got {sorted(counts)}")
+        raise ShapeError(
+            f"calibration inputs must hold the same number of samples (at least one), got {sorted(counts)}"
+        )
     for spec in specs:
         array = arrays[spec.name]
         if str(array.dtype) != spec.dtype:
             raise ShapeError(
                 f"calibration input {spec.name!r} has dtype {array.dtype}, the model wants {spec.dtype}; "
-                f"convert it (e.g. array.astype('{spec.dtype}'))", input=spec.name,
+                f"convert it (e.g. array.astype('{spec.dtype}'))",
+                input=spec.name,
             )
         if array.ndim != len(spec.shape):
             raise ShapeError(
                 f"calibration input {spec.name!r} has shape {list(array.shape)}, the model wants "
-                f"{list(spec.shape)} (batch first)", input=spec.name,
+                f"{list(spec.shape)} (batch first)",
+                input=spec.name,
             )
-        for axis, (want, got) in enumerate(zip(spec.shape, array.shape)):
+        for axis, (want, got) in enumerate(zip(spec.shape, array.shape, strict=False)):
             if axis > 0 and isinstance(want, int) and want > 0 and want != got:
                 raise ShapeError(
                     f"calibration input {spec.name!r} has shape {list(array.shape)}, the model wants "
-                    f"{list(spec.shape)} (dim {axis} must be {want})", input=spec.name,
+                    f"{list(spec.shape)} (dim {axis} must be {want})",
+                    input=spec.name,
                 )
 
 
@@ -188,7 +214,9 @@ def _image(file: Path, spec: TensorSpec) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     if len(spec.shape) != 4 or not all(isinstance(d, int) and d > 0 for d in spec.shape[1:]):
-        raise OptionError(f"{file.name}: images need an input of static shape (N, C, H, W); {spec.name!r} is {list(spec.shape)}")
+        raise OptionError(
+            f"{file.name}: images need an input of static shape (N, C, H, W); {spec.name!r} is {list(spec.shape)}"
+        )
     channels, height, width = spec.shape[1:]
     try:
         with Image.open(file) as image:
@@ -214,7 +242,7 @@ def _zoo_calibration(model: Model) -> tuple[dict[str, np.ndarray], str] | None:
 
 def _batches(arrays: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
     count = _count(arrays)
-    return [{k: v[i:i + _BATCH] for k, v in arrays.items()} for i in range(0, count, _BATCH)]
+    return [{k: v[i : i + _BATCH] for k, v in arrays.items()} for i in range(0, count, _BATCH)]
 
 
 def _rows(feeds: dict[str, np.ndarray]) -> tuple[tuple[int, ...], ...]:

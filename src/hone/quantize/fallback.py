@@ -36,8 +36,13 @@ class LayerError:
     local: float  # what this node added on top of its inputs' error
 
 
-def rank_layers(float_model: Model, candidate: Model, feeds: list[dict[str, np.ndarray]], nodes: list[str],
-                threads: int | None = None) -> list[LayerError]:
+def rank_layers(
+    float_model: Model,
+    candidate: Model,
+    feeds: list[dict[str, np.ndarray]],
+    nodes: list[str],
+    threads: int | None = None,
+) -> list[LayerError]:
     """Quantizable nodes of ``float_model`` named in ``nodes``, worst local error first."""
     by_name = {node.name: node for node in float_model.ir.graph if node.name}
     candidate_values = {v.name for n in candidate.ir.graph for v in n.outputs}
@@ -54,9 +59,14 @@ def rank_layers(float_model: Model, candidate: Model, feeds: list[dict[str, np.n
     errors = []
     for node_name, (value_name, _) in compared.items():
         node = by_name[node_name]
-        upstream = max((_upstream_error(v, cumulative, {}) for v in node.inputs if v is not None), default=0.0)
-        errors.append(LayerError(node_name, node.op_type, cumulative[value_name],
-                                 max(cumulative[value_name] - upstream, 0.0)))
+        upstream = max(
+            (_upstream_error(v, cumulative, {}) for v in node.inputs if v is not None), default=0.0
+        )
+        errors.append(
+            LayerError(
+                node_name, node.op_type, cumulative[value_name], max(cumulative[value_name] - upstream, 0.0)
+            )
+        )
     return sorted(errors, key=lambda e: e.local, reverse=True)
 
 
@@ -88,21 +98,27 @@ def _upstream_error(value: ir.Value, cumulative: dict[str, float], memo: dict[st
     producer = value.producer()
     worst = 0.0
     if producer is not None:
-        worst = max((_upstream_error(v, cumulative, memo) for v in producer.inputs if v is not None), default=0.0)
+        worst = max(
+            (_upstream_error(v, cumulative, memo) for v in producer.inputs if v is not None), default=0.0
+        )
     memo[value.name] = worst
     return worst
 
 
-def _run_exposing(model: Model, names: list[str], feeds: list[dict[str, np.ndarray]],
-                  threads: int | None) -> dict[str, np.ndarray]:
+def _run_exposing(
+    model: Model, names: list[str], feeds: list[dict[str, np.ndarray]], threads: int | None
+) -> dict[str, np.ndarray]:
     """``run_exposing`` with each value flattened per sample and concatenated over the batches."""
     collected = run_exposing(model, names, feeds, threads)
-    return {name: np.concatenate([c.reshape(len(c), -1) if c.ndim else c.reshape(1, 1) for c in chunks])
-            for name, chunks in collected.items()}
+    return {
+        name: np.concatenate([c.reshape(len(c), -1) if c.ndim else c.reshape(1, 1) for c in chunks])
+        for name, chunks in collected.items()
+    }
 
 
-def run_exposing(model: Model, names: list[str], feeds: list[dict[str, np.ndarray]],
-                 threads: int | None) -> dict[str, list[np.ndarray]]:
+def run_exposing(
+    model: Model, names: list[str], feeds: list[dict[str, np.ndarray]], threads: int | None
+) -> dict[str, list[np.ndarray]]:
     """Run a copy of ``model`` that also outputs the values ``names``; per value, one float32 array per batch."""
     copied = ir.from_proto(ir.to_proto(model.ir))
     values = {v.name: v for n in copied.graph for v in n.outputs}
@@ -119,7 +135,9 @@ def run_exposing(model: Model, names: list[str], feeds: list[dict[str, np.ndarra
     for batch in feeds:
         outputs = session.run({k: v.astype(dtypes.get(k, v.dtype), copy=False) for k, v in batch.items()})
         for name in names:
-            value = batch[name] if name in graph_inputs and name not in positions else outputs[positions[name]]
+            value = (
+                batch[name] if name in graph_inputs and name not in positions else outputs[positions[name]]
+            )
             collected[name].append(np.asarray(value, dtype=np.float32))
     return collected
 
@@ -160,8 +178,23 @@ def nearest_to_outputs(model: Model, outputs: list[str], limit: int = 16) -> lis
     return order[:limit]
 
 
-_PLUMBING = frozenset({"Reshape", "Shape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Cast",
-                       "Constant", "Gather", "Slice", "ConstantOfShape", "Expand"})
+_PLUMBING = frozenset(
+    {
+        "Reshape",
+        "Shape",
+        "Transpose",
+        "Squeeze",
+        "Unsqueeze",
+        "Flatten",
+        "Identity",
+        "Cast",
+        "Constant",
+        "Gather",
+        "Slice",
+        "ConstantOfShape",
+        "Expand",
+    }
+)
 
 
 def name_nodes(model: Model) -> None:

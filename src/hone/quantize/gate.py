@@ -61,12 +61,17 @@ class Budget:
     max_channel_error: float = MAX_CHANNEL_ERROR
     min_exact_match: float = MIN_EXACT_MATCH
 
-    _KEYS = {"top1-drop": "max_top1_drop_points", "agreement": "min_agreement",
-             "cosine-mean": "min_cosine_mean", "cosine-min": "min_cosine_min",
-             "channel-error": "max_channel_error", "exact": "min_exact_match"}
+    _KEYS = {
+        "top1-drop": "max_top1_drop_points",
+        "agreement": "min_agreement",
+        "cosine-mean": "min_cosine_mean",
+        "cosine-min": "min_cosine_min",
+        "channel-error": "max_channel_error",
+        "exact": "min_exact_match",
+    }
 
     @classmethod
-    def parse(cls, text: str | None) -> "Budget":
+    def parse(cls, text: str | None) -> Budget:
         """``"top1-drop=0.5,agreement=0.98,cosine-mean=0.995,cosine-min=0.98,channel-error=0.1,exact=0.99"``
         (any subset)."""
         if not text:
@@ -87,8 +92,14 @@ class Budget:
         return cls(**values)
 
     def tolerances(self) -> Tolerances:
-        return Tolerances(self.min_agreement, self.min_cosine_mean, self.min_cosine_min, self.max_channel_error,
-                          self.min_exact_match, self.max_top1_drop_points)
+        return Tolerances(
+            self.min_agreement,
+            self.min_cosine_mean,
+            self.min_cosine_min,
+            self.max_channel_error,
+            self.min_exact_match,
+            self.max_top1_drop_points,
+        )
 
     def describe(self, metric: str) -> str:
         if metric == "top1":
@@ -102,9 +113,11 @@ class Budget:
         if metric == "channel-error":
             return f"worst channel error <= {self.max_channel_error:g} of its scale; {text}"
         if metric == "all":
-            return (f"every output: classifiers top-1 agreement >= {self.min_agreement:.1%}; float outputs worst "
-                    f"channel error <= {self.max_channel_error:g} of its scale and {text}; integer outputs "
-                    f">= {self.min_exact_match:.1%} equal")
+            return (
+                f"every output: classifiers top-1 agreement >= {self.min_agreement:.1%}; float outputs worst "
+                f"channel error <= {self.max_channel_error:g} of its scale and {text}; integer outputs "
+                f">= {self.min_exact_match:.1%} equal"
+            )
         return text
 
 
@@ -150,8 +163,15 @@ class EvalPlan:
         return sum(len(next(iter(f.values()))) for f in self.feeds)
 
 
-def plan_for(model: Model, *, samples: int = 200, seed: int = 1, threads: int | None = None,
-             metric: str | None = None, batch: int = EVAL_BATCH) -> EvalPlan:
+def plan_for(
+    model: Model,
+    *,
+    samples: int = 200,
+    seed: int = 1,
+    threads: int | None = None,
+    metric: str | None = None,
+    batch: int = EVAL_BATCH,
+) -> EvalPlan:
     """Inputs and metric for judging candidates of ``model`` (float outputs computed here).
 
     ``batch`` is how many samples each judged run takes. It matters for dynamic INT8, whose
@@ -167,17 +187,36 @@ def plan_for(model: Model, *, samples: int = 200, seed: int = 1, threads: int | 
     if real is not None:
         inputs = real.inputs
         count = len(next(iter(inputs.values())))
-        feeds = [{k: v[i:i + batch] for k, v in inputs.items()} for i in range(0, count, batch)]
+        feeds = [{k: v[i : i + batch] for k, v in inputs.items()} for i in range(0, count, batch)]
         output_name = real.output_name or _primary_output(model)
-        chosen = metric or ("top1" if real.labels is not None else "cosine" if real.metric == "cosine"
-                            else _metric_for(model, output_name))
-        plan = EvalPlan(chosen, feeds, _output_index(model, output_name), output_name,
-                        f"{real.description}", labels=real.labels, threads=threads, split=split)
+        chosen = metric or (
+            "top1"
+            if real.labels is not None
+            else "cosine"
+            if real.metric == "cosine"
+            else _metric_for(model, output_name)
+        )
+        plan = EvalPlan(
+            chosen,
+            feeds,
+            _output_index(model, output_name),
+            output_name,
+            f"{real.description}",
+            labels=real.labels,
+            threads=threads,
+            split=split,
+        )
     elif evaluation is not None:
         output_name = _primary_output(model)
-        plan = EvalPlan(metric or _metric_for(model, output_name), evaluation.batches(model.inputs, batch),
-                        _output_index(model, output_name), output_name, evaluation.description, threads=threads,
-                        split=split)
+        plan = EvalPlan(
+            metric or _metric_for(model, output_name),
+            evaluation.batches(model.inputs, batch),
+            _output_index(model, output_name),
+            output_name,
+            evaluation.description,
+            threads=threads,
+            split=split,
+        )
     else:
         output_name = _primary_output(model)
         feeds = []
@@ -185,10 +224,15 @@ def plan_for(model: Model, *, samples: int = 200, seed: int = 1, threads: int | 
         for start in range(0, samples, per_run):
             size = min(per_run, samples - start)
             feeds.append(synthesize(model.inputs, batch=size, dims=model.default_dims, seed=seed + start))
-        plan = EvalPlan(metric or _metric_for(model, output_name), feeds, _output_index(model, output_name),
-                        output_name, f"{samples} inputs invented from the graph (no real data given: pass --data)",
-                        threads=threads, split="no real data: invented inputs for the gate, invented or zoo "
-                        "inputs for calibration")
+        plan = EvalPlan(
+            metric or _metric_for(model, output_name),
+            feeds,
+            _output_index(model, output_name),
+            output_name,
+            f"{samples} inputs invented from the graph (no real data given: pass --data)",
+            threads=threads,
+            split="no real data: invented inputs for the gate, invented or zoo inputs for calibration",
+        )
     if plan.metric == "top1" and plan.labels is None:
         raise OptionError("metric top1 needs labels; this model's data has none (use agreement or cosine)")
     plan.all_float_outputs = run_all(model, plan)
@@ -215,8 +259,12 @@ def run_all(model: Model, plan: EvalPlan) -> list[list[np.ndarray]]:
     results = []
     for feeds in plan.feeds:
         outputs = session.run({k: v.astype(dtypes.get(k, v.dtype), copy=False) for k, v in feeds.items()})
-        results.append([np.asarray(o, dtype=np.float32) if np.issubdtype(o.dtype, np.floating) else np.asarray(o)
-                        for o in outputs])
+        results.append(
+            [
+                np.asarray(o, dtype=np.float32) if np.issubdtype(o.dtype, np.floating) else np.asarray(o)
+                for o in outputs
+            ]
+        )
     return results
 
 
@@ -224,9 +272,15 @@ def run_judged(model: Model, plan: EvalPlan) -> list[np.ndarray]:
     """The judged output of ``model`` on every batch of the plan."""
     session = Session(model, SessionConfig(threads=plan.threads, optimization="all"))
     dtypes = {spec.name: spec.dtype for spec in model.inputs}  # fp16 models may take float16 inputs
-    return [np.asarray(session.run({k: v.astype(dtypes.get(k, v.dtype), copy=False) for k, v in feeds.items()})
-                       [plan.output_index], dtype=np.float32)
-            for feeds in plan.feeds]
+    return [
+        np.asarray(
+            session.run({k: v.astype(dtypes.get(k, v.dtype), copy=False) for k, v in feeds.items()})[
+                plan.output_index
+            ],
+            dtype=np.float32,
+        )
+        for feeds in plan.feeds
+    ]
 
 
 def judge(candidate: Model, plan: EvalPlan, budget: Budget) -> AccuracyReport:
@@ -234,17 +288,28 @@ def judge(candidate: Model, plan: EvalPlan, budget: Budget) -> AccuracyReport:
     produced = run_all(candidate, plan)
     tolerances = budget.tolerances()
     if len(produced[0]) != len(plan.all_float_outputs[0]):
-        raise OptionError(f"{candidate.name} has {len(produced[0])} outputs but the float model has "
-                          f"{len(plan.all_float_outputs[0])}; a candidate must keep every output")
+        raise OptionError(
+            f"{candidate.name} has {len(produced[0])} outputs but the float model has "
+            f"{len(plan.all_float_outputs[0])}; a candidate must keep every output"
+        )
     judgements = []
     for index, spec in enumerate(candidate.outputs):
         forced = plan.metric if index == plan.output_index else None
         role = output_role(spec.name, spec.dtype, spec.shape, spec.batch_axis, forced)
         labels = plan.labels if index == plan.output_index and plan.metric == "top1" else None
         sample_shape = [d for axis, d in enumerate(spec.shape) if axis != spec.batch_axis]
-        judgements.append(_judge_one(spec.name, role, [b[index] for b in plan.all_float_outputs],
-                                     [b[index] for b in produced], spec.batch_axis, tolerances, labels,
-                                     channel_axis_of(sample_shape)))
+        judgements.append(
+            _judge_one(
+                spec.name,
+                role,
+                [b[index] for b in plan.all_float_outputs],
+                [b[index] for b in produced],
+                spec.batch_axis,
+                tolerances,
+                labels,
+                channel_axis_of(sample_shape),
+            )
+        )
     deciding = min(judgements, key=lambda j: j.margin)
     primary = judgements[plan.output_index]
     summary = deciding if not deciding.passed else primary
@@ -256,39 +321,74 @@ def judge(candidate: Model, plan: EvalPlan, budget: Budget) -> AccuracyReport:
         metric, name = "agreement", f"top-1 agreement of {summary.name!r} with the float model"
         float_value, value = 1.0, summary.top1_agreement or 0.0
     elif summary.role == "exact":
-        metric, name, float_value, value = "exact", f"share of equal elements of {summary.name!r}", 1.0, summary.value
+        metric, name, float_value, value = (
+            "exact",
+            f"share of equal elements of {summary.name!r}",
+            1.0,
+            summary.value,
+        )
     elif summary.metric == "channel-error":
-        metric, name = "channel-error", f"worst channel error of {summary.name!r} (RMS over the channel's range or peak)"
+        metric, name = (
+            "channel-error",
+            f"worst channel error of {summary.name!r} (RMS over the channel's range or peak)",
+        )
         float_value, value = 0.0, summary.value
     else:
         metric, name = "cosine", f"cosine of {summary.name!r} with the float model, per sample"
         float_value, value = 1.0, summary.cosine_mean or 0.0
     described = budget.describe(metric) if len(judgements) == 1 else budget.describe("all")
-    return AccuracyReport(metric, name, float_value, value, described, passed, summary.samples,
-                          cosine_min=summary.cosine_min if summary.role == "float" else None, data=plan.data,
-                          outputs=judgements, deciding_output=deciding.name, margin=deciding.margin)
+    return AccuracyReport(
+        metric,
+        name,
+        float_value,
+        value,
+        described,
+        passed,
+        summary.samples,
+        cosine_min=summary.cosine_min if summary.role == "float" else None,
+        data=plan.data,
+        outputs=judgements,
+        deciding_output=deciding.name,
+        margin=deciding.margin,
+    )
 
 
-def _judge_one(name: str, role: str, reference: list[np.ndarray], produced: list[np.ndarray],
-               batch_axis: int | None, tolerances: Tolerances, labels: np.ndarray | None,
-               channel_axis: int | None) -> OutputJudgement:
+def _judge_one(
+    name: str,
+    role: str,
+    reference: list[np.ndarray],
+    produced: list[np.ndarray],
+    batch_axis: int | None,
+    tolerances: Tolerances,
+    labels: np.ndarray | None,
+    channel_axis: int | None,
+) -> OutputJudgement:
     """One output over every batch: samples first, grouped by shape when batches differ (ragged text)."""
     ref_samples = [per_sample(r, batch_axis) for r in reference]
     cand_samples = [per_sample(c, batch_axis) for c in produced]
-    for r, c in zip(ref_samples, cand_samples):
+    for r, c in zip(ref_samples, cand_samples, strict=False):
         if r.shape != c.shape:
             return judge_output(name, role, r, c, tolerances)
     shapes = {r.shape[1:] for r in ref_samples}
     if len(shapes) == 1:
-        return judge_output(name, role, np.concatenate(ref_samples), np.concatenate(cand_samples), tolerances,
-                            labels, channel_axis)
+        return judge_output(
+            name,
+            role,
+            np.concatenate(ref_samples),
+            np.concatenate(cand_samples),
+            tolerances,
+            labels,
+            channel_axis,
+        )
     groups: dict[tuple[int, ...], tuple[list[np.ndarray], list[np.ndarray]]] = {}
-    for r, c in zip(ref_samples, cand_samples):
+    for r, c in zip(ref_samples, cand_samples, strict=False):
         groups.setdefault(r.shape[1:], ([], []))
         groups[r.shape[1:]][0].append(r)
         groups[r.shape[1:]][1].append(c)
-    results = [judge_output(name, role, np.concatenate(rs), np.concatenate(cs), tolerances, None, channel_axis)
-               for rs, cs in groups.values()]
+    results = [
+        judge_output(name, role, np.concatenate(rs), np.concatenate(cs), tolerances, None, channel_axis)
+        for rs, cs in groups.values()
+    ]
     worst = min(results, key=lambda j: j.margin)
     worst.samples = sum(j.samples for j in results)
     return worst
@@ -299,14 +399,21 @@ def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     b = b.reshape(len(b), -1).astype(np.float64)
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     dots = (a * b).sum(axis=1)
-    return np.where(norms > 0, dots / np.maximum(norms, 1e-30), np.where(np.abs(a - b).max(axis=1) == 0, 1.0, 0.0))
+    return np.where(
+        norms > 0, dots / np.maximum(norms, 1e-30), np.where(np.abs(a - b).max(axis=1) == 0, 1.0, 0.0)
+    )
 
 
 def _metric_for(model: Model, output_name: str) -> str:
     """A 2-D float output with more than one column reads as class scores; anything else as embeddings."""
     spec = next((o for o in model.outputs if o.name == output_name), None)
-    if spec is not None and len(spec.shape) == 2 and isinstance(spec.shape[1], int) and spec.shape[1] > 1 \
-            and not _looks_like_embedding(output_name):
+    if (
+        spec is not None
+        and len(spec.shape) == 2
+        and isinstance(spec.shape[1], int)
+        and spec.shape[1] > 1
+        and not _looks_like_embedding(output_name)
+    ):
         return "agreement"
     return "cosine"
 

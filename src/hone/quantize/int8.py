@@ -39,8 +39,19 @@ METHODS = ("minmax", "percentile", "entropy")
 STATIC_OP_TYPES = ("Conv", "MatMul", "Gemm")
 # Ops that fp16 conversion keeps in float32: onnxruntime's own block list plus ops whose fp16
 # kernels lose too much (reductions and normalizations accumulate in the output type).
-FP16_KEEP_FLOAT = ("Resize", "Range", "ReduceL2", "ReduceSum", "ReduceMean", "LayerNormalization",
-                   "SkipLayerNormalization", "Softmax", "Pow", "Sqrt", "Erf")
+FP16_KEEP_FLOAT = (
+    "Resize",
+    "Range",
+    "ReduceL2",
+    "ReduceSum",
+    "ReduceMean",
+    "LayerNormalization",
+    "SkipLayerNormalization",
+    "Softmax",
+    "Pow",
+    "Sqrt",
+    "Erf",
+)
 
 
 class _NoPreprocessAdvice(logging.Filter):
@@ -58,9 +69,17 @@ class QuantizationError(HoneError):
     """onnxruntime's quantizer could not quantize this model."""
 
 
-def static_int8(float_model: Model, calibration: CalibrationSet, *, fmt: str = "qdq", method: str = "minmax",
-                per_channel: bool = True, exclude: list[str] | tuple[str, ...] = (),
-                reduce_range: bool = False, u8u8: bool = False) -> Model:
+def static_int8(
+    float_model: Model,
+    calibration: CalibrationSet,
+    *,
+    fmt: str = "qdq",
+    method: str = "minmax",
+    per_channel: bool = True,
+    exclude: list[str] | tuple[str, ...] = (),
+    reduce_range: bool = False,
+    u8u8: bool = False,
+) -> Model:
     """Static INT8 of ``float_model`` calibrated on ``calibration``; ``exclude`` names nodes kept float;
     ``reduce_range`` quantizes weights to 7 bits (no int16 saturation on CPUs without VNNI);
     ``u8u8`` records ``U8U8_SESSION_CONFIG`` in the model, with which onnxruntime runs layers whose
@@ -81,8 +100,11 @@ def static_int8(float_model: Model, calibration: CalibrationSet, *, fmt: str = "
         raise OptionError(f"format {fmt!r} is unknown; choose one of: {', '.join(FORMATS)}, auto")
     if method not in METHODS:
         raise OptionError(f"calibration method {method!r} is unknown; choose one of: {', '.join(METHODS)}")
-    methods = {"minmax": q.CalibrationMethod.MinMax, "percentile": q.CalibrationMethod.Percentile,
-               "entropy": q.CalibrationMethod.Entropy}
+    methods = {
+        "minmax": q.CalibrationMethod.MinMax,
+        "percentile": q.CalibrationMethod.Percentile,
+        "entropy": q.CalibrationMethod.Entropy,
+    }
     extra = {"WeightSymmetric": True, "ActivationSymmetric": False}
     if method == "percentile":
         extra["CalibPercentile"] = 99.999
@@ -93,26 +115,43 @@ def static_int8(float_model: Model, calibration: CalibrationSet, *, fmt: str = "
     if in_bodies:
         opset_step += f", {len(in_bodies)} If/Loop/Scan body nodes kept float"
         if not exclude:  # once per format, not again for every fallback attempt
-            logger.warning("static INT8 keeps %d node(s) inside If/Loop/Scan bodies float (%s): onnxruntime "
-                           "calibrates the main graph only; --mode dynamic or fp16 reaches them",
-                           len(in_bodies), ", ".join(in_bodies[:5]) + (", ..." if len(in_bodies) > 5 else ""))
+            logger.warning(
+                "static INT8 keeps %d node(s) inside If/Loop/Scan bodies float (%s): onnxruntime "
+                "calibrates the main graph only; --mode dynamic or fp16 reaches them",
+                len(in_bodies),
+                ", ".join(in_bodies[:5]) + (", ..." if len(in_bodies) > 5 else ""),
+            )
     with tempfile.TemporaryDirectory(prefix="hone-quant-") as folder:
         source = _save(float_model, Path(folder) / "float.onnx")
         target = Path(folder) / "int8.onnx"
         try:
             q.quantize_static(
-                str(source), str(target), calibration.reader(),
+                str(source),
+                str(target),
+                calibration.reader(),
                 quant_format=q.QuantFormat.QDQ if fmt == "qdq" else q.QuantFormat.QOperator,
-                per_channel=per_channel, activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
-                calibrate_method=methods[method], nodes_to_exclude=list(exclude), extra_options=extra,
-                use_external_data_format=_is_large(float_model), reduce_range=reduce_range,
+                per_channel=per_channel,
+                activation_type=q.QuantType.QUInt8,
+                weight_type=q.QuantType.QInt8,
+                calibrate_method=methods[method],
+                nodes_to_exclude=list(exclude),
+                extra_options=extra,
+                use_external_data_format=_is_large(float_model),
+                reduce_range=reduce_range,
             )
         except Exception as exc:  # the quantizer raises many kinds; the user needs one line
-            raise QuantizationError(f"onnxruntime could not quantize {float_model.name} statically ({fmt}): "
-                                    f"{type(exc).__name__}: {exc}") from exc
-        quantized = _load(float_model, target, f"quantize static int8 {fmt} {method}"
-                          + (" 7-bit weights" if reduce_range else "") + opset_step
-                          + (f", {len(exclude)} nodes kept float" if exclude else ""))
+            raise QuantizationError(
+                f"onnxruntime could not quantize {float_model.name} statically ({fmt}): "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        quantized = _load(
+            float_model,
+            target,
+            f"quantize static int8 {fmt} {method}"
+            + (" 7-bit weights" if reduce_range else "")
+            + opset_step
+            + (f", {len(exclude)} nodes kept float" if exclude else ""),
+        )
         return quantized.with_session_config(U8U8_SESSION_CONFIG) if u8u8 else quantized
 
 
@@ -153,12 +192,22 @@ def _per_channel_opset(float_model: Model) -> tuple[Model, bool, str]:
             raise ValueError(f"the converted model declares opset {sorted(versions)}")
         onnx.checker.check_model(converted)
     except Exception as exc:  # the converter raises C++ errors of many kinds
-        logger.warning("%s is at opset %d, below the %d that per-channel INT8 needs, and could not be converted "
-                       "(%s: %s); its weights are quantized per tensor", float_model.name, before,
-                       PER_CHANNEL_MIN_OPSET, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        logger.warning(
+            "%s is at opset %d, below the %d that per-channel INT8 needs, and could not be converted "
+            "(%s: %s); its weights are quantized per tensor",
+            float_model.name,
+            before,
+            PER_CHANNEL_MIN_OPSET,
+            type(exc).__name__,
+            str(exc).splitlines()[0] if str(exc) else "",
+        )
         return float_model, False, f", per-tensor weights (opset {before} has no per-channel axis)"
-    logger.info("%s: opset %d -> %d for per-channel INT8 weights", float_model.name, before, PER_CHANNEL_MIN_OPSET)
-    upgraded = float_model.with_graph(ir.from_proto(converted), f"convert opset {before} -> {PER_CHANNEL_MIN_OPSET}")
+    logger.info(
+        "%s: opset %d -> %d for per-channel INT8 weights", float_model.name, before, PER_CHANNEL_MIN_OPSET
+    )
+    upgraded = float_model.with_graph(
+        ir.from_proto(converted), f"convert opset {before} -> {PER_CHANNEL_MIN_OPSET}"
+    )
     return upgraded, True, f", per-channel after opset {before} -> {PER_CHANNEL_MIN_OPSET}"
 
 
@@ -170,13 +219,27 @@ DYNAMIC_OP_TYPES = ("MatMul", "Gemm", "Gather")
 
 
 # Ops that only a quantized model holds (QDQ, QOperator and dynamic formats).
-QUANTIZED_OPS = frozenset({"QuantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
-                           "MatMulInteger", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM", "QGemm", "QAttention"})
+QUANTIZED_OPS = frozenset(
+    {
+        "QuantizeLinear",
+        "DynamicQuantizeLinear",
+        "QLinearConv",
+        "QLinearMatMul",
+        "ConvInteger",
+        "MatMulInteger",
+        "DynamicQuantizeMatMul",
+        "DynamicQuantizeLSTM",
+        "QGemm",
+        "QAttention",
+    }
+)
 
 
 def quantized_node_count(model: Model) -> int:
     """How many nodes of ``model`` (bodies included) compute or produce INT8."""
-    return sum(1 for node in ir.traversal.RecursiveGraphIterator(model.ir.graph) if node.op_type in QUANTIZED_OPS)
+    return sum(
+        1 for node in ir.traversal.RecursiveGraphIterator(model.ir.graph) if node.op_type in QUANTIZED_OPS
+    )
 
 
 def dynamic_op_types(model: Model) -> tuple[str, ...]:
@@ -193,8 +256,14 @@ def dynamic_op_types(model: Model) -> tuple[str, ...]:
 WEIGHT_TYPES = ("s8", "u8")
 
 
-def dynamic_int8(float_model: Model, *, per_channel: bool = True, exclude: list[str] | tuple[str, ...] = (),
-                 op_types: tuple[str, ...] = DYNAMIC_OP_TYPES, weight_type: str = "s8") -> Model:
+def dynamic_int8(
+    float_model: Model,
+    *,
+    per_channel: bool = True,
+    exclude: list[str] | tuple[str, ...] = (),
+    op_types: tuple[str, ...] = DYNAMIC_OP_TYPES,
+    weight_type: str = "s8",
+) -> Model:
     """Dynamic INT8 (weights quantized offline, activations at run time) of ``op_types`` nodes.
 
     ``weight_type`` s8 takes onnxruntime's fastest CPU path (u8 activations x s8 weights); u8 is
@@ -218,7 +287,9 @@ def dynamic_int8(float_model: Model, *, per_channel: bool = True, exclude: list[
 
         def run(enable_subgraph: bool) -> None:
             q.quantize_dynamic(
-                str(source), str(target), per_channel=per_channel,
+                str(source),
+                str(target),
+                per_channel=per_channel,
                 weight_type=q.QuantType.QInt8 if weight_type == "s8" else q.QuantType.QUInt8,
                 op_types_to_quantize=list(op_types),
                 # the dynamic quantizer first turns Gemm G into MatMul G_MatMul + Add G_Add, then excludes
@@ -234,19 +305,36 @@ def dynamic_int8(float_model: Model, *, per_channel: bool = True, exclude: list[
             except Exception as exc:
                 if not in_bodies:
                     raise
-                logger.warning("onnxruntime could not quantize the If/Loop/Scan bodies of %s (%s: %s); their %d "
-                               "node(s) stay float", float_model.name, type(exc).__name__, exc, len(in_bodies))
+                logger.warning(
+                    "onnxruntime could not quantize the If/Loop/Scan bodies of %s (%s: %s); their %d "
+                    "node(s) stay float",
+                    float_model.name,
+                    type(exc).__name__,
+                    exc,
+                    len(in_bodies),
+                )
                 body_step = f", {len(in_bodies)} If/Loop/Scan body nodes kept float"
                 run(enable_subgraph=False)
         except Exception as exc:
-            raise QuantizationError(f"onnxruntime could not quantize {float_model.name} dynamically: "
-                                    f"{type(exc).__name__}: {exc}") from exc
-        return _load(float_model, target, f"quantize dynamic int8 ({weight_type} weights)" + body_step
-                     + (f", {len(exclude)} nodes kept float" if exclude else ""))
+            raise QuantizationError(
+                f"onnxruntime could not quantize {float_model.name} dynamically: {type(exc).__name__}: {exc}"
+            ) from exc
+        return _load(
+            float_model,
+            target,
+            f"quantize dynamic int8 ({weight_type} weights)"
+            + body_step
+            + (f", {len(exclude)} nodes kept float" if exclude else ""),
+        )
 
 
-def fp16(float_model: Model, *, keep_io_types: bool = True, keep_float: tuple[str, ...] = FP16_KEEP_FLOAT,
-         exclude: list[str] | tuple[str, ...] = ()) -> Model:
+def fp16(
+    float_model: Model,
+    *,
+    keep_io_types: bool = True,
+    keep_float: tuple[str, ...] = FP16_KEEP_FLOAT,
+    exclude: list[str] | tuple[str, ...] = (),
+) -> Model:
     """Float16 weights and arithmetic; inputs/outputs stay float32 when ``keep_io_types``."""
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
@@ -254,11 +342,15 @@ def fp16(float_model: Model, *, keep_io_types: bool = True, keep_float: tuple[st
     proto = ir.to_proto(float_model.ir)
     try:
         converted = convert_float_to_float16(
-            proto, keep_io_types=keep_io_types, op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | set(keep_float)),
+            proto,
+            keep_io_types=keep_io_types,
+            op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | set(keep_float)),
             node_block_list=list(exclude),
         )
     except Exception as exc:
-        raise QuantizationError(f"fp16 conversion of {float_model.name} failed: {type(exc).__name__}: {exc}") from exc
+        raise QuantizationError(
+            f"fp16 conversion of {float_model.name} failed: {type(exc).__name__}: {exc}"
+        ) from exc
     converted_model = float_model.with_graph(ir.from_proto(converted), "convert fp16")
     if keep_io_types:
         return converted_model
@@ -271,10 +363,14 @@ def _with_graph_io_dtypes(model: Model) -> Model:
     outputs = {v.name: v.dtype for v in model.ir.graph.outputs if v.dtype is not None}
     return dataclasses.replace(
         model,
-        inputs=tuple(dataclasses.replace(s, dtype=str(np.dtype(inputs[s.name].numpy()))) if s.name in inputs else s
-                     for s in model.inputs),
-        outputs=tuple(dataclasses.replace(s, dtype=str(np.dtype(outputs[s.name].numpy()))) if s.name in outputs
-                      else s for s in model.outputs),
+        inputs=tuple(
+            dataclasses.replace(s, dtype=str(np.dtype(inputs[s.name].numpy()))) if s.name in inputs else s
+            for s in model.inputs
+        ),
+        outputs=tuple(
+            dataclasses.replace(s, dtype=str(np.dtype(outputs[s.name].numpy()))) if s.name in outputs else s
+            for s in model.outputs
+        ),
     )
 
 
@@ -285,16 +381,23 @@ def graph_op_types(model: Model) -> set[str]:
     return {node.op_type for node in ir.traversal.RecursiveGraphIterator(model.ir.graph)}
 
 
-def subgraph_nodes(model: Model, op_types: tuple[str, ...] = ("Conv", "MatMul", "Gemm", "Gather")) -> list[str]:
+def subgraph_nodes(
+    model: Model, op_types: tuple[str, ...] = ("Conv", "MatMul", "Gemm", "Gather")
+) -> list[str]:
     """Names (or ``<op_type> in <body>`` when unnamed) of ``op_types`` nodes inside If/Loop/Scan bodies."""
     top = {id(node) for node in model.ir.graph}
-    return [node.name or f"{node.op_type} in {node.graph.name if node.graph is not None else 'a body'}"
-            for node in ir.traversal.RecursiveGraphIterator(model.ir.graph)
-            if id(node) not in top and node.op_type in op_types
-            and (node.op_type != "Gather" or _float_table(node))]
+    return [
+        node.name or f"{node.op_type} in {node.graph.name if node.graph is not None else 'a body'}"
+        for node in ir.traversal.RecursiveGraphIterator(model.ir.graph)
+        if id(node) not in top
+        and node.op_type in op_types
+        and (node.op_type != "Gather" or _float_table(node))
+    ]
 
 
-def quantizable_nodes(model: Model, op_types: tuple[str, ...] = ("Conv", "MatMul", "Gemm", "Gather")) -> list[str]:
+def quantizable_nodes(
+    model: Model, op_types: tuple[str, ...] = ("Conv", "MatMul", "Gemm", "Gather")
+) -> list[str]:
     """Names of the main graph's nodes the quantizer turns into INT8 kernels (the candidates to keep float).
 
     Nodes inside If/Loop/Scan bodies are not listed (``subgraph_nodes`` lists them): static INT8
@@ -373,7 +476,9 @@ def _save(model: Model, path: Path) -> Path:
 
 
 def _is_large(model: Model) -> bool:
-    total = sum(v.const_value.nbytes for v in model.ir.graph.initializers.values() if v.const_value is not None)
+    total = sum(
+        v.const_value.nbytes for v in model.ir.graph.initializers.values() if v.const_value is not None
+    )
     return total > 1_800_000_000  # protobuf's 2 GB limit, with room for the graph
 
 

@@ -191,9 +191,16 @@ def prune(
     pruned_model.torch_factory = None  # the eager module still holds the dense weights
 
     result = PruneResult(
-        model=original.name, pattern=pattern, scope=scope, target_sparsity=target, achieved_sparsity=0.0,
-        size_bytes_before=size_before, compressed_bytes_before=compressed_before, threads=threads,
-        excluded=list(exclude), notes=notes,
+        model=original.name,
+        pattern=pattern,
+        scope=scope,
+        target_sparsity=target,
+        achieved_sparsity=0.0,
+        size_bytes_before=size_before,
+        compressed_bytes_before=compressed_before,
+        threads=threads,
+        excluded=list(exclude),
+        notes=notes,
     )
     plan = plan if plan is not None else plan_for(original, samples=samples, threads=threads)
     result.accuracy_after = judge(pruned_model, plan, gate_budget)
@@ -214,7 +221,8 @@ def prune(
     if scope == "global" and pattern == "unstructured":
         result.notes.extend(
             f"{layer.name} ({layer.op_type} {layer.shape}) was pruned to {layer.sparsity_after:.1%} by the "
-            "global threshold" + (": its output no longer depends on its input" if layer.sparsity_after == 1.0 else "")
+            "global threshold"
+            + (": its output no longer depends on its input" if layer.sparsity_after == 1.0 else "")
             + "; use scope per_layer or exclude it if accuracy suffers"
             for layer in result.layers
             if layer.sparsity_after > _GLOBAL_HIGH_SPARSITY and layer.sparsity_after > target
@@ -223,8 +231,13 @@ def prune(
     if measure_speed:
         _measure_speed(original, pruned_model, result)
     result.notes.append(_gate_note(result))
-    logger.info("pruned %s to %.1f%% (%s): %s", original.name, 100 * result.achieved_sparsity, pattern,
-                "within budget" if result.passed else "outside budget")
+    logger.info(
+        "pruned %s to %.1f%% (%s): %s",
+        original.name,
+        100 * result.achieved_sparsity,
+        pattern,
+        "within budget" if result.passed else "outside budget",
+    )
     return pruned_model, result
 
 
@@ -236,16 +249,24 @@ def prunable_weights(model_ir: ir.Model) -> tuple[list[_Weight], list[str]]:
     notes: list[str] = []
     for name, value in graph.initializers.items():
         tensor = value.const_value
-        if tensor is None or name in graph_inputs or tensor.dtype not in _FLOAT_DTYPES or len(tensor.shape) < 2:
+        if (
+            tensor is None
+            or name in graph_inputs
+            or tensor.dtype not in _FLOAT_DTYPES
+            or len(tensor.shape) < 2
+        ):
             continue
-        axes = {(use.node.op_type, _reduction_axis(use.node, use.idx, len(tensor.shape)))
-                for use in value.uses()}
+        axes = {
+            (use.node.op_type, _reduction_axis(use.node, use.idx, len(tensor.shape))) for use in value.uses()
+        }
         prunable = {entry for entry in axes if entry[1] is not None}
         if not prunable:
             continue
         if prunable != axes:
             others = sorted({op for op, axis in axes if axis is None})
-            notes.append(f"{name} is left dense: besides {prunable.pop()[0]} it also feeds {', '.join(others)}")
+            notes.append(
+                f"{name} is left dense: besides {prunable.pop()[0]} it also feeds {', '.join(others)}"
+            )
             continue
         if len({axis for _, axis in prunable}) > 1:
             notes.append(f"{name} is left dense: its consumers reduce over different dims")
@@ -254,14 +275,19 @@ def prunable_weights(model_ir: ir.Model) -> tuple[list[_Weight], list[str]]:
         assert axis is not None
         weights.append(_Weight(value, op_type, axis, tensor.numpy()))
     constant_weights = sum(
-        1 for node in graph
+        1
+        for node in graph
         for index, weight in enumerate(node.inputs)
-        if weight is not None and weight.producer() is not None and weight.producer().op_type == "Constant"
+        if weight is not None
+        and weight.producer() is not None
+        and weight.producer().op_type == "Constant"
         and _reduction_axis(node, index, 2) is not None
     )
     if constant_weights:
-        notes.append(f"{constant_weights} weight(s) held in Constant nodes were not pruned; "
-                     "`hone optimize` lifts them to initializers first")
+        notes.append(
+            f"{constant_weights} weight(s) held in Constant nodes were not pruned; "
+            "`hone optimize` lifts them to initializers first"
+        )
     return weights, notes
 
 
@@ -292,7 +318,9 @@ def per_layer_magnitude_masks(weights: Sequence[_Weight], sparsity: float) -> di
     masks = {}
     for weight in weights:
         magnitudes = np.abs(weight.array.astype(np.float32)).ravel()
-        masks[weight.value.name] = _keep_mask(magnitudes, round(sparsity * magnitudes.size)).reshape(weight.array.shape)
+        masks[weight.value.name] = _keep_mask(magnitudes, round(sparsity * magnitudes.size)).reshape(
+            weight.array.shape
+        )
     return masks
 
 
@@ -307,8 +335,8 @@ def two_four_masks(weights: Sequence[_Weight]) -> tuple[dict[str, np.ndarray], l
             where = f"{weight.value.name} ({weight.op_type} {list(weight.array.shape)})"
             notes.append(
                 f"{where} stays dense: its reduction dim {reduction} holds no full group of {GROUP_SIZE}"
-                if tail == reduction else
-                f"{where}: reduction dim {reduction} is not a multiple of {GROUP_SIZE}; its last {tail} "
+                if tail == reduction
+                else f"{where}: reduction dim {reduction} is not a multiple of {GROUP_SIZE}; its last {tail} "
                 "weight(s) per row stay dense"
             )
     return masks, notes
@@ -338,9 +366,17 @@ def layer_sparsities(model_ir: ir.Model, weights: Sequence[_Weight]) -> list[Lay
         assert tensor is not None
         after = tensor.numpy()
         zeros_after = int(np.count_nonzero(after == 0))
-        layers.append(LayerSparsity(name, weight.op_type, list(weight.array.shape), int(weight.array.size),
-                                    int(np.count_nonzero(weight.array == 0)), zeros_after,
-                                    zeros_after / max(1, weight.array.size)))
+        layers.append(
+            LayerSparsity(
+                name,
+                weight.op_type,
+                list(weight.array.shape),
+                int(weight.array.size),
+                int(np.count_nonzero(weight.array == 0)),
+                zeros_after,
+                zeros_after / max(1, weight.array.size),
+            )
+        )
     return layers
 
 
@@ -361,8 +397,9 @@ def _split_masks(weights: Sequence[_Weight], flat_keep: np.ndarray) -> dict[str,
     return masks
 
 
-def _check_options(sparsity: float | None, pattern: str, scope: str, fine_tune: bool, epochs: int,
-                   samples: int) -> float:
+def _check_options(
+    sparsity: float | None, pattern: str, scope: str, fine_tune: bool, epochs: int, samples: int
+) -> float:
     """Validate the options; returns the target sparsity."""
     if pattern not in PATTERNS:
         raise OptionError(f"pattern {pattern!r} is unknown; choose one of: {', '.join(PATTERNS)}")
@@ -370,15 +407,19 @@ def _check_options(sparsity: float | None, pattern: str, scope: str, fine_tune: 
         raise OptionError(f"scope {scope!r} is unknown; choose one of: {', '.join(SCOPES)}")
     if pattern == "2:4":
         if sparsity is not None and sparsity != 0.5:
-            raise OptionError(f"pattern 2:4 prunes exactly 50% (sparsity 0.5), got sparsity {sparsity!r}; "
-                              "omit --sparsity or use --pattern unstructured")
+            raise OptionError(
+                f"pattern 2:4 prunes exactly 50% (sparsity 0.5), got sparsity {sparsity!r}; "
+                "omit --sparsity or use --pattern unstructured"
+            )
         target = 0.5
     else:
         if sparsity is None:
             raise OptionError("unstructured pruning needs a sparsity in [0, 1), e.g. --sparsity 0.5")
         target = sparsity
     if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 <= target < 1:
-        raise OptionError(f"sparsity must be a number in [0, 1) (the share of weights set to zero), got {sparsity!r}")
+        raise OptionError(
+            f"sparsity must be a number in [0, 1) (the share of weights set to zero), got {sparsity!r}"
+        )
     if fine_tune and epochs < 1:
         raise OptionError(f"fine_tune_epochs must be at least 1, got {epochs}")
     if samples < 1:
@@ -395,7 +436,9 @@ def _without_excluded(weights: list[_Weight], exclude: Sequence[str]) -> list[_W
     return [w for w in weights if w.value.name not in set(exclude)]
 
 
-def _first_and_last_notes(model_ir: ir.Model, weights: Sequence[_Weight], exclude: Sequence[str]) -> list[str]:
+def _first_and_last_notes(
+    model_ir: ir.Model, weights: Sequence[_Weight], exclude: Sequence[str]
+) -> list[str]:
     """Name the first and last pruned layers in graph order: often the most sensitive ones."""
     names = {w.value.name for w in weights}
     order = []
@@ -406,27 +449,39 @@ def _first_and_last_notes(model_ir: ir.Model, weights: Sequence[_Weight], exclud
     if not order or exclude:
         return []
     ends = order[0] if len(order) == 1 else f"{order[0]} and the last, {order[-1]},"
-    return [f"the first layer, {ends} are pruned like the others (often the most sensitive; "
-            "exclude them to keep them dense)"]
+    return [
+        f"the first layer, {ends} are pruned like the others (often the most sensitive; "
+        "exclude them to keep them dense)"
+    ]
 
 
 def _float_report(pruned: AccuracyReport) -> AccuracyReport:
     """The float model judged on the same plan: its outputs are the plan's reference, so it scores
     its own float value (top-1) or a perfect 1.0 (agreement, cosine) without running again."""
-    return replace(pruned, candidate_value=pruned.float_value, passed=True,
-                   cosine_min=1.0 if pruned.metric == "cosine" else None)
+    return replace(
+        pruned,
+        candidate_value=pruned.float_value,
+        passed=True,
+        cosine_min=1.0 if pruned.metric == "cosine" else None,
+    )
 
 
 def _gate_note(result: PruneResult) -> str:
     report = result.accuracy_after
     if report is None:
         return "not judged by the accuracy gate"
-    measured = (f"{report.float_value:.2f} -> {report.candidate_value:.2f}" if report.metric == "top1"
-                else f"{report.candidate_value:.4f}")
+    measured = (
+        f"{report.float_value:.2f} -> {report.candidate_value:.2f}"
+        if report.metric == "top1"
+        else f"{report.candidate_value:.4f}"
+    )
     verdict = "within" if report.passed else "outside"
     remedy = "fine-tune longer" if result.fine_tuned else "fine-tune"
-    tail = "" if report.passed else (f"; nothing was rolled back: lower the sparsity, {remedy}, "
-                                     "or exclude sensitive layers")
+    tail = (
+        ""
+        if report.passed
+        else (f"; nothing was rolled back: lower the sparsity, {remedy}, or exclude sensitive layers")
+    )
     return f"accuracy gate: {report.metric} {measured}, {verdict} the budget ({report.budget}){tail}"
 
 
@@ -437,7 +492,9 @@ def _copy(model_ir: ir.Model) -> ir.Model:
 
 def _saved_sizes(model_ir: ir.Model) -> tuple[int, int]:
     """Bytes of the saved model (the .onnx, plus its external data when large) and of their zlib stream."""
-    weight_bytes = sum(v.const_value.nbytes for v in model_ir.graph.initializers.values() if v.const_value is not None)
+    weight_bytes = sum(
+        v.const_value.nbytes for v in model_ir.graph.initializers.values() if v.const_value is not None
+    )
     if weight_bytes <= _IN_MEMORY_LIMIT_BYTES:
         data = ir.to_proto(model_ir).SerializeToString()
         return len(data), len(zlib.compress(data, _ZLIB_LEVEL))
@@ -472,10 +529,14 @@ def _measure_speed(original: Model, pruned: Model, result: PruneResult) -> None:
     result.latency_ms_before, result.latency_ms_after = before.p50_ms, after.p50_ms
     result.speedup = before.p50_ms / after.p50_ms
     if not (before.stable and after.stable):
-        result.notes.append(f"latency not stable within {_BENCH_BUDGET_S:g} s per measurement "
-                            f"(median CI ±{100 * max(before.median_ci_rel, after.median_ci_rel):.1f}%)")
-    result.notes.append("onnxruntime's CPU kernels are dense: zeros cost the same time as other weights, "
-                        "so expect a speedup near 1.0x; the gain is the compressed size")
+        result.notes.append(
+            f"latency not stable within {_BENCH_BUDGET_S:g} s per measurement "
+            f"(median CI ±{100 * max(before.median_ci_rel, after.median_ci_rel):.1f}%)"
+        )
+    result.notes.append(
+        "onnxruntime's CPU kernels are dense: zeros cost the same time as other weights, "
+        "so expect a speedup near 1.0x; the gain is the compressed size"
+    )
 
 
 # --- fine-tuning --------------------------------------------------------------------------------
@@ -501,7 +562,9 @@ def _check_fine_tunable(model: Model) -> None:
     if model.torch_factory is None or _training_data(model) is None:
         raise OptionError(_NO_FINE_TUNE)
     if model.steps:
-        raise OptionError(f"{_NO_FINE_TUNE}, as exported: this one was changed since ({', '.join(model.steps)})")
+        raise OptionError(
+            f"{_NO_FINE_TUNE}, as exported: this one was changed since ({', '.join(model.steps)})"
+        )
 
 
 def _fine_tuned(original: Model, masks: dict[str, np.ndarray], epochs: int, step: str) -> Model:
@@ -518,15 +581,18 @@ def _fine_tuned(original: Model, masks: dict[str, np.ndarray], epochs: int, step
     for name, keep in masks.items():
         parameter = parameters.get(name)
         if parameter is None or tuple(parameter.shape) != keep.shape:
-            raise OptionError(f"{_NO_FINE_TUNE}: ONNX weight {name!r} {list(keep.shape)} has no torch parameter "
-                              "of that name and shape")
+            raise OptionError(
+                f"{_NO_FINE_TUNE}: ONNX weight {name!r} {list(keep.shape)} has no torch parameter "
+                "of that name and shape"
+            )
         torch_masks[name] = torch.from_numpy(np.ascontiguousarray(keep))
     data = _training_data(original)
     assert data is not None
     feeds, labels = data
     input_name = original.inputs[0].name
-    _train_masked(module, parameters, torch_masks, torch.from_numpy(feeds[input_name]),
-                  torch.from_numpy(labels), epochs)
+    _train_masked(
+        module, parameters, torch_masks, torch.from_numpy(feeds[input_name]), torch.from_numpy(labels), epochs
+    )
     output_names = [spec.name for spec in original.outputs]
     with tempfile.TemporaryDirectory(prefix="hone-prune-") as folder:
         path = Path(folder) / f"{original.name}.onnx"
@@ -536,8 +602,10 @@ def _fine_tuned(original: Model, masks: dict[str, np.ndarray], epochs: int, step
     for name, keep in masks.items():
         value = exported.ir.graph.initializers.get(name)
         if value is None or value.const_value is None:
-            raise ExecutionError(f"the re-exported {original.name} has no initializer {name!r}; "
-                                 "fine-tuning cannot keep the masks")
+            raise ExecutionError(
+                f"the re-exported {original.name} has no initializer {name!r}; "
+                "fine-tuning cannot keep the masks"
+            )
         array = value.const_value.numpy()
         if np.count_nonzero(array[~keep]):
             raise ExecutionError(f"the re-exported weight {name!r} lost its mask; this is a bug in hone")
@@ -547,9 +615,14 @@ def _fine_tuned(original: Model, masks: dict[str, np.ndarray], epochs: int, step
     return tuned
 
 
-def _train_masked(module: "torch.nn.Module", parameters: dict[str, "torch.Tensor"],
-                  masks: dict[str, "torch.Tensor"], images: "torch.Tensor", labels: "torch.Tensor",
-                  epochs: int) -> None:
+def _train_masked(
+    module: torch.nn.Module,
+    parameters: dict[str, torch.Tensor],
+    masks: dict[str, torch.Tensor],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    epochs: int,
+) -> None:
     """Adam on cross-entropy, seeded and on one thread; pruned weights are zeroed after every step."""
     import torch
 
@@ -581,9 +654,10 @@ def _train_masked(module: "torch.nn.Module", parameters: dict[str, "torch.Tensor
         torch.set_num_threads(threads_before)
 
 
-def _factory_with_state(factory: Callable[[], "torch.nn.Module"], state: dict[str, "torch.Tensor"]
-                        ) -> Callable[[], "torch.nn.Module"]:
-    def build() -> "torch.nn.Module":
+def _factory_with_state(
+    factory: Callable[[], torch.nn.Module], state: dict[str, torch.Tensor]
+) -> Callable[[], torch.nn.Module]:
+    def build() -> torch.nn.Module:
         module = factory()
         module.load_state_dict(state)
         return module.eval()

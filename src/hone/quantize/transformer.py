@@ -51,16 +51,30 @@ def split_attention_projections(model: Model) -> tuple[Model, int]:
         hidden = weight.const_value.shape[1] // 3
         sizes = _initializer(graph, np.array([hidden] * 3, dtype=np.int64), f"{node.name}_qkv_sizes")
         matmul = ir.node("MatMul", [x, weight], name=f"{node.name}_qkv_matmul")
-        split = ir.node("Split", [matmul.outputs[0], sizes], attributes={"axis": -1}, num_outputs=3,
-                        name=f"{node.name}_qkv_split")
+        split = ir.node(
+            "Split",
+            [matmul.outputs[0], sizes],
+            attributes={"axis": -1},
+            num_outputs=3,
+            name=f"{node.name}_qkv_split",
+        )
         attention_bias = node.inputs[5] if len(node.inputs) > 5 else None
         inputs = [*split.outputs, bias] + ([None, attention_bias] if attention_bias is not None else [])
-        attention = ir.node("MultiHeadAttention", inputs, domain=MS_DOMAIN, name=f"{node.name}_mha",
-                            attributes={"num_heads": node.attributes["num_heads"].as_int(),
-                                        "scale": node.attributes["scale"].as_float()}
-                            if "scale" in node.attributes else {"num_heads": node.attributes["num_heads"].as_int()})
-        ir.convenience.replace_nodes_and_values(graph, node, [node], [matmul, split, attention],
-                                                [node.outputs[0]], [attention.outputs[0]])
+        attention = ir.node(
+            "MultiHeadAttention",
+            inputs,
+            domain=MS_DOMAIN,
+            name=f"{node.name}_mha",
+            attributes={
+                "num_heads": node.attributes["num_heads"].as_int(),
+                "scale": node.attributes["scale"].as_float(),
+            }
+            if "scale" in node.attributes
+            else {"num_heads": node.attributes["num_heads"].as_int()},
+        )
+        ir.convenience.replace_nodes_and_values(
+            graph, node, [node], [matmul, split, attention], [node.outputs[0]], [attention.outputs[0]]
+        )
         count += 1
     if not count:
         return model, 0
@@ -77,12 +91,23 @@ def _splittable(node: ir.Node) -> bool:
     if set(node.attributes) - {"num_heads", "scale"}:
         return False  # qkv_hidden_sizes, unidirectional, ...: left as they are
     weight, bias = inputs[1].const_value, inputs[2].const_value
-    return (weight is not None and bias is not None and len(weight.shape) == 2 and len(bias.shape) == 1
-            and weight.shape[1] % 3 == 0 and bias.shape[0] == weight.shape[1])
+    return (
+        weight is not None
+        and bias is not None
+        and len(weight.shape) == 2
+        and len(bias.shape) == 1
+        and weight.shape[1] % 3 == 0
+        and bias.shape[0] == weight.shape[1]
+    )
 
 
-def smooth_activations(model: Model, feeds: list[dict[str, np.ndarray]], *, alpha: float = SMOOTH_ALPHA,
-                       threads: int | None = None) -> tuple[Model, int]:
+def smooth_activations(
+    model: Model,
+    feeds: list[dict[str, np.ndarray]],
+    *,
+    alpha: float = SMOOTH_ALPHA,
+    threads: int | None = None,
+) -> tuple[Model, int]:
     """SmoothQuant every MatMul with a constant 2-D weight; ranges measured on ``feeds``."""
     copied = ir.from_proto(ir.to_proto(model.ir))
     graph = copied.graph
@@ -95,14 +120,21 @@ def smooth_activations(model: Model, feeds: list[dict[str, np.ndarray]], *, alph
         weight = _const_matrix(node.inputs[1])
         assert weight is not None
         activation_max = ranges.get(node.inputs[0].name)
-        if activation_max is None or activation_max.shape[0] != weight.shape[0] or len(node.inputs[1].uses()) != 1:
+        if (
+            activation_max is None
+            or activation_max.shape[0] != weight.shape[0]
+            or len(node.inputs[1].uses()) != 1
+        ):
             continue
         weight_max = np.maximum(np.abs(weight).max(axis=1), _TINY)
         scales = (np.maximum(activation_max, _TINY) ** alpha / weight_max ** (1.0 - alpha)).astype(np.float32)
         if not _fold_into_value_projection(node, scales):
             label = node.name or node.outputs[0].name
-            divide = ir.node("Mul", [node.inputs[0], _initializer(graph, 1.0 / scales, f"{label}_smooth_inv")],
-                             name=f"{label}_smooth")
+            divide = ir.node(
+                "Mul",
+                [node.inputs[0], _initializer(graph, 1.0 / scales, f"{label}_smooth_inv")],
+                name=f"{label}_smooth",
+            )
             graph.insert_before(node, divide)
             node.replace_input_with(0, divide.outputs[0])
         node.inputs[1].const_value = ir.tensor(weight * scales[:, None], name=node.inputs[1].name)
@@ -112,13 +144,17 @@ def smooth_activations(model: Model, feeds: list[dict[str, np.ndarray]], *, alph
     return model.with_graph(copied, f"smooth {count} MatMul inputs (alpha {alpha:g})"), count
 
 
-def _channel_ranges(model: Model, matmuls: list[ir.Node], feeds: list[dict[str, np.ndarray]],
-                    threads: int | None) -> dict[str, np.ndarray]:
+def _channel_ranges(
+    model: Model, matmuls: list[ir.Node], feeds: list[dict[str, np.ndarray]], threads: int | None
+) -> dict[str, np.ndarray]:
     """max |x| per last-axis channel of each MatMul input, over all calibration batches."""
     widths = {n.inputs[0].name: _const_matrix(n.inputs[1]).shape[0] for n in matmuls}  # type: ignore[union-attr]
     values = run_exposing(model, sorted(widths), feeds, threads)
-    return {name: np.max([np.abs(batch.reshape(-1, widths[name])).max(axis=0) for batch in values[name]], axis=0)
-            for name in widths if all(batch.shape[-1:] == (widths[name],) for batch in values[name])}
+    return {
+        name: np.max([np.abs(batch.reshape(-1, widths[name])).max(axis=0) for batch in values[name]], axis=0)
+        for name in widths
+        if all(batch.shape[-1:] == (widths[name],) for batch in values[name])
+    }
 
 
 def _fold_into_value_projection(node: ir.Node, scales: np.ndarray) -> bool:
@@ -151,8 +187,8 @@ def _fold_into_value_projection(node: ir.Node, scales: np.ndarray) -> bool:
     if hidden != scales.shape[0]:
         return False
     weight, bias = weight.copy(), bias_value.const_value.numpy().copy()
-    weight[:, 2 * hidden:] /= scales[None, :]
-    bias[2 * hidden:] /= scales
+    weight[:, 2 * hidden :] /= scales[None, :]
+    bias[2 * hidden :] /= scales
     projection.inputs[1].const_value = ir.tensor(weight, name=projection.inputs[1].name)
     bias_value.const_value = ir.tensor(bias, name=bias_value.name)
     return True

@@ -69,10 +69,7 @@ def render_html(report: RunReport) -> str:
         "<h2 id='stages'>Stages</h2>",
         _table(
             ("stage", "status", "seconds", "message"),
-            [
-                (s.name, _status(s.status), f"{s.seconds:.2f}", e(s.message))
-                for s in report.stages
-            ],
+            [(s.name, _status(s.status), f"{s.seconds:.2f}", e(s.message)) for s in report.stages],
             escape=False,
         ),
     ]
@@ -91,11 +88,18 @@ def render_html(report: RunReport) -> str:
         ("bench", report.bench, lambda: _bench_section(report.bench, report.shipped)),  # type: ignore[arg-type]
         ("shipped", report.shipped, lambda: _shipped_section(report.shipped)),  # type: ignore[arg-type]
         ("serve", report.serve, lambda: _serve_section(report.serve)),  # type: ignore[arg-type]
-        ("ship-serve", report.serve_repository,
-         lambda: _repository_section(report.serve_repository, report.serve)),  # type: ignore[arg-type]
+        (
+            "ship-serve",
+            report.serve_repository,
+            lambda: _repository_section(report.serve_repository, report.serve),
+        ),  # type: ignore[arg-type]
         ("web", report.web, lambda: "\n".join(_web_section(report.web))),  # type: ignore[arg-type]
         ("edge", report.edge, lambda: _edge_section(report.edge)),  # type: ignore[arg-type]
-        ("showcase", report.showcase or None, lambda: _showcase_section(report.showcase, report.showcase_artifact)),
+        (
+            "showcase",
+            report.showcase or None,
+            lambda: _showcase_section(report.showcase, report.showcase_artifact),
+        ),
     ]
     for name, result, render in sections:
         if result is not None:
@@ -112,8 +116,10 @@ def _guarded(name: str, render: Callable[[], str]) -> str:
         logger.debug("report section %s failed to render", name, exc_info=True)
         lines = str(exc).strip().splitlines()
         reason = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-        return (f"<h2 id='{html.escape(name)}'>{html.escape(name)}</h2>"
-                f"<p class='failed'>this section could not be rendered ({html.escape(reason)})</p>")
+        return (
+            f"<h2 id='{html.escape(name)}'>{html.escape(name)}</h2>"
+            f"<p class='failed'>this section could not be rendered ({html.escape(reason)})</p>"
+        )
 
 
 def _model_section(info: ModelInfo) -> str:
@@ -146,48 +152,100 @@ def _verify_section(verify: VerifyResult) -> str:
     ]
     rows = [
         (
-            e(c.reference), e(c.candidate), e(o.name), f"{o.max_abs_error:.2e}", f"{o.max_rel_error:.2e}",
-            f"{o.cosine:.6f}", "-" if o.top1_agreement is None else f"{100 * o.top1_agreement:.1f}%",
-            f"{c.atol:g} / {c.rtol:g}", _status("ok" if o.passed else "failed"),
+            e(c.reference),
+            e(c.candidate),
+            e(o.name),
+            f"{o.max_abs_error:.2e}",
+            f"{o.max_rel_error:.2e}",
+            f"{o.cosine:.6f}",
+            "-" if o.top1_agreement is None else f"{100 * o.top1_agreement:.1f}%",
+            f"{c.atol:g} / {c.rtol:g}",
+            _status("ok" if o.passed else "failed"),
         )
         for c in verify.comparisons
         for o in c.outputs
     ]
     parts.append(
-        _table(("reference", "candidate", "output", "max abs err", "max rel err", "cosine",
-                "top-1 agree", "atol / rtol", "ok"), rows, escape=False)
+        _table(
+            (
+                "reference",
+                "candidate",
+                "output",
+                "max abs err",
+                "max rel err",
+                "cosine",
+                "top-1 agree",
+                "atol / rtol",
+                "ok",
+            ),
+            rows,
+            escape=False,
+        )
     )
     return "\n".join(parts)
 
 
 def _bench_section(result: BenchResult, shipped: ShippedChoice | None) -> str:
     e = html.escape
-    baseline = result.baseline or next((c.baseline_variant for c in result.configs if c.baseline_variant), None)
+    baseline = result.baseline or next(
+        (c.baseline_variant for c in result.configs if c.baseline_variant), None
+    )
     parts = [
         "<h2 id='bench'>Benchmark</h2>",
         f"<p>{e(result.provider)}, {result.threads} threads. At each batch every configuration ran in "
         f"{e(result.method)} blocks in one process (one block each per round, up to {result.rounds} rounds, "
         f"{result.budget_s:g}s each in all), until every median's 95% CI was within ±{100 * result.rel_tol:.0f}%. "
-        + (f"Speedup = p50 of <b>{e(baseline)}</b> / p50, same batch, same race; by round: the same ratio "
-           f"round by round (lowest-highest). " if baseline else "")
+        + (
+            f"Speedup = p50 of <b>{e(baseline)}</b> / p50, same batch, same race; by round: the same ratio "
+            f"round by round (lowest-highest). "
+            if baseline
+            else ""
+        )
         + f"Machine: {e(', '.join(f'{k} {v}' for k, v in result.machine.items()))}.</p>",
     ]
     rows = [
         (
-            e(c.variant) + (" <b>(shipped)</b>" if shipped is not None and c.variant == shipped.label else ""),
-            str(c.batch), f"{c.p50_ms:.3f}", f"{c.p90_ms:.3f}", f"{c.p99_ms:.3f}", f"{c.iqr_ms:.3f}",
+            e(c.variant)
+            + (" <b>(shipped)</b>" if shipped is not None and c.variant == shipped.label else ""),
+            str(c.batch),
+            f"{c.p50_ms:.3f}",
+            f"{c.p90_ms:.3f}",
+            f"{c.p99_ms:.3f}",
+            f"{c.iqr_ms:.3f}",
             f"{c.throughput:,.1f}",
             "-" if c.speedup_vs_baseline is None else f"{c.speedup_vs_baseline:.2f}x",
-            value_range(c.speedup_per_round, "{:.2f}", "x"), value_range(c.round_p50_ms, "{:.3f}"),
-            f"{c.peak_rss_mb:.0f}", f"{c.peak_mem_mb:.1f}", str(c.runs),
-            "<span class='ok'>yes</span>" if c.stable
+            value_range(c.speedup_per_round, "{:.2f}", "x"),
+            value_range(c.round_p50_ms, "{:.3f}"),
+            f"{c.peak_rss_mb:.0f}",
+            f"{c.peak_mem_mb:.1f}",
+            str(c.runs),
+            "<span class='ok'>yes</span>"
+            if c.stable
             else f"<span class='warn'>no (±{100 * c.median_ci_rel:.1f}%)</span>",
         )
         for c in result.configs
     ]
     parts.append(
-        _table(("variant", "batch", "p50 ms", "p90 ms", "p99 ms", "IQR ms", "samples/s", "speedup",
-                "speedup by round", "round p50s ms", "RSS peak MB", "+MB", "runs", "stable"), rows, escape=False)
+        _table(
+            (
+                "variant",
+                "batch",
+                "p50 ms",
+                "p90 ms",
+                "p99 ms",
+                "IQR ms",
+                "samples/s",
+                "speedup",
+                "speedup by round",
+                "round p50s ms",
+                "RSS peak MB",
+                "+MB",
+                "runs",
+                "stable",
+            ),
+            rows,
+            escape=False,
+        )
     )
     parts.append(_image(bench_latency_png(result), "latency and throughput by variant and batch"))
     return "\n".join(parts)
@@ -195,9 +253,11 @@ def _bench_section(result: BenchResult, shipped: ShippedChoice | None) -> str:
 
 def _shipped_section(shipped: ShippedChoice) -> str:
     e = html.escape
-    return (f"<h2 id='shipped'>Shipped artifact</h2><p><b>{e(shipped.label)}</b> ({e(shipped.artifact)}): "
-            f"{e(shipped.reason)}. The serve stage and the model repository use it; the web and edge bundles "
-            f"start from the loaded model (each target optimizes and quantizes for itself).</p>")
+    return (
+        f"<h2 id='shipped'>Shipped artifact</h2><p><b>{e(shipped.label)}</b> ({e(shipped.artifact)}): "
+        f"{e(shipped.reason)}. The serve stage and the model repository use it; the web and edge bundles "
+        f"start from the loaded model (each target optimizes and quantizes for itself).</p>"
+    )
 
 
 def _serve_section(serve: LoadTestResult) -> str:
@@ -209,26 +269,43 @@ def _serve_section(serve: LoadTestResult) -> str:
     ]
     rows = [
         (
-            str(level.concurrency), str(level.requests), str(level.failures), f"{level.p50_ms:.3f}",
-            f"{level.p99_ms:.3f}", f"{level.throughput_per_s:,.1f}",
+            str(level.concurrency),
+            str(level.requests),
+            str(level.failures),
+            f"{level.p50_ms:.3f}",
+            f"{level.p99_ms:.3f}",
+            f"{level.throughput_per_s:,.1f}",
             ", ".join(f"{size}: {count}" for size, count in sorted(level.batch_sizes.items())),
         )
         for level in serve.levels
     ]
-    parts.append(_table(("concurrency", "requests", "failures", "p50 ms", "p99 ms", "requests/s",
-                         "batch size: batches"), rows))
+    parts.append(
+        _table(
+            ("concurrency", "requests", "failures", "p50 ms", "p99 ms", "requests/s", "batch size: batches"),
+            rows,
+        )
+    )
     return "\n".join(parts)
 
 
 def _repository_section(repository: ServeRepositoryStage, serve: LoadTestResult | None) -> str:
     e = html.escape
-    measured = ("the serve stage measured these settings: see Serving" if repository.measured and serve is not None
-                else e(repository.note or "not measured"))
+    measured = (
+        "the serve stage measured these settings: see Serving"
+        if repository.measured and serve is not None
+        else e(repository.note or "not measured")
+    )
     rows = [
         ("path", f"<code>{e(repository.path)}</code>"),
-        ("model", f"<code>{e(repository.model_path)}</code> ({human_bytes(repository.size_bytes)}): "
-                  f"{e(repository.artifact)}"),
-        ("config.json", "<code>" + e(", ".join(f"{k}: {v}" for k, v in repository.config.items())) + "</code>"),
+        (
+            "model",
+            f"<code>{e(repository.model_path)}</code> ({human_bytes(repository.size_bytes)}): "
+            f"{e(repository.artifact)}",
+        ),
+        (
+            "config.json",
+            "<code>" + e(", ".join(f"{k}: {v}" for k, v in repository.config.items())) + "</code>",
+        ),
         ("measured", measured),
         ("serve it", f"<code>hone serve {e(repository.path)}</code>"),
     ]
@@ -251,11 +328,23 @@ def _edge_section(edge: EdgeResult) -> str:
     rows = []
     for label, run, judged in (
         ("fp32", profile.float_model, "reference"),
-        (manifest.format, profile.artifact, "the float model" if accuracy is None else accuracy_text(accuracy)),
+        (
+            manifest.format,
+            profile.artifact,
+            "the float model" if accuracy is None else accuracy_text(accuracy),
+        ),
     ):
         if run.fits:
-            rows.append((label, _number(run.p50_ms, "{:.3f}"), _number(run.p90_ms, "{:.3f}"),
-                         _number(run.peak_rss_mb, "{:.0f}"), _number(run.session_create_ms, "{:.0f}"), judged))
+            rows.append(
+                (
+                    label,
+                    _number(run.p50_ms, "{:.3f}"),
+                    _number(run.p90_ms, "{:.3f}"),
+                    _number(run.peak_rss_mb, "{:.0f}"),
+                    _number(run.session_create_ms, "{:.0f}"),
+                    judged,
+                )
+            )
         else:
             rows.append((label, "over the cap", "-", "-", "-", judged))
     parts.append(_table(("model", "p50 ms", "p90 ms", "peak RSS MB", "session ms", "accuracy"), rows))
@@ -271,20 +360,28 @@ def _web_section(web: WebStage) -> list[str]:
     """The browser bundle: what runs where on WebGPU (static check) and what one page load measured."""
     e = html.escape
     placement = web.placement
-    parts = ["<h2 id='web'>Web bundle</h2>",
-             f"<p>{e(web.path)}: {web.size_bytes / 1e6:.1f} MB ({web.gzip_bytes / 1e6:.1f} MB gzip'd), onnxruntime-web "
-             f"{e(placement.ort_web_version)}; open it with <code>hone serve-web {e(web.path)}</code>.</p>",
-             f"<p>{e(placement.summary())}</p>"]
+    parts = [
+        "<h2 id='web'>Web bundle</h2>",
+        f"<p>{e(web.path)}: {web.size_bytes / 1e6:.1f} MB ({web.gzip_bytes / 1e6:.1f} MB gzip'd), onnxruntime-web "
+        f"{e(placement.ort_web_version)}; open it with <code>hone serve-web {e(web.path)}</code>.</p>",
+        f"<p>{e(placement.summary())}</p>",
+    ]
     page = web.page
     if page and not page.get("error"):
         adapter = page.get("adapter") or {}
         software = " (software adapter: not GPU speed)" if adapter.get("isFallbackAdapter") else ""
-        where = (f"WebGPU on {adapter.get('vendor', '')} {adapter.get('architecture', '')}{software}"
-                 if page.get("provider") == "webgpu" else "WASM (CPU)")
-        rows = [("ran on", where), ("median ms", _number(page.get("median_ms"), "{:.2f}")),
-                ("first run ms", _number(page.get("first_run_ms"), "{:.1f}")),
-                ("session ms", _number(page.get("session_ms"), "{:.1f}")),
-                ("max abs error vs native", _number(page.get("max_abs_error_vs_native"), "{:.2e}"))]
+        where = (
+            f"WebGPU on {adapter.get('vendor', '')} {adapter.get('architecture', '')}{software}"
+            if page.get("provider") == "webgpu"
+            else "WASM (CPU)"
+        )
+        rows = [
+            ("ran on", where),
+            ("median ms", _number(page.get("median_ms"), "{:.2f}")),
+            ("first run ms", _number(page.get("first_run_ms"), "{:.1f}")),
+            ("session ms", _number(page.get("session_ms"), "{:.1f}")),
+            ("max abs error vs native", _number(page.get("max_abs_error_vs_native"), "{:.2e}")),
+        ]
         if page.get("fallback_reason"):
             rows.append(("fallback", page["fallback_reason"]))
         parts.append(_table(("headless Chromium", ""), rows))
@@ -325,13 +422,24 @@ def _profile_section(result: ProfileResult) -> str:
     rows = []
     for row in result.by_op_type:
         seconds = row.time_ms / 1000
-        rows.append((
-            e(row.op_type), str(row.nodes), f"{row.time_ms:.3f}", f"{100 * row.share:.1f}%",
-            f"{row.flops / seconds / 1e9:.1f}" if seconds and row.flops else "-",
-            f"{row.bytes / seconds / 1e9:.1f}" if seconds and row.bytes else "-", e(row.bound),
-        ))
-    parts.append(_table(("op type (as in your graph)", "nodes", "ms", "share", "GFLOP/s", "GB/s", "bound"),
-                        rows, escape=False))
+        rows.append(
+            (
+                e(row.op_type),
+                str(row.nodes),
+                f"{row.time_ms:.3f}",
+                f"{100 * row.share:.1f}%",
+                f"{row.flops / seconds / 1e9:.1f}" if seconds and row.flops else "-",
+                f"{row.bytes / seconds / 1e9:.1f}" if seconds and row.bytes else "-",
+                e(row.bound),
+            )
+        )
+    parts.append(
+        _table(
+            ("op type (as in your graph)", "nodes", "ms", "share", "GFLOP/s", "GB/s", "bound"),
+            rows,
+            escape=False,
+        )
+    )
     if result.recommendations:
         parts.append("<h3>Recommendations</h3><ul>")
         parts.extend(f"<li>{e(r.finding)} &rarr; {e(r.action)}</li>" for r in result.recommendations)
@@ -354,22 +462,55 @@ def _optimize_section(result: OptimizeResult, bench: BenchResult | None) -> str:
         for batch in bench.batches:
             before, after = bench.config("ort-all", batch), bench.config("hone+ort-all", batch)
             if before and after:
-                rows.append((str(batch), f"{before.p50_ms:.3f}", f"{after.p50_ms:.3f}",
-                             f"{before.p50_ms / after.p50_ms:.2f}x", value_range(after.speedup_per_round, "{:.2f}", "x"),
-                             f"{before.peak_rss_mb:.0f}", f"{after.peak_rss_mb:.0f}"))
+                rows.append(
+                    (
+                        str(batch),
+                        f"{before.p50_ms:.3f}",
+                        f"{after.p50_ms:.3f}",
+                        f"{before.p50_ms / after.p50_ms:.2f}x",
+                        value_range(after.speedup_per_round, "{:.2f}", "x"),
+                        f"{before.peak_rss_mb:.0f}",
+                        f"{after.peak_rss_mb:.0f}",
+                    )
+                )
         if rows:
             parts.append("<p>onnxruntime with all optimizations on both, raced in interleaved blocks:</p>")
-            parts.append(_table(("batch", "before p50 ms", "after p50 ms", "speedup", "speedup by round",
-                                 "before RSS MB", "after RSS MB"), rows))
+            parts.append(
+                _table(
+                    (
+                        "batch",
+                        "before p50 ms",
+                        "after p50 ms",
+                        "speedup",
+                        "speedup by round",
+                        "before RSS MB",
+                        "after RSS MB",
+                    ),
+                    rows,
+                )
+            )
     rows = [
-        (e(p.name), _status("ok" if p.status in ("applied", "no_change") else "failed" if p.status == "failed" else "warn")
-         + f" {e(p.status)}", f"{p.nodes_before} &rarr; {p.nodes_after}", f"{p.seconds:.2f}",
-         "-" if p.max_abs_error is None else f"{p.max_abs_error:.1e}", "-" if p.matched is None else str(p.matched),
-         e("; ".join([*p.missed, p.message] if p.message else p.missed)))
+        (
+            e(p.name),
+            _status(
+                "ok" if p.status in ("applied", "no_change") else "failed" if p.status == "failed" else "warn"
+            )
+            + f" {e(p.status)}",
+            f"{p.nodes_before} &rarr; {p.nodes_after}",
+            f"{p.seconds:.2f}",
+            "-" if p.max_abs_error is None else f"{p.max_abs_error:.1e}",
+            "-" if p.matched is None else str(p.matched),
+            e("; ".join([*p.missed, p.message] if p.message else p.missed)),
+        )
         for p in result.passes
     ]
-    parts.append(_table(("pass", "status", "nodes", "seconds", "max abs err", "matched", "missed / message"),
-                        rows, escape=False))
+    parts.append(
+        _table(
+            ("pass", "status", "nodes", "seconds", "max abs err", "matched", "missed / message"),
+            rows,
+            escape=False,
+        )
+    )
     return "\n".join(parts)
 
 
@@ -379,19 +520,33 @@ def _showcase_section(rows: Sequence[PhotoTop5], artifact: str) -> str:
     def top(classes: Sequence[tuple[str, float]]) -> str:
         return "<br>".join(f"{e(name)} {probability:.2f}" for name, probability in classes)
 
-    return "\n".join([
-        f"<h2 id='showcase'>Top-5 on real photos: float vs shipped ({e(artifact)})</h2>",
-        _table(("photo", "float model", f"shipped ({artifact})", "same top-1"),
-               [(e(row.photo), top(row.float_top5), top(row.shipped_top5),
-                 "yes" if row.float_top5[0][0] == row.shipped_top5[0][0] else "<b>no</b>") for row in rows],
-               escape=False),
-    ])
+    return "\n".join(
+        [
+            f"<h2 id='showcase'>Top-5 on real photos: float vs shipped ({e(artifact)})</h2>",
+            _table(
+                ("photo", "float model", f"shipped ({artifact})", "same top-1"),
+                [
+                    (
+                        e(row.photo),
+                        top(row.float_top5),
+                        top(row.shipped_top5),
+                        "yes" if row.float_top5[0][0] == row.shipped_top5[0][0] else "<b>no</b>",
+                    )
+                    for row in rows
+                ],
+                escape=False,
+            ),
+        ]
+    )
 
 
 def _quantize_section(result: QuantizeResult) -> str:
     e = html.escape
-    kept = (f"kept <b>{e(result.format)}</b>, {result.speedup or 0:.2f}x the float model" if result.kept_quantized
-            else "kept the <b>float</b> model")
+    kept = (
+        f"kept <b>{e(result.format)}</b>, {result.speedup or 0:.2f}x the float model"
+        if result.kept_quantized
+        else "kept the <b>float</b> model"
+    )
     parts = [
         "<h2 id='quantize'>Quantize</h2>",
         f"<p>{e(result.mode)} INT8: {kept}; size {human_bytes(result.size_bytes_before)} &rarr; "
@@ -399,24 +554,55 @@ def _quantize_section(result: QuantizeResult) -> str:
         *(f"<p>{_status('warn')} {e(note)}</p>" for note in result.notes),
     ]
     rows = [
-        (e(c.name) + (" <b>(kept)</b>" if c.chosen else ""), str(len(c.kept_float)), e(accuracy_text(c.accuracy)),
-         _status("ok") if c.accuracy.passed else _status("failed"), human_bytes(c.size_bytes),
-         "-" if c.p50_ms is None else f"{c.p50_ms:.3f}", "-" if c.speedup is None else f"{c.speedup:.2f}x")
+        (
+            e(c.name) + (" <b>(kept)</b>" if c.chosen else ""),
+            str(len(c.kept_float)),
+            e(accuracy_text(c.accuracy)),
+            _status("ok") if c.accuracy.passed else _status("failed"),
+            human_bytes(c.size_bytes),
+            "-" if c.p50_ms is None else f"{c.p50_ms:.3f}",
+            "-" if c.speedup is None else f"{c.speedup:.2f}x",
+        )
         for c in result.candidates
     ]
-    parts.append(_table(("candidate", "layers kept float", "accuracy", "gate", "size", "p50 ms", "speedup"), rows,
-                        escape=False))
+    parts.append(
+        _table(
+            ("candidate", "layers kept float", "accuracy", "gate", "size", "p50 ms", "speedup"),
+            rows,
+            escape=False,
+        )
+    )
     if result.data_split:
         parts.append(f"<p>Samples: {e(result.data_split)}; the gate judged on {e(result.evaluation)}.</p>")
     if result.outputs:
         parts.append("<p>Every output, judged (the worst decides):</p>")
-        parts.append(_table(("output", "role", "metric", "value", "threshold", "gate", "detail"),
-                            [(e(o.name), e(o.role), e(o.metric), f"{o.value:.4f}", e(o.threshold),
-                              _status("ok") if o.passed else _status("failed"), e(output_detail(o)))
-                             for o in result.outputs], escape=False))
+        parts.append(
+            _table(
+                ("output", "role", "metric", "value", "threshold", "gate", "detail"),
+                [
+                    (
+                        e(o.name),
+                        e(o.role),
+                        e(o.metric),
+                        f"{o.value:.4f}",
+                        e(o.threshold),
+                        _status("ok") if o.passed else _status("failed"),
+                        e(output_detail(o)),
+                    )
+                    for o in result.outputs
+                ],
+                escape=False,
+            )
+        )
     if result.layer_errors:
         parts.append("<p>Most sensitive layers (error each one's quantization added):</p>")
-        parts.append(_table(("layer", "op", "local error", "cumulative error"),
-                            [(layer.node, layer.op_type, f"{layer.local:.4f}", f"{layer.cumulative:.4f}")
-                             for layer in result.layer_errors[:10]]))
+        parts.append(
+            _table(
+                ("layer", "op", "local error", "cumulative error"),
+                [
+                    (layer.node, layer.op_type, f"{layer.local:.4f}", f"{layer.cumulative:.4f}")
+                    for layer in result.layer_errors[:10]
+                ],
+            )
+        )
     return "\n".join(parts)

@@ -31,8 +31,10 @@ def bench_latency_png(result: BenchResult) -> bytes:
         throughput = [configs[b].throughput if b in configs else 0.0 for b in batches]
         throughput_axis.bar(positions, throughput, width, label=variant)
     ticks = [b_index + width * (len(variants) - 1) / 2 for b_index in range(len(batches))]
-    for axis, label in ((latency_axis, "latency ms (p50, whisker to p99)"),
-                        (throughput_axis, "throughput samples/s (at p50)")):
+    for axis, label in (
+        (latency_axis, "latency ms (p50, whisker to p99)"),
+        (throughput_axis, "throughput samples/s (at p50)"),
+    ):
         axis.set_xticks(ticks, [f"batch {b}" for b in batches])
         axis.set_ylabel(label)
         axis.grid(axis="y", alpha=0.3)
@@ -64,7 +66,7 @@ def op_counts_png(op_counts: dict[str, int], title: str, limit: int = 15) -> byt
     return buffer.getvalue()
 
 
-def roofline_figure(result: ProfileResult) -> "object":
+def roofline_figure(result: ProfileResult) -> object:
     """Every executed node a point (achieved GFLOP/s vs FLOP/byte), sized by its time; both roofs."""
     import matplotlib
 
@@ -74,52 +76,80 @@ def roofline_figure(result: ProfileResult) -> "object":
 
     peak = result.ceilings.gemm_gflops
     bandwidth = result.ceilings.memory_gbps
-    colors = {"compute": "#c44e52", "memory": "#4c72b0", "overhead": "#8c8c8c",
-              "transfer": "#dd8452", "sync": "#937860"}
+    colors = {
+        "compute": "#c44e52",
+        "memory": "#4c72b0",
+        "overhead": "#8c8c8c",
+        "transfer": "#dd8452",
+        "sync": "#937860",
+    }
     figure, axis = plt.subplots(figsize=(8, 5.5), dpi=100)
     points = [n for n in result.nodes if n.flops > 0 and n.bytes > 0]
     intensities = [n.flops / n.bytes for n in points] or [1.0]
     low = min(min(intensities) / 2, peak / bandwidth / 10)
     high = max(max(intensities) * 2, peak / bandwidth * 10)
     xs = np.logspace(np.log10(low), np.log10(high), 200)
-    axis.plot(xs, np.minimum(peak, bandwidth * xs), color="black", linewidth=1.5,
-              label=f"roof: {peak:.0f} GFLOP/s, {bandwidth:.1f} GB/s")
+    axis.plot(
+        xs,
+        np.minimum(peak, bandwidth * xs),
+        color="black",
+        linewidth=1.5,
+        label=f"roof: {peak:.0f} GFLOP/s, {bandwidth:.1f} GB/s",
+    )
     largest = max((n.time_ms for n in points), default=1.0)
     for bound, color in colors.items():
         members = [n for n in points if n.bound == bound]
         if not members:
             continue
-        axis.scatter([n.flops / n.bytes for n in members], [max(n.achieved_gflops, 1e-3) for n in members],
-                     s=[20 + 400 * n.time_ms / largest for n in members], color=color, alpha=0.6,
-                     edgecolors="black", linewidths=0.3, label=f"{bound}-bound")
+        axis.scatter(
+            [n.flops / n.bytes for n in members],
+            [max(n.achieved_gflops, 1e-3) for n in members],
+            s=[20 + 400 * n.time_ms / largest for n in members],
+            color=color,
+            alpha=0.6,
+            edgecolors="black",
+            linewidths=0.3,
+            label=f"{bound}-bound",
+        )
     labelled: set[str] = set()
     for node in sorted(points, key=lambda n: n.time_ms, reverse=True):
         if node.covered_ops in labelled or len(labelled) >= 5:
             continue
         labelled.add(node.covered_ops)
-        axis.annotate(node.covered_ops, (node.flops / node.bytes, max(node.achieved_gflops, 1e-3)),
-                      fontsize=7, xytext=(4, 4), textcoords="offset points")
+        axis.annotate(
+            node.covered_ops,
+            (node.flops / node.bytes, max(node.achieved_gflops, 1e-3)),
+            fontsize=7,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
     axis.set_xscale("log")
     axis.set_yscale("log")
     axis.set_xlabel("arithmetic intensity (FLOP / byte)")
     axis.set_ylabel("achieved GFLOP/s")
-    axis.set_title(f"roofline: {result.model}, batch {result.batch}, {result.threads} threads "
-                   "(point size = time)")
+    axis.set_title(
+        f"roofline: {result.model}, batch {result.batch}, {result.threads} threads (point size = time)"
+    )
     axis.grid(True, which="both", alpha=0.25)
     axis.legend(fontsize=8, loc="lower right")
     figure.tight_layout()
     return figure
 
 
-def breakdown_figure(result: ProfileResult, limit: int = 12) -> "object":
+def breakdown_figure(result: ProfileResult, limit: int = 12) -> object:
     """Horizontal bars: time by op type (as the user's nodes), coloured by bottleneck class."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"compute": "#c44e52", "memory": "#4c72b0", "overhead": "#8c8c8c",
-              "transfer": "#dd8452", "sync": "#937860"}
+    colors = {
+        "compute": "#c44e52",
+        "memory": "#4c72b0",
+        "overhead": "#8c8c8c",
+        "transfer": "#dd8452",
+        "sync": "#937860",
+    }
     rows = result.by_op_type[:limit][::-1]
     figure, axis = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.5), dpi=100)
     axis.barh([r.op_type for r in rows], [r.time_ms for r in rows], color=[colors[r.bound] for r in rows])
@@ -132,7 +162,7 @@ def breakdown_figure(result: ProfileResult, limit: int = 12) -> "object":
     return figure
 
 
-def figure_bytes(figure: "object", fmt: str = "png") -> bytes:
+def figure_bytes(figure: object, fmt: str = "png") -> bytes:
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()

@@ -71,8 +71,22 @@ def bench_table(result: BenchResult) -> Table:
         title=f"bench {result.model}: {result.provider}, {result.threads} threads "
         f"(median stable within ±{100 * result.rel_tol:.0f}% or {result.budget_s:g}s budget)"
     )
-    columns = ("variant", "batch", "p50 ms", "p90 ms", "p99 ms", "IQR ms", "samples/s", "speedup",
-               "RSS peak MB", "+MB", "runs", "stable", "round p50s ms", "speedup by round")
+    columns = (
+        "variant",
+        "batch",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "IQR ms",
+        "samples/s",
+        "speedup",
+        "RSS peak MB",
+        "+MB",
+        "runs",
+        "stable",
+        "round p50s ms",
+        "speedup by round",
+    )
     for column in columns:
         table.add_column(column, justify="left" if column == "variant" else "right")
     for c in result.configs:
@@ -93,11 +107,15 @@ def bench_table(result: BenchResult) -> Table:
             value_range(c.round_p50_ms, "{:.3f}"),
             value_range(c.speedup_per_round, "{:.2f}", "x"),
         )
-    baseline = result.baseline or next((c.baseline_variant for c in result.configs if c.baseline_variant), None)
+    baseline = result.baseline or next(
+        (c.baseline_variant for c in result.configs if c.baseline_variant), None
+    )
     caption = "RSS peak: the process's resident set at its peak; +MB: its growth during the configuration"
     if baseline:
-        caption = (f"speedup = p50 of {baseline} / p50, same batch, same {result.method} race "
-                   f"(by round: the same ratio per round, lowest-highest); " + caption)
+        caption = (
+            f"speedup = p50 of {baseline} / p50, same batch, same {result.method} race "
+            f"(by round: the same ratio per round, lowest-highest); " + caption
+        )
     table.caption = caption
     return table
 
@@ -113,10 +131,20 @@ def value_range(values: list[float], fmt: str, unit: str = "") -> str:
 
 
 def verify_table(result: VerifyResult) -> Table:
-    table = Table(title=f"verify {result.model} (batch {result.batch}, finite outputs: "
-                  f"{'yes' if result.finite else 'NO'})")
-    for column in ("reference", "candidate", "output", "max abs err", "max rel err", "cosine",
-                   "top-1 agree", "ok"):
+    table = Table(
+        title=f"verify {result.model} (batch {result.batch}, finite outputs: "
+        f"{'yes' if result.finite else 'NO'})"
+    )
+    for column in (
+        "reference",
+        "candidate",
+        "output",
+        "max abs err",
+        "max rel err",
+        "cosine",
+        "top-1 agree",
+        "ok",
+    ):
         table.add_column(column)
     for comparison in result.comparisons:
         for output in comparison.outputs:
@@ -148,8 +176,10 @@ def run_summary(report: RunReport) -> Table:
     for stage in report.stages:
         detail = stage.message
         if stage.name == "load" and report.info is not None:
-            detail = (f"{report.info.node_count} nodes, {report.info.parameter_count:,} parameters, "
-                      f"opset {report.info.opset_imports.get('', '?')}")
+            detail = (
+                f"{report.info.node_count} nodes, {report.info.parameter_count:,} parameters, "
+                f"opset {report.info.opset_imports.get('', '?')}"
+            )
         elif stage.name == "verify" and report.verify is not None:
             worst = max((c.max_abs_error for c in report.verify.comparisons), default=0.0)
             refs = ", ".join(f"{c.reference} vs {c.candidate}" for c in report.verify.comparisons)
@@ -157,8 +187,10 @@ def run_summary(report: RunReport) -> Table:
         elif stage.name == "profile" and report.profile is not None:
             result = report.profile
             top = result.by_op_type[0] if result.by_op_type else None
-            detail = (f"batch {result.batch}: {result.total_ms:.2f} ms/run, {result.total_macs / 1e9:.2f} GMACs, "
-                      f"{result.bound}-bound")
+            detail = (
+                f"batch {result.batch}: {result.total_ms:.2f} ms/run, {result.total_macs / 1e9:.2f} GMACs, "
+                f"{result.bound}-bound"
+            )
             if top is not None:
                 detail += f"; top {top.op_type} {100 * top.share:.0f}% ({top.bound})"
         elif stage.name == "optimize" and report.optimize is not None:
@@ -170,8 +202,10 @@ def run_summary(report: RunReport) -> Table:
         elif stage.name == "quantize" and report.quantize is not None:
             result = report.quantize
             if result.kept_quantized:
-                detail = (f"kept {result.format}: {accuracy_text(result.accuracy)}, {result.speedup or 0:.2f}x, "
-                          f"{human_bytes(result.size_bytes_before)} -> {human_bytes(result.size_bytes_after)}")
+                detail = (
+                    f"kept {result.format}: {accuracy_text(result.accuracy)}, {result.speedup or 0:.2f}x, "
+                    f"{human_bytes(result.size_bytes_before)} -> {human_bytes(result.size_bytes_after)}"
+                )
             else:
                 detail = "kept float: " + (result.notes[-1] if result.notes else "no candidate passed")
         elif stage.name == "bench" and report.bench is not None:
@@ -184,15 +218,19 @@ def run_summary(report: RunReport) -> Table:
             )
         elif stage.name == "ship-serve" and report.serve_repository is not None:
             repository = report.serve_repository
-            detail = (f"{repository.path} ({human_bytes(repository.size_bytes)}): {repository.model_name} v1 = "
-                      f"{repository.artifact}, max batch {repository.config['max_batch_size']}, queue delay "
-                      f"{repository.config['max_queue_delay_ms']:g} ms "
-                      + ("(measured by the serve stage)" if repository.measured else "(not measured)")
-                      + f"; hone serve {repository.path}")
+            detail = (
+                f"{repository.path} ({human_bytes(repository.size_bytes)}): {repository.model_name} v1 = "
+                f"{repository.artifact}, max batch {repository.config['max_batch_size']}, queue delay "
+                f"{repository.config['max_queue_delay_ms']:g} ms "
+                + ("(measured by the serve stage)" if repository.measured else "(not measured)")
+                + f"; hone serve {repository.path}"
+            )
         elif stage.name == "edge" and report.edge is not None:
             detail = edge_line(report.edge)
         style = {"ok": "green", "failed": "red"}.get(stage.status, "yellow")
-        table.add_row(stage.name, f"[{style}]{stage.status}[/{style}]", f"{stage.seconds:.1f}", escape(detail))
+        table.add_row(
+            stage.name, f"[{style}]{stage.status}[/{style}]", f"{stage.seconds:.1f}", escape(detail)
+        )
     if report.shipped is not None:
         table.caption = escape(f"shipped: {report.shipped.label} ({report.shipped.reason})")
     return table
@@ -210,7 +248,9 @@ def bench_line(report: RunReport) -> str:
     line = "fastest " + "; ".join(parts)
     if report.shipped is not None and report.shipped.speedups:
         line += f"; vs {bench.baseline}: " + ", ".join(
-            f"{label} {'/'.join(f'{s:.2f}x' for s in values)}" for label, values in report.shipped.speedups.items())
+            f"{label} {'/'.join(f'{s:.2f}x' for s in values)}"
+            for label, values in report.shipped.speedups.items()
+        )
     return line
 
 
@@ -242,7 +282,10 @@ def profile_tables(result: ProfileResult, top_nodes: int = 10) -> list[Table]:
     for row in result.by_op_type:
         seconds = row.time_ms / 1000 if row.time_ms else 0.0
         by_type.add_row(
-            escape(row.op_type), str(row.nodes), f"{row.time_ms:.3f}", f"{100 * row.share:.1f}%",
+            escape(row.op_type),
+            str(row.nodes),
+            f"{row.time_ms:.3f}",
+            f"{100 * row.share:.1f}%",
             f"{row.flops / seconds / 1e9:.1f}" if seconds and row.flops else "-",
             f"{row.bytes / seconds / 1e9:.1f}" if seconds and row.bytes else "-",
             row.bound,
@@ -252,9 +295,14 @@ def profile_tables(result: ProfileResult, top_nodes: int = 10) -> list[Table]:
         nodes.add_column(column, justify="left" if column in ("node", "executed as", "bound") else "right")
     for node in sorted(result.nodes, key=lambda n: n.time_ms, reverse=True)[:top_nodes]:
         nodes.add_row(
-            escape(node.name[-48:]), escape(f"{node.op_type} ({node.covered_ops})"), f"{node.time_ms:.3f}",
-            f"{100 * node.share:.1f}%", f"{node.achieved_gflops:.1f}", f"{node.achieved_gbps:.1f}",
-            f"{node.roof_pct:.0f}%", node.bound,
+            escape(node.name[-48:]),
+            escape(f"{node.op_type} ({node.covered_ops})"),
+            f"{node.time_ms:.3f}",
+            f"{100 * node.share:.1f}%",
+            f"{node.achieved_gflops:.1f}",
+            f"{node.achieved_gbps:.1f}",
+            f"{node.roof_pct:.0f}%",
+            node.bound,
         )
     advice = Table(title="recommendations", show_lines=False)
     advice.add_column("finding")
@@ -285,15 +333,21 @@ def optimize_table(result: OptimizeResult) -> Table:
         caption=escape("; ".join(result.notes)) or None,
     )
     for column in ("pass", "status", "nodes", "seconds", "max abs err", "matched", "missed / message"):
-        table.add_column(column, justify="right" if column in ("seconds", "max abs err", "matched") else "left")
+        table.add_column(
+            column, justify="right" if column in ("seconds", "max abs err", "matched") else "left"
+        )
     styles = {"applied": "green", "no_change": "dim", "rolled_back": "yellow", "failed": "red"}
     for p in result.passes:
         style = styles.get(p.status, "white")
         notes = "; ".join([*p.missed, p.message] if p.message else p.missed)
         table.add_row(
-            p.name, f"[{style}]{p.status}[/{style}]", f"{p.nodes_before} -> {p.nodes_after}", f"{p.seconds:.2f}",
+            p.name,
+            f"[{style}]{p.status}[/{style}]",
+            f"{p.nodes_before} -> {p.nodes_after}",
+            f"{p.seconds:.2f}",
             "-" if p.max_abs_error is None else f"{p.max_abs_error:.1e}",
-            "-" if p.matched is None else str(p.matched), escape(notes),
+            "-" if p.matched is None else str(p.matched),
+            escape(notes),
         )
     return table
 
@@ -326,8 +380,10 @@ def output_detail(judgement: OutputJudgement) -> str:
         parts.append(f"top-5 set {judgement.top5_agreement:.2%}")
     if judgement.worst_channel_error is not None:
         axis = "whole tensor" if judgement.channel_axis is None else f"axis {judgement.channel_axis}"
-        parts.append(f"worst channel {judgement.worst_channel} of {judgement.channels} ({axis}): "
-                     f"{judgement.worst_channel_error:.4f} of its scale")
+        parts.append(
+            f"worst channel {judgement.worst_channel} of {judgement.channels} ({axis}): "
+            f"{judgement.worst_channel_error:.4f} of its scale"
+        )
     if judgement.cosine_mean is not None:
         parts.append(f"cosine mean {judgement.cosine_mean:.4f}, min {judgement.cosine_min:.4f}")
     if judgement.exact_match is not None:
@@ -344,8 +400,14 @@ def outputs_table(result: QuantizeResult) -> Table | None:
         table.add_column(column)
     for judgement in result.outputs:
         gate = "[green]pass[/green]" if judgement.passed else "[red]miss[/red]"
-        table.add_row(escape(judgement.name), judgement.role, judgement.metric, f"{judgement.value:.4f}", gate,
-                      escape(output_detail(judgement)))
+        table.add_row(
+            escape(judgement.name),
+            judgement.role,
+            judgement.metric,
+            f"{judgement.value:.4f}",
+            gate,
+            escape(output_detail(judgement)),
+        )
     return table
 
 
@@ -357,8 +419,11 @@ def showcase_table(report: RunReport) -> Table | None:
     for column in ("photo", "float model", "shipped"):
         table.add_column(column)
     for row in report.showcase:
-        table.add_row(row.photo, ", ".join(f"{n} {p:.2f}" for n, p in row.float_top5),
-                      ", ".join(f"{n} {p:.2f}" for n, p in row.shipped_top5))
+        table.add_row(
+            row.photo,
+            ", ".join(f"{n} {p:.2f}" for n, p in row.float_top5),
+            ", ".join(f"{n} {p:.2f}" for n, p in row.shipped_top5),
+        )
     return table
 
 
@@ -373,13 +438,25 @@ def quantize_table(result: QuantizeResult) -> Table:
     for column in ("candidate", "kept float", "accuracy", "gate", "size", "p50 ms", "speedup"):
         table.add_column(column, justify="right" if column in ("size", "p50 ms", "speedup") else "left")
     if result.float_p50_ms is not None:
-        table.add_row("float", "-", "-", "-", human_bytes(result.size_bytes_before), f"{result.float_p50_ms:.2f}", "1.00x")
+        table.add_row(
+            "float",
+            "-",
+            "-",
+            "-",
+            human_bytes(result.size_bytes_before),
+            f"{result.float_p50_ms:.2f}",
+            "1.00x",
+        )
     for candidate in result.candidates:
         gate = "[green]pass[/green]" if candidate.accuracy.passed else "[red]miss[/red]"
         name = f"[bold]{candidate.name} (kept)[/bold]" if candidate.chosen else candidate.name
         table.add_row(
-            name, str(len(candidate.kept_float)), escape(accuracy_text(candidate.accuracy)), gate,
-            human_bytes(candidate.size_bytes), "-" if candidate.p50_ms is None else f"{candidate.p50_ms:.2f}",
+            name,
+            str(len(candidate.kept_float)),
+            escape(accuracy_text(candidate.accuracy)),
+            gate,
+            human_bytes(candidate.size_bytes),
+            "-" if candidate.p50_ms is None else f"{candidate.p50_ms:.2f}",
             "-" if candidate.speedup is None else f"{candidate.speedup:.2f}x",
         )
     return table
@@ -387,7 +464,9 @@ def quantize_table(result: QuantizeResult) -> Table:
 
 def prune_table(result: PruneResult, top_layers: int = 12) -> Table:
     """Per-layer sparsity (the largest layers first) and the gate's verdict in the title."""
-    verdict = {True: "[green]within budget[/green]", False: "[red]outside budget[/red]", None: "not judged"}[result.passed]
+    verdict = {True: "[green]within budget[/green]", False: "[red]outside budget[/red]", None: "not judged"}[
+        result.passed
+    ]
     speed = f"; {result.speedup:.2f}x" if result.speedup else ""
     table = Table(
         title=f"prune {result.model} ({result.pattern}): sparsity {result.achieved_sparsity:.1%}, "
@@ -399,8 +478,13 @@ def prune_table(result: PruneResult, top_layers: int = 12) -> Table:
         table.add_column(column, justify="right" if column in ("params", "sparsity") else "left")
     layers = sorted(result.layers, key=lambda layer: layer.params, reverse=True)
     for layer in layers[:top_layers]:
-        table.add_row(escape(layer.name), layer.op_type, "x".join(map(str, layer.shape)), f"{layer.params:,}",
-                      f"{layer.sparsity_after:.1%}")
+        table.add_row(
+            escape(layer.name),
+            layer.op_type,
+            "x".join(map(str, layer.shape)),
+            f"{layer.params:,}",
+            f"{layer.sparsity_after:.1%}",
+        )
     if len(layers) > top_layers:
         table.add_row(f"... {len(layers) - top_layers} more (see --json)", "", "", "", "")
     return table
@@ -409,29 +493,63 @@ def prune_table(result: PruneResult, top_layers: int = 12) -> Table:
 def edge_table(result: EdgeResult) -> Table:
     """fp32 vs the artifact: size, gzip size, latency, peak memory, session creation, accuracy."""
     manifest, profile = result.manifest, result.profile
-    table = Table(title=f"edge {result.model}: 1 thread, batch 1, ORT all optimizations, memory cap "
-                        f"+{profile.memory_cap_mb} MB over an idle process ({profile.idle_rss_mb:.0f} MB RSS)")
-    for column in ("model", "size", "gzip", "p50 ms", "p90 ms", "peak RSS MB (model)", "session ms", "accuracy"):
+    table = Table(
+        title=f"edge {result.model}: 1 thread, batch 1, ORT all optimizations, memory cap "
+        f"+{profile.memory_cap_mb} MB over an idle process ({profile.idle_rss_mb:.0f} MB RSS)"
+    )
+    for column in (
+        "model",
+        "size",
+        "gzip",
+        "p50 ms",
+        "p90 ms",
+        "peak RSS MB (model)",
+        "session ms",
+        "accuracy",
+    ):
         table.add_column(column, justify="left" if column in ("model", "accuracy") else "right")
     accuracy = manifest.accuracy
     rows = (
-        ("fp32", manifest.float_size_bytes, manifest.float_gzip_bytes, profile.float_model,
-         "reference" if accuracy is None or accuracy.metric != "top1" else f"top-1 {accuracy.float_value:.2f}%"),
-        (manifest.format if manifest.sparsity is None else f"{manifest.format}, {manifest.sparsity:.0%} sparse",
-         manifest.size_bytes, manifest.gzip_bytes, profile.artifact,
-         "the float model" if accuracy is None else _judged_text(accuracy)),
+        (
+            "fp32",
+            manifest.float_size_bytes,
+            manifest.float_gzip_bytes,
+            profile.float_model,
+            "reference"
+            if accuracy is None or accuracy.metric != "top1"
+            else f"top-1 {accuracy.float_value:.2f}%",
+        ),
+        (
+            manifest.format
+            if manifest.sparsity is None
+            else f"{manifest.format}, {manifest.sparsity:.0%} sparse",
+            manifest.size_bytes,
+            manifest.gzip_bytes,
+            profile.artifact,
+            "the float model" if accuracy is None else _judged_text(accuracy),
+        ),
     )
     for label, size, gzipped, run, judged in rows:
-        timing = ([f"{run.p50_ms:.3f}", f"{run.p90_ms:.3f}", f"{run.peak_rss_mb:.0f} (+{run.model_rss_mb:.0f})",
-                   f"{run.session_create_ms:.0f}"] if run.fits
-                  else ["over the cap", "-", "-", "-"])
+        timing = (
+            [
+                f"{run.p50_ms:.3f}",
+                f"{run.p90_ms:.3f}",
+                f"{run.peak_rss_mb:.0f} (+{run.model_rss_mb:.0f})",
+                f"{run.session_create_ms:.0f}",
+            ]
+            if run.fits
+            else ["over the cap", "-", "-", "-"]
+        )
         table.add_row(label, human_bytes(size), human_bytes(gzipped), *timing, judged)
     return table
 
 
 def _judged_text(accuracy: AccuracyReport) -> str:
-    value = (f"top-1 {accuracy.candidate_value:.2f}%" if accuracy.metric == "top1"
-             else f"{accuracy.metric} {accuracy.candidate_value:.4f}")
+    value = (
+        f"top-1 {accuracy.candidate_value:.2f}%"
+        if accuracy.metric == "top1"
+        else f"{accuracy.metric} {accuracy.candidate_value:.4f}"
+    )
     return f"{value} ({'within' if accuracy.passed else 'OUTSIDE'} {accuracy.budget})"
 
 
@@ -439,7 +557,9 @@ def web_table(result: WebResult) -> Table:
     """The web bundle: its files and sizes, and where each op will run on WebGPU."""
     manifest = result.manifest
     placement = manifest.placement
-    table = Table(title=f"web {result.model}: onnxruntime-web {manifest.ort_web_version}, WebGPU with WASM fallback")
+    table = Table(
+        title=f"web {result.model}: onnxruntime-web {manifest.ort_web_version}, WebGPU with WASM fallback"
+    )
     table.add_column("what")
     table.add_column("value")
     table.add_row("bundle", f"{human_bytes(manifest.size_bytes)} ({human_bytes(manifest.gzip_bytes)} gzip'd)")
@@ -457,18 +577,41 @@ def pipeline_table(result: PipelineResult) -> Table:
     """Per stage: blocks, predicted cost, measured busy / recv wait / idle, bubble, activations."""
     table = Table(
         title=f"pipeline {result.model}: {len(result.stages)} stages, {result.schedule}, {result.mode}, "
-              f"batch {result.batch} as {result.microbatches} x {result.microbatch_size}, "
-              f"{result.threads_per_stage} thread(s) per stage, {result.backend}"
+        f"batch {result.batch} as {result.microbatches} x {result.microbatch_size}, "
+        f"{result.threads_per_stage} thread(s) per stage, {result.backend}"
     )
-    for column in ("stage", "blocks", "params", "cost ms/mb", "busy ms", "recv wait ms", "idle ms", "bubble",
-                   "peak in flight", "peak activations", "sends"):
+    for column in (
+        "stage",
+        "blocks",
+        "params",
+        "cost ms/mb",
+        "busy ms",
+        "recv wait ms",
+        "idle ms",
+        "bubble",
+        "peak in flight",
+        "peak activations",
+        "sends",
+    ):
         table.add_column(column, justify="left" if column == "blocks" else "right")
     for stage in result.stages:
-        blocks = stage.blocks[0] if len(stage.blocks) == 1 else f"{stage.blocks[0]} .. {stage.blocks[-1]} ({len(stage.blocks)})"
+        blocks = (
+            stage.blocks[0]
+            if len(stage.blocks) == 1
+            else f"{stage.blocks[0]} .. {stage.blocks[-1]} ({len(stage.blocks)})"
+        )
         table.add_row(
-            str(stage.index), escape(blocks), f"{stage.params:,}", f"{stage.cost_ms:.1f}", f"{stage.busy_ms:.1f}",
-            f"{stage.recv_wait_ms:.1f}", f"{stage.idle_ms:.1f}", f"{stage.bubble:.1%}", str(stage.peak_in_flight),
-            human_bytes(stage.peak_activation_bytes), human_bytes(stage.activation_bytes) if stage.activation_bytes else "-",
+            str(stage.index),
+            escape(blocks),
+            f"{stage.params:,}",
+            f"{stage.cost_ms:.1f}",
+            f"{stage.busy_ms:.1f}",
+            f"{stage.recv_wait_ms:.1f}",
+            f"{stage.idle_ms:.1f}",
+            f"{stage.bubble:.1%}",
+            str(stage.peak_in_flight),
+            human_bytes(stage.peak_activation_bytes),
+            human_bytes(stage.activation_bytes) if stage.activation_bytes else "-",
         )
     return table
 
@@ -495,13 +638,20 @@ def simulation_table(result: SimulationResult) -> Table:
     cores = f", ranks sharing {result.cores} cores" if result.cores else ""
     table = Table(
         title=f"simulated {result.schedule} ({result.mode}): S={result.stages}, M={result.microbatches}"
-              + (f", V={result.chunks}" if result.chunks > 1 else "")
-              + f", link {result.link.bandwidth_gbps:g} GB/s + {result.link.latency_ms:g} ms{cores}"
+        + (f", V={result.chunks}" if result.chunks > 1 else "")
+        + f", link {result.link.bandwidth_gbps:g} GB/s + {result.link.latency_ms:g} ms{cores}"
     )
     for column in ("rank", "busy ms", "idle ms", "bubble", "peak in flight"):
         table.add_column(column, justify="right")
-    shown = result.per_stage if len(result.per_stage) <= 16 else [*result.per_stage[:8], *result.per_stage[-4:]]
+    shown = (
+        result.per_stage if len(result.per_stage) <= 16 else [*result.per_stage[:8], *result.per_stage[-4:]]
+    )
     for stage in shown:
-        table.add_row(str(stage.rank), f"{stage.busy_ms:.1f}", f"{stage.idle_ms:.1f}", f"{stage.bubble:.1%}",
-                      str(stage.peak_in_flight))
+        table.add_row(
+            str(stage.rank),
+            f"{stage.busy_ms:.1f}",
+            f"{stage.idle_ms:.1f}",
+            f"{stage.bubble:.1%}",
+            str(stage.peak_in_flight),
+        )
     return table

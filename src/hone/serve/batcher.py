@@ -255,9 +255,7 @@ class Batcher:
     ) -> _Request:
         name = self.runner.name
         if self._state == "created":
-            raise ModelNotReadyError(
-                f"model {name!r} is not ready: its batcher has not started", model=name
-            )
+            raise ModelNotReadyError(f"model {name!r} is not ready: its batcher has not started", model=name)
         if self._state != "running":
             raise ServerShuttingDownError(
                 f"model {name!r} is shutting down and takes no new requests; retry on another replica",
@@ -477,7 +475,7 @@ class Batcher:
                 await self._retry_alone(batch, exc)
         else:
             self._record_batch(sum(samples), queue_ns, timing, len(batch))
-            for request, result in zip(batch, outputs):
+            for request, result in zip(batch, outputs, strict=False):
                 self._finish(request, result=result)
         finally:
             self._in_flight -= len(batch)
@@ -487,8 +485,13 @@ class Batcher:
         """A batch of several failed: run each request by itself (in this batch's instance slot),
         so only the requests that fail alone fail, and the others get their answers."""
         if (held_back := self._client_warnings.due()) is not None:
-            logger.warning("%s: a batch of %d requests failed (%s); running each alone so only the guilty fail%s",
-                           self.runner.name, len(batch), _reason(exc), _held_back(held_back))
+            logger.warning(
+                "%s: a batch of %d requests failed (%s); running each alone so only the guilty fail%s",
+                self.runner.name,
+                len(batch),
+                _reason(exc),
+                _held_back(held_back),
+            )
         loop = asyncio.get_running_loop()
         for request in batch:
             if request.future.done():
@@ -512,8 +515,7 @@ class Batcher:
             feeds = feeds_list[0]
         else:
             feeds = {
-                name: np.concatenate([each[name] for each in feeds_list], axis=0)
-                for name in feeds_list[0]
+                name: np.concatenate([each[name] for each in feeds_list], axis=0) for name in feeds_list[0]
             }
         inputs_ns = time.perf_counter_ns()
         outputs = self.runner.run(feeds)
@@ -544,17 +546,25 @@ class Batcher:
         reason = _reason(exc)
         if len(batch) == 1 and _is_invalid_argument(exc):
             if (held_back := self._client_warnings.due()) is not None:
-                logger.warning("%s: a request's data does not fit the model: %r%s", self.runner.name, reason,
-                               _held_back(held_back))
+                logger.warning(
+                    "%s: a request's data does not fit the model: %r%s",
+                    self.runner.name,
+                    reason,
+                    _held_back(held_back),
+                )
             error: ServingError = InferenceInputError(
-                f"the request's data does not fit model {self.runner.name!r}: {reason}", model=self.runner.name
+                f"the request's data does not fit model {self.runner.name!r}: {reason}",
+                model=self.runner.name,
             )
             error.__cause__ = exc
             self._finish(batch[0], error=error)
             return
         logger.error(
             "%s: a batch of %d request(s), %d sample(s) failed: %s",
-            self.runner.name, len(batch), samples, reason,
+            self.runner.name,
+            len(batch),
+            samples,
+            reason,
             exc_info=None if isinstance(exc, HoneError) else exc,
         )
         message = (

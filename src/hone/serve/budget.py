@@ -57,7 +57,7 @@ class ByteBudget:
     def peak(self) -> int:
         return self._peak
 
-    def hold(self) -> "Reservation":
+    def hold(self) -> Reservation:
         """An empty reservation, released on exit from its ``with`` block."""
         return Reservation(self)
 
@@ -101,9 +101,10 @@ class Reservation:
     def release(self) -> None:
         self.shrink(self.nbytes)
 
-    def __enter__(self) -> "Reservation":
+    def __enter__(self) -> Reservation:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
         self.release()

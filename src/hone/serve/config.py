@@ -96,9 +96,7 @@ class BatchConfig:
     def _checked_preferred_sizes(self) -> tuple[int, ...]:
         sizes = self.preferred_batch_sizes
         if isinstance(sizes, (str, bytes)) or not isinstance(sizes, (tuple, list)):
-            raise OptionError(
-                f"preferred_batch_sizes must be a list of batch sizes, got {sizes!r}"
-            )
+            raise OptionError(f"preferred_batch_sizes must be a list of batch sizes, got {sizes!r}")
         if sizes and not self.batching:
             raise OptionError(
                 f"preferred_batch_sizes {list(sizes)} need batching on; set max_batch_size above 1 "
@@ -160,8 +158,10 @@ def resolve_models(
                 "named by their subfolders; drop --name or give one .onnx file"
             )
         if data is not None or dims:
-            raise OptionError(f"--data and --dim apply to a single model; {text} is a repository folder: serve "
-                              "one model of it, or let each warm up on inputs invented from its graph")
+            raise OptionError(
+                f"--data and --dim apply to a single model; {text} is a repository folder: serve "
+                "one model of it, or let each warm up on inputs invented from its graph"
+            )
         return load_repository(path, batch=defaults, instances=instances)
     if path.is_file():
         source, served_name = str(path), name or path.stem
@@ -177,7 +177,11 @@ def resolve_models(
         )
     origin = "--name" if name else text
     _check_model_name(served_name, origin=origin, fix="give --name NAME", error=OptionError)
-    return [RepositoryEntry(served_name, "1", source, defaults, instances, data, tuple(sorted((dims or {}).items())))]
+    return [
+        RepositoryEntry(
+            served_name, "1", source, defaults, instances, data, tuple(sorted((dims or {}).items()))
+        )
+    ]
 
 
 def load_repository(
@@ -212,8 +216,9 @@ def load_repository(
             logger.warning("skipping model folder %r: %s", folder.name, exc)
             skipped.append(f"{folder.name} ({exc})")
     if not entries:
-        raise RepositoryError(f"model repository {root} holds no servable model: {'; '.join(skipped)}",
-                              path=str(root))
+        raise RepositoryError(
+            f"model repository {root} holds no servable model: {'; '.join(skipped)}", path=str(root)
+        )
     logger.info("repository %s: %d model(s), %d version(s)", root, len(model_folders), len(entries))
     return entries
 
@@ -255,9 +260,7 @@ def _read_config(path: Path, defaults: BatchConfig, instances: int) -> tuple[Bat
     try:
         raw: Any = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RepositoryError(
-            f"{path} is not readable JSON ({exc}); fix the file", path=str(path)
-        ) from exc
+        raise RepositoryError(f"{path} is not readable JSON ({exc}); fix the file", path=str(path)) from exc
     if not isinstance(raw, dict):
         raise RepositoryError(
             f"{path} must hold a JSON object with keys from: {', '.join(CONFIG_KEYS)}", path=str(path)
@@ -265,8 +268,7 @@ def _read_config(path: Path, defaults: BatchConfig, instances: int) -> tuple[Bat
     unknown = sorted(set(raw) - set(CONFIG_KEYS))
     if unknown:
         raise RepositoryError(
-            f"{path}: unknown key(s) {', '.join(map(repr, unknown))}; allowed keys: "
-            f"{', '.join(CONFIG_KEYS)}",
+            f"{path}: unknown key(s) {', '.join(map(repr, unknown))}; allowed keys: {', '.join(CONFIG_KEYS)}",
             path=str(path),
             keys=unknown,
         )

@@ -138,9 +138,7 @@ def statistics_document(served_models: Sequence[ServedModel]) -> dict[str, Any]:
     """``{"model_stats": [...]}`` for the given model versions (GET .../stats, gRPC ModelStatistics)."""
     return {
         "model_stats": [
-            model_statistics(
-                served.name, served.version, served.batcher.stats, served.observer.batch_timings
-            )
+            model_statistics(served.name, served.version, served.batcher.stats, served.observer.batch_timings)
             for served in served_models
         ]
     }

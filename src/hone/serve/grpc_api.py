@@ -105,8 +105,12 @@ def create_server(
 class InferenceService:
     """The RPCs, each a coroutine from a request message to a response message."""
 
-    def __init__(self, models: ModelRegistry, budget: ByteBudget | None = None,
-                 max_message_bytes: int = protocol.DEFAULT_MAX_BODY_BYTES) -> None:
+    def __init__(
+        self,
+        models: ModelRegistry,
+        budget: ByteBudget | None = None,
+        max_message_bytes: int = protocol.DEFAULT_MAX_BODY_BYTES,
+    ) -> None:
         self.models = models
         self.messages = triton_proto.load()
         self.budget = budget or ByteBudget()
@@ -186,8 +190,14 @@ class InferenceService:
                 timeout_ms=decoded.timeout_ms,
             )
             held.grow(sum(array.nbytes for array in outputs.values()), "its answer")
-            encode = functools.partial(encode_infer_response, self.messages["ModelInferResponse"], served.name,
-                                       served.version, outputs, decoded)
+            encode = functools.partial(
+                encode_infer_response,
+                self.messages["ModelInferResponse"],
+                served.name,
+                served.version,
+                outputs,
+                decoded,
+            )
             if sum(array.nbytes for array in outputs.values()) <= DECODE_ON_LOOP_BYTES:
                 return encode()
             async with self._decoders:  # a large answer is built off the loop too
@@ -200,7 +210,9 @@ class InferenceService:
 # -- tensors ---------------------------------------------------------------------------------------
 
 
-def decode_infer_request(request: Any, max_elements: int = protocol.DEFAULT_MAX_BODY_BYTES) -> protocol.InferRequest:
+def decode_infer_request(
+    request: Any, max_elements: int = protocol.DEFAULT_MAX_BODY_BYTES
+) -> protocol.InferRequest:
     """The inputs and options of a ModelInferRequest; every malformed field is INVALID_ARGUMENT.
 
     ``max_elements`` bounds each input's element count: the server's message limit."""
@@ -273,8 +285,13 @@ def _input_array(tensor: Any, raw: bytes | None, max_elements: int) -> np.ndarra
 
 # The numpy type of each typed-contents field of the protocol.
 _FIELD_DTYPES = {
-    "bool_contents": np.bool_, "int_contents": np.int32, "int64_contents": np.int64, "uint_contents": np.uint32,
-    "uint64_contents": np.uint64, "fp32_contents": np.float32, "fp64_contents": np.float64,
+    "bool_contents": np.bool_,
+    "int_contents": np.int32,
+    "int64_contents": np.int64,
+    "uint_contents": np.uint32,
+    "uint64_contents": np.uint64,
+    "fp32_contents": np.float32,
+    "fp64_contents": np.float64,
 }
 
 

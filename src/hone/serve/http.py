@@ -50,7 +50,14 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import hone
-from hone.errors import BodyTimeoutError, HoneError, InferenceInputError, InputError, RequestTooLargeError, ServingError
+from hone.errors import (
+    BodyTimeoutError,
+    HoneError,
+    InferenceInputError,
+    InputError,
+    RequestTooLargeError,
+    ServingError,
+)
 from hone.serve import extensions, protocol
 from hone.serve.budget import DECODE_ON_LOOP_BYTES, DECODE_THREADS, JSON_PARSE_FACTOR, ByteBudget, Reservation
 from hone.serve.registry import ModelRegistry
@@ -75,8 +82,11 @@ _TENSOR_SCHEMA: dict[str, Any] = {
     "properties": {
         "name": {"type": "string"},
         # at most 64 dims, each within int64 (protocol.element_count; beyond: 400)
-        "shape": {"type": "array", "maxItems": protocol.MAX_RANK,
-                  "items": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}},
+        "shape": {
+            "type": "array",
+            "maxItems": protocol.MAX_RANK,
+            "items": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+        },
         "datatype": {
             "type": "string",
             "enum": list(KSERVE_DATATYPES),
@@ -212,8 +222,14 @@ def create_app(
         await models.unload(name)
         return Response(status_code=200)
 
-    app.add_middleware(InferRoute, models=models, max_body_bytes=max_body_bytes, budget=budget or ByteBudget(),
-                       body_timeout_s=body_timeout_s, max_json_bytes=max_json_bytes)
+    app.add_middleware(
+        InferRoute,
+        models=models,
+        max_body_bytes=max_body_bytes,
+        budget=budget or ByteBudget(),
+        body_timeout_s=body_timeout_s,
+        max_json_bytes=max_json_bytes,
+    )
     if token:
         app.add_middleware(BearerTokenMiddleware, token=token)  # added last: it runs first
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
@@ -223,8 +239,15 @@ def create_app(
 class InferRoute:
     """``POST /v2/models/{m}[/versions/{v}]/infer`` answered here; every other request goes on to ``app``."""
 
-    def __init__(self, app: ASGIApp, models: ModelRegistry, max_body_bytes: int, budget: ByteBudget,
-                 body_timeout_s: float, max_json_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        models: ModelRegistry,
+        max_body_bytes: int,
+        budget: ByteBudget,
+        body_timeout_s: float,
+        max_json_bytes: int,
+    ) -> None:
         self.app = app
         self.models = models
         self.max_body_bytes = max_body_bytes
@@ -256,8 +279,9 @@ class InferRoute:
             decoded = _decode(body, encoding, header, self.max_body_bytes, held, self.max_json_bytes)
         else:  # large or compressed: off the event loop, a bounded number at a time
             async with self._decoders:
-                decoded = await asyncio.to_thread(_decode, body, encoding, header, self.max_body_bytes, held,
-                                                  self.max_json_bytes)
+                decoded = await asyncio.to_thread(
+                    _decode, body, encoding, header, self.max_body_bytes, held, self.max_json_bytes
+                )
         held.grow(sum(array.nbytes for array in decoded.inputs.values()), "its input tensors")
         protocol.check_requested_outputs(decoded, served.output_names, served.name)
         submission = served.batcher.submit(
@@ -270,8 +294,13 @@ class InferRoute:
             logger.debug("%s: client went away; its request was withdrawn", served.name)
             return Response(status_code=CLIENT_CLOSED_REQUEST)
         held.grow(sum(array.nbytes for array in outputs.values()), "its answer")
-        encode = functools.partial(protocol.encode_infer_response, model_name=served.name,
-                                   model_version=served.version, outputs=outputs, request=decoded)
+        encode = functools.partial(
+            protocol.encode_infer_response,
+            model_name=served.name,
+            model_version=served.version,
+            outputs=outputs,
+            request=decoded,
+        )
         if sum(array.nbytes for array in outputs.values()) <= DECODE_ON_LOOP_BYTES:
             encoded = encode()
         else:  # a large answer (JSON of millions of floats takes seconds) is encoded off the loop too
@@ -325,8 +354,14 @@ _INFER_ERRORS = {
 }
 
 
-def _decode(body: bytes, encoding: str | None, header: str | None, max_body_bytes: int,
-            held: Reservation, max_json_bytes: int = DEFAULT_MAX_JSON_BYTES) -> protocol.InferRequest:
+def _decode(
+    body: bytes,
+    encoding: str | None,
+    header: str | None,
+    max_body_bytes: int,
+    held: Reservation,
+    max_json_bytes: int = DEFAULT_MAX_JSON_BYTES,
+) -> protocol.InferRequest:
     """Inflate and decode; the inflated body and the JSON parser's working memory are held on the
     budget (the parser's only while it runs)."""
     if encoding is not None:
@@ -373,8 +408,9 @@ class BearerTokenMiddleware:
 # -- helpers ---------------------------------------------------------------------------------------
 
 
-async def _read_body(request: Request, max_bytes: int, held: Reservation | None = None,
-                     timeout_s: float | None = None) -> bytes:
+async def _read_body(
+    request: Request, max_bytes: int, held: Reservation | None = None, timeout_s: float | None = None
+) -> bytes:
     """The body, refused with 413 from Content-Length before reading, or as soon as it passes the
     limit; each chunk is held on the budget as it arrives (503 beyond it), and the whole body must
     arrive within ``timeout_s`` (408 otherwise, and the connection is closed)."""

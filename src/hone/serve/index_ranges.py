@@ -38,7 +38,12 @@ def enforced_index_ranges(model: ir.Model) -> dict[str, IndexRange]:
         if node.op_type != "Gather" or node.domain not in ("", "ai.onnx") or len(node.inputs) < 2:
             continue
         data, indices = node.inputs[0], node.inputs[1]
-        if indices is None or indices.name not in inputs or inputs[indices.name] is not indices or node not in live:
+        if (
+            indices is None
+            or indices.name not in inputs
+            or inputs[indices.name] is not indices
+            or node not in live
+        ):
             continue
         size = _axis_size(data, node)
         if size is None:
@@ -46,8 +51,9 @@ def enforced_index_ranges(model: ir.Model) -> dict[str, IndexRange]:
         found = IndexRange(-size, size - 1, node.name or "(unnamed)")
         known = ranges.get(indices.name)
         if known is None or found.high < known.high:
-            ranges[indices.name] = found if known is None else IndexRange(max(known.low, found.low), found.high,
-                                                                          found.node)
+            ranges[indices.name] = (
+                found if known is None else IndexRange(max(known.low, found.low), found.high, found.node)
+            )
     return ranges
 
 

@@ -60,9 +60,11 @@ def bounded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
             position = 0
             while position < len(data) and self._in_head:
                 if self._head_bytes >= limits.max_header_bytes:
-                    self._refuse(431, f"request head over {limits.max_header_bytes} bytes; send smaller headers")
+                    self._refuse(
+                        431, f"request head over {limits.max_header_bytes} bytes; send smaller headers"
+                    )
                     return
-                piece = data[position:position + _SLICE]
+                piece = data[position : position + _SLICE]
                 position += len(piece)
                 self._head_bytes += len(piece)
                 if not self._feed(piece):
@@ -131,9 +133,12 @@ def bounded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
             if self.transport.is_closing():
                 return
             body = (message + "\n").encode("ascii", "replace")
-            head = (f"HTTP/1.1 {status} ".encode() + _REASONS.get(status, b"Refused") + b"\r\n"
-                    b"content-type: text/plain; charset=utf-8\r\n"
-                    + f"content-length: {len(body)}\r\n".encode() + b"connection: close\r\n\r\n")
+            head = (
+                f"HTTP/1.1 {status} ".encode() + _REASONS.get(status, b"Refused") + b"\r\n"
+                b"content-type: text/plain; charset=utf-8\r\n"
+                + f"content-length: {len(body)}\r\n".encode()
+                + b"connection: close\r\n\r\n"
+            )
             self.transport.write(head + body)
             self.transport.close()
 

@@ -65,7 +65,9 @@ def load_test(
     if not concurrencies or any(c < 1 for c in concurrencies):
         raise ValueError(f"concurrencies must be at least 1 each, got {list(concurrencies)}")
     config = config or BatchConfig()
-    runner = ModelRunner(model, artifact, max_batch_size=config.max_batch_size, threads=threads, provider=provider)
+    runner = ModelRunner(
+        model, artifact, max_batch_size=config.max_batch_size, threads=threads, provider=provider
+    )
     runner.warm_up()
     feeds = sample_feeds(model, batch=1)
     result = LoadTestResult(artifact, config.max_batch_size, config.max_queue_delay_ms)

@@ -52,24 +52,51 @@ StatsSource = Callable[[], BatcherStats]
 
 # Triton's counter name, its help, and how to read it from BatcherStats.
 _TRITON_COUNTERS: tuple[tuple[str, str, Callable[[BatcherStats], int]], ...] = (
-    ("nv_inference_request_success", "Number of successful inference requests, all batch sizes",
-     lambda s: s.request_success),
-    ("nv_inference_request_failure", "Number of failed inference requests, all batch sizes",
-     lambda s: s.request_failure),
-    ("nv_inference_count", "Number of inferences performed (samples; a batch of 8 counts 8)",
-     lambda s: s.inference_count),
-    ("nv_inference_exec_count", "Number of model executions performed (batches)",
-     lambda s: s.execution_count),
-    ("nv_inference_request_duration_us", "Cumulative inference request duration in microseconds",
-     lambda s: (s.success_ns + s.failure_ns) // 1000),
-    ("nv_inference_queue_duration_us", "Cumulative inference queuing duration in microseconds",
-     lambda s: s.queue_ns // 1000),
-    ("nv_inference_compute_input_duration_us", "Cumulative compute input duration in microseconds",
-     lambda s: s.compute_input_ns // 1000),
-    ("nv_inference_compute_infer_duration_us", "Cumulative compute inference duration in microseconds",
-     lambda s: s.compute_infer_ns // 1000),
-    ("nv_inference_compute_output_duration_us", "Cumulative compute output duration in microseconds",
-     lambda s: s.compute_output_ns // 1000),
+    (
+        "nv_inference_request_success",
+        "Number of successful inference requests, all batch sizes",
+        lambda s: s.request_success,
+    ),
+    (
+        "nv_inference_request_failure",
+        "Number of failed inference requests, all batch sizes",
+        lambda s: s.request_failure,
+    ),
+    (
+        "nv_inference_count",
+        "Number of inferences performed (samples; a batch of 8 counts 8)",
+        lambda s: s.inference_count,
+    ),
+    (
+        "nv_inference_exec_count",
+        "Number of model executions performed (batches)",
+        lambda s: s.execution_count,
+    ),
+    (
+        "nv_inference_request_duration_us",
+        "Cumulative inference request duration in microseconds",
+        lambda s: (s.success_ns + s.failure_ns) // 1000,
+    ),
+    (
+        "nv_inference_queue_duration_us",
+        "Cumulative inference queuing duration in microseconds",
+        lambda s: s.queue_ns // 1000,
+    ),
+    (
+        "nv_inference_compute_input_duration_us",
+        "Cumulative compute input duration in microseconds",
+        lambda s: s.compute_input_ns // 1000,
+    ),
+    (
+        "nv_inference_compute_infer_duration_us",
+        "Cumulative compute inference duration in microseconds",
+        lambda s: s.compute_infer_ns // 1000,
+    ),
+    (
+        "nv_inference_compute_output_duration_us",
+        "Cumulative compute output duration in microseconds",
+        lambda s: s.compute_output_ns // 1000,
+    ),
 )
 
 
@@ -109,12 +136,18 @@ class ServeMetrics:
         self.registry = CollectorRegistry()
         self._sources: dict[tuple[str, str], StatsSource] = {}
         self._batch_size = Histogram(
-            "hone_batch_size", "Samples per batch run", LABELS,
-            buckets=BATCH_SIZE_BUCKETS, registry=self.registry,
+            "hone_batch_size",
+            "Samples per batch run",
+            LABELS,
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=self.registry,
         )
         self._latency = Histogram(
-            "hone_request_latency_seconds", "Submit-to-answer time per request, in seconds", LABELS,
-            buckets=LATENCY_BUCKETS_S, registry=self.registry,
+            "hone_request_latency_seconds",
+            "Submit-to-answer time per request, in seconds",
+            LABELS,
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
         )
         self.registry.register(_BatcherCollector(self._sources))
 
@@ -163,7 +196,8 @@ class _BatcherCollector(Collector):
                 metric.add_sample(name, {"model": model, "version": version}, float(read(snapshot)))
             yield metric
         inflight = GaugeMetricFamily(
-            "hone_inflight_requests", "Requests accepted and not yet answered (queued or running)",
+            "hone_inflight_requests",
+            "Requests accepted and not yet answered (queued or running)",
             labels=LABELS,
         )
         depth = GaugeMetricFamily("hone_queue_depth", "Requests waiting in the queue", labels=LABELS)

@@ -163,7 +163,9 @@ def element_count(shape: Sequence[int], name: str, max_elements: int) -> int:
     if len(shape) > MAX_RANK:
         raise InferenceInputError(f"input {name!r} has {len(shape)} dims; at most {MAX_RANK} are allowed")
     if any(dim > _INT64_MAX for dim in shape):
-        raise InferenceInputError(f"input {name!r} has a dim above 2**63 - 1 in its shape; dims must fit int64")
+        raise InferenceInputError(
+            f"input {name!r} has a dim above 2**63 - 1 in its shape; dims must fit int64"
+        )
     spanned = math.prod(dim for dim in shape if dim)
     if spanned > max_elements:
         raise InferenceInputError(
@@ -181,11 +183,16 @@ def _clipped(value: object, limit: int = 120) -> str:
 
 def _short(shape: Sequence[int]) -> str:
     """A shape for a message: the whole list, or its first dims and how many more."""
-    return str(list(shape)) if len(shape) <= 8 else f"[{', '.join(map(str, shape[:8]))}, ... ({len(shape)} dims)]"
+    return (
+        str(list(shape))
+        if len(shape) <= 8
+        else f"[{', '.join(map(str, shape[:8]))}, ... ({len(shape)} dims)]"
+    )
 
 
-def decode_infer_request(body: bytes, header_length: int | None = None,
-                         max_elements: int = DEFAULT_MAX_BODY_BYTES) -> InferRequest:
+def decode_infer_request(
+    body: bytes, header_length: int | None = None, max_elements: int = DEFAULT_MAX_BODY_BYTES
+) -> InferRequest:
     """Inputs and options of a v2 inference request; every malformed field is a 400.
 
     ``max_elements`` bounds each input's element count (``element_count``): the server's body limit."""
@@ -563,8 +570,12 @@ def _json_values_text(array: np.ndarray, name: str) -> str:
     flat = array.reshape(-1)
     if flat.size <= _JSON_SLICE:
         return json.dumps(_json_values(flat, name), separators=(",", ":"), allow_nan=False)
-    parts = [json.dumps(_json_values(flat[i:i + _JSON_SLICE], name), separators=(",", ":"), allow_nan=False)[1:-1]
-             for i in range(0, flat.size, _JSON_SLICE)]
+    parts = [
+        json.dumps(_json_values(flat[i : i + _JSON_SLICE], name), separators=(",", ":"), allow_nan=False)[
+            1:-1
+        ]
+        for i in range(0, flat.size, _JSON_SLICE)
+    ]
     return "[" + ",".join(parts) + "]"
 
 

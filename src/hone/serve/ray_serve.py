@@ -150,8 +150,11 @@ def refuse_unsupported(
         return
     unsupported = [
         flag
-        for flag, given in (("--instances", instances != 1), ("--slo-p99-ms", slo_p99_ms is not None),
-                            ("--token", token is not None))
+        for flag, given in (
+            ("--instances", instances != 1),
+            ("--slo-p99-ms", slo_p99_ms is not None),
+            ("--token", token is not None),
+        )
         if given
     ]
     if unsupported:
@@ -264,7 +267,7 @@ def _run_chunks(runner: ModelRunner, pending: Sequence[_Pending]) -> list[tuple[
                 f"the batch of {len(indices)} request(s) this request ran in failed: {exc}",
                 model=runner.name,
             ) from exc
-        for index, part in zip(indices, _split(outputs, samples, runner.name)):
+        for index, part in zip(indices, _split(outputs, samples, runner.name), strict=False):
             results[index] = (part, sum(samples))
     assert all(result is not None for result in results), "every request belongs to one chunk"
     return results  # type: ignore[return-value]
@@ -475,9 +478,7 @@ def serve_on_ray(
 
     ``on_ready(url)`` is called once every replica is up and /v2/health/ready answers 200.
     """
-    options = RayServeOptions(
-        model, name, replicas, host, http_port, max_batch_size, max_queue_delay_ms
-    )
+    options = RayServeOptions(model, name, replicas, host, http_port, max_batch_size, max_queue_delay_ms)
     entry = options.entry()  # a bad path or knob fails before Ray starts,
     entry.load()  # and so does a file onnxruntime's loader refuses (InvalidModelError)
     ray, serve = import_ray_serve()

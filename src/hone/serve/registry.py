@@ -107,11 +107,14 @@ class IndexEntry:
 class ModelRegistry:
     """Every model version of one server; methods run on the server's event loop."""
 
-    def __init__(self, resolve: Resolver, *, metrics: ServeMetrics | None = None,
-                 model_control: str = "none") -> None:
+    def __init__(
+        self, resolve: Resolver, *, metrics: ServeMetrics | None = None, model_control: str = "none"
+    ) -> None:
         if model_control not in MODEL_CONTROL_MODES:
-            raise OptionError(f"model control mode {model_control!r} is unknown; choose one of: "
-                              f"{', '.join(MODEL_CONTROL_MODES)}")
+            raise OptionError(
+                f"model control mode {model_control!r} is unknown; choose one of: "
+                f"{', '.join(MODEL_CONTROL_MODES)}"
+            )
         self.model_control = model_control
         self._resolve = resolve
         self.metrics = metrics or ServeMetrics()
@@ -225,7 +228,8 @@ class ModelRegistry:
         if self.model_control != "explicit":
             raise ModelControlError(
                 f"repository {action} is off on this server: start hone serve with --model-control-mode "
-                "explicit to allow it (and --token to require a token for it)", action=action,
+                "explicit to allow it (and --token to require a token for it)",
+                action=action,
             )
 
     async def load(self, name: str) -> None:
@@ -240,7 +244,9 @@ class ModelRegistry:
                     f"{', '.join(sorted({e.name for e in self._resolve()})) or 'nothing'}",
                     model=name,
                 )
-            served_before = any(model == name and slot.served is not None for (model, _), slot in self._slots.items())
+            served_before = any(
+                model == name and slot.served is not None for (model, _), slot in self._slots.items()
+            )
             if not served_before:
                 await self._unload_name(name)
                 for entry in entries:
@@ -256,13 +262,18 @@ class ModelRegistry:
                 await asyncio.gather(*(model.batcher.stop() for model in staged))
                 for (model_name, version), slot in self._slots.items():  # the metrics follow the old again
                     if model_name == name and slot.served is not None:
-                        self.metrics.observe(model_name, version, lambda served=slot.served: served.batcher.stats)
-                logger.warning("%r: the reload failed, the versions loaded before keep serving: %s", name, exc)
+                        self.metrics.observe(
+                            model_name, version, lambda served=slot.served: served.batcher.stats
+                        )
+                logger.warning(
+                    "%r: the reload failed, the versions loaded before keep serving: %s", name, exc
+                )
                 raise
             old = [(key, slot) for key, slot in self._slots.items() if key[0] == name]
             for model in staged:
-                self._slots[(model.entry.name, model.entry.version)] = _Slot(model.entry, ModelState.READY, "",
-                                                                            model)
+                self._slots[(model.entry.name, model.entry.version)] = _Slot(
+                    model.entry, ModelState.READY, "", model
+                )
             kept = {(model.entry.name, model.entry.version) for model in staged}
             draining = [slot.served for _, slot in old if slot.served is not None]
             for key, slot in old:

@@ -161,7 +161,11 @@ class ModelRunner:
             self._pool.put(session)
         logger.info(
             "%s v%s: %d instance(s) x %d thread(s), max_batch_size %d",
-            name, version, instances, self.threads, max_batch_size,
+            name,
+            version,
+            instances,
+            self.threads,
+            max_batch_size,
         )
 
     @property
@@ -198,7 +202,7 @@ class ModelRunner:
         """Run ``feeds`` (already validated) on a free instance; blocks while all are busy."""
         with self._session() as session:
             outputs = session.run(feeds)
-        return dict(zip(session.output_names, outputs))
+        return dict(zip(session.output_names, outputs, strict=False))
 
     def warm_up(self, batch_sizes: Sequence[int] | None = None) -> WarmUpResult:
         """Run each batch size once on every instance (in parallel) on synthesized inputs."""
@@ -211,10 +215,7 @@ class ModelRunner:
                 f"warm-up batch sizes must be from 1 to {largest} (max_batch_size "
                 f"{self.max_batch_size}), got {list(sizes)}"
             )
-        feeds_by_size = {
-            size: sample_feeds(self.model, batch=size)
-            for size in sizes
-        }
+        feeds_by_size = {size: sample_feeds(self.model, batch=size) for size in sizes}
         start = time.perf_counter()
         feeds_list = [feeds_by_size[size] for size in sizes]
         with ThreadPoolExecutor(self.instances, thread_name_prefix=f"hone-warm-{self.name}") as pool:
@@ -224,7 +225,13 @@ class ModelRunner:
         seconds = time.perf_counter() - start
         logger.info(
             "%s v%s warmed up: %d batch size(s) from %d to %d on %d instance(s) in %.2f s",
-            self.name, self.version, len(sizes), min(sizes), max(sizes), self.instances, seconds,
+            self.name,
+            self.version,
+            len(sizes),
+            min(sizes),
+            max(sizes),
+            self.instances,
+            seconds,
         )
         return WarmUpResult(sizes, self.instances, seconds)
 
@@ -293,7 +300,7 @@ def _check_tensor(tensor: TensorMetadata, array: object, *, model: str) -> None:
             input=tensor.name,
         )
     if array.ndim != len(tensor.shape) or any(
-        want not in (-1, got) for want, got in zip(tensor.shape, array.shape)
+        want not in (-1, got) for want, got in zip(tensor.shape, array.shape, strict=False)
     ):
         raise InferenceInputError(
             f"input {tensor.name!r} of model {model!r} must have shape {tensor.shape_text()} "

@@ -33,8 +33,8 @@ import uvloop
 
 from hone.errors import OptionError
 from hone.serve import grpc_api, slo
-from hone.serve.config import BatchConfig, RepositoryEntry, resolve_models
 from hone.serve.budget import DEFAULT_MAX_INFLIGHT_BYTES, ByteBudget
+from hone.serve.config import BatchConfig, RepositoryEntry, resolve_models
 from hone.serve.http import (
     DEFAULT_BODY_TIMEOUT_S,
     DEFAULT_MAX_BODY_BYTES,
@@ -42,8 +42,8 @@ from hone.serve.http import (
     BearerTokenMiddleware,
     create_app,
 )
-from hone.serve.metrics import ServeMetrics
 from hone.serve.limits import ConnectionLimits, bounded_protocol
+from hone.serve.metrics import ServeMetrics
 from hone.serve.registry import MODEL_CONTROL_MODES, ModelRegistry
 from hone.serve.slo import SloPlan
 
@@ -74,7 +74,9 @@ class ServeOptions:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES  # bytes of all requests held at once; 503 beyond
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S  # an infer body must arrive within this; 408 otherwise
-    max_json_bytes: int = DEFAULT_MAX_JSON_BYTES  # an infer request's JSON part; 413 beyond (use binary tensors)
+    max_json_bytes: int = (
+        DEFAULT_MAX_JSON_BYTES  # an infer request's JSON part; 413 beyond (use binary tensors)
+    )
     max_header_bytes: int = ConnectionLimits.max_header_bytes
     max_url_bytes: int = ConnectionLimits.max_url_bytes
     header_timeout_s: float = ConnectionLimits.header_timeout_s
@@ -86,13 +88,21 @@ class ServeOptions:
 
     def __post_init__(self) -> None:
         if self.model_control not in MODEL_CONTROL_MODES:
-            raise OptionError(f"--model-control-mode {self.model_control!r} is unknown; choose one of: "
-                              f"{', '.join(MODEL_CONTROL_MODES)}")
-        positive = {"--max-header-bytes": self.max_header_bytes, "--max-url-bytes": self.max_url_bytes,
-                    "--header-timeout-s": self.header_timeout_s, "--max-connections": self.max_connections,
-                    "--keep-alive-s": self.keep_alive_s, "--max-body-bytes": self.max_body_bytes,
-                    "--max-inflight-bytes": self.max_inflight_bytes, "--body-timeout-s": self.body_timeout_s,
-                    "--max-json-bytes": self.max_json_bytes}
+            raise OptionError(
+                f"--model-control-mode {self.model_control!r} is unknown; choose one of: "
+                f"{', '.join(MODEL_CONTROL_MODES)}"
+            )
+        positive = {
+            "--max-header-bytes": self.max_header_bytes,
+            "--max-url-bytes": self.max_url_bytes,
+            "--header-timeout-s": self.header_timeout_s,
+            "--max-connections": self.max_connections,
+            "--keep-alive-s": self.keep_alive_s,
+            "--max-body-bytes": self.max_body_bytes,
+            "--max-inflight-bytes": self.max_inflight_bytes,
+            "--body-timeout-s": self.body_timeout_s,
+            "--max-json-bytes": self.max_json_bytes,
+        }
         for flag, value in positive.items():
             if not value > 0:
                 raise OptionError(f"{flag} must be positive, got {value:g}")
@@ -114,7 +124,9 @@ class ServeOptions:
         if self.slo_p99_ms is None:
             return
         if not self.slo_p99_ms > 0:
-            raise OptionError(f"--slo-p99-ms must be a positive number of milliseconds, got {self.slo_p99_ms}")
+            raise OptionError(
+                f"--slo-p99-ms must be a positive number of milliseconds, got {self.slo_p99_ms}"
+            )
         if self.max_batch_size is not None or self.max_queue_delay_ms is not None:
             raise OptionError(
                 "--slo-p99-ms chooses --max-batch-size and --max-queue-delay-ms itself; give the target "
@@ -125,8 +137,14 @@ class ServeOptions:
         return BatchConfig.from_flags(self.max_batch_size, self.max_queue_delay_ms)
 
     def resolve(self) -> list[RepositoryEntry]:
-        return resolve_models(self.model, self.name, batch=self.batch_config(), instances=self.instances,
-                              data=self.data, dims=self.dims)
+        return resolve_models(
+            self.model,
+            self.name,
+            batch=self.batch_config(),
+            instances=self.instances,
+            data=self.data,
+            dims=self.dims,
+        )
 
 
 @dataclass(frozen=True)
@@ -187,10 +205,18 @@ async def _serve(
     metrics = ServeMetrics()
     registry = ModelRegistry(resolve, metrics=metrics, model_control=options.model_control)
     budget = ByteBudget(options.max_inflight_bytes)  # one for HTTP and gRPC together
-    app = create_app(registry, token=options.token, max_body_bytes=options.max_body_bytes, budget=budget,
-                     body_timeout_s=options.body_timeout_s, max_json_bytes=options.max_json_bytes)
+    app = create_app(
+        registry,
+        token=options.token,
+        max_body_bytes=options.max_body_bytes,
+        budget=budget,
+        body_timeout_s=options.body_timeout_s,
+        max_json_bytes=options.max_json_bytes,
+    )
     metrics_app = metrics.asgi_app()
-    if options.token:  # the token guards the metrics port too (Prometheus sends it: authorization in scrape_config)
+    if (
+        options.token
+    ):  # the token guards the metrics port too (Prometheus sends it: authorization in scrape_config)
         metrics_app = BearerTokenMiddleware(metrics_app, token=options.token)
     with (
         _listening(options.host, options.http_port, "--http-port") as http_socket,
@@ -205,7 +231,7 @@ async def _serve(
         servers = [_quiet_server(app, options, limits), _quiet_server(metrics_app, options, limits)]
         tasks = [
             asyncio.create_task(server.serve(sockets=[sock]), name=f"hone-serve-{kind}")
-            for server, sock, kind in zip(servers, (http_socket, metrics_socket), ("http", "metrics"))
+            for server, sock, kind in zip(servers, (http_socket, metrics_socket), ("http", "metrics"), strict=False)
         ]
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -122,7 +122,7 @@ def plan(entry: RepositoryEntry, target_p99_ms: float, *, verify_seconds: float 
         )
     result: SloPlan | None = None
     feeds = sample_feeds(model, batch=1)
-    for attempt in range(min(VERIFY_ATTEMPTS, len(candidates))):
+    for _attempt in range(min(VERIFY_ATTEMPTS, len(candidates))):
         point = best(candidates)
         delay = min(max(budget - 2 * point.p99_ms, 0.0), point.p50_ms)
         result = SloPlan(
@@ -165,9 +165,7 @@ def measure_curve(
             timings = [pool.submit(_time_runs, runner, feeds) for _ in range(runner.instances)]
             times_ms = np.concatenate([np.asarray(t.result()) for t in timings])
         p50, p99 = (float(v) for v in np.percentile(times_ms, [50, 99]))
-        curve.append(
-            BatchPoint(batch, p50, p99, int(times_ms.size), runner.instances * batch / (p50 / 1000))
-        )
+        curve.append(BatchPoint(batch, p50, p99, int(times_ms.size), runner.instances * batch / (p50 / 1000)))
         if p99 > stop_above_ms:
             break
         batch *= 2

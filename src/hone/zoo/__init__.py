@@ -64,9 +64,7 @@ def cached_onnx(entry: ZooModel) -> Path:
     logger.info("exporting zoo model %s to %s (first use)", entry.name, path)
     module = entry.build_module()
     partial = path.with_suffix(".onnx.partial")
-    torch_export.export_module(
-        module, entry.inputs, entry.output_names, partial, dims=entry.default_dims
-    )
+    torch_export.export_module(module, entry.inputs, entry.output_names, partial, dims=entry.default_dims)
     if entry.metadata:
         _write_metadata(partial, entry.metadata)
     partial.replace(path)

@@ -36,7 +36,7 @@ class ZooModel:
     description: str
     inputs: tuple[TensorSpec, ...]
     output_names: tuple[str, ...]
-    build_module: Callable[[], "object"]
+    build_module: Callable[[], object]
     # Values for the symbolic dims of ``inputs`` other than "batch" (e.g. {"sequence": 128}).
     default_dims: dict[str, int] = field(default_factory=dict)
     # Facts worth recording with the model: seed, data set, attention implementation, accuracy...

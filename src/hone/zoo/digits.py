@@ -159,7 +159,9 @@ def _train(split: DigitsSplit) -> tuple[DigitsCNN, TrainingRecord]:
         version=VERSION,
     )
     if accuracy < MIN_HELDOUT_TOP1:
-        raise RuntimeError(f"{NAME} reached only {accuracy:.3f} held-out top-1 (expected >= {MIN_HELDOUT_TOP1})")
+        raise RuntimeError(
+            f"{NAME} reached only {accuracy:.3f} held-out top-1 (expected >= {MIN_HELDOUT_TOP1})"
+        )
     return module, record
 
 
@@ -223,7 +225,9 @@ def eval_data() -> EvalSet:
 def calibration_data() -> tuple[dict[str, np.ndarray], str]:
     """Training images (never the held-out ones the accuracy gate judges with)."""
     split = load_split()
-    return {"input": split.train_images}, "scikit-learn digits training split (disjoint from the held-out split)"
+    return {
+        "input": split.train_images
+    }, "scikit-learn digits training split (disjoint from the held-out split)"
 
 
 DIGITS_CNN = ZooModel(

@@ -57,8 +57,12 @@ WEIGHTS_FILE = "models/efficientnet-lite0-57934424.pth"
 # The model's own normalization, (x - 127) / 128 on RGB 0..255: clearly more confident on real photos
 # than the ImageNet mean/std (espresso 0.95 vs 0.78 on scikit-image's coffee).
 PREPROCESS = ImagePreprocess(
-    layout="NCHW", size=(RESOLUTION_PX, RESOLUTION_PX), resize_shorter=256,
-    mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0), channels="RGB",
+    layout="NCHW",
+    size=(RESOLUTION_PX, RESOLUTION_PX),
+    resize_shorter=256,
+    mean=(127.0, 127.0, 127.0),
+    std=(128.0, 128.0, 128.0),
+    channels="RGB",
 )
 
 
@@ -93,12 +97,23 @@ class SameConv2d(nn.Conv2d):
     ``(k - 2) // 2`` left/top and the rest right/bottom, then an unpadded Conv.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1
+    ) -> None:
         if kernel_size % 2 != 1 or stride not in (1, 2):
-            raise ValueError(f"SameConv2d supports odd kernels and stride 1 or 2, got k={kernel_size} s={stride}")
+            raise ValueError(
+                f"SameConv2d supports odd kernels and stride 1 or 2, got k={kernel_size} s={stride}"
+            )
         symmetric = kernel_size // 2 if stride == 1 else 0
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=symmetric,
-                         groups=groups, bias=False)
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=symmetric,
+            groups=groups,
+            bias=False,
+        )
         total = max(kernel_size - stride, 0) if stride == 2 else 0
         before = total // 2
         # F.pad order: (left, right, top, bottom)
@@ -126,9 +141,13 @@ class _ZeroPad(torch.autograd.Function):
         return F.pad(x, pads)
 
     @staticmethod
-    def symbolic(graph: "torch._C.Graph", x: "torch._C.Value", pads: tuple[int, int, int, int]) -> "torch._C.Value":
+    def symbolic(
+        graph: torch._C.Graph, x: torch._C.Value, pads: tuple[int, int, int, int]
+    ) -> torch._C.Value:
         left, right, top, bottom = pads
-        onnx_pads = graph.op("Constant", value_t=torch.tensor([0, 0, top, left, 0, 0, bottom, right], dtype=torch.int64))
+        onnx_pads = graph.op(
+            "Constant", value_t=torch.tensor([0, 0, top, left, 0, 0, bottom, right], dtype=torch.int64)
+        )
         return graph.op("Pad", x, onnx_pads, mode_s="constant")
 
 
@@ -140,8 +159,9 @@ class MBConvBlock(nn.Module):
     """Inverted residual without squeeze-excite: [expand 1x1 -> BN -> ReLU6] -> depthwise -> BN -> ReLU6
     -> project 1x1 -> BN [+ input]."""
 
-    def __init__(self, input_channels: int, output_channels: int, kernel_size: int, stride: int,
-                 expand_ratio: int) -> None:
+    def __init__(
+        self, input_channels: int, output_channels: int, kernel_size: int, stride: int, expand_ratio: int
+    ) -> None:
         super().__init__()
         hidden = input_channels * expand_ratio
         self.has_expansion = expand_ratio != 1
@@ -166,20 +186,24 @@ class MBConvBlock(nn.Module):
 class EfficientNetLite(nn.Module):
     """Stem (3x3 s2, 32) -> MBConv stages -> head (1x1, 1280) -> global average pool -> linear."""
 
-    def __init__(self, blocks_args: tuple[BlockArgs, ...] = BLOCK_ARGS, num_classes: int = NUM_CLASSES) -> None:
+    def __init__(
+        self, blocks_args: tuple[BlockArgs, ...] = BLOCK_ARGS, num_classes: int = NUM_CLASSES
+    ) -> None:
         super().__init__()
         self._conv_stem = SameConv2d(3, STEM_CHANNELS, 3, stride=2)
         self._bn0 = _batchnorm(STEM_CHANNELS)
         blocks = []
         for args in blocks_args:
             for index in range(args.repeats):
-                blocks.append(MBConvBlock(
-                    args.input_channels if index == 0 else args.output_channels,
-                    args.output_channels,
-                    args.kernel_size,
-                    args.stride if index == 0 else 1,
-                    args.expand_ratio,
-                ))
+                blocks.append(
+                    MBConvBlock(
+                        args.input_channels if index == 0 else args.output_channels,
+                        args.output_channels,
+                        args.kernel_size,
+                        args.stride if index == 0 else 1,
+                        args.expand_ratio,
+                    )
+                )
         self._blocks = nn.ModuleList(blocks)
         self._conv_head = SameConv2d(blocks_args[-1].output_channels, HEAD_CHANNELS, 1)
         self._bn1 = _batchnorm(HEAD_CHANNELS)
@@ -225,8 +249,13 @@ def eval_data() -> EvalSet:
     from hone.zoo import photos
 
     samples = photos.evaluation_samples()
-    return EvalSet(inputs={"image": samples.images}, metric="agreement", labels=None,
-                   output_name="logits", description=samples.description)
+    return EvalSet(
+        inputs={"image": samples.images},
+        metric="agreement",
+        labels=None,
+        output_name="logits",
+        description=samples.description,
+    )
 
 
 def calibration_data() -> tuple[dict[str, np.ndarray], str]:

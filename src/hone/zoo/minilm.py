@@ -102,7 +102,10 @@ class SentenceEncoder(nn.Module):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         last_hidden_state = self.encoder(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=True
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            return_dict=True,
         ).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(last_hidden_state.dtype)
         summed = (last_hidden_state * mask).sum(dim=1)

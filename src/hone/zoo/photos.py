@@ -143,7 +143,7 @@ def crop(pixels: np.ndarray, window: Window) -> np.ndarray:
     side = max(1, int(round(window.scale * min(height, width))))
     top = int(round(window.top * (height - side)))
     left = int(round(window.left * (width - side)))
-    return pixels[top:top + side, left:left + side]
+    return pixels[top : top + side, left : left + side]
 
 
 def photo_samples(names: Sequence[str], preprocess: ImagePreprocess | None = None) -> PhotoSamples:
@@ -163,14 +163,18 @@ def photo_samples(names: Sequence[str], preprocess: ImagePreprocess | None = Non
         f"{len(labels)} crops ({len(WINDOWS)} windows x 2 flips) of {len(names)} real photos: "
         + ", ".join(names)
     )
-    return PhotoSamples(np.stack(images).astype(np.float32, copy=False), tuple(labels), tuple(names), description)
+    return PhotoSamples(
+        np.stack(images).astype(np.float32, copy=False), tuple(labels), tuple(names), description
+    )
 
 
 def evaluation_samples(preprocess: ImagePreprocess | None = None) -> PhotoSamples:
     """The held-out crops (photos disjoint from ``calibration_samples``)."""
     samples = photo_samples(EVALUATION_PHOTOS, preprocess)
-    return replace(samples, description=f"{samples.description} (calibration uses other photos: "
-                   f"{', '.join(CALIBRATION_PHOTOS)})")
+    return replace(
+        samples,
+        description=f"{samples.description} (calibration uses other photos: {', '.join(CALIBRATION_PHOTOS)})",
+    )
 
 
 def calibration_samples(preprocess: ImagePreprocess | None = None) -> PhotoSamples:
@@ -183,4 +187,3 @@ def showcase_photos(preprocess: ImagePreprocess | None = None) -> list[tuple[str
     """Whole photos for a top-5 table: (name, one preprocessed sample without batch axis)."""
     preprocess = preprocess or ImagePreprocess()
     return [(name, preprocess.preprocess(load_photo(name))) for name in SHOWCASE_PHOTOS]
-

@@ -66,7 +66,9 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
+    def __init__(
+        self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None
+    ) -> None:
         super().__init__()
         self.conv1 = _conv3x3(inplanes, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -88,7 +90,9 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
+    def __init__(
+        self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None
+    ) -> None:
         super().__init__()
         self.conv1 = _conv1x1(inplanes, planes)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -114,7 +118,9 @@ BlockType = type[BasicBlock] | type[Bottleneck]
 class ResNet(nn.Module):
     """torchvision's ResNet: stem, four stages of blocks, global average pool, linear classifier."""
 
-    def __init__(self, block: BlockType, layers: tuple[int, int, int, int], num_classes: int = NUM_CLASSES) -> None:
+    def __init__(
+        self, block: BlockType, layers: tuple[int, int, int, int], num_classes: int = NUM_CLASSES
+    ) -> None:
         super().__init__()
         self.inplanes = 64
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
@@ -206,7 +212,7 @@ def _calibrate_batchnorm(module: ResNet, generator: torch.Generator) -> None:
     module.train()
     for _ in range(CALIBRATION_BATCHES):
         module(calibration_noise(CALIBRATION_BATCH_SIZE, CALIBRATION_RESOLUTION_PX, generator))
-    for bn, momentum in zip(batchnorms, default_momenta):
+    for bn, momentum in zip(batchnorms, default_momenta, strict=False):
         bn.momentum = momentum
     module.eval()
 

@@ -21,14 +21,21 @@ HEADS = 4
 SEQUENCE = 128
 
 
-def build_stack(layers: int = LAYERS, width: int = WIDTH, heads: int = HEADS, *, seed: int = SEED) -> nn.Sequential:
+def build_stack(
+    layers: int = LAYERS, width: int = WIDTH, heads: int = HEADS, *, seed: int = SEED
+) -> nn.Sequential:
     """``layers`` encoder layers of ``width`` (feed-forward 4x width), same weights for the same seed."""
     generator = torch.Generator().manual_seed(seed)
     stack = nn.Sequential(
         *(
             nn.TransformerEncoderLayer(
-                width, heads, dim_feedforward=4 * width, dropout=0.0, activation="gelu",
-                batch_first=True, norm_first=True,
+                width,
+                heads,
+                dim_feedforward=4 * width,
+                dropout=0.0,
+                activation="gelu",
+                batch_first=True,
+                norm_first=True,
             )
             for _ in range(layers)
         )

@@ -244,7 +244,9 @@ def softmax(x: torch.Tensor, *, out: torch.Tensor | None = None) -> torch.Tensor
     x2, out, out2 = _rowwise_args("softmax", x, out)
     if x.numel():
         block = triton.next_power_of_2(x2.shape[1])
-        kernels.softmax_rows[(x2.shape[0],)](x2, out2, x2.shape[1], x2.stride(0), out2.stride(0), BLOCK_N=block)
+        kernels.softmax_rows[(x2.shape[0],)](
+            x2, out2, x2.shape[1], x2.stride(0), out2.stride(0), BLOCK_N=block
+        )
     return out
 
 
@@ -341,9 +343,7 @@ def _check_vector(label: str, tensor: object, length: int, like: torch.Tensor) -
 
 def _activation_code(activation: str | None) -> int:
     if activation not in _ACTIVATION_CODES:
-        raise OptionError(
-            f"activation must be one of {', '.join(ACTIVATIONS)} (or None), got {activation!r}"
-        )
+        raise OptionError(f"activation must be one of {', '.join(ACTIVATIONS)} (or None), got {activation!r}")
     return _ACTIVATION_CODES[activation]
 
 

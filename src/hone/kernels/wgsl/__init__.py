@@ -25,12 +25,25 @@ import numpy as np
 from hone.errors import OptionError
 from hone.kernels.wgsl.device import AdapterInfo, WgpuDevice, adapter_info, get_device
 
-__all__ = ["AdapterInfo", "ACTIVATIONS", "MATMUL_VARIANTS", "adapter_info", "bias_act_scale", "matmul", "wgsl_source"]
+__all__ = [
+    "AdapterInfo",
+    "ACTIVATIONS",
+    "MATMUL_VARIANTS",
+    "adapter_info",
+    "bias_act_scale",
+    "matmul",
+    "wgsl_source",
+]
 
 logger = logging.getLogger(__name__)
 
 MATMUL_VARIANTS = ("naive", "tiled")
-ACTIVATIONS = {"none": 0, "relu": 1, "gelu": 2, "silu": 3}  # params.ACTIVATION; the codes of hone.kernels.triton
+ACTIVATIONS = {
+    "none": 0,
+    "relu": 1,
+    "gelu": 2,
+    "silu": 3,
+}  # params.ACTIVATION; the codes of hone.kernels.triton
 MATMUL_BLOCK = 16  # workgroup_size (16, 16) in both matmul kernels: one workgroup per 16 x 16 block of c
 BIAS_ACT_SCALE_WORKGROUP_SIZE = 256
 MAX_WORKGROUPS_PER_DIMENSION = 65535  # the WebGPU default limit
@@ -41,11 +54,13 @@ def wgsl_source(name: str) -> str:
     return resources.files(__package__).joinpath(f"{name}.wgsl").read_text(encoding="utf-8")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pipeline(name: str) -> Any:
     device = get_device().device
     module = device.create_shader_module(label=name, code=wgsl_source(name))
-    return device.create_compute_pipeline(label=name, layout="auto", compute={"module": module, "entry_point": "main"})
+    return device.create_compute_pipeline(
+        label=name, layout="auto", compute={"module": module, "entry_point": "main"}
+    )
 
 
 def _check_matrix(op: str, name: str, value: Any) -> np.ndarray:
@@ -67,8 +82,14 @@ def _check_buffer_size(wgpu_device: WgpuDevice, op: str, name: str, array_bytes:
         )
 
 
-def _run(name: str, inputs: list[np.ndarray], params: bytes, out_shape: tuple[int, int],
-         grid: tuple[int, int], poison_output: bool) -> np.ndarray:
+def _run(
+    name: str,
+    inputs: list[np.ndarray],
+    params: bytes,
+    out_shape: tuple[int, int],
+    grid: tuple[int, int],
+    poison_output: bool,
+) -> np.ndarray:
     """Upload ``inputs`` (bindings 0..), an output (next binding) and ``params`` (a uniform, last
     binding), dispatch ``grid`` workgroups of kernel ``name`` and read the output back.
 
@@ -82,7 +103,7 @@ def _run(name: str, inputs: list[np.ndarray], params: bytes, out_shape: tuple[in
         _check_buffer_size(wgpu_device, op, f"input {index}", array.nbytes)
     out_bytes = int(np.prod(out_shape)) * 4
     _check_buffer_size(wgpu_device, op, "the output", out_bytes)
-    for axis, count in zip("xy", grid):
+    for axis, count in zip("xy", grid, strict=False):
         if count > MAX_WORKGROUPS_PER_DIMENSION:
             raise OptionError(
                 f"{op}: the output {list(out_shape)} needs {count} workgroups along {axis}, "
@@ -93,7 +114,9 @@ def _run(name: str, inputs: list[np.ndarray], params: bytes, out_shape: tuple[in
     buffers = [device.create_buffer_with_data(data=array, usage=storage) for array in inputs]
     out_usage = storage | wgpu.BufferUsage.COPY_SRC
     if poison_output:
-        out_buffer = device.create_buffer_with_data(data=np.full(out_shape, np.nan, np.float32), usage=out_usage)
+        out_buffer = device.create_buffer_with_data(
+            data=np.full(out_shape, np.nan, np.float32), usage=out_usage
+        )
     else:
         out_buffer = device.create_buffer(size=out_bytes, usage=out_usage)
     params_buffer = device.create_buffer_with_data(data=params, usage=wgpu.BufferUsage.UNIFORM)
@@ -102,8 +125,10 @@ def _run(name: str, inputs: list[np.ndarray], params: bytes, out_shape: tuple[in
     pipeline = _pipeline(name)
     bind_group = device.create_bind_group(
         layout=pipeline.get_bind_group_layout(0),
-        entries=[{"binding": i, "resource": {"buffer": buffer, "offset": 0, "size": buffer.size}}
-                 for i, buffer in enumerate(buffers)],
+        entries=[
+            {"binding": i, "resource": {"buffer": buffer, "offset": 0, "size": buffer.size}}
+            for i, buffer in enumerate(buffers)
+        ],
     )
     encoder = device.create_command_encoder()
     compute_pass = encoder.begin_compute_pass()
@@ -125,15 +150,18 @@ def matmul(a: np.ndarray, b: np.ndarray, variant: str = "tiled") -> np.ndarray:
 
 def _matmul(a: np.ndarray, b: np.ndarray, variant: str, poison_output: bool = False) -> np.ndarray:
     if variant not in MATMUL_VARIANTS:
-        raise OptionError(f"matmul: variant must be one of {', '.join(MATMUL_VARIANTS)}, got {variant!r}",
-                          argument="variant")
+        raise OptionError(
+            f"matmul: variant must be one of {', '.join(MATMUL_VARIANTS)}, got {variant!r}",
+            argument="variant",
+        )
     a = _check_matrix("matmul", "a", a)
     b = _check_matrix("matmul", "b", b)
     (M, K), (K_b, N) = a.shape, b.shape
     if K != K_b:
         raise OptionError(
             f"matmul: a is {list(a.shape)} and b is {list(b.shape)}; a's columns must equal b's rows",
-            a_shape=a.shape, b_shape=b.shape,
+            a_shape=a.shape,
+            b_shape=b.shape,
         )
     if M == 0 or N == 0 or K == 0:  # nothing to dispatch (and WebGPU has no zero-sized bindings)
         return np.zeros((M, N), np.float32)
@@ -147,31 +175,40 @@ def bias_act_scale(x: np.ndarray, bias: np.ndarray, scale: float, activation: st
     return _bias_act_scale(x, bias, scale, activation)
 
 
-def _bias_act_scale(x: np.ndarray, bias: np.ndarray, scale: float, activation: str,
-                    poison_output: bool = False) -> np.ndarray:
+def _bias_act_scale(
+    x: np.ndarray, bias: np.ndarray, scale: float, activation: str, poison_output: bool = False
+) -> np.ndarray:
     if activation not in ACTIVATIONS:
         raise OptionError(
             f"bias_act_scale: activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}",
             argument="activation",
         )
     if isinstance(scale, bool) or not isinstance(scale, Real):
-        raise OptionError(f"bias_act_scale: scale must be a real number, got {type(scale).__name__}",
-                          argument="scale")
+        raise OptionError(
+            f"bias_act_scale: scale must be a real number, got {type(scale).__name__}", argument="scale"
+        )
     x = _check_matrix("bias_act_scale", "x", x)
     if not isinstance(bias, np.ndarray):
-        raise OptionError(f"bias_act_scale: bias must be a numpy array, got {type(bias).__name__}", argument="bias")
+        raise OptionError(
+            f"bias_act_scale: bias must be a numpy array, got {type(bias).__name__}", argument="bias"
+        )
     if bias.dtype != np.float32:
         raise OptionError(f"bias_act_scale: bias must be float32, got {bias.dtype}", argument="bias")
     M, N = x.shape
     if bias.shape != (N,):
         raise OptionError(
             f"bias_act_scale: x is {list(x.shape)} and bias is {list(bias.shape)}; bias must be [{N}], one value per column of x",
-            x_shape=x.shape, bias_shape=bias.shape,
+            x_shape=x.shape,
+            bias_shape=bias.shape,
         )
     if M == 0 or N == 0:
         return np.zeros((M, N), np.float32)
     bias = np.ascontiguousarray(bias)
-    params = np.array([M, N], np.uint32).tobytes() + np.float32(scale).tobytes() + np.uint32(ACTIVATIONS[activation]).tobytes()
+    params = (
+        np.array([M, N], np.uint32).tobytes()
+        + np.float32(scale).tobytes()
+        + np.uint32(ACTIVATIONS[activation]).tobytes()
+    )
     workgroups = math.ceil(M * N / BIAS_ACT_SCALE_WORKGROUP_SIZE)
     grid_x = min(workgroups, MAX_WORKGROUPS_PER_DIMENSION)
     grid = (grid_x, math.ceil(workgroups / grid_x))

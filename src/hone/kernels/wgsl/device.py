@@ -62,7 +62,9 @@ def _import_wgpu() -> Any:
     try:
         import wgpu
     except ImportError as exc:
-        raise ProviderUnavailableError(f"WGSL kernels need wgpu-py, which is not installed: {INSTALL_HINT}") from exc
+        raise ProviderUnavailableError(
+            f"WGSL kernels need wgpu-py, which is not installed: {INSTALL_HINT}"
+        ) from exc
     return wgpu
 
 
@@ -74,7 +76,9 @@ def _adapter_info(adapter: Any) -> AdapterInfo:
         description=str(info.get("description", "")),
         adapter_type=str(info.get("adapter_type", "Unknown")),
         backend_type=str(info.get("backend_type", "Unknown")),
-        is_fallback_adapter=bool(info.get("is_fallback_adapter", getattr(adapter, "is_fallback_adapter", False))),
+        is_fallback_adapter=bool(
+            info.get("is_fallback_adapter", getattr(adapter, "is_fallback_adapter", False))
+        ),
     )
 
 
