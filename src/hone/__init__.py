@@ -8,7 +8,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-# The API functions below share their names with subpackages (hone.bench, hone.info, hone.export, hone.quantize).
+# The API functions below share their names with subpackages (hone.bench, hone.info, hone.export,
+# hone.quantize).
 # Python binds a subpackage to its parent's attribute only when it is first imported, so these are
 # imported here first; the functions defined afterwards then own the names for good, while
 # ``from hone.bench import ...`` keeps working through sys.modules.
@@ -110,7 +111,8 @@ def export(
     memory_cap_mb: int | None = None,
     **load_options: object,
 ) -> object:
-    """Write ``source`` for ``target`` (``output``: an .onnx path, or a folder for ``edge``); see ``hone.export``.
+    """Write ``source`` for ``target`` (``output``: an .onnx path, or a folder for ``edge``); see
+    ``hone.export``.
 
     ``budget``, ``calib``, ``sparsity`` and ``memory_cap_mb`` are the edge target's options.
     """

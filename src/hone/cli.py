@@ -36,7 +36,10 @@ error_console = Console(stderr=True)
 ModelArg = Annotated[
     str,
     typer.Argument(
-        help="an .onnx file, a zoo name (efficientnet_lite0, resnet18, resnet50, digits_cnn, minilm), or file.py:factory"
+        help=(
+            "an .onnx file, a zoo name (efficientnet_lite0, resnet18, resnet50, digits_cnn, minilm), or"
+            " file.py:factory"
+        )
     ),
 ]
 JsonOption = Annotated[Path | None, typer.Option("--json", help="write the result as JSON to this path")]
@@ -58,8 +61,10 @@ DataOption = Annotated[
     str | None,
     typer.Option(
         "--data",
-        help="sample data: .npz (one array per input, samples along a new first axis), a folder of "
-        ".npz or images, or a .txt (one text per line); used to verify, calibrate, gate and benchmark",
+        help=(
+            "sample data: .npz (one array per input, samples along a new first axis), a folder of "
+            ".npz or images, or a .txt (one text per line); used to verify, calibrate, gate and benchmark"
+        ),
     ),
 ]
 ProviderOption = Annotated[str, typer.Option("--provider", help="cpu | cuda | tensorrt")]
@@ -217,7 +222,8 @@ def optimize(
     json_path: JsonOption = None,
     force: ForceOption = False,
 ) -> None:
-    """Graph rewrites, each verified against the model before it and rolled back when it changes the answer."""
+    """Graph rewrites, each verified against the model before it and rolled back when it changes the
+    answer."""
     from hone.passes import optimize as run_optimize
     from hone.report.terminal import optimize_table
 
@@ -239,7 +245,10 @@ BudgetOption = Annotated[
     str | None,
     typer.Option(
         "--budget",
-        help="accuracy budget, e.g. top1-drop=0.5,agreement=0.98,cosine-mean=0.995,cosine-min=0.98,channel-error=0.1,exact=0.99",
+        help=(
+            "accuracy budget, e.g."
+            " top1-drop=0.5,agreement=0.98,cosine-mean=0.995,cosine-min=0.98,channel-error=0.1,exact=0.99"
+        ),
     ),
 ]
 SamplesOption = Annotated[
@@ -292,7 +301,8 @@ def quantize(
     json_path: JsonOption = None,
     force: ForceOption = False,
 ) -> None:
-    """INT8 or fp16, judged by an accuracy gate on every output (keeping sensitive nodes float) and kept only if faster."""
+    """INT8 or fp16, judged by an accuracy gate on every output (keeping sensitive nodes float) and kept only
+    if faster."""
     from hone.paths import ensure_writable
     from hone.quantize import quantize as run_quantize
     from hone.report.terminal import quantize_table
@@ -368,7 +378,8 @@ def prune(
     json_path: JsonOption = None,
     force: ForceOption = False,
 ) -> None:
-    """Magnitude pruning (unstructured or 2:4) with a per-layer sparsity report, judged by the accuracy gate."""
+    """Magnitude pruning (unstructured or 2:4) with a per-layer sparsity report, judged by the accuracy
+    gate."""
     from hone.paths import ensure_writable
     from hone.quantize.prune import prune as run_prune
     from hone.report.terminal import prune_table
@@ -396,8 +407,9 @@ def prune(
     if result.passed is False and not ignore_budget:
         assert result.accuracy_after is not None
         raise OptionError(
-            f"the pruned model is outside the accuracy budget ({result.accuracy_after.budget}); {output} was not "
-            "written: lower --sparsity, add --fine-tune, widen --budget, or pass --ignore-budget to write it anyway"
+            f"the pruned model is outside the accuracy budget ({result.accuracy_after.budget}); {output} was"
+            " not written: lower --sparsity, add --fine-tune, widen --budget, or pass --ignore-budget to"
+            " write it anyway"
         )
     pruned.save(output, force=force)
     console.print(f"wrote {output}")
@@ -456,8 +468,11 @@ def run(
     json_path: JsonOption = None,
     force: ForceOption = False,
 ) -> None:
-    """The end-to-end job: load -> verify -> profile -> optimize -> quantize -> bench -> serve -> ship-serve -> web -> edge;
-    writes report.json and report.html (also when a stage fails: then the exit code is 1), <out>/serve, <out>/web, <out>/edge."""
+    """The end-to-end job: load -> verify -> profile -> optimize -> quantize -> bench -> serve -> ship-serve
+    -> web -> edge;
+    writes report.json and report.html (also when a stage fails: then the exit code is 1), <out>/serve,
+    <out>/web, <out>/edge.
+    """
     from hone.job import run as run_job
     from hone.job_types import REPORT_HTML, REPORT_JSON
     from hone.report.html import write_html
@@ -537,7 +552,10 @@ def export(
         str,
         typer.Option(
             "--target",
-            help="onnx | edge | web (edge: smallest INT8 within the budget, manifest, profile at 1 thread; web: a browser bundle on WebGPU/WASM)",
+            help=(
+                "onnx | edge | web (edge: smallest INT8 within the budget, manifest, profile at 1 thread;"
+                " web: a browser bundle on WebGPU/WASM)"
+            ),
         ),
     ] = "onnx",
     budget: BudgetOption = None,
@@ -567,8 +585,10 @@ def export(
     json_path: JsonOption = None,
     force: ForceOption = False,
 ) -> None:
-    """Write the model for a target: onnx as loaded, unchanged; edge as a folder with model.onnx, manifest.json,
-    profile.json; web as a folder with index.html that runs it in a browser (serve it with `hone serve-web`)."""
+    """Write the model for a target: onnx as loaded, unchanged; edge as a folder with model.onnx,
+    manifest.json,
+    profile.json; web as a folder with index.html that runs it in a browser (serve it with `hone serve-web`).
+    """
     from hone.export import export as run_export
 
     _check_json_target(json_path, force)
@@ -633,7 +653,10 @@ def serve(
     model: Annotated[
         str,
         typer.Argument(
-            help="an .onnx file, a zoo name, or a model repository folder (<repo>/<model>/<version>/model.onnx)"
+            help=(
+                "an .onnx file, a zoo name, or a model repository folder"
+                " (<repo>/<model>/<version>/model.onnx)"
+            )
         ),
     ],
     name: Annotated[
@@ -664,7 +687,10 @@ def serve(
         float | None,
         typer.Option(
             "--slo-p99-ms",
-            help="latency target: choose max batch and queue delay from this model's measured latency-vs-batch curve, then check them under load",
+            help=(
+                "latency target: choose max batch and queue delay from this model's measured latency-vs-batch"
+                " curve, then check them under load"
+            ),
         ),
     ] = None,
     token: Annotated[
@@ -708,7 +734,10 @@ def serve(
         int,
         typer.Option(
             "--max-inflight-bytes",
-            help="bytes of all infer requests held at once: bodies read, tensors queued or running, answers (503 beyond)",
+            help=(
+                "bytes of all infer requests held at once: bodies read, tensors queued or running, answers"
+                " (503 beyond)"
+            ),
         ),
     ] = 192 * 1024 * 1024,
     body_timeout_s: Annotated[
@@ -729,7 +758,10 @@ def serve(
         bool,
         typer.Option(
             "--ray",
-            help="serve with Ray Serve replicas (HTTP only; `make ray`, then .cache/ray-venv/bin/hone; see docs/serve-ray.md)",
+            help=(
+                "serve with Ray Serve replicas (HTTP only; `make ray`, then .cache/ray-venv/bin/hone; see"
+                " docs/serve-ray.md)"
+            ),
         ),
     ] = False,
     replicas: Annotated[
@@ -741,7 +773,8 @@ def serve(
     dim: DimOption = None,
     data: DataOption = None,
 ) -> None:
-    """Serve models over the KServe v2 HTTP and gRPC protocols with dynamic batching, until SIGTERM (drains first)."""
+    """Serve models over the KServe v2 HTTP and gRPC protocols with dynamic batching, until SIGTERM (drains
+    first)."""
     from hone.serve.ray_serve import refuse_unsupported
 
     refuse_unsupported(ray=ray, replicas=replicas, instances=instances, slo_p99_ms=slo_p99_ms, token=token)
@@ -822,7 +855,10 @@ class _PipelineGroup(TyperGroup):
 
 pipeline_app = typer.Typer(
     cls=_PipelineGroup,
-    help="Split a model into stages on torch.distributed (GPipe, 1F1B) and measure the bubbles; or simulate one.",
+    help=(
+        "Split a model into stages on torch.distributed (GPipe, 1F1B) and measure the bubbles; or simulate"
+        " one."
+    ),
     no_args_is_help=True,
 )
 app.add_typer(pipeline_app, name="pipeline")

@@ -149,9 +149,9 @@ def check_batchable(specs: Sequence[TensorSpec], batch: int) -> None:
     shaped = [spec for spec in specs if spec.shape]
     if batch != 1 and shaped and not has_batch_axis(shaped):
         raise ShapeError(
-            f"{', '.join(f'{s.name!r} {s.shape_text()}' for s in shaped)}: no symbolic dim is shared by the "
-            f"inputs and outputs, so the model has no batch axis and batch {batch} cannot run; use --batch 1 or "
-            "export the model with a dynamic batch axis",
+            f"{', '.join(f'{s.name!r} {s.shape_text()}' for s in shaped)}: no symbolic dim is shared by the"
+            f" inputs and outputs, so the model has no batch axis and batch {batch} cannot run; use --batch 1"
+            " or export the model with a dynamic batch axis",
             batch=batch,
         )
     for spec in shaped:
@@ -247,7 +247,8 @@ class SampleSet:
         return len(self.samples)
 
     def split(self, calibration_share: float = 0.5) -> DataSplit:
-        """Disjoint calibration and evaluation sets (one sample only: both get it, and the description says so)."""
+        """Disjoint calibration and evaluation sets (one sample only: both get it, and the description says
+        so)."""
         count = len(self.samples)
         if self.fixed_split is not None:
             calibration, evaluation = self.fixed_split
@@ -263,7 +264,10 @@ class SampleSet:
             calibration_groups = set(names[:cut])
             calibration = [i for i, g in enumerate(self.groups) if g in calibration_groups]
             evaluation = [i for i, g in enumerate(self.groups) if g not in calibration_groups]
-            how = f"by source: {cut} of {len(names)} groups for calibration, the other {len(names) - cut} for evaluation"
+            how = (
+                f"by source: {cut} of {len(names)} groups for calibration, the other {len(names) - cut} for"
+                " evaluation"
+            )
         else:
             cut = min(max(1, round(count * calibration_share)), count - 1)
             calibration, evaluation = list(range(cut)), list(range(cut, count))
@@ -385,7 +389,8 @@ def attach(
 
 
 def feeds(model: Model, *, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
-    """One batch of ``batch`` for ``model``: from its attached samples (cycling from ``seed``), else invented."""
+    """One batch of ``batch`` for ``model``: from its attached samples (cycling from ``seed``), else
+    invented."""
     samples = model.samples
     if samples is None or not samples.samples:
         return synthesize(model.inputs, batch=batch, dims=model.default_dims, seed=seed)

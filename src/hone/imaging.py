@@ -108,7 +108,8 @@ class ImagePreprocess:
         unknown = sorted(set(fields) - known)
         if unknown:
             raise OptionError(
-                f"image preprocessing has unknown fields {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+                f"image preprocessing has unknown fields {', '.join(unknown)}; known:"
+                f" {', '.join(sorted(known))}"
             )
         for name in ("size", "mean", "std"):
             if name in fields:
@@ -158,7 +159,8 @@ def _to_rgb_image(image: Image.Image | np.ndarray) -> Image.Image:
         array = array[:, :, 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)) or 0 in array.shape:
         raise ShapeError(
-            f"an image array must be (height, width) gray or (height, width, 3|4) RGB(A), got shape {array.shape}"
+            "an image array must be (height, width) gray or (height, width, 3|4) RGB(A), got shape"
+            f" {array.shape}"
         )
     if array.ndim == 3 and array.shape[2] == 4:
         array = array[:, :, :3]

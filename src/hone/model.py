@@ -241,9 +241,11 @@ def load_zoo(name: str) -> Model:
     model = load_onnx_file(onnx_path, name=entry.name, source=entry.name)
     specs_by_name = {s.name: s for s in entry.inputs}
     model.inputs = tuple(
-        replace(spec, value_range=specs_by_name[spec.name].value_range)
-        if spec.name in specs_by_name
-        else spec
+        (
+            replace(spec, value_range=specs_by_name[spec.name].value_range)
+            if spec.name in specs_by_name
+            else spec
+        )
         for spec in model.inputs
     )
     model.source_kind = "zoo"
@@ -342,7 +344,8 @@ def _all_tensors(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
 def _graph_specs(
     values: Sequence[ir.Value], recorded: dict[str, TensorSpec], facts: dict[str, InputFacts] | None = None
 ) -> tuple[TensorSpec, ...]:
-    """Specs of graph inputs or outputs; ``facts`` (``hone.infer_inputs``) gives batch axes and index bounds."""
+    """Specs of graph inputs or outputs; ``facts`` (``hone.infer_inputs``) gives batch axes and index
+    bounds."""
     facts = facts or {}
     specs = []
     for value in values:

@@ -155,7 +155,8 @@ def _run_error(model_name: str, exc: BaseException) -> ExecutionError:
     node = failed.group("node") or "(unnamed)"
     return ExecutionError(
         f"onnxruntime failed running {model_name} at {failed.group('op_type')} node '{node}': "
-        f"{status[0] if status else _first_line(exc)}; check that the inputs' values and shapes fit the model",
+        f"{status[0] if status else _first_line(exc)}; check that the inputs' values and shapes fit the"
+        " model",
         model=model_name,
         node=failed.group("node"),
         op_type=failed.group("op_type"),

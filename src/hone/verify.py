@@ -173,7 +173,8 @@ class OutputJudgement:
     """One output of a candidate judged against the float model's, with the metrics of its role.
 
     ``role`` is "classifier" (a (batch, classes) float output: top-1/top-5 agreement), "float"
-    (anything else of a float type: worst channel's RMS error over that channel's scale (its range or peak magnitude), plus
+    (anything else of a float type: worst channel's RMS error over that channel's scale (its range or peak
+    magnitude), plus
     cosine per sample), or "exact" (integer and bool outputs: share of equal elements). Channels
     are the slices along ``channel_axis``, the smallest static axis other than the batch one
     (84 in a detector's [1, 84, N]): one channel of box pixels and one of probabilities are each
@@ -333,8 +334,9 @@ def judge_output(
     worst = int(np.argmax(errors))
     worst_error = float(errors[worst])
     margins = {
-        "channel-error": (tolerances.max_channel_error - worst_error)
-        / max(tolerances.max_channel_error, 1e-12),
+        "channel-error": (
+            (tolerances.max_channel_error - worst_error) / max(tolerances.max_channel_error, 1e-12)
+        ),
         "cosine": (cos_mean - tolerances.min_cosine_mean) / max(1 - tolerances.min_cosine_mean, 1e-12),
     }
     if tolerances.min_cosine_min is not None:

@@ -131,7 +131,9 @@ def compare(
                 config = by_label[(contender.label, batch)]
                 config.baseline_variant = baseline
                 config.speedup_vs_baseline = base.p50_ms / config.p50_ms
-                config.speedup_per_round = [b / r for b, r in zip(base.round_p50_ms, config.round_p50_ms, strict=False)]
+                config.speedup_per_round = [
+                    b / r for b, r in zip(base.round_p50_ms, config.round_p50_ms, strict=False)
+                ]
     # Contender by contender, then batch: the order of the table.
     result.configs = [by_label[(c.label, batch)] for c in contenders for batch in batches]
     return result

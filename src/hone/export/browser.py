@@ -149,8 +149,9 @@ def _launch(playwright: Any, webgpu: bool, profiles: list[str]) -> Any:
                 "Chromium did not start (attempt %d of %d): %s", attempt, LAUNCH_ATTEMPTS, reasons[-1]
             )
     raise ExecutionError(
-        f"Chromium did not start in {LAUNCH_ATTEMPTS} attempts of up to {LAUNCH_TIMEOUT_S:g} s each "
-        f"({'; '.join(reasons)}); is the machine overloaded? Run `chromium --headless --no-sandbox` to check it"
+        f"Chromium did not start in {LAUNCH_ATTEMPTS} attempts of up to {LAUNCH_TIMEOUT_S:g} s each"
+        f" ({'; '.join(reasons)}); is the machine overloaded? Run `chromium --headless --no-sandbox` to"
+        " check it"
     )
 
 

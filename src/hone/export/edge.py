@@ -92,7 +92,8 @@ def report(**fields):
     # VmHWM is this process's own peak. ru_maxrss is the fallback where /proc is missing: on Linux it
     # also holds the parent's resident set when the parent spawned this process (vfork, then exec).
     unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    fields["peak_rss_mb"] = status_mb("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit / 2**20
+    fields["peak_rss_mb"] = status_mb("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit /
+    2**20
     fields["peak_vm_mb"] = status_mb("VmPeak")
     print(json.dumps(fields))
 
@@ -135,7 +136,8 @@ except BaseException as exc:
     sys.exit(3)
 times = times[:runs]
 report(held_mb=held_mb, limit_mb=limit_mb, create_ms=create_ms, runs=runs,
-       p50_ms=float(np.percentile(times, 50)), p90_ms=float(np.percentile(times, 90)), mean_ms=float(times.mean()))
+       p50_ms=float(np.percentile(times, 50)), p90_ms=float(np.percentile(times, 90)),
+       mean_ms=float(times.mean()))
 """
 
 
@@ -324,8 +326,8 @@ def _check_folder(folder: Path, force: bool) -> None:
         )
     if folder.is_dir() and any(folder.iterdir()) and not force:
         raise OutputExistsError(
-            f"{folder} is not empty; pass --force to write {', '.join(_BUNDLE_FILES)} into it (files of those "
-            "names are replaced, others kept) or choose an empty folder",
+            f"{folder} is not empty; pass --force to write {', '.join(_BUNDLE_FILES)} into it (files of those"
+            " names are replaced, others kept) or choose an empty folder",
             path=str(folder),
         )
 
@@ -529,8 +531,9 @@ def _check_fits(profile: EdgeProfile, name: str, fmt: str) -> None:
         return
     need = f" above the {artifact.model_vm_mb:.1f} MB it took without the cap" if artifact.model_vm_mb else ""
     raise ExecutionError(
-        f"{name}'s {fmt} artifact does not fit under the memory cap of {profile.memory_cap_mb} MB of address space "
-        f"above the idle process (RLIMIT_AS): {artifact.error}; raise --memory-cap-mb{need}; nothing was written",
+        f"{name}'s {fmt} artifact does not fit under the memory cap of {profile.memory_cap_mb} MB of address"
+        f" space above the idle process (RLIMIT_AS): {artifact.error}; raise --memory-cap-mb{need}; nothing"
+        " was written",
         model=name,
     )
 
@@ -613,9 +616,9 @@ def _text_preprocessing() -> Preprocessing:
 
     return Preprocessing(
         "text",
-        f"WordPiece tokens of the model's tokenizer.json, truncated to {minilm.DEFAULT_SEQUENCE_LENGTH}, padded "
-        f"with {minilm.PAD_TOKEN} (id {minilm.PAD_ID}) to the longest; input_ids, attention_mask (1 for tokens), "
-        "token_type_ids (zeros), int64 (batch, sequence)",
+        f"WordPiece tokens of the model's tokenizer.json, truncated to {minilm.DEFAULT_SEQUENCE_LENGTH},"
+        f" padded with {minilm.PAD_TOKEN} (id {minilm.PAD_ID}) to the longest; input_ids, attention_mask (1"
+        " for tokens), token_type_ids (zeros), int64 (batch, sequence)",
         tokenizer=str(minilm.model_path() / "tokenizer.json"),
         max_length=minilm.DEFAULT_SEQUENCE_LENGTH,
         padding=f"{minilm.PAD_TOKEN} (id {minilm.PAD_ID}) to the longest in the batch",

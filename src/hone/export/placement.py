@@ -59,7 +59,10 @@ class PlacementReport:
 
     def summary(self) -> str:
         if not self.cpu:
-            return f"WebGPU placement: all {self.nodes} nodes have a WebGPU kernel (onnxruntime-web {self.ort_web_version})"
+            return (
+                f"WebGPU placement: all {self.nodes} nodes have a WebGPU kernel (onnxruntime-web"
+                f" {self.ort_web_version})"
+            )
         groups = ", ".join(f"{g.op_type} x{g.nodes} ({g.reason})" for g in self.cpu)
         return (
             f"WebGPU placement: {self.cpu_nodes} of {self.nodes} nodes fall back to the CPU (WASM) "

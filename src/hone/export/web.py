@@ -139,7 +139,8 @@ class WebResult:
 
 
 def ort_web_dir() -> Path:
-    """Where the onnxruntime-web files are: ``$HONE_ORT_WEB_DIR``, else ``web_assets/ort`` (``make ort-web``)."""
+    """Where the onnxruntime-web files are: ``$HONE_ORT_WEB_DIR``, else ``web_assets/ort`` (``make
+    ort-web``)."""
     configured = os.environ.get("HONE_ORT_WEB_DIR")
     folder = (
         Path(configured) if configured else Path(str(resources.files("hone.export") / "web_assets" / "ort"))
@@ -153,8 +154,8 @@ def ort_web_dir() -> Path:
     version_file = folder / "VERSION"
     if version_file.is_file() and version_file.read_text().strip() != ORT_WEB_VERSION:
         raise ProviderUnavailableError(
-            f"{folder} holds onnxruntime-web {version_file.read_text().strip()}, hone pins {ORT_WEB_VERSION}: "
-            "run `make ort-web` again"
+            f"{folder} holds onnxruntime-web {version_file.read_text().strip()}, hone pins {ORT_WEB_VERSION}:"
+            " run `make ort-web` again"
         )
     return folder
 

@@ -291,18 +291,27 @@ NOTES: dict[tuple[str, str], str] = {
     (
         _ONNX,
         "Clip",
-    ): "Opset 6-10 (min/max attributes) not supported; min/max inputs are read on CPU. int64 only with enableInt64.",
+    ): (
+        "Opset 6-10 (min/max attributes) not supported; min/max inputs are read on CPU. int64 only with"
+        " enableInt64."
+    ),
     (
         _ONNX,
         "Cast",
-    ): "int64 in/out only when the EP option enableInt64 is on (forced on by enableGraphCapture); off by default in ort-web.",
+    ): (
+        "int64 in/out only when the EP option enableInt64 is on (forced on by enableGraphCapture); off by"
+        " default in ort-web."
+    ),
     (_ONNX, "Range"): "float/int32 kernels; int64 only with enableInt64 (off by default in ort-web).",
     (_ONNX, "Unsqueeze"): "int64 data only with enableInt64 (off by default in ort-web).",
     (_ONNX, "Expand"): "int64 data only with enableInt64 (off by default in ort-web).",
     (
         _ONNX,
         "Add",
-    ): "Same for Sub/Mul/Div/Pow: types from an older source, no int64; 1.30 may add int64 behind enableInt64.",
+    ): (
+        "Same for Sub/Mul/Div/Pow: types from an older source, no int64; 1.30 may add int64 behind"
+        " enableInt64."
+    ),
     (
         _ONNX,
         "Equal",
@@ -328,7 +337,10 @@ NOTES: dict[tuple[str, str], str] = {
     (
         _MS,
         "Attention",
-    ): "Falls back to CPU if mask_index, past, past_seq_len or present is used, or past_present_share_buffer=1.",
+    ): (
+        "Falls back to CPU if mask_index, past, past_seq_len or present is used, or"
+        " past_present_share_buffer=1."
+    ),
     (
         _MS,
         "GroupQueryAttention",
@@ -362,7 +374,8 @@ PROBABLY_SUPPORTED_BUT_NOT_TABLED: tuple[str, ...] = (
 def is_supported(domain: str, op_type: str, opset: int) -> bool:
     """True if a WebGPU kernel is registered for this op at this opset version.
 
-    ``opset`` is the model's opset import for that domain. ``domain`` uses ONNX spelling: "" (or "ai.onnx") for standard ops, "com.microsoft"
+    ``opset`` is the model's opset import for that domain. ``domain`` uses ONNX spelling: "" (or "ai.onnx")
+    for standard ops, "com.microsoft"
     for contrib ops. Element types and the restrictions in NOTES are not checked.
     """
     if domain == "ai.onnx":

@@ -5,7 +5,8 @@ Gemm -> activation  ->  com.microsoft ``FusedGemm`` (CPU).
 Activations and their parameters (``activation`` and ``activation_params`` of FusedConv,
 ``activation_alpha``/``activation_beta`` of FusedGemm):
 Relu; Tanh; Sigmoid; LeakyRelu(alpha); and for FusedConv also HardSigmoid(alpha, beta) and
-Clip(min, max) with constant bounds (missing bounds are -inf/+inf). The fused kernel applies the activation to the
+Clip(min, max) with constant bounds (missing bounds are -inf/+inf). The fused kernel applies the activation
+to the
 convolution's (or Gemm's) output while it is still in cache, so the result is the same numbers
 without a second pass over memory. onnxruntime does this at ORT_ENABLE_ALL on its own; doing it
 here gives runtimes with optimizations off (or a session that skips them) the same graph.

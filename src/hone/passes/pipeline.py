@@ -178,9 +178,7 @@ def _foreign_ops(model_ir: ir.Model) -> set[str]:
     }
 
 
-def _run_pass(
-    hone_pass: HonePass, current: Model, checker: _Checker | None, result: OptimizeResult
-) -> Model:
+def _run_pass(hone_pass: HonePass, current: Model, checker: _Checker | None, result: OptimizeResult) -> Model:
     before = node_count(current.ir)
     began = time.perf_counter()
     candidate_ir = _copy(current.ir)

@@ -149,7 +149,10 @@ def _agrees(value: ir.Value, dims: list[Dim | None]) -> bool:
         return True
     if len(value.shape) != len(dims):
         return False
-    return all(not isinstance(a, int) or not isinstance(b, int) or a == b for a, b in zip(value.shape, dims, strict=False))
+    return all(
+        not isinstance(a, int) or not isinstance(b, int) or a == b
+        for a, b in zip(value.shape, dims, strict=False)
+    )
 
 
 def _same(a: list[Dim | None], b: list[Dim | None]) -> bool:

@@ -560,7 +560,10 @@ def _failure_error(failures: list[StageFailure], stage_count: int, reported: set
     if others:
         tail += f"; {_stages_text(others)} then stopped too"
     if silent:
-        tail += f"; {_stages_text(silent)} never answered (stuck in compute?) and {'was' if len(silent) == 1 else 'were'} killed"
+        tail += (
+            f"; {_stages_text(silent)} never answered (stuck in compute?) and"
+            f" {'was' if len(silent) == 1 else 'were'} killed"
+        )
     verb = "gave up waiting" if cause.peer_failure else "failed"
     return ExecutionError(
         f"stage {cause.rank} of {stage_count} {verb} at {cause.where}: {cause.error}{tail}; "
@@ -658,7 +661,8 @@ def _max_abs(got: list, reference: list) -> float:
             f"the last stage returned {len(got)} micro-batch outputs, expected {len(reference)}"
         )
     return max(
-        (float(np.abs(np.asarray(a) - np.asarray(b)).max()) for a, b in zip(got, reference, strict=False)), default=0.0
+        (float(np.abs(np.asarray(a) - np.asarray(b)).max()) for a, b in zip(got, reference, strict=False)),
+        default=0.0,
     )
 
 

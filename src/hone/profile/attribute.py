@@ -2,7 +2,8 @@
 
 onnxruntime rewrites the graph before running it: Conv+BatchNormalization+Relu becomes one
 FusedConv (or an NCHWc Conv named ``<last fused output>_nchwc`` that writes ``reorder_token_N``
-tensors, with ReorderInput/ReorderOutput nodes around the NCHWc region), Identity and Dropout vanish, constant subgraphs fold.
+tensors, with ReorderInput/ReorderOutput nodes around the NCHWc region), Identity and Dropout vanish,
+constant subgraphs fold.
 An executed node covers the original nodes that lie between its inputs and its outputs: walk
 back from the producers of its outputs and stop at any tensor that is an input of the executed
 node, a graph input, an initializer, or the output of another executed node. Original nodes no

@@ -93,11 +93,14 @@ def recommend(result: ProfileResult, graph: onnx.ModelProto) -> list[Recommendat
         bn_share = sum(n.share for n in result.nodes if n.op_type == "BatchNormalization")
         bn_bound = next((n.bound for n in result.nodes if n.op_type == "BatchNormalization"), "")
         if bn_share >= _MIN_SHARE:
-            finding = f"BatchNormalization {100 * bn_share:.0f}% {bn_bound}-bound ({len(bn_after_dense)} after Conv/Gemm)"
+            finding = (
+                f"BatchNormalization {100 * bn_share:.0f}% {bn_bound}-bound ({len(bn_after_dense)} after"
+                " Conv/Gemm)"
+            )
         else:
             finding = (
                 f"{len(bn_after_dense)} BatchNormalization after Conv/Gemm (fused by onnxruntime "
-                f"at run time here, not in the file)"
+                "at run time here, not in the file)"
             )
         found.append(
             Recommendation(
@@ -114,7 +117,8 @@ def recommend(result: ProfileResult, graph: onnx.ModelProto) -> list[Recommendat
         bounds = "/".join(sorted({n.bound for n in elementwise}))
         found.append(
             Recommendation(
-                f"{len(elementwise)} separate elementwise ops, {100 * share:.0f}% of the time, {bounds}-bound",
+                f"{len(elementwise)} separate elementwise ops, {100 * share:.0f}% of the time,"
+                f" {bounds}-bound",
                 "elementwise fusion: `hone optimize` (one kernel per chain, one pass over memory)",
                 share,
             )

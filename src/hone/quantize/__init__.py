@@ -294,10 +294,13 @@ def _choose_mode(model: Model) -> tuple[str, str | None]:
         return "dynamic", None
     if "Conv" in ops:
         convs = subgraph_nodes(model, ("Conv",))
-        return "dynamic", (
-            f"Conv only inside If/Loop/Scan bodies ({', '.join(convs[:2])}"
-            f"{', ...' if len(convs) > 2 else ''}): static INT8 would keep them float "
-            "(onnxruntime calibrates the main graph only), so dynamic INT8 (ConvInteger) was tried"
+        return (
+            "dynamic",
+            (
+                f"Conv only inside If/Loop/Scan bodies ({', '.join(convs[:2])}"
+                f"{', ...' if len(convs) > 2 else ''}): static INT8 would keep them float "
+                "(onnxruntime calibrates the main graph only), so dynamic INT8 (ConvInteger) was tried"
+            ),
         )
     raise OptionError(
         f"{model.name} has no Conv, MatMul, Gemm or LSTM to quantize; nothing for INT8 to speed up"
@@ -582,10 +585,13 @@ def _fastest(
     best_candidate, best_model = min(passing, key=lambda cm: cm[0].p50_ms)
     assert best_candidate.speedup is not None
     if best_candidate.speedup < MIN_SPEEDUP or not best_candidate.faster_every_round:
+        every_round = "" if best_candidate.faster_every_round else ", not faster in every round"
         result.notes.append(
-            f"no candidate that passes the gate is measurably faster than float here (best {best_candidate.name}: "
-            f"{best_candidate.speedup:.2f}x{'' if best_candidate.faster_every_round else ', not faster in every round'}; "
-            f"faster means at least {MIN_SPEEDUP:.2f}x and in each of {SPEED_ROUNDS} rounds); the float model is kept"
+            "no candidate that passes the gate is measurably faster than float here (best"
+            f" {best_candidate.name}:"
+            f" {best_candidate.speedup:.2f}x{every_round};"
+            f" faster means at least {MIN_SPEEDUP:.2f}x and in each of {SPEED_ROUNDS} rounds); the float"
+            " model is kept"
         )
         return None, original
     return best_candidate, best_model

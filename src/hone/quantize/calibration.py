@@ -215,7 +215,8 @@ def _image(file: Path, spec: TensorSpec) -> np.ndarray:
 
     if len(spec.shape) != 4 or not all(isinstance(d, int) and d > 0 for d in spec.shape[1:]):
         raise OptionError(
-            f"{file.name}: images need an input of static shape (N, C, H, W); {spec.name!r} is {list(spec.shape)}"
+            f"{file.name}: images need an input of static shape (N, C, H, W); {spec.name!r} is"
+            f" {list(spec.shape)}"
         )
     channels, height, width = spec.shape[1:]
     try:

@@ -119,7 +119,8 @@ def _run_exposing(
 def run_exposing(
     model: Model, names: list[str], feeds: list[dict[str, np.ndarray]], threads: int | None
 ) -> dict[str, list[np.ndarray]]:
-    """Run a copy of ``model`` that also outputs the values ``names``; per value, one float32 array per batch."""
+    """Run a copy of ``model`` that also outputs the values ``names``; per value, one float32 array per
+    batch."""
     copied = ir.from_proto(ir.to_proto(model.ir))
     values = {v.name: v for n in copied.graph for v in n.outputs}
     existing = {v.name for v in copied.graph.outputs}

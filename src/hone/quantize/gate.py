@@ -4,7 +4,8 @@ Every output is judged, each by the metrics of its role (``hone.verify.judge_out
 worst output decides:
 
 - classifier outputs (``(batch, classes)`` float scores): top-1 agreement with the float model
-  (default at least 98%, one flip in 50; top-5 agreement reported), or, with labels (the zoo's digits), the drop
+  (default at least 98%, one flip in 50; top-5 agreement reported), or, with labels (the zoo's digits), the
+  drop
   in top-1 accuracy (default at most 0.5 points);
 - other float outputs (embeddings, feature maps, a detector's packed boxes and scores): the worst
   channel's RMS error relative to that channel's own range (default at most 0.1), where channels

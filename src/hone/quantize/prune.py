@@ -3,7 +3,8 @@
 What is pruned: float initializers of two or more dims that are the weight of a Conv (input 1), a
 Gemm (input 1, ``transB`` respected) or a MatMul (its one constant operand), and are used for
 nothing else; onnxruntime's FusedConv and FusedGemm (what ``hone optimize --target ort-*`` makes of
-Conv/Gemm + activation) count as Conv and Gemm. Left alone: biases, BatchNorm parameters, embeddings (Gather data, also when the
+Conv/Gemm + activation) count as Conv and Gemm. Left alone: biases, BatchNorm parameters, embeddings (Gather
+data, also when the
 same tensor is tied to a MatMul), weights held in Constant nodes (``hone optimize`` lifts them),
 initializers that are also graph inputs (a caller may override them), and subgraphs. The first
 and the last layer are pruned like the others (the notes name them; ``exclude`` keeps any layer
@@ -336,8 +337,10 @@ def two_four_masks(weights: Sequence[_Weight]) -> tuple[dict[str, np.ndarray], l
             notes.append(
                 f"{where} stays dense: its reduction dim {reduction} holds no full group of {GROUP_SIZE}"
                 if tail == reduction
-                else f"{where}: reduction dim {reduction} is not a multiple of {GROUP_SIZE}; its last {tail} "
-                "weight(s) per row stay dense"
+                else (
+                    f"{where}: reduction dim {reduction} is not a multiple of {GROUP_SIZE}; its last {tail} "
+                    "weight(s) per row stay dense"
+                )
             )
     return masks, notes
 

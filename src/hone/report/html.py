@@ -63,9 +63,12 @@ def render_html(report: RunReport) -> str:
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>hone report: {e(title)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>hone report: {e(title)}</h1>",
-        f"<p class='sub'>source <code>{e(report.source)}</code> · started {e(report.started_at)} · "
-        f"hone {e(report.hone_version)} · overall "
-        f"<span class='{'ok' if report.passed else 'failed'}'>{'passed' if report.passed else 'FAILED'}</span></p>",
+        (
+            f"<p class='sub'>source <code>{e(report.source)}</code> · started {e(report.started_at)} · "
+            f"hone {e(report.hone_version)} · overall "
+            f"<span class='{'ok' if report.passed else 'failed'}'>"
+            f"{'passed' if report.passed else 'FAILED'}</span></p>"
+        ),
         "<h2 id='stages'>Stages</h2>",
         _table(
             ("stage", "status", "seconds", "message"),
@@ -147,8 +150,10 @@ def _verify_section(verify: VerifyResult) -> str:
     e = html.escape
     parts = [
         "<h2 id='verify'>Verify</h2>",
-        f"<p>batch {verify.batch}; outputs finite: {'yes' if verify.finite else 'NO'}; "
-        f"tolerance |Δ| ≤ atol + rtol·|ref|</p>",
+        (
+            f"<p>batch {verify.batch}; outputs finite: {'yes' if verify.finite else 'NO'}; "
+            "tolerance |Δ| ≤ atol + rtol·|ref|</p>"
+        ),
     ]
     rows = [
         (
@@ -192,12 +197,13 @@ def _bench_section(result: BenchResult, shipped: ShippedChoice | None) -> str:
     )
     parts = [
         "<h2 id='bench'>Benchmark</h2>",
-        f"<p>{e(result.provider)}, {result.threads} threads. At each batch every configuration ran in "
-        f"{e(result.method)} blocks in one process (one block each per round, up to {result.rounds} rounds, "
-        f"{result.budget_s:g}s each in all), until every median's 95% CI was within ±{100 * result.rel_tol:.0f}%. "
+        f"<p>{e(result.provider)}, {result.threads} threads. At each batch every configuration ran in"
+        f" {e(result.method)} blocks in one process (one block each per round, up to {result.rounds} rounds,"
+        f" {result.budget_s:g}s each in all), until every median's 95% CI was within"
+        f" ±{100 * result.rel_tol:.0f}%. "
         + (
             f"Speedup = p50 of <b>{e(baseline)}</b> / p50, same batch, same race; by round: the same ratio "
-            f"round by round (lowest-highest). "
+            "round by round (lowest-highest). "
             if baseline
             else ""
         )
@@ -219,9 +225,11 @@ def _bench_section(result: BenchResult, shipped: ShippedChoice | None) -> str:
             f"{c.peak_rss_mb:.0f}",
             f"{c.peak_mem_mb:.1f}",
             str(c.runs),
-            "<span class='ok'>yes</span>"
-            if c.stable
-            else f"<span class='warn'>no (±{100 * c.median_ci_rel:.1f}%)</span>",
+            (
+                "<span class='ok'>yes</span>"
+                if c.stable
+                else f"<span class='warn'>no (±{100 * c.median_ci_rel:.1f}%)</span>"
+            ),
         )
         for c in result.configs
     ]
@@ -256,7 +264,7 @@ def _shipped_section(shipped: ShippedChoice) -> str:
     return (
         f"<h2 id='shipped'>Shipped artifact</h2><p><b>{e(shipped.label)}</b> ({e(shipped.artifact)}): "
         f"{e(shipped.reason)}. The serve stage and the model repository use it; the web and edge bundles "
-        f"start from the loaded model (each target optimizes and quantizes for itself).</p>"
+        "start from the loaded model (each target optimizes and quantizes for itself).</p>"
     )
 
 
@@ -264,8 +272,10 @@ def _serve_section(serve: LoadTestResult) -> str:
     e = html.escape
     parts = [
         "<h2 id='serve'>Serving</h2>",
-        f"<p>{e(serve.artifact)} behind the dynamic batcher (max batch {serve.max_batch_size}, "
-        f"queue delay {serve.max_queue_delay_ms:g} ms), closed-loop single-sample requests, in-process.</p>",
+        (
+            f"<p>{e(serve.artifact)} behind the dynamic batcher (max batch {serve.max_batch_size}, queue"
+            f" delay {serve.max_queue_delay_ms:g} ms), closed-loop single-sample requests, in-process.</p>"
+        ),
     ]
     rows = [
         (
@@ -299,8 +309,10 @@ def _repository_section(repository: ServeRepositoryStage, serve: LoadTestResult 
         ("path", f"<code>{e(repository.path)}</code>"),
         (
             "model",
-            f"<code>{e(repository.model_path)}</code> ({human_bytes(repository.size_bytes)}): "
-            f"{e(repository.artifact)}",
+            (
+                f"<code>{e(repository.model_path)}</code> ({human_bytes(repository.size_bytes)}): "
+                f"{e(repository.artifact)}"
+            ),
         ),
         (
             "config.json",
@@ -317,12 +329,15 @@ def _edge_section(edge: EdgeResult) -> str:
     manifest, profile = edge.manifest, edge.profile
     parts = [
         "<h2 id='edge'>Edge bundle</h2>",
-        f"<p><code>{e(edge.path)}</code>: {e(', '.join(Path(f).name for f in edge.files))}; the artifact is "
-        f"<b>{e(manifest.format)}</b>{'' if manifest.sparsity is None else f', {manifest.sparsity:.0%} sparse'}, "
-        f"{human_bytes(manifest.size_bytes)} ({human_bytes(manifest.gzip_bytes)} gzip'd), from "
-        f"{human_bytes(manifest.float_size_bytes)} fp32. Measured in fresh processes at {profile.intra_op_threads} "
-        f"thread, batch {profile.batch}, under a memory cap of +{profile.memory_cap_mb} MB over an idle process "
-        f"({profile.idle_rss_mb:.0f} MB RSS).</p>",
+        (
+            f"<p><code>{e(edge.path)}</code>: {e(', '.join(Path(f).name for f in edge.files))}; the artifact"
+            f" is <b>{e(manifest.format)}</b>"
+            f"{'' if manifest.sparsity is None else f', {manifest.sparsity:.0%} sparse'},"
+            f" {human_bytes(manifest.size_bytes)} ({human_bytes(manifest.gzip_bytes)} gzip'd), from"
+            f" {human_bytes(manifest.float_size_bytes)} fp32. Measured in fresh processes at"
+            f" {profile.intra_op_threads} thread, batch {profile.batch}, under a memory cap of"
+            f" +{profile.memory_cap_mb} MB over an idle process ({profile.idle_rss_mb:.0f} MB RSS).</p>"
+        ),
     ]
     accuracy = manifest.accuracy
     rows = []
@@ -362,8 +377,11 @@ def _web_section(web: WebStage) -> list[str]:
     placement = web.placement
     parts = [
         "<h2 id='web'>Web bundle</h2>",
-        f"<p>{e(web.path)}: {web.size_bytes / 1e6:.1f} MB ({web.gzip_bytes / 1e6:.1f} MB gzip'd), onnxruntime-web "
-        f"{e(placement.ort_web_version)}; open it with <code>hone serve-web {e(web.path)}</code>.</p>",
+        (
+            f"<p>{e(web.path)}: {web.size_bytes / 1e6:.1f} MB ({web.gzip_bytes / 1e6:.1f} MB gzip'd),"
+            f" onnxruntime-web {e(placement.ort_web_version)}; open it with <code>hone serve-web"
+            f" {e(web.path)}</code>.</p>"
+        ),
         f"<p>{e(placement.summary())}</p>",
     ]
     page = web.page
@@ -412,12 +430,14 @@ def _profile_section(result: ProfileResult) -> str:
     roofs = result.ceilings
     parts = [
         "<h2 id='profile'>Profile</h2>",
-        f"<p>batch {result.batch}, {e(result.provider)}, {result.threads} threads, onnxruntime "
-        f"optimization {e(result.optimization)}: <b>{result.total_ms:.3f} ms per run</b> (median of "
-        f"{result.runs}); whole model <b>{e(result.bound)}-bound</b>. {result.total_macs / 1e9:.3f} GMACs "
-        f"= {result.total_flops / 1e9:.3f} GFLOPs per run (FLOPs count each multiply-accumulate as 2 "
-        f"plus elementwise work). Roofs measured {e(roofs.measured_at)}: GEMM "
-        f"{roofs.gemm_gflops:.1f} GFLOP/s, memory {roofs.memory_gbps:.1f} GB/s.</p>",
+        (
+            f"<p>batch {result.batch}, {e(result.provider)}, {result.threads} threads, onnxruntime"
+            f" optimization {e(result.optimization)}: <b>{result.total_ms:.3f} ms per run</b> (median of"
+            f" {result.runs}); whole model <b>{e(result.bound)}-bound</b>. {result.total_macs / 1e9:.3f}"
+            f" GMACs = {result.total_flops / 1e9:.3f} GFLOPs per run (FLOPs count each multiply-accumulate as"
+            f" 2 plus elementwise work). Roofs measured {e(roofs.measured_at)}: GEMM {roofs.gemm_gflops:.1f}"
+            f" GFLOP/s, memory {roofs.memory_gbps:.1f} GB/s.</p>"
+        ),
     ]
     rows = []
     for row in result.by_op_type:
@@ -453,8 +473,10 @@ def _optimize_section(result: OptimizeResult, bench: BenchResult | None) -> str:
     e = html.escape
     parts = [
         "<h2 id='optimize'>Optimize</h2>",
-        f"<p>target {e(result.target)}: <b>nodes {result.nodes_before} &rarr; {result.nodes_after}</b>; "
-        f"each pass {'verified against the model before it' if result.verified else 'NOT verified'}.</p>",
+        (
+            f"<p>target {e(result.target)}: <b>nodes {result.nodes_before} &rarr; {result.nodes_after}</b>; "
+            f"each pass {'verified against the model before it' if result.verified else 'NOT verified'}.</p>"
+        ),
         *(f"<p>{_status('warn')} {e(note)}</p>" for note in result.notes),
     ]
     if bench is not None:
@@ -549,8 +571,11 @@ def _quantize_section(result: QuantizeResult) -> str:
     )
     parts = [
         "<h2 id='quantize'>Quantize</h2>",
-        f"<p>{e(result.mode)} INT8: {kept}; size {human_bytes(result.size_bytes_before)} &rarr; "
-        f"{human_bytes(result.size_bytes_after)}; gate: {e(result.budget)}; calibration: {e(result.calibration)}.</p>",
+        (
+            f"<p>{e(result.mode)} INT8: {kept}; size {human_bytes(result.size_bytes_before)} &rarr;"
+            f" {human_bytes(result.size_bytes_after)}; gate: {e(result.budget)}; calibration:"
+            f" {e(result.calibration)}.</p>"
+        ),
         *(f"<p>{_status('warn')} {e(note)}</p>" for note in result.notes),
     ]
     rows = [

@@ -68,8 +68,10 @@ def info_tables(info: ModelInfo) -> list[Table]:
 
 def bench_table(result: BenchResult) -> Table:
     table = Table(
-        title=f"bench {result.model}: {result.provider}, {result.threads} threads "
-        f"(median stable within ±{100 * result.rel_tol:.0f}% or {result.budget_s:g}s budget)"
+        title=(
+            f"bench {result.model}: {result.provider}, {result.threads} threads "
+            f"(median stable within ±{100 * result.rel_tol:.0f}% or {result.budget_s:g}s budget)"
+        )
     )
     columns = (
         "variant",
@@ -114,7 +116,7 @@ def bench_table(result: BenchResult) -> Table:
     if baseline:
         caption = (
             f"speedup = p50 of {baseline} / p50, same batch, same {result.method} race "
-            f"(by round: the same ratio per round, lowest-highest); " + caption
+            "(by round: the same ratio per round, lowest-highest); " + caption
         )
     table.caption = caption
     return table
@@ -132,8 +134,10 @@ def value_range(values: list[float], fmt: str, unit: str = "") -> str:
 
 def verify_table(result: VerifyResult) -> Table:
     table = Table(
-        title=f"verify {result.model} (batch {result.batch}, finite outputs: "
-        f"{'yes' if result.finite else 'NO'})"
+        title=(
+            f"verify {result.model} (batch {result.batch}, finite outputs: "
+            f"{'yes' if result.finite else 'NO'})"
+        )
     )
     for column in (
         "reference",
@@ -196,7 +200,10 @@ def run_summary(report: RunReport) -> Table:
         elif stage.name == "optimize" and report.optimize is not None:
             result = report.optimize
             applied = [p.name for p in result.passes if p.status == "applied"]
-            detail = f"{result.target}: nodes {result.nodes_before} -> {result.nodes_after}; applied {', '.join(applied) or 'none'}"
+            detail = (
+                f"{result.target}: nodes {result.nodes_before} -> {result.nodes_after}; applied"
+                f" {', '.join(applied) or 'none'}"
+            )
             if result.rolled_back:
                 detail += f"; rolled back {', '.join(result.rolled_back)}"
         elif stage.name == "quantize" and report.quantize is not None:
@@ -256,7 +263,10 @@ def bench_line(report: RunReport) -> str:
 
 def edge_line(edge: EdgeResult) -> str:
     manifest, profile = edge.manifest, edge.profile
-    line = f"{edge.path}: {manifest.format}, {human_bytes(manifest.size_bytes)} ({human_bytes(manifest.gzip_bytes)} gzip'd)"
+    line = (
+        f"{edge.path}: {manifest.format}, {human_bytes(manifest.size_bytes)}"
+        f" ({human_bytes(manifest.gzip_bytes)} gzip'd)"
+    )
     artifact, float_model = profile.artifact, profile.float_model
     if artifact.fits and artifact.p50_ms is not None:
         line += f"; 1 thread p50 {artifact.p50_ms:.2f} ms"
@@ -270,12 +280,16 @@ def edge_line(edge: EdgeResult) -> str:
 def profile_tables(result: ProfileResult, top_nodes: int = 10) -> list[Table]:
     roofs = result.ceilings
     by_type = Table(
-        title=f"profile {result.model}: batch {result.batch}, {result.provider}, {result.threads} threads, "
-        f"ORT optimization {result.optimization}; {result.total_ms:.3f} ms/run (median of {result.runs}); "
-        f"whole model {result.bound}-bound",
-        caption=f"roofs measured {roofs.measured_at}: GEMM {roofs.gemm_gflops:.1f} GFLOP/s, "
-        f"memory {roofs.memory_gbps:.1f} GB/s; {result.total_macs / 1e9:.3f} GMACs = "
-        f"{result.total_flops / 1e9:.3f} GFLOPs per run",
+        title=(
+            f"profile {result.model}: batch {result.batch}, {result.provider}, {result.threads} threads, ORT"
+            f" optimization {result.optimization}; {result.total_ms:.3f} ms/run (median of {result.runs});"
+            f" whole model {result.bound}-bound"
+        ),
+        caption=(
+            f"roofs measured {roofs.measured_at}: GEMM {roofs.gemm_gflops:.1f} GFLOP/s, "
+            f"memory {roofs.memory_gbps:.1f} GB/s; {result.total_macs / 1e9:.3f} GMACs = "
+            f"{result.total_flops / 1e9:.3f} GFLOPs per run"
+        ),
     )
     for column in ("op type", "nodes", "ms", "share", "GFLOP/s", "GB/s", "bound"):
         by_type.add_column(column, justify="left" if column in ("op type", "bound") else "right")
@@ -328,7 +342,10 @@ def machine_table(ceilings: MachineCeilings) -> Table:
 
 def optimize_table(result: OptimizeResult) -> Table:
     table = Table(
-        title=f"optimize {result.model} for {result.target}: nodes {result.nodes_before} -> {result.nodes_after}"
+        title=(
+            f"optimize {result.model} for {result.target}: nodes {result.nodes_before} ->"
+            f" {result.nodes_after}"
+        )
         + ("" if result.verified else " (NOT verified)"),
         caption=escape("; ".join(result.notes)) or None,
     )
@@ -431,8 +448,10 @@ def quantize_table(result: QuantizeResult) -> Table:
     """Every candidate hone built, judged and timed; the kept one marked."""
     kept = f"kept {result.format}" + (f", {result.speedup:.2f}x" if result.speedup else "")
     table = Table(
-        title=f"quantize {result.model} ({result.mode}): {kept}; size {human_bytes(result.size_bytes_before)} -> "
-        f"{human_bytes(result.size_bytes_after)}; gate: {escape(result.budget)}",
+        title=(
+            f"quantize {result.model} ({result.mode}): {kept}; size {human_bytes(result.size_bytes_before)}"
+            f" -> {human_bytes(result.size_bytes_after)}; gate: {escape(result.budget)}"
+        ),
         caption=escape("; ".join(result.notes)) or None,
     )
     for column in ("candidate", "kept float", "accuracy", "gate", "size", "p50 ms", "speedup"):
@@ -469,9 +488,12 @@ def prune_table(result: PruneResult, top_layers: int = 12) -> Table:
     ]
     speed = f"; {result.speedup:.2f}x" if result.speedup else ""
     table = Table(
-        title=f"prune {result.model} ({result.pattern}): sparsity {result.achieved_sparsity:.1%}, "
-        f"{escape(accuracy_text(result.accuracy_after))} {verdict}; zipped size "
-        f"{human_bytes(result.compressed_bytes_before)} -> {human_bytes(result.compressed_bytes_after)}{speed}",
+        title=(
+            f"prune {result.model} ({result.pattern}): sparsity {result.achieved_sparsity:.1%},"
+            f" {escape(accuracy_text(result.accuracy_after))} {verdict}; zipped size"
+            f" {human_bytes(result.compressed_bytes_before)} ->"
+            f" {human_bytes(result.compressed_bytes_after)}{speed}"
+        ),
         caption=escape("; ".join(result.notes)) or None,
     )
     for column in ("weight", "op", "shape", "params", "sparsity"):
@@ -494,8 +516,10 @@ def edge_table(result: EdgeResult) -> Table:
     """fp32 vs the artifact: size, gzip size, latency, peak memory, session creation, accuracy."""
     manifest, profile = result.manifest, result.profile
     table = Table(
-        title=f"edge {result.model}: 1 thread, batch 1, ORT all optimizations, memory cap "
-        f"+{profile.memory_cap_mb} MB over an idle process ({profile.idle_rss_mb:.0f} MB RSS)"
+        title=(
+            f"edge {result.model}: 1 thread, batch 1, ORT all optimizations, memory cap "
+            f"+{profile.memory_cap_mb} MB over an idle process ({profile.idle_rss_mb:.0f} MB RSS)"
+        )
     )
     for column in (
         "model",
@@ -515,14 +539,18 @@ def edge_table(result: EdgeResult) -> Table:
             manifest.float_size_bytes,
             manifest.float_gzip_bytes,
             profile.float_model,
-            "reference"
-            if accuracy is None or accuracy.metric != "top1"
-            else f"top-1 {accuracy.float_value:.2f}%",
+            (
+                "reference"
+                if accuracy is None or accuracy.metric != "top1"
+                else f"top-1 {accuracy.float_value:.2f}%"
+            ),
         ),
         (
-            manifest.format
-            if manifest.sparsity is None
-            else f"{manifest.format}, {manifest.sparsity:.0%} sparse",
+            (
+                manifest.format
+                if manifest.sparsity is None
+                else f"{manifest.format}, {manifest.sparsity:.0%} sparse"
+            ),
             manifest.size_bytes,
             manifest.gzip_bytes,
             profile.artifact,
@@ -576,9 +604,11 @@ def web_table(result: WebResult) -> Table:
 def pipeline_table(result: PipelineResult) -> Table:
     """Per stage: blocks, predicted cost, measured busy / recv wait / idle, bubble, activations."""
     table = Table(
-        title=f"pipeline {result.model}: {len(result.stages)} stages, {result.schedule}, {result.mode}, "
-        f"batch {result.batch} as {result.microbatches} x {result.microbatch_size}, "
-        f"{result.threads_per_stage} thread(s) per stage, {result.backend}"
+        title=(
+            f"pipeline {result.model}: {len(result.stages)} stages, {result.schedule}, {result.mode}, "
+            f"batch {result.batch} as {result.microbatches} x {result.microbatch_size}, "
+            f"{result.threads_per_stage} thread(s) per stage, {result.backend}"
+        )
     )
     for column in (
         "stage",
@@ -619,12 +649,17 @@ def pipeline_table(result: PipelineResult) -> Table:
 def pipeline_summary(result: PipelineResult) -> list[str]:
     """The lines under the table: step, bubbles, simulator, check, single process."""
     lines = [
-        f"step {result.step_ms:.1f} ms (median of {max(1, len(result.steps_ms) - 1)} measured); bubble "
-        f"measured {result.bubble_measured:.1%}, formula (S-1)/(M+S-1) {result.bubble_formula:.1%}; "
-        f"simulated {result.simulated_step_ms:.1f} ms on the stages' measured action times, bubble "
-        f"{result.simulated_bubble:.1%} (planned from the block costs: {result.planned_step_ms:.1f} ms)",
-        f"single process, whole batch, {result.threads_per_stage * len(result.stages)} thread(s): "
-        f"{result.single_process_ms:.1f} ms; the pipeline's speed-up over it: {result.single_process_ms / result.step_ms:.2f}x",
+        (
+            f"step {result.step_ms:.1f} ms (median of {max(1, len(result.steps_ms) - 1)} measured); bubble "
+            f"measured {result.bubble_measured:.1%}, formula (S-1)/(M+S-1) {result.bubble_formula:.1%}; "
+            f"simulated {result.simulated_step_ms:.1f} ms on the stages' measured action times, bubble "
+            f"{result.simulated_bubble:.1%} (planned from the block costs: {result.planned_step_ms:.1f} ms)"
+        ),
+        (
+            f"single process, whole batch, {result.threads_per_stage * len(result.stages)} thread(s):"
+            f" {result.single_process_ms:.1f} ms; the pipeline's speed-up over it:"
+            f" {result.single_process_ms / result.step_ms:.2f}x"
+        ),
     ]
     check = f"max abs error vs one process: {result.max_abs_error_vs_single_process:.3g}"
     if result.max_grad_rel_error_vs_single_process is not None:

@@ -373,9 +373,10 @@ def _decode(
     json_bytes = len(body) if header_length is None else header_length
     if json_bytes > max_json_bytes:
         raise RequestTooLargeError(
-            f"the request's JSON is {json_bytes} bytes, above the server's limit of {max_json_bytes} for JSON "
-            "(Python's parser holds the interpreter while it reads); send large tensors in the binary tensor "
-            "extension (Inference-Header-Content-Length), or start the server with a higher --max-json-bytes"
+            f"the request's JSON is {json_bytes} bytes, above the server's limit of {max_json_bytes} for JSON"
+            " (Python's parser holds the interpreter while it reads); send large tensors in the binary"
+            " tensor extension (Inference-Header-Content-Length), or start the server with a higher"
+            " --max-json-bytes"
         )
     parsing = JSON_PARSE_FACTOR * json_bytes
     held.grow(parsing, "parsing its JSON")

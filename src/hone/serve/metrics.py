@@ -152,7 +152,8 @@ class ServeMetrics:
         self.registry.register(_BatcherCollector(self._sources))
 
     def observe(self, model: str, version: str, stats: StatsSource) -> ModelObserver:
-        """Start reporting a model version: ``stats`` is read at each scrape; give the result to its Batcher."""
+        """Start reporting a model version: ``stats`` is read at each scrape; give the result to its
+        Batcher."""
         self._sources[(model, version)] = stats
         return ModelObserver(
             batch_size=self._batch_size.labels(model, version),

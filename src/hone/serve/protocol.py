@@ -142,8 +142,8 @@ def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
         parts.append(part)
         if size > limit:
             raise RequestTooLargeError(
-                f"the {name} body inflates past the server's limit of {limit} bytes ({max_bytes} in all, at most "
-                f"{MAX_INFLATE_RATIO}x the compressed size); send less per request"
+                f"the {name} body inflates past the server's limit of {limit} bytes ({max_bytes} in all, at"
+                f" most {MAX_INFLATE_RATIO}x the compressed size); send less per request"
             )
         if not inflater.eof:
             raise InferenceInputError(f"the {name} body is truncated")

@@ -113,7 +113,7 @@ class RayServeOptions:
             raise OptionError(f"--replicas must be an integer of at least 1, got {self.replicas!r}")
         if not 1 <= self.http_port <= 65535:
             raise OptionError(
-                f"--http-port must be from 1 to 65535 with --ray (Ray Serve cannot pick a free "
+                "--http-port must be from 1 to 65535 with --ray (Ray Serve cannot pick a free "
                 f"port), got {self.http_port}"
             )
 
@@ -325,7 +325,8 @@ def create_replica_app(replica: V2Replica) -> FastAPI:
     async def server_metadata() -> dict[str, Any]:
         return {**extensions.server_metadata(), "extensions": list(RAY_EXTENSIONS)}
 
-    # As hone serve's: 200 with the Open Inference Protocol's body (a replica takes traffic only once warmed up)
+    # As hone serve's: 200 with the Open Inference Protocol's body (a replica takes traffic only once warmed
+    # up)
     @app.get("/v2/health/live", response_class=JSONResponse)
     async def live() -> JSONResponse:
         return JSONResponse({"live": True})

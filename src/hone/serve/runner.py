@@ -139,7 +139,7 @@ class ModelRunner:
             raise OptionError(f"instances must be an integer of at least 1, got {instances!r}")
         if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 0:
             raise OptionError(
-                f"max_batch_size must be an integer of at least 0 (0 or 1 turns batching off), "
+                "max_batch_size must be an integer of at least 0 (0 or 1 turns batching off), "
                 f"got {max_batch_size!r}"
             )
         self.model = model
@@ -248,7 +248,7 @@ class ModelRunner:
             if not tensor.shape or tensor.shape[0] != -1:
                 raise OptionError(
                     f"model {self.name!r} input {tensor.name!r} has shape {tensor.shape_text()}, so "
-                    f"its first dim cannot be the batch dim that max_batch_size "
+                    "its first dim cannot be the batch dim that max_batch_size "
                     f"{self.max_batch_size} needs; serve it with max_batch_size 0 (batching off) or "
                     "export it with a dynamic batch axis",
                     model=self.name,
@@ -318,8 +318,8 @@ def _check_indices(name: str, array: np.ndarray, allowed: IndexRange, *, model: 
     if low < allowed.low or high > allowed.high:
         bad = low if low < allowed.low else high
         raise InferenceInputError(
-            f"input {name!r} of model {model!r} holds {bad}, but Gather node {allowed.node!r} takes indices from "
-            f"{allowed.low} to {allowed.high}",
+            f"input {name!r} of model {model!r} holds {bad}, but Gather node {allowed.node!r} takes indices"
+            f" from {allowed.low} to {allowed.high}",
             model=model,
             input=name,
         )

@@ -187,9 +187,11 @@ def serve(
     def resolve() -> list[RepositoryEntry]:
         """The entries, with the batching SLO mode chose for the versions it planned."""
         return [
-            replace(entry, batch=plans[(entry.name, entry.version)].batch_config(entry.batch))
-            if (entry.name, entry.version) in plans
-            else entry
+            (
+                replace(entry, batch=plans[(entry.name, entry.version)].batch_config(entry.batch))
+                if (entry.name, entry.version) in plans
+                else entry
+            )
             for entry in options.resolve()
         ]
 
@@ -231,7 +233,9 @@ async def _serve(
         servers = [_quiet_server(app, options, limits), _quiet_server(metrics_app, options, limits)]
         tasks = [
             asyncio.create_task(server.serve(sockets=[sock]), name=f"hone-serve-{kind}")
-            for server, sock, kind in zip(servers, (http_socket, metrics_socket), ("http", "metrics"), strict=False)
+            for server, sock, kind in zip(
+                servers, (http_socket, metrics_socket), ("http", "metrics"), strict=False
+            )
         ]
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

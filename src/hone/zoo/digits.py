@@ -91,7 +91,8 @@ def _conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
 
 
 def prepare_images(pixels: np.ndarray) -> np.ndarray:
-    """Raw digits pixels, ``(n, 8, 8)`` or ``(n, 64)`` in 0..16 -> model input ``(n, 1, 8, 8)`` float32 in [0, 1]."""
+    """Raw digits pixels, ``(n, 8, 8)`` or ``(n, 64)`` in 0..16 -> model input ``(n, 1, 8, 8)`` float32 in
+    [0, 1]."""
     return (np.asarray(pixels, dtype=np.float32).reshape(-1, 1, 8, 8) / PIXEL_MAX).astype(np.float32)
 
 
@@ -124,7 +125,8 @@ def _top1(module: nn.Module, images: np.ndarray, labels: np.ndarray) -> float:
 
 
 def _train(split: DigitsSplit) -> tuple[DigitsCNN, TrainingRecord]:
-    """Adam on cross-entropy, fixed epochs; seeded init and shuffling, one thread for bitwise repeatability."""
+    """Adam on cross-entropy, fixed epochs; seeded init and shuffling, one thread for bitwise
+    repeatability."""
     threads_before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -244,7 +246,9 @@ DIGITS_CNN = ZooModel(
         "dataset": "sklearn.datasets.load_digits (1797 images, 10 classes)",
         "input_scaling": "pixels / 16, float32 in [0, 1], shape (batch, 1, 8, 8)",
         "split": f"train_test_split(test_size={TEST_FRACTION}, random_state={SEED}, stratify=labels)",
-        "training": f"Adam lr={LEARNING_RATE}, cosine schedule, {EPOCHS} epochs, batch {BATCH_SIZE}, 1 thread",
+        "training": (
+            f"Adam lr={LEARNING_RATE}, cosine schedule, {EPOCHS} epochs, batch {BATCH_SIZE}, 1 thread"
+        ),
         "accuracy": "held-out top-1 measured after training: hone.zoo.digits.heldout_accuracy()",
     },
     eval_data=eval_data,

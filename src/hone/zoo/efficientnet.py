@@ -141,9 +141,7 @@ class _ZeroPad(torch.autograd.Function):
         return F.pad(x, pads)
 
     @staticmethod
-    def symbolic(
-        graph: torch._C.Graph, x: torch._C.Value, pads: tuple[int, int, int, int]
-    ) -> torch._C.Value:
+    def symbolic(graph: torch._C.Graph, x: torch._C.Value, pads: tuple[int, int, int, int]) -> torch._C.Value:
         left, right, top, bottom = pads
         onnx_pads = graph.op(
             "Constant", value_t=torch.tensor([0, 0, top, left, 0, 0, bottom, right], dtype=torch.int64)

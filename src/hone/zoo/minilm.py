@@ -209,7 +209,8 @@ def _reference_cache_path() -> Path:
 
 
 def _cached_reference_embeddings() -> np.ndarray:
-    """The reference embeddings of ``EVAL_SENTENCES``, computed once and cached (they need sentence-transformers)."""
+    """The reference embeddings of ``EVAL_SENTENCES``, computed once and cached (they need
+    sentence-transformers)."""
     path = _reference_cache_path()
     if path.exists():
         cached = json.loads(path.read_text())
@@ -226,23 +227,28 @@ def _cached_reference_embeddings() -> np.ndarray:
 
 
 def eval_data() -> EvalSet:
-    """32 varied English sentences, padded to the longest, with sentence-transformers' embeddings as reference."""
+    """32 varied English sentences, padded to the longest, with sentence-transformers' embeddings as
+    reference."""
     return EvalSet(
         inputs=tokenize(EVAL_SENTENCES),
         metric="cosine",
         reference=_cached_reference_embeddings(),
         output_name="sentence_embedding",
         description=(
-            f"{len(EVAL_SENTENCES)} English sentences tokenized with the model's tokenizer.json (padded to the "
-            "longest); reference: sentence-transformers' embeddings of the same sentences"
+            f"{len(EVAL_SENTENCES)} English sentences tokenized with the model's tokenizer.json (padded to"
+            " the longest); reference: sentence-transformers' embeddings of the same sentences"
         ),
     )
 
 
 def calibration_data() -> tuple[dict[str, np.ndarray], str]:
     """Sentences for INT8 calibration, disjoint from the ones the accuracy gate judges with."""
-    return tokenize(CALIBRATION_SENTENCES), (
-        f"{len(CALIBRATION_SENTENCES)} English sentences (disjoint from the evaluation sentences), padded to the longest"
+    return (
+        tokenize(CALIBRATION_SENTENCES),
+        (
+            f"{len(CALIBRATION_SENTENCES)} English sentences (disjoint from the evaluation sentences), padded"
+            " to the longest"
+        ),
     )
 
 
@@ -265,8 +271,9 @@ def _zoo_model(name: str, attention: str, attention_words: str) -> ZooModel:
     return ZooModel(
         name=name,
         description=(
-            f"all-MiniLM-L6-v2 sentence encoder (real weights, 22.7M parameters, {attention_words}); "
-            "outputs token states (batch, sequence, 384) and L2-normalized mean-pooled sentence embeddings (batch, 384)"
+            f"all-MiniLM-L6-v2 sentence encoder (real weights, 22.7M parameters, {attention_words}); outputs"
+            " token states (batch, sequence, 384) and L2-normalized mean-pooled sentence embeddings (batch,"
+            " 384)"
         ),
         inputs=_INPUTS,
         output_names=("last_hidden_state", "sentence_embedding"),

@@ -77,7 +77,8 @@ def _check_buffer_size(wgpu_device: WgpuDevice, op: str, name: str, array_bytes:
     limit = wgpu_device.device.limits["max-storage-buffer-binding-size"]
     if array_bytes > limit:
         raise OptionError(
-            f"{op}: {name} needs {array_bytes} bytes, more than this adapter's storage buffer limit of {limit} bytes",
+            f"{op}: {name} needs {array_bytes} bytes, more than this adapter's storage buffer limit of"
+            f" {limit} bytes",
             argument=name,
         )
 
@@ -197,7 +198,8 @@ def _bias_act_scale(
     M, N = x.shape
     if bias.shape != (N,):
         raise OptionError(
-            f"bias_act_scale: x is {list(x.shape)} and bias is {list(bias.shape)}; bias must be [{N}], one value per column of x",
+            f"bias_act_scale: x is {list(x.shape)} and bias is {list(bias.shape)}; bias must be [{N}], one"
+            " value per column of x",
             x_shape=x.shape,
             bias_shape=bias.shape,
         )
