@@ -92,7 +92,7 @@ from hone.results import write_json
 from hone.runtime import Session, SessionConfig
 from hone.verify import compare
 
-ATOL, RTOL = 1e-4, 1e-3  # hone.passes.pipeline's float32 tolerance
+ATOL, RTOL = 1e-4, 1e-3  # hone.verify's float32 tolerance
 STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
 REAL_SAMPLES = 8
 QUIET_CORES = 0.25  # other processes' CPU use below which the machine counts as quiet

@@ -1,7 +1,7 @@
 """Graph rewrites on onnx-ir, one small module per pass; pipeline.py orders, verifies and rolls
 them back. ``optimize(model, target=..., verify=True)`` is the entry point."""
 
-from hone.passes.pipeline import (
+from hone.passes.manager import (
     TARGETS,
     OptimizeResult,
     PassReport,
