@@ -33,7 +33,8 @@ from rich.table import Table
 
 import hone
 from hone.bench.sweep import machine_summary
-from hone.export.edge import DEFAULT_MEMORY_CAP_MB, EdgeResult, ProcessProfile, export_edge
+from hone.export.edge import DEFAULT_MEMORY_CAP_MB, export_edge
+from hone.export.types import EdgeResult, ProcessProfile
 from hone.quantize.gate import Budget, judge, plan_for
 from hone.results import write_json
 

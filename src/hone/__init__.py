@@ -1,61 +1,142 @@
 """hone: take a trained model to its fastest correct deployment, end to end.
 
 The Python API mirrors the CLI: ``hone.load(...)``, ``hone.info(...)``, ``hone.bench(...)``,
-``hone.run(...)``, ``hone.export(...)``, ``hone.optimize(...)``, ``hone.quantize(...)``, ``hone.prune(...)``.
+``hone.run(...)``, ``hone.export(...)``, ``hone.optimize(...)``, ``hone.quantize(...)``,
+``hone.prune(...)``. Every function takes the CLI's options as typed keyword arguments and returns
+the result type the CLI renders (see each function).
+
+The names bench, export, info and quantize are also subpackages. Python binds a subpackage to its
+parent's attribute when it is first imported, so they are imported here first; the functions
+defined below then own the names for good, while ``from hone.bench import ...`` keeps working
+through ``sys.modules``. (Renaming the subpackages would break every caller that imports them.)
 """
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-# The API functions below share their names with subpackages (hone.bench, hone.info, hone.export,
-# hone.quantize).
-# Python binds a subpackage to its parent's attribute only when it is first imported, so these are
-# imported here first; the functions defined afterwards then own the names for good, while
-# ``from hone.bench import ...`` keeps working through sys.modules.
-import hone.bench  # noqa: E402,F401
-import hone.export  # noqa: E402,F401
-import hone.info  # noqa: E402,F401
-import hone.quantize  # noqa: E402,F401
-from hone.errors import HoneError  # noqa: E402
-from hone.model import Model, load  # noqa: E402
+import hone.bench
+import hone.export
+import hone.info
+import hone.quantize  # noqa: F401  (bound before the functions below; see the docstring)
+from hone._version import __version__
+from hone.errors import HoneError
+from hone.model import Model, load
+
+if TYPE_CHECKING:
+    from hone.bench.types import BenchResult
+    from hone.data import SampleSet
+    from hone.export.types import ExportResult
+    from hone.info import ModelInfo
+    from hone.job import ProgressCallback
+    from hone.job_types import RunReport
+    from hone.passes import OptimizeResult
+    from hone.quantize import QuantizeResult
+    from hone.quantize.gate import Budget, EvalPlan
+    from hone.quantize.prune import PruneResult
 
 
-def info(source: str | Model, **load_options: object) -> object:
+def info(source: str | Model, *, input_shapes: Sequence[str] | None = None) -> ModelInfo:
     """The ModelInfo of ``source`` (a path, zoo name, factory or Model)."""
     from hone.info import describe
 
-    return describe(load(source, **load_options))  # type: ignore[arg-type]
+    return describe(load(source, input_shapes=input_shapes))
 
 
-def _with_data(source: str | Model, data: object, dims: object, input_shapes: object = None) -> Model:
+def _with_data(
+    source: str | Model,
+    data: str | os.PathLike[str] | None,
+    dims: dict[str, int] | None,
+    input_shapes: Sequence[str] | None = None,
+) -> Model:
     """``source`` loaded with ``data`` (``--data``) and ``dims`` (``--dim``) attached; see ``hone.data``."""
     from hone.data import attach
 
-    return attach(load(source, input_shapes=input_shapes), data, dims)  # type: ignore[arg-type]
+    return attach(load(source, input_shapes=input_shapes), None if data is None else str(data), dims)
 
 
-def bench(source: str | Model, **options: object) -> object:
-    """Benchmark ``source``; options are those of ``hone.bench.bench`` plus ``input_shapes``,
-    ``data`` and ``dims`` (samples and symbolic dim values, as ``--data`` and ``--dim``)."""
+def bench(
+    source: str | Model,
+    *,
+    batches: Sequence[int] | None = None,
+    threads: int | None = None,
+    provider: str = "cpu",
+    variants: Sequence[str] | None = None,
+    budget_s: float = 3.0,
+    rel_tol: float = 0.02,
+    min_runs: int = 10,
+    max_runs: int = 2000,
+    warmup_runs: int = 3,
+    seed: int = 0,
+    on_config: Callable[[str, int], None] | None = None,
+    input_shapes: Sequence[str] | None = None,
+    data: str | os.PathLike[str] | None = None,
+    dims: dict[str, int] | None = None,
+) -> BenchResult:
+    """Benchmark ``source`` (``hone.bench.bench``) on ``data``'s samples and ``dims``' values
+    (as ``--data`` and ``--dim``), or on inputs invented from the graph."""
     from hone.bench import bench as run_bench
 
-    model = _with_data(
-        source, options.pop("data", None), options.pop("dims", None), options.pop("input_shapes", None)
+    return run_bench(
+        _with_data(source, data, dims, input_shapes),
+        batches=batches,
+        threads=threads,
+        provider=provider,
+        variants=variants,
+        rel_tol=rel_tol,
+        min_runs=min_runs,
+        max_runs=max_runs,
+        warmup_runs=warmup_runs,
+        budget_s=budget_s,
+        seed=seed,
+        on_config=on_config,
     )
-    return run_bench(model, **options)  # type: ignore[arg-type]
 
 
-def run(source: str | Model | None = None, **options: object) -> object:
-    """The end-to-end job; options are those of ``hone.job.run``. Returns its RunReport, after
-    writing ``report.json`` (the job) and ``report.html`` (rendered here) into ``out_dir``."""
-    from pathlib import Path
-
+def run(
+    source: str | os.PathLike[str] | Model | None = None,
+    *,
+    out_dir: str | os.PathLike[str] = "hone-out",
+    batches: Sequence[int] | None = None,
+    threads: int | None = None,
+    provider: str = "cpu",
+    input_shapes: Sequence[str] | None = None,
+    budget_s: float = 3.0,
+    force: bool = False,
+    progress: ProgressCallback | None = None,
+    quantize: bool = True,
+    serve: bool = True,
+    web: bool = True,
+    edge: bool = True,
+    data: str | os.PathLike[str] | None = None,
+    dims: dict[str, int] | None = None,
+) -> RunReport:
+    """The end-to-end job (``hone.job.run``). Returns its RunReport, after writing ``report.json``
+    (the job) and ``report.html`` (rendered here) into ``out_dir``."""
     from hone.job import run as run_job
     from hone.job_types import REPORT_HTML
     from hone.report.html import write_html
 
-    report = run_job(source, **options)  # type: ignore[arg-type]
+    report = run_job(
+        source,
+        out_dir=out_dir,
+        batches=batches,
+        threads=threads,
+        provider=provider,
+        input_shapes=input_shapes,
+        budget_s=budget_s,
+        force=force,
+        progress=progress,
+        quantize=quantize,
+        serve=serve,
+        web=web,
+        edge=edge,
+        data=data,
+        dims=dims,
+    )
     write_html(report, Path(report.out_dir) / REPORT_HTML)
     return report
 
@@ -65,9 +146,9 @@ def optimize(
     *,
     target: str = "ort-cpu",
     verify: bool = True,
-    data: object = None,
-    dims: object = None,
-) -> tuple[Model, object]:
+    data: str | os.PathLike[str] | None = None,
+    dims: dict[str, int] | None = None,
+) -> tuple[Model, OptimizeResult]:
     """Rewrite ``source`` for ``target`` with every pass verified (on ``data``'s samples when given);
     returns (Model, OptimizeResult)."""
     from hone.passes import optimize as run_optimize
@@ -77,31 +158,83 @@ def optimize(
     return run_optimize(source, target=target, verify=verify)
 
 
-def quantize(source: str | Model, **options: object) -> tuple[Model, object]:
-    """INT8 or fp16 behind the accuracy and speed gates; returns (kept Model, QuantizeResult).
-
-    Options are those of ``hone.quantize.quantize`` (mode, fmt, calib, method, budget, per_channel,
-    samples, threads, measure_speed, prefer). The kept Model is the float one when nothing passed.
-    """
+def quantize(
+    source: str | Model,
+    *,
+    mode: str = "auto",
+    fmt: str = "auto",
+    calib: str | None = None,
+    method: str = "minmax",
+    budget: Budget | str | None = None,
+    per_channel: bool = True,
+    samples: int = 200,
+    threads: int | None = None,
+    measure_speed: bool = True,
+    bench_budget_s: float = 3.0,
+    prefer: str = "speed",
+    fp16_io: bool = False,
+    data: str | SampleSet | None = None,
+) -> tuple[Model, QuantizeResult]:
+    """INT8 or fp16 behind the accuracy and speed gates (``hone.quantize.quantize``); returns
+    (kept Model, QuantizeResult). The kept Model is the float one when nothing passed."""
     from hone.quantize import quantize as run_quantize
 
-    return run_quantize(source, **options)  # type: ignore[arg-type]
+    return run_quantize(
+        source,
+        mode=mode,
+        fmt=fmt,
+        calib=calib,
+        method=method,
+        budget=budget,
+        per_channel=per_channel,
+        samples=samples,
+        threads=threads,
+        measure_speed=measure_speed,
+        bench_budget_s=bench_budget_s,
+        prefer=prefer,
+        fp16_io=fp16_io,
+        data=data,
+    )
 
 
-def prune(source: str | Model, **options: object) -> tuple[Model, object]:
-    """Magnitude pruning judged by the accuracy gate; returns (pruned Model, PruneResult).
-
-    Options are those of ``hone.quantize.prune.prune`` (sparsity, pattern, scope, budget,
-    fine_tune, fine_tune_epochs, exclude, threads, samples, measure_speed).
-    """
+def prune(
+    source: str | Model,
+    *,
+    sparsity: float | None = None,
+    pattern: str = "unstructured",
+    scope: str = "global",
+    budget: Budget | str | None = None,
+    fine_tune: bool = False,
+    fine_tune_epochs: int = 3,
+    threads: int | None = None,
+    measure_speed: bool = True,
+    samples: int = 200,
+    exclude: Sequence[str] = (),
+    plan: EvalPlan | None = None,
+) -> tuple[Model, PruneResult]:
+    """Magnitude pruning judged by the accuracy gate (``hone.quantize.prune.prune``); returns
+    (pruned Model, PruneResult)."""
     from hone.quantize.prune import prune as run_prune
 
-    return run_prune(source, **options)  # type: ignore[arg-type]
+    return run_prune(
+        source,
+        sparsity=sparsity,
+        pattern=pattern,
+        scope=scope,
+        budget=budget,
+        fine_tune=fine_tune,
+        fine_tune_epochs=fine_tune_epochs,
+        threads=threads,
+        measure_speed=measure_speed,
+        samples=samples,
+        exclude=exclude,
+        plan=plan,
+    )
 
 
 def export(
     source: str | Model,
-    output: str,
+    output: str | os.PathLike[str],
     *,
     target: str = "onnx",
     force: bool = False,
@@ -109,24 +242,24 @@ def export(
     calib: str | None = None,
     sparsity: float | None = None,
     memory_cap_mb: int | None = None,
-    **load_options: object,
-) -> object:
-    """Write ``source`` for ``target`` (``output``: an .onnx path, or a folder for ``edge``); see
-    ``hone.export``.
-
-    ``budget``, ``calib``, ``sparsity`` and ``memory_cap_mb`` are the edge target's options.
-    """
+    fp16: bool = False,
+    input_shapes: Sequence[str] | None = None,
+) -> ExportResult:
+    """Write ``source`` for ``target`` (``hone.export.export``): ``output`` is an .onnx path, or a
+    folder for ``edge`` and ``web``. ``budget``, ``calib``, ``sparsity`` and ``memory_cap_mb`` are
+    the edge target's options, ``fp16`` the web target's."""
     from hone.export import export as run_export
 
     return run_export(
-        load(source, **load_options),
+        load(source, input_shapes=input_shapes),
         output,
         target=target,
-        force=force,  # type: ignore[arg-type]
+        force=force,
         budget=budget,
         calib=calib,
         sparsity=sparsity,
         memory_cap_mb=memory_cap_mb,
+        fp16=fp16,
     )
 
 

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
@@ -590,43 +589,32 @@ def export(
     profile.json; web as a folder with index.html that runs it in a browser (serve it with `hone serve-web`).
     """
     from hone.export import export as run_export
+    from hone.report.terminal import export_view
 
     _check_json_target(json_path, force)
     if calib is not None and data is not None:
         raise OptionError("--calib is an older name of --data; give one of them")
     loaded = _load(model, input_shape, dim, data or calib, check=target != "onnx")
-    options: dict[str, Any] = dict(
-        budget=budget, calib=None, sparsity=sparsity, memory_cap_mb=memory_cap_mb, fp16=fp16
-    )
-    if target == "web":
-        with _progress() as progress:
-            progress.add_task(
-                f"export {loaded.name} for the web: optimize, sample, placement check", total=None
-            )
-            web = run_export(loaded, output, target=target, force=force, **options)
-        from hone.report.terminal import web_table
-
-        console.print(web_table(web))
-        for note in web.manifest.notes:
-            console.print(f"note: {note}", highlight=False)
-        console.print(f"wrote {web.path} ({len(web.files)} files); open it with: hone serve-web {web.path}")
-        _write_json(web, json_path, force)
-        return
-    if target != "edge":
-        result = run_export(loaded, output, target=target, force=force, **options)
-        console.print(f"wrote {result.path} ({result.size_bytes:,} bytes, target {result.target})")
-        _write_json(result, json_path, force)
-        return
+    steps = {
+        "web": f"export {loaded.name} for the web: optimize, sample, placement check",
+        "edge": f"export {loaded.name} for edge: gate, quantize, profile at 1 thread",
+    }
     with _progress() as progress:
-        progress.add_task(f"export {loaded.name} for edge: gate, quantize, profile at 1 thread", total=None)
-        edge = run_export(loaded, output, target=target, force=force, **options)
-    from hone.report.terminal import edge_table
-
-    console.print(edge_table(edge))
-    for note in edge.manifest.notes:
-        console.print(f"note: {note}", highlight=False)
-    console.print(f"wrote {edge.path}: " + ", ".join(Path(f).name for f in edge.files))
-    _write_json(edge, json_path, force)
+        if target in steps:
+            progress.add_task(steps[target], total=None)
+        result = run_export(
+            loaded,
+            output,
+            target=target,
+            force=force,
+            budget=budget,
+            sparsity=sparsity,
+            memory_cap_mb=memory_cap_mb,
+            fp16=fp16,
+        )
+    for line in export_view(result):
+        console.print(line, highlight=False)
+    _write_json(result, json_path, force)
 
 
 @app.command("serve-web")
@@ -847,7 +835,8 @@ def _serve_on_ray(
 class _PipelineGroup(TyperGroup):
     """``hone pipeline MODEL ...`` runs a pipeline; ``hone pipeline simulate ...`` plans one."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
+        # typer 0.29 carries its own copy of click; its Context is the one the group receives.
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
             args = ["run", *args]
         return super().parse_args(ctx, args)

@@ -59,7 +59,7 @@ def describe(model: Model) -> ModelInfo:
         parameter_count += _elements(tensor.shape)
         parameter_bytes += tensor.nbytes
         if isinstance(tensor, ir.ExternalTensor):
-            external_files.add(tensor.location)
+            external_files.add(str(tensor.location))
     file_size = None
     if model.path is not None and model.path.exists():
         file_size = model.path.stat().st_size
@@ -90,7 +90,7 @@ def _tensor_info(spec: TensorSpec) -> TensorInfo:
     return TensorInfo(spec.name, spec.dtype, list(spec.shape))
 
 
-def _elements(shape: ir.Shape) -> int:
+def _elements(shape: ir.ShapeProtocol) -> int:
     count = 1
     for dim in shape:
         count *= dim if isinstance(dim, int) else 0

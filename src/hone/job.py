@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from hone import __version__
+from hone._version import __version__
 from hone.errors import HoneError, OptionError, OutputExistsError
 from hone.job_types import (
     EDGE_FOLDER,
@@ -64,6 +64,7 @@ from hone.job_types import (
     ServeRepositoryStage,
     ShippedChoice,
     StageResult,
+    StageStatus,
     WebStage,
 )
 from hone.model import Model
@@ -253,15 +254,16 @@ def _run_stages(
             "measured faster than the loaded model: the loaded model ships",
         )
     )
-    shipped = next(m for label, _, m in candidates if label == report.shipped.label)
+    choice = report.shipped
+    shipped = next(m for label, _, m in candidates if label == choice.label)
     report.showcase = _showcase(model, shipped)
-    report.showcase_artifact = report.shipped.label if report.showcase else ""
+    report.showcase_artifact = choice.label if report.showcase else ""
 
     if serve:
-        report.serve = stages.run("serve", lambda: _serve(shipped, report.shipped.label, options))
+        report.serve = stages.run("serve", lambda: _serve(shipped, choice.label, options))
         report.serve_repository = stages.run(
             "ship-serve",
-            lambda: _ship_serve(shipped, report.shipped, report.serve, options),
+            lambda: _ship_serve(shipped, choice, report.serve, options),
             done=_repository_line,
         )
     else:
@@ -543,6 +545,7 @@ def _web(model: Model, options: RunOptions, step: Callable[[str], None]) -> WebS
     )
     if shutil.which("chromium") is None:
         web.page_note = "Chromium is not installed (`make browser`): the page was not opened"
+        web.page_outcome = "not-opened"
         return web
     from hone.export.browser import open_bundle
     from hone.export.web_server import WebServer
@@ -553,6 +556,7 @@ def _web(model: Model, options: RunOptions, step: Callable[[str], None]) -> WebS
             page = open_bundle(f"{server.url}?runs={WEB_PAGE_RUNS}")
     except HoneError as exc:
         web.page_note = f"the page did not run: {exc}"
+        web.page_outcome = "did-not-run"
         return web
     web.page = {
         key: page.result.get(key)
@@ -570,17 +574,19 @@ def _web(model: Model, options: RunOptions, step: Callable[[str], None]) -> WebS
     error = page.result.get("max_abs_error_vs_native")
     if page.title != "DONE":
         web.page_note = f"the page failed: {page.title}"
+        web.page_outcome = "failed"
     elif error is None or error > WEB_MAX_ABS_ERROR:
         shown = "an unknown amount" if error is None else f"up to {error:.3g}"
         web.page_note = (
             f"the page's outputs differ from native onnxruntime by {shown} "
             f"(more than {WEB_MAX_ABS_ERROR}): check before shipping"
         )
+        web.page_outcome = "differs"
     return web
 
 
 def _web_failure(web: WebStage) -> str | None:
-    return web.page_note if web.page_note.startswith("the page") else None
+    return web.page_note if web.page_failed else None
 
 
 def _web_line(web: WebStage) -> str:
@@ -670,9 +676,9 @@ class _Stages:
             logger.debug("stage %s failed: %s", name, reason, exc_info=not isinstance(exc, HoneError))
             self._record(name, "failed", began, reason)
             return None
-        reason = fails(value) if fails is not None else None
-        if reason:
-            self._record(name, "failed", began, reason)
+        failed = fails(value) if fails is not None else None
+        if failed:
+            self._record(name, "failed", began, failed)
         else:
             self._record(name, "ok", began, self._summary(name, done, value))
         return value
@@ -696,7 +702,7 @@ class _Stages:
     def step(self, name: str, detail: str) -> None:
         self.notify(name, "step", detail)
 
-    def _record(self, name: str, status: str, began: float, message: str) -> None:
+    def _record(self, name: str, status: StageStatus, began: float, message: str) -> None:
         self.report.stages.append(StageResult(name, status, time.perf_counter() - began, message))
         self.notify(name, "done" if status == "ok" else status, message)
 

@@ -9,12 +9,12 @@ checker only (their JSON comes from the dataclass fields either way).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from hone.bench.types import BenchResult
-    from hone.export.edge import EdgeResult
     from hone.export.placement import PlacementReport
+    from hone.export.types import EdgeResult
     from hone.info import ModelInfo
     from hone.passes import OptimizeResult
     from hone.profile import ProfileResult
@@ -31,10 +31,14 @@ WEB_FOLDER = "web"
 EDGE_FOLDER = "edge"
 
 
+StageStatus = Literal["ok", "failed", "skipped"]
+PageOutcome = Literal["ran", "not-opened", "did-not-run", "failed", "differs"]
+
+
 @dataclass
 class StageResult:
     name: str
-    status: str  # "ok" | "failed" | "skipped"
+    status: StageStatus
     seconds: float
     message: str = ""  # the one-line reason of a failed or skipped stage, else a summary (may be empty)
 
@@ -61,6 +65,13 @@ class WebStage:
     placement: PlacementReport
     page: dict[str, Any] | None = None
     page_note: str = ""
+    # What became of the page load: it ran and answered like native onnxruntime ("ran"), or was not
+    # opened (no Chromium), or did not start, failed, or answered differently (these fail the stage).
+    page_outcome: PageOutcome = "ran"
+
+    @property
+    def page_failed(self) -> bool:
+        return self.page_outcome in ("did-not-run", "failed", "differs")
 
 
 @dataclass

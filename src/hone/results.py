@@ -1,5 +1,10 @@
 """Results are plain dataclasses; this module turns any of them into JSON (the scriptable form
 that every command writes with ``--json``). Non-finite floats become null so the JSON is strict.
+
+What results share is stated as protocols, not as names this module knows: a ``Verdict`` (a result
+that judges something: ``passed`` is True, False, or None when nothing was judged) has its
+``passed`` in the JSON; ``Noted`` results carry the notes a user should read. A result type whose
+readers need another derived value lists its properties in ``JSON_PROPERTIES``.
 """
 
 from __future__ import annotations
@@ -10,22 +15,48 @@ import math
 import os
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
 from hone.paths import ensure_writable
 
 
+@runtime_checkable
+class Verdict(Protocol):
+    """A result that judges something: whether it passed (None: it was not judged)."""
+
+    @property
+    def passed(self) -> bool | None: ...
+
+
+@runtime_checkable
+class Noted(Protocol):
+    """A result with notes: what hone decided on the user's behalf and why, one line each."""
+
+    notes: list[str]
+
+
+class DerivedFields(Protocol):
+    """A result type whose JSON includes these properties besides its fields."""
+
+    JSON_PROPERTIES: ClassVar[tuple[str, ...]]
+
+
+def json_properties(value: object) -> tuple[str, ...]:
+    """The derived properties of ``value`` that its JSON includes: a Verdict's ``passed``, and the
+    ``JSON_PROPERTIES`` its type declares."""
+    names = ("passed",) if isinstance(value, Verdict) else ()
+    declared = getattr(type(value), "JSON_PROPERTIES", ())
+    return names + tuple(name for name in declared if name not in names)
+
+
 def to_jsonable(value: Any) -> Any:
     """Recursively convert dataclasses, numpy values, paths and enums to JSON-ready values."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         data = {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        # Derived properties that readers need (e.g. ``passed``) are included too.
-        for name in ("passed", "max_abs_error"):
-            attribute = getattr(type(value), name, None)
-            if isinstance(attribute, property):
-                data[name] = to_jsonable(getattr(value, name))
+        for name in json_properties(value):
+            data[name] = to_jsonable(getattr(value, name))
         return data
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}

@@ -15,7 +15,9 @@ import pytest
 from sklearn.datasets import load_digits
 
 import hone
-from hone.export.edge import EdgeResult, export_edge, preprocessing_for
+from hone.export.edge import export_edge
+from hone.export.preprocessing import preprocessing_for
+from hone.export.types import EdgeResult
 from hone.model import Model
 from hone.results import to_jsonable
 

@@ -19,7 +19,8 @@ import hone
 from hone.errors import OptionError, OutputExistsError
 from hone.export import webgpu_ops
 from hone.export.placement import webgpu_placement
-from hone.export.web import ORT_WEB_FILES, ORT_WEB_VERSION, WebResult, export_web
+from hone.export.types import WebResult
+from hone.export.web import ORT_WEB_FILES, ORT_WEB_VERSION, export_web
 from hone.export.web_server import ISOLATION_HEADERS, WebServer
 from hone.results import to_jsonable
 

@@ -7,44 +7,33 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from hone.errors import OptionError
+from hone.export.types import EXPORT_TARGETS, ExportResult, ExportTarget
 from hone.info import describe
 from hone.model import Model
 from hone.paths import ensure_writable
 
-if TYPE_CHECKING:  # edge and web import the quantizer: loaded only when their target is asked for
-    from hone.export.edge import EdgeResult
-    from hone.export.web import WebResult
-
-TARGETS = ("onnx", "edge", "web")
-
-
-@dataclass
-class ExportResult:
-    model: str
-    target: str
-    path: str
-    size_bytes: int
+# edge and web import the quantizer: they are loaded only when their target is asked for.
+TARGETS = EXPORT_TARGETS
 
 
 def export(
     model: Model,
     output: str | os.PathLike[str],
     *,
-    target: str = "onnx",
+    target: ExportTarget | str = "onnx",
     force: bool = False,
     budget: str | None = None,
     calib: str | None = None,
     sparsity: float | None = None,
     memory_cap_mb: int | None = None,
     fp16: bool = False,
-) -> ExportResult | EdgeResult | WebResult:
+) -> ExportResult:
     """Write ``model`` for ``target``; ``budget``, ``calib``, ``sparsity`` and ``memory_cap_mb`` are edge
-    options, ``fp16`` (a float16 model for WebGPU, kept if it answers like float32) a web option."""
+    options, ``fp16`` (a float16 model for WebGPU, kept if it answers like float32) a web option.
+    The result is an ``ExportResult``; for ``edge`` an ``EdgeResult``, for ``web`` a ``WebResult``."""
     if target not in TARGETS:
         raise OptionError(f"export target {target!r} is unknown; choose one of: {', '.join(TARGETS)}")
     if fp16 and target != "web":
@@ -94,7 +83,7 @@ def export(
         data_file = Path(str(path) + ".data")
         if data_file.exists():
             size += data_file.stat().st_size
-    return ExportResult(model=model.name, target=target, path=str(path), size_bytes=size)
+    return ExportResult(model=model.name, target="onnx", path=str(path), size_bytes=size)
 
 
 def _copy_unchanged(source: Path, output: Path, *, force: bool) -> tuple[Path, int]:

@@ -41,19 +41,20 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 
 from hone.errors import ExecutionError, OptionError, OutputExistsError
+from hone.export.preprocessing import preprocessing_for
+from hone.export.types import EdgeManifest, EdgeProfile, EdgeResult, ProcessProfile
 from hone.model import SESSION_CONFIG_METADATA_KEY, Model, load
 from hone.quantize import QuantizeResult, quantize
 from hone.quantize.gate import AccuracyReport, Budget, EvalPlan, judge, plan_for
 from hone.quantize.prune import PruneResult, prune
 from hone.results import write_json
-from hone.specs import TensorSpec
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +93,8 @@ def report(**fields):
     # VmHWM is this process's own peak. ru_maxrss is the fallback where /proc is missing: on Linux it
     # also holds the parent's resident set when the parent spawned this process (vfork, then exec).
     unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    fields["peak_rss_mb"] = status_mb("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit /
-    2**20
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit / 2**20
+    fields["peak_rss_mb"] = status_mb("VmHWM") or peak_rss_mb
     fields["peak_vm_mb"] = status_mb("VmPeak")
     print(json.dumps(fields))
 
@@ -139,103 +140,6 @@ report(held_mb=held_mb, limit_mb=limit_mb, create_ms=create_ms, runs=runs,
        p50_ms=float(np.percentile(times, 50)), p90_ms=float(np.percentile(times, 90)),
        mean_ms=float(times.mean()))
 """
-
-
-@dataclass
-class Preprocessing:
-    """How raw data becomes the model's input tensors, as far as hone knows it."""
-
-    kind: str  # "image" | "text" | "none"
-    description: str
-    layout: str | None = None  # "NCHW"
-    size: list[int] | None = None  # image [height, width]
-    channels: str | None = None  # "RGB" | "gray"
-    scale: str | None = None  # e.g. "pixels / 255"
-    mean: list[float] | None = None  # per channel, applied after scaling: (x - mean) / std
-    std: list[float] | None = None
-    tokenizer: str | None = None  # path of the tokenizer file
-    max_length: int | None = None
-    padding: str | None = None
-
-
-@dataclass
-class EdgeManifest:
-    """What a deployment needs to know about ``model.onnx``."""
-
-    hone_version: str
-    model: str
-    source: str
-    format: str  # "qdq" | "qoperator" | "dynamic" | "float"
-    kept_float: list[str]  # layers the gate kept in float
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
-    preprocessing: Preprocessing
-    accuracy: AccuracyReport | None  # the artifact judged against the source model (None: it is the source)
-    size_bytes: int
-    gzip_bytes: int
-    float_size_bytes: int
-    float_gzip_bytes: int
-    sparsity: float | None = None  # share of prunable weights that are zero, when pruned
-    notes: list[str] = field(default_factory=list)
-    # onnxruntime session config entries to set when loading model.onnx (what the gate measured under)
-    session_config: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class ProcessProfile:
-    """One model measured in its own fresh process under the memory cap."""
-
-    label: str  # "float" | "artifact"
-    fits: bool
-    error: str | None = None
-    session_create_ms: float | None = None
-    p50_ms: float | None = None
-    p90_ms: float | None = None
-    mean_ms: float | None = None
-    runs: int = 0
-    peak_rss_mb: float | None = None  # VmHWM of the process (see the module docstring)
-    model_rss_mb: float | None = None  # peak_rss_mb above the idle process's
-    peak_vm_mb: float | None = None  # address space at its peak
-    # Address space the session took above what the process held before it: what the cap limits.
-    # For a model over the cap, measured in one more process without the cap.
-    model_vm_mb: float | None = None
-    address_space_limit_mb: float | None = None  # RLIMIT_AS of the process: held before the session + cap
-
-
-@dataclass
-class EdgeProfile:
-    """The float model and the artifact under edge-like limits, with the idle baseline."""
-
-    intra_op_threads: int
-    inter_op_threads: int
-    optimization: str
-    batch: int
-    warmup_runs: int
-    timed_s: float
-    rounds: int
-    memory_cap_mb: int  # address space a model may add above the idle process
-    cap_enforced: bool
-    idle_rss_mb: float
-    idle_vm_mb: float | None
-    float_model: ProcessProfile
-    artifact: ProcessProfile
-    inputs: str
-
-
-@dataclass
-class EdgeResult:
-    """What ``export_edge`` wrote and why: the manifest and profile, and the quantize/prune reports."""
-
-    model: str
-    target: str  # "edge"
-    path: str  # the bundle folder
-    size_bytes: int  # of model.onnx
-    files: list[str]
-    manifest: EdgeManifest
-    profile: EdgeProfile
-    quantize: QuantizeResult
-    prune: PruneResult | None = None
-    seconds: float = 0.0
 
 
 @dataclass
@@ -403,7 +307,7 @@ def profile_edge(
     paths = {"float": float_path, "artifact": artifact_path}
     with tempfile.TemporaryDirectory(prefix="hone-edge-inputs-") as scratch:
         inputs_path = Path(scratch) / "inputs.npz"
-        np.savez(inputs_path, **feeds(model, batch=1, seed=0))
+        np.savez(inputs_path, **feeds(model, batch=1, seed=0))  # type: ignore[arg-type]  # numpy's stub
         idle = _probe(None, inputs_path, memory_cap_mb, timed_s)
         measured: dict[str, list[dict]] = {label: [] for label in paths}
         for _ in range(rounds):
@@ -539,7 +443,7 @@ def _check_fits(profile: EdgeProfile, name: str, fmt: str) -> None:
 
 
 def _manifest(original: Model, choice: _Choice, artifact_path: Path, float_path: Path) -> EdgeManifest:
-    from hone import __version__
+    from hone._version import __version__
 
     size, gzipped = _sizes(artifact_path)
     float_size, float_gzipped = _sizes(float_path)
@@ -561,67 +465,6 @@ def _manifest(original: Model, choice: _Choice, artifact_path: Path, float_path:
         sparsity=choice.prune.achieved_sparsity if choice.pruned and choice.prune is not None else None,
         notes=choice.notes,
         session_config=choice.model.session_config,
-    )
-
-
-def preprocessing_for(model: Model) -> Preprocessing:
-    """The zoo's preprocessing for its models; for anything else hone knows none."""
-    zoo_name = model.provenance.get("zoo")
-    if zoo_name in ("minilm", "minilm-eager"):
-        return _text_preprocessing()
-    image = _image_input(model)
-    if zoo_name and image is not None:
-        return _image_preprocessing(model, image)
-    return Preprocessing("none", "none known, feed tensors as the input specs say")
-
-
-def _image_input(model: Model) -> TensorSpec | None:
-    """The single float input shaped (batch, 1 or 3, H, W) with static H and W, if that is what it takes."""
-    if len(model.inputs) != 1:
-        return None
-    spec = model.inputs[0]
-    if spec.dtype != "float32" or len(spec.shape) != 4 or spec.shape[1] not in (1, 3):
-        return None
-    return spec if all(isinstance(d, int) and d > 0 for d in spec.shape[2:]) else None
-
-
-def _image_preprocessing(model: Model, spec: TensorSpec) -> Preprocessing:
-    from hone.quantize.calibration import IMAGENET_MEAN, IMAGENET_STD
-
-    height, width = int(spec.shape[2]), int(spec.shape[3])  # type: ignore[arg-type]
-    if spec.shape[1] == 3:
-        return Preprocessing(
-            "image",
-            f"RGB resized to {height}x{width}, pixels / 255, then (x - mean) / std per channel (ImageNet)",
-            layout="NCHW",
-            size=[height, width],
-            channels="RGB",
-            scale="pixels / 255",
-            mean=[round(float(v), 6) for v in IMAGENET_MEAN],
-            std=[round(float(v), 6) for v in IMAGENET_STD],
-        )
-    scale = model.provenance.get("input_scaling", "pixels / 255")
-    return Preprocessing(
-        "image",
-        f"gray {height}x{width}, {scale}",
-        layout="NCHW",
-        size=[height, width],
-        channels="gray",
-        scale=scale,
-    )
-
-
-def _text_preprocessing() -> Preprocessing:
-    from hone.zoo import minilm
-
-    return Preprocessing(
-        "text",
-        f"WordPiece tokens of the model's tokenizer.json, truncated to {minilm.DEFAULT_SEQUENCE_LENGTH},"
-        f" padded with {minilm.PAD_TOKEN} (id {minilm.PAD_ID}) to the longest; input_ids, attention_mask (1"
-        " for tokens), token_type_ids (zeros), int64 (batch, sequence)",
-        tokenizer=str(minilm.model_path() / "tokenizer.json"),
-        max_length=minilm.DEFAULT_SEQUENCE_LENGTH,
-        padding=f"{minilm.PAD_TOKEN} (id {minilm.PAD_ID}) to the longest in the batch",
     )
 
 
@@ -674,10 +517,7 @@ __all__ = [
     "DEFAULT_MEMORY_CAP_MB",
     "EdgeManifest",
     "EdgeProfile",
-    "EdgeResult",
-    "Preprocessing",
     "ProcessProfile",
     "export_edge",
-    "preprocessing_for",
     "profile_edge",
 ]

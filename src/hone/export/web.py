@@ -34,19 +34,17 @@ import gzip
 import logging
 import os
 import shutil
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from hone.errors import OptionError, OutputExistsError, ProviderUnavailableError
-from hone.export.edge import Preprocessing, preprocessing_for
-from hone.export.placement import PlacementReport, webgpu_placement
+from hone.export.placement import webgpu_placement
+from hone.export.preprocessing import preprocessing_for
+from hone.export.types import Fp16Check, SampleTensor, WebManifest, WebResult, WebSample
 from hone.model import Model
-from hone.passes import OptimizeResult
 from hone.results import write_json
-from hone.specs import TensorSpec
 
 logger = logging.getLogger(__name__)
 
@@ -73,69 +71,6 @@ _NUMPY_TO_ORT = {
     "bool": "bool",
     "float64": "float64",
 }
-
-
-@dataclass
-class SampleTensor:
-    """One array of the sample: ``file`` holds its raw little-endian bytes, relative to the bundle."""
-
-    name: str
-    dtype: str
-    shape: list[int]
-    file: str
-
-
-@dataclass
-class WebSample:
-    """The input the page runs, and what native onnxruntime (CPU) answered on it."""
-
-    inputs: list[SampleTensor]
-    expected: list[SampleTensor]
-    text: str | None = None  # text models: the sentence the page tokenizes into ``inputs``
-
-
-@dataclass
-class Fp16Check:
-    """The fp16 variant for WebGPU against the float model, on the sample (native onnxruntime)."""
-
-    kept: bool
-    min_cosine: float
-    max_abs_error: float
-    reason: str
-
-
-@dataclass
-class WebManifest:
-    """What the page reads (``manifest.json``) and what a deployment needs to know."""
-
-    hone_version: str
-    model: str
-    source: str
-    ort_web_version: str
-    models: dict[str, str]  # provider -> model file ("webgpu" may be the fp16 variant)
-    external_data: list[str]  # data files a model file refers to, served beside it
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
-    preprocessing: Preprocessing
-    sample: WebSample
-    placement: PlacementReport
-    runs: int
-    fp16: Fp16Check | None
-    size_bytes: int  # the whole folder
-    gzip_bytes: int  # the whole folder, each file gzip'd (what a server sending gzip transfers)
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class WebResult:
-    """What ``export_web`` wrote: the folder, its files, the manifest, and the optimize report."""
-
-    model: str
-    target: str  # "web"
-    path: str
-    files: list[str]
-    manifest: WebManifest
-    optimize: OptimizeResult | None
 
 
 def ort_web_dir() -> Path:
@@ -210,7 +145,7 @@ def export_web(
         shutil.copyfile(preprocessing.tokenizer, folder / "tokenizer.json")
         preprocessing = dataclasses.replace(preprocessing, tokenizer="tokenizer.json")
 
-    from hone import __version__
+    from hone._version import __version__
 
     manifest = WebManifest(
         hone_version=__version__,
@@ -245,6 +180,7 @@ def export_web(
         model=model.name,
         target="web",
         path=str(folder),
+        size_bytes=manifest.size_bytes,
         files=files,
         manifest=manifest,
         optimize=optimize_result,

@@ -12,7 +12,7 @@ import html
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from hone.bench.types import BenchResult
 from hone.job_types import PhotoTop5, RunReport, ServeRepositoryStage, ShippedChoice, WebStage
@@ -24,9 +24,10 @@ from hone.report.plots import (
     roofline_figure,
 )
 from hone.report.terminal import accuracy_text, human_bytes, output_detail, value_range
+from hone.results import Noted
 
 if TYPE_CHECKING:
-    from hone.export.edge import EdgeResult
+    from hone.export.types import EdgeResult
     from hone.info import ModelInfo
     from hone.passes import OptimizeResult
     from hone.profile import ProfileResult
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from hone.verify import VerifyResult
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _STYLE = """
 body { font-family: -apple-system, system-ui, sans-serif; margin: 2rem auto; max-width: 1100px;
@@ -82,33 +84,33 @@ def render_html(report: RunReport) -> str:
         parts.append("<h2 id='defaults'>Defaults taken</h2><ul>")
         parts.extend(f"<li>{e(item)}</li>" for item in report.defaults_taken)
         parts.append("</ul>")
-    sections: list[tuple[str, object, Callable[[], str]]] = [
-        ("model", report.info, lambda: _model_section(report.info)),  # type: ignore[arg-type]
-        ("verify", report.verify, lambda: _verify_section(report.verify)),  # type: ignore[arg-type]
-        ("profile", report.profile, lambda: _profile_section(report.profile)),  # type: ignore[arg-type]
-        ("optimize", report.optimize, lambda: _optimize_section(report.optimize, report.bench)),  # type: ignore[arg-type]
-        ("quantize", report.quantize, lambda: _quantize_section(report.quantize)),  # type: ignore[arg-type]
-        ("bench", report.bench, lambda: _bench_section(report.bench, report.shipped)),  # type: ignore[arg-type]
-        ("shipped", report.shipped, lambda: _shipped_section(report.shipped)),  # type: ignore[arg-type]
-        ("serve", report.serve, lambda: _serve_section(report.serve)),  # type: ignore[arg-type]
-        (
-            "ship-serve",
-            report.serve_repository,
-            lambda: _repository_section(report.serve_repository, report.serve),
-        ),  # type: ignore[arg-type]
-        ("web", report.web, lambda: "\n".join(_web_section(report.web))),  # type: ignore[arg-type]
-        ("edge", report.edge, lambda: _edge_section(report.edge)),  # type: ignore[arg-type]
-        (
-            "showcase",
-            report.showcase or None,
-            lambda: _showcase_section(report.showcase, report.showcase_artifact),
-        ),
-    ]
-    for name, result, render in sections:
-        if result is not None:
-            parts.append(_guarded(name, render))
+    _add(parts, "model", report.info, _model_section)
+    _add(parts, "verify", report.verify, _verify_section)
+    _add(parts, "profile", report.profile, _profile_section)
+    _add(parts, "optimize", report.optimize, lambda result: _optimize_section(result, report.bench))
+    _add(parts, "quantize", report.quantize, _quantize_section)
+    _add(parts, "bench", report.bench, lambda result: _bench_section(result, report.shipped))
+    _add(parts, "shipped", report.shipped, _shipped_section)
+    _add(parts, "serve", report.serve, _serve_section)
+    _add(
+        parts, "ship-serve", report.serve_repository, lambda result: _repository_section(result, report.serve)
+    )
+    _add(parts, "web", report.web, lambda result: "\n".join(_web_section(result)))
+    _add(parts, "edge", report.edge, _edge_section)
+    _add(
+        parts,
+        "showcase",
+        report.showcase or None,
+        lambda rows: _showcase_section(rows, report.showcase_artifact),
+    )
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _add(parts: list[str], name: str, result: T | None, render: Callable[[T], str]) -> None:
+    """The section of a stage that has a result (a stage without one has no section)."""
+    if result is not None:
+        parts.append(_guarded(name, lambda: render(result)))
 
 
 def _guarded(name: str, render: Callable[[], str]) -> str:
@@ -363,7 +365,7 @@ def _edge_section(edge: EdgeResult) -> str:
         else:
             rows.append((label, "over the cap", "-", "-", "-", judged))
     parts.append(_table(("model", "p50 ms", "p90 ms", "peak RSS MB", "session ms", "accuracy"), rows))
-    parts.extend(f"<p>{_status('warn')} {e(note)}</p>" for note in manifest.notes)
+    parts.extend(_notes(manifest))
     return "\n".join(parts)
 
 
@@ -406,6 +408,11 @@ def _web_section(web: WebStage) -> list[str]:
     if web.page_note:
         parts.append(f"<p class='warn'>{e(web.page_note)}</p>")
     return parts
+
+
+def _notes(result: Noted) -> list[str]:
+    """One warning paragraph per note of ``result``."""
+    return [f"<p>{_status('warn')} {html.escape(note)}</p>" for note in result.notes]
 
 
 def _status(status: str) -> str:
@@ -477,7 +484,7 @@ def _optimize_section(result: OptimizeResult, bench: BenchResult | None) -> str:
             f"<p>target {e(result.target)}: <b>nodes {result.nodes_before} &rarr; {result.nodes_after}</b>; "
             f"each pass {'verified against the model before it' if result.verified else 'NOT verified'}.</p>"
         ),
-        *(f"<p>{_status('warn')} {e(note)}</p>" for note in result.notes),
+        *_notes(result),
     ]
     if bench is not None:
         rows = []
@@ -576,7 +583,7 @@ def _quantize_section(result: QuantizeResult) -> str:
             f" {human_bytes(result.size_bytes_after)}; gate: {e(result.budget)}; calibration:"
             f" {e(result.calibration)}.</p>"
         ),
-        *(f"<p>{_status('warn')} {e(note)}</p>" for note in result.notes),
+        *_notes(result),
     ]
     rows = [
         (

@@ -167,5 +167,5 @@ def figure_bytes(figure: object, fmt: str = "png") -> bytes:
 
     buffer = io.BytesIO()
     figure.savefig(buffer, format=fmt)  # type: ignore[attr-defined]
-    plt.close(figure)  # type: ignore[arg-type]
+    plt.close(figure)
     return buffer.getvalue()

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rich.console import RenderableType
 from rich.markup import escape
 from rich.table import Table
 
 from hone.bench.types import BenchResult
+from hone.export.types import EdgeResult, ExportResult, WebResult
 from hone.info import ModelInfo
 from hone.job_types import RunReport
+from hone.results import Noted
 from hone.verify import OutputJudgement, VerifyResult
 
 if TYPE_CHECKING:
-    from hone.export.edge import EdgeResult
-    from hone.export.web import WebResult
+    from hone.export.types import EdgeResult, WebResult
     from hone.machine import MachineCeilings
     from hone.passes import OptimizeResult
     from hone.pipeline import PipelineResult, SimulationResult
@@ -198,23 +201,24 @@ def run_summary(report: RunReport) -> Table:
             if top is not None:
                 detail += f"; top {top.op_type} {100 * top.share:.0f}% ({top.bound})"
         elif stage.name == "optimize" and report.optimize is not None:
-            result = report.optimize
-            applied = [p.name for p in result.passes if p.status == "applied"]
+            optimized = report.optimize
+            applied = [p.name for p in optimized.passes if p.status == "applied"]
             detail = (
-                f"{result.target}: nodes {result.nodes_before} -> {result.nodes_after}; applied"
+                f"{optimized.target}: nodes {optimized.nodes_before} -> {optimized.nodes_after}; applied"
                 f" {', '.join(applied) or 'none'}"
             )
-            if result.rolled_back:
-                detail += f"; rolled back {', '.join(result.rolled_back)}"
+            if optimized.rolled_back:
+                detail += f"; rolled back {', '.join(optimized.rolled_back)}"
         elif stage.name == "quantize" and report.quantize is not None:
-            result = report.quantize
-            if result.kept_quantized:
+            quantized = report.quantize
+            if quantized.kept_quantized:
                 detail = (
-                    f"kept {result.format}: {accuracy_text(result.accuracy)}, {result.speedup or 0:.2f}x, "
-                    f"{human_bytes(result.size_bytes_before)} -> {human_bytes(result.size_bytes_after)}"
+                    f"kept {quantized.format}: {accuracy_text(quantized.accuracy)},"
+                    f" {quantized.speedup or 0:.2f}x, "
+                    f"{human_bytes(quantized.size_bytes_before)} -> {human_bytes(quantized.size_bytes_after)}"
                 )
             else:
-                detail = "kept float: " + (result.notes[-1] if result.notes else "no candidate passed")
+                detail = "kept float: " + (quantized.notes[-1] if quantized.notes else "no candidate passed")
         elif stage.name == "bench" and report.bench is not None:
             detail = bench_line(report)
         elif stage.name == "serve" and report.serve is not None:
@@ -347,7 +351,7 @@ def optimize_table(result: OptimizeResult) -> Table:
             f" {result.nodes_after}"
         )
         + ("" if result.verified else " (NOT verified)"),
-        caption=escape("; ".join(result.notes)) or None,
+        caption=notes_caption(result),
     )
     for column in ("pass", "status", "nodes", "seconds", "max abs err", "matched", "missed / message"):
         table.add_column(
@@ -452,7 +456,7 @@ def quantize_table(result: QuantizeResult) -> Table:
             f"quantize {result.model} ({result.mode}): {kept}; size {human_bytes(result.size_bytes_before)}"
             f" -> {human_bytes(result.size_bytes_after)}; gate: {escape(result.budget)}"
         ),
-        caption=escape("; ".join(result.notes)) or None,
+        caption=notes_caption(result),
     )
     for column in ("candidate", "kept float", "accuracy", "gate", "size", "p50 ms", "speedup"):
         table.add_column(column, justify="right" if column in ("size", "p50 ms", "speedup") else "left")
@@ -494,7 +498,7 @@ def prune_table(result: PruneResult, top_layers: int = 12) -> Table:
             f" {human_bytes(result.compressed_bytes_before)} ->"
             f" {human_bytes(result.compressed_bytes_after)}{speed}"
         ),
-        caption=escape("; ".join(result.notes)) or None,
+        caption=notes_caption(result),
     )
     for column in ("weight", "op", "shape", "params", "sparsity"):
         table.add_column(column, justify="right" if column in ("params", "sparsity") else "left")
@@ -599,6 +603,33 @@ def web_table(result: WebResult) -> Table:
         table.add_row("  restricted", f"{group.op_type} x{group.nodes}: {group.reason}")
     table.add_row("preprocessing", manifest.preprocessing.description)
     return table
+
+
+def notes_caption(result: Noted) -> str | None:
+    """A table's caption: the result's notes, escaped, on one line (None without notes)."""
+    return escape("; ".join(result.notes)) or None
+
+
+def note_lines(result: Noted) -> list[str]:
+    """One ``note:`` line per note of ``result``, escaped for the terminal."""
+    return [f"note: {escape(note)}" for note in result.notes]
+
+
+def export_view(result: ExportResult) -> list[RenderableType]:
+    """What ``hone export`` prints for its result: the bundle's table and notes, and where it went."""
+    if isinstance(result, WebResult):
+        return [
+            web_table(result),
+            *note_lines(result.manifest),
+            f"wrote {result.path} ({len(result.files)} files); open it with: hone serve-web {result.path}",
+        ]
+    if isinstance(result, EdgeResult):
+        return [
+            edge_table(result),
+            *note_lines(result.manifest),
+            f"wrote {result.path}: " + ", ".join(Path(f).name for f in result.files),
+        ]
+    return [f"wrote {result.path} ({result.size_bytes:,} bytes, target {result.target})"]
 
 
 def pipeline_table(result: PipelineResult) -> Table:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import hone
+from hone._version import __version__
 from hone.errors import InferenceInputError
 from hone.serve.batcher import BatcherStats
 from hone.serve.config import BatchConfig
@@ -47,7 +47,7 @@ CONFIG_DATA_TYPES = {
 
 
 def server_metadata() -> dict[str, Any]:
-    return {"name": SERVER_NAME, "version": hone.__version__, "extensions": list(EXTENSIONS)}
+    return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
 
 
 def model_metadata(runner: ModelRunner, versions: Sequence[str]) -> dict[str, Any]:

@@ -49,7 +49,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-import hone
+from hone._version import __version__
 from hone.errors import (
     BodyTimeoutError,
     HoneError,
@@ -147,7 +147,7 @@ def create_app(
     ``body_timeout_s``; its JSON part may be at most ``max_json_bytes`` (413 beyond)."""
     if max_body_bytes < 1:
         raise ValueError(f"max_body_bytes must be at least 1, got {max_body_bytes}")
-    app = FastAPI(title="hone serve", version=hone.__version__, docs_url=None, redoc_url=None)
+    app = FastAPI(title="hone serve", version=__version__, docs_url=None, redoc_url=None)
     _add_error_handlers(app)
 
     @app.get("/v2")

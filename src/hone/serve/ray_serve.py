@@ -58,7 +58,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
-import hone
+from hone._version import __version__
 from hone.errors import (
     HoneError,
     InferenceExecutionError,
@@ -318,7 +318,7 @@ def _replica_id(serve: Any) -> str:
 
 def create_replica_app(replica: V2Replica) -> FastAPI:
     """The v2 routes over one replica; documents from ``extensions``, tensors via ``protocol``."""
-    app = FastAPI(title="hone serve (ray)", version=hone.__version__, docs_url=None, redoc_url=None)
+    app = FastAPI(title="hone serve (ray)", version=__version__, docs_url=None, redoc_url=None)
     _add_error_handlers(app)
 
     @app.get("/v2")

@@ -1,0 +1,190 @@
+"""The house plan, checked: the import graph of src/hone has no cycle and none of the forbidden arrows.
+
+The graph is read with ``ast`` from the source (no hone code runs): every ``import`` and
+``from ... import`` in a module, at the top or inside a function or an ``if TYPE_CHECKING:`` block,
+is an arrow from that module to the hone module it names. ``from hone.pkg import name`` points at
+``hone.pkg.name`` when that is a module, else at ``hone.pkg``. Importing ``hone.a.b`` runs the
+package ``hone.a`` first, but that is not counted as an arrow: a package's ``__init__`` is charged
+only for what it imports itself.
+
+Run ``python tests/test_architecture.py`` to print the graph's size, its arrows and any cycle.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SOURCE = Path(__file__).resolve().parents[1] / "src" / "hone"
+
+# The arrows docs/architecture.md forbids: (importer prefix, imported prefixes).
+CORE = ("hone.model", "hone.runtime", "hone.data", "hone.verify", "hone.errors", "hone.machine")
+FORBIDDEN: list[tuple[tuple[str, ...], tuple[str, ...]]] = [
+    (CORE, ("hone.cli", "hone.serve", "hone.export", "hone.pipeline", "hone.report", "hone.kernels")),
+    (("hone.passes", "hone.kernels"), ("hone.cli", "hone.serve", "hone.report")),
+    (("hone.report",), ("hone.passes", "hone.serve")),
+]
+
+
+@dataclass(frozen=True)
+class ImportGraph:
+    modules: frozenset[str]
+    arrows: frozenset[tuple[str, str]]
+
+    def successors(self, module: str) -> list[str]:
+        return sorted(b for a, b in self.arrows if a == module)
+
+
+def module_name(path: Path, package: Path = SOURCE) -> str:
+    parts = list(path.relative_to(package.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _resolve(name: str, modules: frozenset[str]) -> str | None:
+    """The longest hone module that ``name`` is or lies in."""
+    while name:
+        if name in modules:
+            return name
+        name = name.rpartition(".")[0]
+    return None
+
+
+def _imported(tree: ast.Module, importer: str, is_package: bool, modules: frozenset[str]) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = importer.split(".")
+                if not is_package:
+                    base = base[:-1]
+                base = base[: len(base) - (node.level - 1)]
+                package = ".".join(base + ([node.module] if node.module else []))
+            else:
+                package = node.module or ""
+            names = [f"{package}.{alias.name}" for alias in node.names] + [package]
+            # ``from hone.pkg import name``: the submodule if there is one, else the package.
+            names = [n for n in names[:-1] if n in modules] or [package]
+        else:
+            continue
+        for name in names:
+            if name == "hone" or name.startswith("hone."):
+                target = _resolve(name, modules)
+                if target is not None and target != importer:
+                    found.add(target)
+    return found
+
+
+def build_graph(source: Path = SOURCE) -> ImportGraph:
+    files = sorted(source.rglob("*.py"))
+    modules = frozenset(module_name(f, source) for f in files)
+    arrows: set[tuple[str, str]] = set()
+    for file in files:
+        name = module_name(file, source)
+        tree = ast.parse(file.read_text(encoding="utf-8"), filename=str(file))
+        for target in _imported(tree, name, file.name == "__init__.py", modules):
+            arrows.add((name, target))
+    return ImportGraph(modules, frozenset(arrows))
+
+
+def find_cycles(graph: ImportGraph) -> list[list[str]]:
+    """Every strongly connected component with more than one module (Tarjan), as a sorted list."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[list[str]] = []
+    counter = [0]
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = counter[0]
+        counter[0] += 1
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in graph.successors(node):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                components.append(sorted(component))
+
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
+    for module in sorted(graph.modules):
+        if module not in index:
+            visit(module)
+    return sorted(components)
+
+
+def _under(module: str, prefixes: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def forbidden_arrows(graph: ImportGraph) -> list[tuple[str, str]]:
+    return sorted(
+        (a, b)
+        for a, b in graph.arrows
+        for importers, imported in FORBIDDEN
+        if _under(a, importers) and _under(b, imported)
+    )
+
+
+def test_the_graph_reader_sees_relative_imports_and_submodules(tmp_path: Path) -> None:
+    package = tmp_path / "hone"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("from hone.sub import leaf\n")
+    (package / "sub" / "__init__.py").write_text("")
+    (package / "sub" / "leaf.py").write_text("from .. import other\n")
+    (package / "other.py").write_text("def f():\n    import hone.sub.leaf\n")
+    graph = build_graph(package)
+    assert graph.arrows == {
+        ("hone", "hone.sub.leaf"),
+        ("hone.sub.leaf", "hone.other"),
+        ("hone.other", "hone.sub.leaf"),
+    }
+    assert find_cycles(graph) == [["hone.other", "hone.sub.leaf"]]
+
+
+def test_src_hone_has_no_import_cycle() -> None:
+    graph = build_graph()
+    assert len(graph.modules) > 50, "the reader found too few modules: is SOURCE right?"
+    cycles = find_cycles(graph)
+    assert cycles == [], "import cycles in src/hone: " + "; ".join(" <-> ".join(c) for c in cycles)
+
+
+@pytest.mark.parametrize(("importers", "imported"), FORBIDDEN, ids=lambda p: ",".join(p))
+def test_no_module_imports_across_a_forbidden_arrow(
+    importers: tuple[str, ...], imported: tuple[str, ...]
+) -> None:
+    graph = build_graph()
+    bad = [(a, b) for a, b in forbidden_arrows(graph) if _under(a, importers) and _under(b, imported)]
+    assert bad == [], "forbidden imports: " + ", ".join(f"{a} -> {b}" for a, b in bad)
+
+
+if __name__ == "__main__":
+    graph = build_graph()
+    cycles = find_cycles(graph)
+    print(f"{len(graph.modules)} modules, {len(graph.arrows)} arrows, {len(cycles)} cycles")
+    for cycle in cycles:
+        print("cycle:", " <-> ".join(cycle))
+    for a, b in forbidden_arrows(graph):
+        print("forbidden:", a, "->", b)
+    if "-v" in sys.argv:
+        for a, b in sorted(graph.arrows):
+            print(f"{a} -> {b}")
