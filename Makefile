@@ -35,7 +35,7 @@ ORT_WEB_NPM := .cache/ort-web-npm
 RAY_VENV := .cache/ray-venv
 RAY_STAMP := $(RAY_VENV)/.installed
 
-.PHONY: setup run test browser vulkan ort-web node-data clients kserve perf-analyzer pytriton ray clean corpus
+.PHONY: setup run test lint browser vulkan ort-web node-data clients kserve perf-analyzer pytriton ray clean corpus
 
 setup: $(STAMP) ort-web
 
@@ -123,7 +123,14 @@ ray: $(RAY_STAMP)
 $(RAY_STAMP): scripts/setup-ray.sh scripts/ray-requirements.txt pyproject.toml
 	PYTHON=$(PYTHON) scripts/setup-ray.sh
 
-test: setup browser vulkan node-data clients kserve perf-analyzer ray
+# The house rules that a machine can check: ruff (pycodestyle, pyflakes, import order, pyupgrade,
+# bugbear; 110 columns; formatted) and mypy over src/hone, both configured in pyproject.toml.
+lint: setup
+	$(BIN)/ruff check src/hone
+	$(BIN)/ruff format --check src/hone
+	$(BIN)/mypy
+
+test: setup browser vulkan node-data clients kserve perf-analyzer ray lint
 	$(BIN)/python -m pytest -q
 
 clean:

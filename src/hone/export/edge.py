@@ -49,7 +49,7 @@ import onnx
 
 from hone.errors import ExecutionError, OptionError, OutputExistsError
 from hone.export.preprocessing import preprocessing_for
-from hone.export.types import EdgeManifest, EdgeProfile, EdgeResult, ProcessProfile
+from hone.export.types import EdgeManifest, EdgeProfile, EdgeResult, ProcessProfile, ProfiledModel
 from hone.model import SESSION_CONFIG_METADATA_KEY, Model, load
 from hone.quantize import QuantizeResult, quantize
 from hone.quantize.gate import AccuracyReport, Budget, EvalPlan, judge, plan_for
@@ -304,12 +304,12 @@ def profile_edge(
     """Measure both files, each in fresh processes under the cap, alternating; see the module docstring."""
     from hone.data import feeds
 
-    paths = {"float": float_path, "artifact": artifact_path}
+    paths: dict[ProfiledModel, Path] = {"float": float_path, "artifact": artifact_path}
     with tempfile.TemporaryDirectory(prefix="hone-edge-inputs-") as scratch:
         inputs_path = Path(scratch) / "inputs.npz"
         np.savez(inputs_path, **feeds(model, batch=1, seed=0))  # type: ignore[arg-type]  # numpy's stub
         idle = _probe(None, inputs_path, memory_cap_mb, timed_s)
-        measured: dict[str, list[dict]] = {label: [] for label in paths}
+        measured: dict[ProfiledModel, list[dict]] = {label: [] for label in paths}
         for _ in range(rounds):
             for label, path in paths.items():
                 if not any("error" in run for run in measured[label]):  # over the cap once is enough
@@ -396,7 +396,7 @@ def _model_vm_mb(run: dict) -> float | None:
     return float(run["peak_vm_mb"]) - float(run["held_mb"])
 
 
-def _summarize(label: str, runs: list[dict], idle_rss_mb: float) -> ProcessProfile:
+def _summarize(label: ProfiledModel, runs: list[dict], idle_rss_mb: float) -> ProcessProfile:
     """The round with the lowest p50, with the highest peak RSS and address space of all rounds."""
     failed = next((run for run in runs if "error" in run), None)
     if failed is not None:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 ExportTarget = Literal["onnx", "edge", "web"]
 EXPORT_TARGETS: tuple[ExportTarget, ...] = get_args(ExportTarget)
+ProfiledModel = Literal["float", "artifact"]  # which model of an edge bundle a process measured
 
 
 @dataclass
@@ -62,7 +63,7 @@ class EdgeManifest:
 class ProcessProfile:
     """One model measured in its own fresh process under the memory cap."""
 
-    label: str  # "float" | "artifact"
+    label: ProfiledModel
     fits: bool
     error: str | None = None
     session_create_ms: float | None = None
