@@ -21,7 +21,10 @@ import pytest
 
 SOURCE = Path(__file__).resolve().parents[1] / "src" / "hone"
 
-# The arrows docs/architecture.md forbids: (importer prefix, imported prefixes).
+# The arrows docs/architecture.md forbids: (importer prefix, imported prefixes). An arrow into a
+# package's ``types`` module is allowed across them: result types are the contract between layers
+# (the report renders the server's LoadTestResult without importing the server), and a types
+# module may import nothing but other types modules and the light core (TYPES_MAY_IMPORT).
 CORE = ("hone.model", "hone.runtime", "hone.data", "hone.verify", "hone.errors", "hone.machine")
 FORBIDDEN: list[tuple[tuple[str, ...], tuple[str, ...]]] = [
     (CORE, ("hone.cli", "hone.serve", "hone.export", "hone.pipeline", "hone.report", "hone.kernels")),
@@ -30,10 +33,18 @@ FORBIDDEN: list[tuple[tuple[str, ...], tuple[str, ...]]] = [
 ]
 
 
+TYPES_MAY_IMPORT = ("hone.errors", "hone.specs", "hone._version", "hone.results")
+
+
+def is_types_module(module: str) -> bool:
+    return module.rpartition(".")[2] in ("types", "job_types")
+
+
 @dataclass(frozen=True)
 class ImportGraph:
     modules: frozenset[str]
-    arrows: frozenset[tuple[str, str]]
+    arrows: frozenset[tuple[str, str]]  # every import, TYPE_CHECKING ones included
+    runtime_arrows: frozenset[tuple[str, str]]  # the imports that run
 
     def successors(self, module: str) -> list[str]:
         return sorted(b for a, b in self.arrows if a == module)
@@ -55,8 +66,23 @@ def _resolve(name: str, modules: frozenset[str]) -> str | None:
     return None
 
 
-def _imported(tree: ast.Module, importer: str, is_package: bool, modules: frozenset[str]) -> set[str]:
-    found: set[str] = set()
+def _type_checking_imports(tree: ast.Module) -> set[int]:
+    """The ids of the import nodes inside ``if TYPE_CHECKING:`` blocks (never run)."""
+    inside: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
+            for child in node.body:
+                inside.update(id(n) for n in ast.walk(child) if isinstance(n, (ast.Import, ast.ImportFrom)))
+    return inside
+
+
+def _imported(
+    tree: ast.Module, importer: str, is_package: bool, modules: frozenset[str]
+) -> dict[str, bool]:
+    """Each hone module ``importer`` imports, and whether it does so at run time (not only for the
+    type checker)."""
+    typing_only = _type_checking_imports(tree)
+    found: dict[str, bool] = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
@@ -69,16 +95,18 @@ def _imported(tree: ast.Module, importer: str, is_package: bool, modules: frozen
                 package = ".".join(base + ([node.module] if node.module else []))
             else:
                 package = node.module or ""
-            names = [f"{package}.{alias.name}" for alias in node.names] + [package]
             # ``from hone.pkg import name``: the submodule if there is one, else the package.
-            names = [n for n in names[:-1] if n in modules] or [package]
+            candidates = [f"{package}.{alias.name}" for alias in node.names]
+            names = [n for n in candidates if n in modules]
+            if len(names) < len(candidates):
+                names.append(package)
         else:
             continue
         for name in names:
             if name == "hone" or name.startswith("hone."):
                 target = _resolve(name, modules)
                 if target is not None and target != importer:
-                    found.add(target)
+                    found[target] = found.get(target, False) or id(node) not in typing_only
     return found
 
 
@@ -86,12 +114,15 @@ def build_graph(source: Path = SOURCE) -> ImportGraph:
     files = sorted(source.rglob("*.py"))
     modules = frozenset(module_name(f, source) for f in files)
     arrows: set[tuple[str, str]] = set()
+    runtime: set[tuple[str, str]] = set()
     for file in files:
         name = module_name(file, source)
         tree = ast.parse(file.read_text(encoding="utf-8"), filename=str(file))
-        for target in _imported(tree, name, file.name == "__init__.py", modules):
+        for target, at_run_time in _imported(tree, name, file.name == "__init__.py", modules).items():
             arrows.add((name, target))
-    return ImportGraph(modules, frozenset(arrows))
+            if at_run_time:
+                runtime.add((name, target))
+    return ImportGraph(modules, frozenset(arrows), frozenset(runtime))
 
 
 def find_cycles(graph: ImportGraph) -> list[list[str]]:
@@ -141,7 +172,17 @@ def forbidden_arrows(graph: ImportGraph) -> list[tuple[str, str]]:
         (a, b)
         for a, b in graph.arrows
         for importers, imported in FORBIDDEN
-        if _under(a, importers) and _under(b, imported)
+        if _under(a, importers) and _under(b, imported) and not is_types_module(b)
+    )
+
+
+def heavy_type_imports(graph: ImportGraph) -> list[tuple[str, str]]:
+    """Imports that run, out of a types module, to anything but another types module or the light
+    core (a types module may name any type for the type checker)."""
+    return sorted(
+        (a, b)
+        for a, b in graph.runtime_arrows
+        if is_types_module(a) and not is_types_module(b) and b not in TYPES_MAY_IMPORT
     )
 
 
@@ -152,12 +193,20 @@ def test_the_graph_reader_sees_relative_imports_and_submodules(tmp_path: Path) -
     (package / "sub" / "__init__.py").write_text("")
     (package / "sub" / "leaf.py").write_text("from .. import other\n")
     (package / "other.py").write_text("def f():\n    import hone.sub.leaf\n")
+    (package / "typed.py").write_text(
+        "from typing import TYPE_CHECKING\nfrom hone.sub import leaf, name\n"
+        "if TYPE_CHECKING:\n    from hone import other\n"
+    )
     graph = build_graph(package)
     assert graph.arrows == {
         ("hone", "hone.sub.leaf"),
         ("hone.sub.leaf", "hone.other"),
         ("hone.other", "hone.sub.leaf"),
+        ("hone.typed", "hone.sub.leaf"),
+        ("hone.typed", "hone.sub"),
+        ("hone.typed", "hone.other"),
     }
+    assert graph.runtime_arrows == graph.arrows - {("hone.typed", "hone.other")}
     assert find_cycles(graph) == [["hone.other", "hone.sub.leaf"]]
 
 
@@ -177,14 +226,26 @@ def test_no_module_imports_across_a_forbidden_arrow(
     assert bad == [], "forbidden imports: " + ", ".join(f"{a} -> {b}" for a, b in bad)
 
 
+def test_types_modules_import_only_types_and_the_light_core() -> None:
+    graph = build_graph()
+    assert sum(is_types_module(m) for m in graph.modules) >= 3
+    bad = heavy_type_imports(graph)
+    assert bad == [], "types modules importing more than types: " + ", ".join(f"{a} -> {b}" for a, b in bad)
+
+
 if __name__ == "__main__":
     graph = build_graph()
     cycles = find_cycles(graph)
-    print(f"{len(graph.modules)} modules, {len(graph.arrows)} arrows, {len(cycles)} cycles")
+    print(
+        f"{len(graph.modules)} modules, {len(graph.arrows)} arrows "
+        f"({len(graph.runtime_arrows)} that run, the rest for the type checker), {len(cycles)} cycles"
+    )
     for cycle in cycles:
         print("cycle:", " <-> ".join(cycle))
     for a, b in forbidden_arrows(graph):
         print("forbidden:", a, "->", b)
+    for a, b in heavy_type_imports(graph):
+        print("heavy types import:", a, "->", b)
     if "-v" in sys.argv:
         for a, b in sorted(graph.arrows):
             print(f"{a} -> {b}")

@@ -78,7 +78,7 @@ if TYPE_CHECKING:  # imported by the stages that need them, when they run
     from hone.info import ModelInfo
     from hone.passes import OptimizeResult
     from hone.quantize import QuantizeResult
-    from hone.serve.loadtest import LoadTestResult
+    from hone.serve.types import LoadTestResult
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from hone.passes import OptimizeResult
     from hone.profile import ProfileResult
     from hone.quantize import QuantizeResult
-    from hone.serve.loadtest import LoadTestResult
+    from hone.serve.types import LoadTestResult
     from hone.verify import VerifyResult
 
 # The stages of ``hone run`` in the order they run (hone.job's docstring says what each needs).

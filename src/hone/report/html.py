@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from hone.passes import OptimizeResult
     from hone.profile import ProfileResult
     from hone.quantize import QuantizeResult
-    from hone.serve.loadtest import LoadTestResult
+    from hone.serve.types import LoadTestResult
     from hone.verify import VerifyResult
 
 logger = logging.getLogger(__name__)

@@ -12,7 +12,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -21,32 +20,9 @@ from hone.model import Model
 from hone.serve.batcher import Batcher
 from hone.serve.config import BatchConfig
 from hone.serve.runner import ModelRunner
+from hone.serve.types import LoadLevel, LoadTestResult
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class LoadLevel:
-    """One concurrency level: latency percentiles, throughput and how requests were batched."""
-
-    concurrency: int
-    requests: int
-    failures: int
-    seconds: float
-    p50_ms: float
-    p99_ms: float
-    throughput_per_s: float
-    batch_sizes: dict[int, int] = field(default_factory=dict)  # samples in a batch -> batches run
-
-
-@dataclass
-class LoadTestResult:
-    """The serving stage of ``hone run``: which artifact, the batcher's knobs, one entry per level."""
-
-    artifact: str
-    max_batch_size: int
-    max_queue_delay_ms: float
-    levels: list[LoadLevel] = field(default_factory=list)
 
 
 def load_test(

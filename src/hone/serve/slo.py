@@ -33,8 +33,9 @@ import numpy as np
 from hone.data import feeds as sample_feeds
 from hone.errors import OptionError
 from hone.serve.config import BatchConfig, RepositoryEntry
-from hone.serve.loadtest import LoadLevel, run_level
+from hone.serve.loadtest import run_level
 from hone.serve.runner import ModelRunner
+from hone.serve.types import LoadLevel
 
 HEADROOM = 0.8
 LARGEST_BATCH = 256
