@@ -3,7 +3,8 @@
 The Python API mirrors the CLI: ``hone.load(...)``, ``hone.info(...)``, ``hone.bench(...)``,
 ``hone.run(...)``, ``hone.export(...)``, ``hone.optimize(...)``, ``hone.quantize(...)``,
 ``hone.prune(...)``. Every function takes the CLI's options as typed keyword arguments and returns
-the result type the CLI renders (see each function).
+the result type the CLI renders (see each function): ``hone.quantize`` is
+``hone.quantize.quantize`` and ``hone.prune`` is ``hone.quantize.prune.prune``.
 
 The names bench, export, info and quantize are also subpackages. Python binds a subpackage to its
 parent's attribute when it is first imported, so they are imported here first; the functions
@@ -20,23 +21,22 @@ from typing import TYPE_CHECKING
 
 import hone.bench
 import hone.export
-import hone.info
-import hone.quantize  # noqa: F401  (bound before the functions below; see the docstring)
+import hone.info  # noqa: F401  (bound before the functions below; see the docstring)
 from hone._version import __version__
 from hone.errors import HoneError
 from hone.model import Model, load
 
+# quantize and prune take a path, zoo name or Model themselves: the API is the library function.
+from hone.quantize import quantize
+from hone.quantize.prune import prune
+
 if TYPE_CHECKING:
     from hone.bench.types import BenchResult
-    from hone.data import SampleSet
     from hone.export.types import ExportResult
     from hone.info import ModelInfo
     from hone.job import ProgressCallback
     from hone.job_types import RunReport
     from hone.passes import OptimizeResult
-    from hone.quantize import QuantizeResult
-    from hone.quantize.gate import Budget, EvalPlan
-    from hone.quantize.prune import PruneResult
 
 
 def info(source: str | Model, *, input_shapes: Sequence[str] | None = None) -> ModelInfo:
@@ -156,80 +156,6 @@ def optimize(
     if data is not None or dims:
         source = _with_data(source, data, dims)
     return run_optimize(source, target=target, verify=verify)
-
-
-def quantize(
-    source: str | Model,
-    *,
-    mode: str = "auto",
-    fmt: str = "auto",
-    calib: str | None = None,
-    method: str = "minmax",
-    budget: Budget | str | None = None,
-    per_channel: bool = True,
-    samples: int = 200,
-    threads: int | None = None,
-    measure_speed: bool = True,
-    bench_budget_s: float = 3.0,
-    prefer: str = "speed",
-    fp16_io: bool = False,
-    data: str | SampleSet | None = None,
-) -> tuple[Model, QuantizeResult]:
-    """INT8 or fp16 behind the accuracy and speed gates (``hone.quantize.quantize``); returns
-    (kept Model, QuantizeResult). The kept Model is the float one when nothing passed."""
-    from hone.quantize import quantize as run_quantize
-
-    return run_quantize(
-        source,
-        mode=mode,
-        fmt=fmt,
-        calib=calib,
-        method=method,
-        budget=budget,
-        per_channel=per_channel,
-        samples=samples,
-        threads=threads,
-        measure_speed=measure_speed,
-        bench_budget_s=bench_budget_s,
-        prefer=prefer,
-        fp16_io=fp16_io,
-        data=data,
-    )
-
-
-def prune(
-    source: str | Model,
-    *,
-    sparsity: float | None = None,
-    pattern: str = "unstructured",
-    scope: str = "global",
-    budget: Budget | str | None = None,
-    fine_tune: bool = False,
-    fine_tune_epochs: int = 3,
-    threads: int | None = None,
-    measure_speed: bool = True,
-    samples: int = 200,
-    exclude: Sequence[str] = (),
-    plan: EvalPlan | None = None,
-) -> tuple[Model, PruneResult]:
-    """Magnitude pruning judged by the accuracy gate (``hone.quantize.prune.prune``); returns
-    (pruned Model, PruneResult)."""
-    from hone.quantize.prune import prune as run_prune
-
-    return run_prune(
-        source,
-        sparsity=sparsity,
-        pattern=pattern,
-        scope=scope,
-        budget=budget,
-        fine_tune=fine_tune,
-        fine_tune_epochs=fine_tune_epochs,
-        threads=threads,
-        measure_speed=measure_speed,
-        samples=samples,
-        exclude=exclude,
-        plan=plan,
-    )
 
 
 def export(

@@ -428,8 +428,6 @@ def machine(
     from hone.report.terminal import machine_table
 
     _check_json_target(json_path, force)
-    if threads is not None and threads < 1:
-        raise OptionError(f"--threads must be at least 1, got {threads}")
     with _progress() as progress:
         progress.add_task("measuring machine ceilings (cached after the first time)", total=None)
         result = ceilings(threads, remeasure=remeasure)

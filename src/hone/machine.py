@@ -31,6 +31,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
+from hone.errors import OptionError
 from hone.paths import cache_dir
 from hone.runtime import default_threads
 
@@ -57,6 +58,8 @@ def ceilings(threads: int | None = None, *, remeasure: bool = False) -> MachineC
     """The cached ceilings for this CPU and thread count, measuring them on first use."""
     from hone.bench.sweep import machine_summary
 
+    if threads is not None and threads < 1:
+        raise OptionError(f"--threads must be at least 1, got {threads}")
     threads = threads or default_threads()
     cpu = machine_summary()["cpu"]
     path = _cache_path(cpu, threads)
