@@ -473,7 +473,7 @@ def run(
     from hone.job import run as run_job
     from hone.job_types import REPORT_HTML, REPORT_JSON
     from hone.report.html import write_html
-    from hone.report.terminal import run_summary
+    from hone.report.terminal import run_view
 
     _check_json_target(json_path, force)
     batches = _parse_batches(batch) if batch else None
@@ -496,15 +496,8 @@ def run(
             dims=_parse_dims(dim),
         )
     write_html(report, out / REPORT_HTML)  # the job wrote report.json; both exist before any exit
-    console.print(run_summary(report))
-    if report.bench is not None:
-        from hone.report.terminal import bench_table
-
-        console.print(bench_table(report.bench))
-    from hone.report.terminal import showcase_table
-
-    if report.showcase:
-        console.print(showcase_table(report))
+    for renderable in run_view(report):
+        console.print(renderable)
     console.print(f"report: {out / REPORT_HTML} and {out / REPORT_JSON}")
     _write_json(report, json_path, force)
     if not report.passed:

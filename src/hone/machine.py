@@ -18,6 +18,7 @@ measures again.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import platform
@@ -122,7 +123,7 @@ def _best_gemm(threads: int) -> tuple[float, int]:
         session = _session(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), threads)
         rng = np.random.default_rng(0)
         feeds = {n: rng.standard_normal((size, size), dtype=np.float32) for n in ("a", "b")}
-        seconds = _best_seconds(lambda session=session, feeds=feeds: session.run(None, feeds))
+        seconds = _best_seconds(functools.partial(session.run, None, feeds))
         gflops = 2.0 * size**3 / seconds / 1e9
         logger.info("GEMM %d: %.1f GFLOP/s", size, gflops)
         if gflops > best[0]:

@@ -247,6 +247,16 @@ def run_summary(report: RunReport) -> Table:
     return table
 
 
+def run_view(report: RunReport) -> list[RenderableType]:
+    """What ``hone run`` prints: the stages, the bench table, the showcase photos."""
+    views: list[RenderableType | None] = [
+        run_summary(report),
+        None if report.bench is None else bench_table(report.bench),
+        showcase_table(report) if report.showcase else None,
+    ]
+    return [view for view in views if view is not None]
+
+
 def bench_line(report: RunReport) -> str:
     """The fastest configuration at each batch, and each candidate's speedup over the baseline."""
     bench = report.bench
