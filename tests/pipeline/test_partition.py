@@ -12,7 +12,7 @@ from torch import nn
 from hone.errors import OptionError
 from hone.pipeline.blocks import BlockCost, measure_block_costs, torch_blocks
 from hone.pipeline.partition import measure_loopback_link, partition
-from hone.pipeline.simulate import Link
+from hone.pipeline.types import Link
 from hone.zoo.transformer import build_stack
 
 FREE_LINK = Link(bandwidth_gbps=1e9, latency_ms=0.0)

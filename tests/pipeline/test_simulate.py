@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from hone.errors import OptionError
-from hone.pipeline.simulate import Link, StageCost, fewest_microbatches, simulate
+from hone.pipeline.simulate import StageCost, fewest_microbatches, simulate
+from hone.pipeline.types import Link
 
 FAST_LINK = Link(bandwidth_gbps=1e6, latency_ms=0.0)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from hone.errors import OptionError
 from hone.pipeline.blocks import BlockCost
-from hone.pipeline.simulate import Link
+from hone.pipeline.types import Link
 
 
 @dataclass

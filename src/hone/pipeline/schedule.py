@@ -1,7 +1,7 @@
 """Pipeline schedules as plain data: for each rank, the ordered list of actions it runs in one step.
 
 An action is a forward (F) or backward (B) of one micro-batch on one model chunk. The runtime
-(``hone.pipeline.runtime``) executes these lists on torch.distributed and the simulator
+(``hone.pipeline.worker``) executes these lists on torch.distributed and the simulator
 (``hone.pipeline.simulate``) replays the very same lists with modelled costs, so a measured step
 and a predicted step compare like for like.
 
@@ -27,9 +27,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from hone.errors import OptionError
-
-SCHEDULES = ("gpipe", "1f1b", "interleaved")
-MODES = ("inference", "train")
+from hone.pipeline.types import MODES, SCHEDULES, Mode, Schedule
 
 Kind = Literal["F", "B"]
 
@@ -51,12 +49,26 @@ def bubble_formula(stages: int, microbatches: int, chunks: int = 1) -> float:
     return (stages - 1) / (chunks * microbatches + stages - 1)
 
 
+def schedule_named(name: str) -> Schedule:
+    """``name`` as a Schedule, or an OptionError that lists them."""
+    for schedule in SCHEDULES:
+        if name == schedule:
+            return schedule
+    raise OptionError(f"--schedule {name!r} is not one of {', '.join(SCHEDULES)}")
+
+
+def mode_named(name: str) -> Mode:
+    """``name`` as a Mode, or an OptionError that lists them."""
+    for mode in MODES:
+        if name == mode:
+            return mode
+    raise OptionError(f"--mode {name!r} is not one of {', '.join(MODES)}")
+
+
 def check_schedule_args(schedule: str, mode: str, stages: int, microbatches: int, chunks: int = 1) -> None:
     """Raise an OptionError, with the contract in its message, for arguments no schedule accepts."""
-    if schedule not in SCHEDULES:
-        raise OptionError(f"--schedule {schedule!r} is not one of {', '.join(SCHEDULES)}")
-    if mode not in MODES:
-        raise OptionError(f"--mode {mode!r} is not one of {', '.join(MODES)}")
+    schedule_named(schedule)
+    mode_named(mode)
     if stages < 1:
         raise OptionError(f"--stages must be at least 1, got {stages}")
     if microbatches < 1:

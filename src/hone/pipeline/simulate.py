@@ -27,14 +27,19 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from hone.errors import OptionError
 from hone.pipeline import schedule as schedules
 from hone.pipeline.schedule import Action
+from hone.pipeline.types import Link, SimulatedEvent, SimulatedStage, SimulationResult
 
 MAX_STAGES = 64
 MAX_MICROBATCHES = 1024
+DEFAULT_MICROBATCHES = 8
+# A backward computes two products for each of the forward's (the input's and the weights'
+# gradients), so it costs about twice the forward.
+BACKWARD_PER_FORWARD = 2.0
 
 
 @dataclass(frozen=True)
@@ -46,48 +51,13 @@ class StageCost:
     output_bytes: int = 0  # activation sent to the next stage (its gradient comes back the same size)
 
 
-@dataclass(frozen=True)
-class Link:
-    """A point-to-point link between two ranks."""
-
-    bandwidth_gbps: float  # gigabytes (1e9 bytes) per second
-    latency_ms: float
-
-    def transfer_ms(self, size_bytes: int) -> float:
-        return size_bytes / (self.bandwidth_gbps * 1e6)
-
-
-@dataclass
-class SimulatedEvent:
-    rank: int
-    action: str  # e.g. "F3", "B3.1"
-    start_ms: float
-    end_ms: float
-
-
-@dataclass
-class SimulatedStage:
-    rank: int
-    busy_ms: float
-    idle_ms: float
-    bubble: float
-    peak_in_flight: int
-
-
-@dataclass
-class SimulationResult:
-    schedule: str
-    mode: str
-    stages: int
-    microbatches: int
-    chunks: int
-    cores: int | None
-    link: Link
-    step_ms: float
-    bubble: float  # mean over ranks of idle / step
-    bubble_formula: float
-    per_stage: list[SimulatedStage]
-    events: list[SimulatedEvent] = field(default_factory=list)
+def stage_costs(
+    forward_ms: Sequence[float], backward_ms: Sequence[float] | None = None, *, output_bytes: int = 0
+) -> list[StageCost]:
+    """One StageCost per (virtual) stage; without ``backward_ms`` each backward costs
+    ``BACKWARD_PER_FORWARD`` times its forward."""
+    backwards = backward_ms if backward_ms is not None else [BACKWARD_PER_FORWARD * f for f in forward_ms]
+    return [StageCost(f, b, output_bytes) for f, b in zip(forward_ms, backwards, strict=False)]
 
 
 def simulate(
@@ -95,13 +65,16 @@ def simulate(
     *,
     schedule: str = "1f1b",
     mode: str = "train",
-    microbatches: int,
+    microbatches: int | None = None,
     link: Link,
     chunks: int = 1,
     cores: int | None = None,
     keep_events: bool = False,
 ) -> SimulationResult:
-    """Simulate one step. ``costs`` has one entry per virtual stage: S*V for V chunks per rank."""
+    """Simulate one step. ``costs`` has one entry per virtual stage: S*V for V chunks per rank;
+    ``microbatches`` defaults to ``DEFAULT_MICROBATCHES``."""
+    if microbatches is None:
+        microbatches = DEFAULT_MICROBATCHES
     if len(costs) % chunks:
         raise OptionError(f"{len(costs)} stage costs cannot be spread over {chunks} chunks per rank evenly")
     stages = len(costs) // chunks
@@ -126,8 +99,8 @@ def simulate(
         in_flight = 1 if mode == "inference" else schedules.peak_in_flight(orders[rank])
         per_stage.append(SimulatedStage(rank, busy, idle, idle / step_ms if step_ms else 0.0, in_flight))
     return SimulationResult(
-        schedule=schedule,
-        mode=mode,
+        schedule=schedules.schedule_named(schedule),
+        mode=schedules.mode_named(mode),
         stages=stages,
         microbatches=microbatches,
         chunks=chunks,

@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING
 
 from hone import zoo
 from hone.errors import ModelNotFoundError, OptionError, UnknownModelError
+from hone.pipeline.types import SourceKind
 from hone.specs import TensorSpec
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from hone.data import SampleSet
     from hone.model import Model
+    from hone.samples import SampleSet
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class PipelineSource:
     samples: SampleSet | None = None  # --data: the step's inputs come from these samples
 
     @property
-    def kind(self) -> str:
+    def kind(self) -> SourceKind:
         return "torch" if self.factory is not None else "onnx"
 
 
@@ -95,10 +96,11 @@ def _resolve(
     input_shapes: Sequence[str] | None = None,
     dims: Mapping[str, int] | None = None,
 ) -> PipelineSource:
-    from hone.model import _split_factory_ref, load_onnx_file
+    from hone.model import load_onnx_file
+    from hone.sources import split_factory_ref
 
     dims = dict(dims or {})
-    factory_ref = _split_factory_ref(model)
+    factory_ref = split_factory_ref(model)
     if factory_ref is not None:
         return _from_file_factory(*factory_ref, input_shapes or ())
     if model in zoo.names():

@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from hone.pipeline.types import Backend, Mode, Schedule, TimelineEvent
+
 logger = logging.getLogger(__name__)
 
 TAG_FORWARD, TAG_BACKWARD = 0, 1
@@ -44,11 +46,11 @@ class StageProgram:
     rank: int
     world_size: int
     init_method: str  # "tcp://127.0.0.1:PORT", or "env://" under torchrun
-    backend: str  # gloo | nccl
+    backend: Backend
     timeout_s: float
     threads: int
-    mode: str  # inference | train
-    schedule: str
+    mode: Mode
+    schedule: Schedule
     microbatches: int
     steps: int  # steps run; the first is also the one compared with the single process
     block_range: tuple[int, int]  # inclusive, into the module's blocks (torch sources)
@@ -63,14 +65,6 @@ class StageProgram:
     learning_rate: float = 0.01
     probe_link: bool = True
     cpus: tuple[int, ...] | None = None  # pin the process to these CPUs (spawned stages on one host)
-
-
-@dataclass
-class TimelineEvent:
-    name: str  # "F3", "B3", "recv F3", "optimizer"
-    category: str  # compute | recv_wait | optimizer
-    start_ms: float  # from the step's start (all stages leave a barrier together)
-    end_ms: float
 
 
 @dataclass
@@ -388,7 +382,8 @@ class _StageRunner:
                 continue
             peer = left + 1 if self.rank == left else left
             small = torch.zeros(1, device=self.device)
-            big_size = size if self.rank == left else int(np.prod(self.program.recv_shape))
+            recv_shape = self.program.recv_shape
+            big_size = size if self.rank == left else int(np.prod(recv_shape)) if recv_shape else 1
             big = torch.zeros(big_size, device=self.device)
             leading = self.rank == left
 
