@@ -33,13 +33,13 @@ from rich.table import Table
 from hone.bench.compare import machine_summary
 from hone.bench.race import race
 from hone.cpu import VNNI_FLAGS, cpu_flags, int8_saturates
-from hone.model import load
 from hone.passes import optimize
 from hone.quantize import quantize
 from hone.quantize.calibration import calibration_set
 from hone.quantize.int8 import size_bytes, static_int8
 from hone.results import write_json
 from hone.runtime import Session, SessionConfig
+from hone.sources import load
 from hone.zoo.imagenet import short_name
 from hone.zoo.photos import evaluation_samples, showcase_photos
 

@@ -42,7 +42,7 @@ from hone.bench.race import race as alternate
 from hone.bench.sweep import machine_summary
 from hone.bench.stats import summarize
 from hone.data import synthesize
-from hone.model import Model, load
+from hone.model import Model
 from hone.quantize import QuantizeResult, quantize
 from hone.quantize.calibration import calibration_set
 from hone.quantize.gate import Budget, judge, plan_for
@@ -50,6 +50,7 @@ from hone.quantize.int8 import size_bytes
 from hone.report.terminal import human_bytes
 from hone.results import write_json
 from hone.runtime import Session, SessionConfig
+from hone.sources import load
 
 GOALS = {  # model -> (system that must win, baseline, minimum speedup)
     "resnet50": ("hone INT8", "ORT fp32", 2.2),

@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 
 import hone
 from hone.cli import app
-from hone.data import SampleSet, attach, check_batchable, feeds, load_data, parse_dims, synthesize
+from hone.data import attach, check_batchable, feeds, load_data, parse_dims, synthesize
 from hone.errors import InventedInputsError, OptionError, ShapeError
+from hone.samples import SampleSet
 
 
 def _save(tmp_path: Path, text: str, name: str, node_names: dict[int, str] | None = None) -> Path:

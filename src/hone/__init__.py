@@ -24,11 +24,12 @@ import hone.export
 import hone.info  # noqa: F401  (bound before the functions below; see the docstring)
 from hone._version import __version__
 from hone.errors import HoneError
-from hone.model import Model, load
+from hone.model import Model
 
 # quantize and prune take a path, zoo name or Model themselves: the API is the library function.
 from hone.quantize import quantize
 from hone.quantize.prune import prune
+from hone.sources import load
 
 if TYPE_CHECKING:
     from hone.bench.types import BenchResult
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from hone.info import ModelInfo
     from hone.job import ProgressCallback
     from hone.job_types import RunReport
-    from hone.passes import OptimizeResult
+    from hone.passes.types import OptimizeResult
 
 
 def info(source: str | Model, *, input_shapes: Sequence[str] | None = None) -> ModelInfo:

@@ -17,8 +17,10 @@ accuracy gate and the benchmarks all see the same samples:
   runs on invented inputs, or refuses in one line naming the failing node and asking for
   ``--data``.
 - ``feeds(model, batch=..., seed=...)`` gives one batch from the attached samples, else invented.
-- ``SampleSet.split()`` cuts samples into disjoint calibration and evaluation halves, keeping
-  samples of one group (one source photo) on one side.
+- ``zoo_eval_set(model)``, ``zoo_calibration_set(model)``, ``zoo_train_set(model)``: the data sets of
+  a zoo model's entry (found through its provenance), None for other models.
+- ``SampleSet.split()`` (``hone.samples``) cuts samples into disjoint calibration and evaluation
+  halves, keeping samples of one group (one source photo) on one side.
 
 Invented values follow each input's graph facts (``hone.infer_inputs``: batch axis, index bounds,
 compared constants), then its recorded ``value_range``, then name hints (``*mask*`` -> ones,
@@ -30,15 +32,17 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_ir as ir
 
-from hone.errors import ExecutionError, InventedInputsError, OptionError, ShapeError
-from hone.specs import TensorSpec
+from hone import zoo
+from hone.errors import ExecutionError, HoneError, InventedInputsError, OptionError, ShapeError
+from hone.samples import SampleSet, join, joinable
+from hone.specs import TensorSpec, has_batch_axis
+from hone.zoo.types import EvalSet, TrainSet, ZooModel
 
 if TYPE_CHECKING:
     from hone.model import Model
@@ -139,11 +143,6 @@ def guessed_dims(specs: Sequence[TensorSpec], dims: Mapping[str, int]) -> list[s
     ]
 
 
-def has_batch_axis(specs: Sequence[TensorSpec]) -> bool:
-    """Whether any non-scalar input takes a batch (inputs without one are shared by the batch)."""
-    return any(spec.batch_axis is not None for spec in specs if spec.shape)
-
-
 def check_batchable(specs: Sequence[TensorSpec], batch: int) -> None:
     """Refuse a batch size the model cannot take: a fixed batch dim, or no batch axis at all."""
     shaped = [spec for spec in specs if spec.shape]
@@ -228,115 +227,6 @@ def _guess_int_range(name: str) -> tuple[int, int]:
     return (0, 100)
 
 
-# --- sample sets --------------------------------------------------------------------------------
-
-
-@dataclass
-class SampleSet:
-    """Samples for a model, each one feed exactly as the model takes it (its batch axis, when it has
-    one, of size 1), and where they came from."""
-
-    samples: list[dict[str, np.ndarray]]
-    source: str  # "data" (the user's), "zoo", or "invented"
-    description: str
-    groups: list[str] | None = None  # per sample, what it came from (a photo); a split keeps groups whole
-    # The zoo's own calibration/evaluation split, when it has one (indices into ``samples``).
-    fixed_split: tuple[list[int], list[int]] | None = None
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def split(self, calibration_share: float = 0.5) -> DataSplit:
-        """Disjoint calibration and evaluation sets (one sample only: both get it, and the description says
-        so)."""
-        count = len(self.samples)
-        if self.fixed_split is not None:
-            calibration, evaluation = self.fixed_split
-            how = "the zoo's own split"
-        elif count == 1:
-            calibration, evaluation = [0], [0]
-            how = (
-                "one sample only, used for both calibration and evaluation: give more samples for a fair gate"
-            )
-        elif self.groups is not None and len(set(self.groups)) > 1:
-            names = list(dict.fromkeys(self.groups))
-            cut = min(max(1, round(len(names) * calibration_share)), len(names) - 1)
-            calibration_groups = set(names[:cut])
-            calibration = [i for i, g in enumerate(self.groups) if g in calibration_groups]
-            evaluation = [i for i, g in enumerate(self.groups) if g not in calibration_groups]
-            how = (
-                f"by source: {cut} of {len(names)} groups for calibration, the other {len(names) - cut} for"
-                " evaluation"
-            )
-        else:
-            cut = min(max(1, round(count * calibration_share)), count - 1)
-            calibration, evaluation = list(range(cut)), list(range(cut, count))
-            how = f"samples 1-{cut} for calibration, {cut + 1}-{count} for evaluation"
-        return DataSplit(
-            self._subset(calibration, "calibration"),
-            self._subset(evaluation, "evaluation"),
-            f"{len(calibration)} calibration / {len(evaluation)} evaluation samples ({how})",
-        )
-
-    def _subset(self, indices: list[int], role: str) -> SampleSet:
-        groups = [self.groups[i] for i in indices] if self.groups is not None else None
-        return SampleSet(
-            [self.samples[i] for i in indices],
-            self.source,
-            f"{len(indices)} {role} samples of {self.description}",
-            groups,
-        )
-
-    def batches(self, specs: Sequence[TensorSpec], batch: int) -> list[dict[str, np.ndarray]]:
-        """The samples as feeds of up to ``batch`` each, joined on the batch axis where shapes allow."""
-        if not self.samples:
-            return []
-        axes = {spec.name: spec.batch_axis for spec in specs}
-        if batch <= 1 or not has_batch_axis(specs):
-            return [dict(sample) for sample in self.samples]
-        feeds, current = [], []
-        for sample in self.samples:
-            if current and (len(current) == batch or not _joinable(current[0], sample, axes)):
-                feeds.append(_join(current, axes))
-                current = []
-            current.append(sample)
-        feeds.append(_join(current, axes))
-        return feeds
-
-
-@dataclass
-class DataSplit:
-    calibration: SampleSet
-    evaluation: SampleSet
-    description: str
-
-
-def _joinable(
-    a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], axes: Mapping[str, int | None]
-) -> bool:
-    for name, array in a.items():
-        other = b[name]
-        axis = axes.get(name)
-        if array.ndim != other.ndim or (axis is None and array.shape != other.shape):
-            return False
-        if any(x != y for i, (x, y) in enumerate(zip(array.shape, other.shape, strict=False)) if i != axis):
-            return False
-    return True
-
-
-def _join(samples: list[Mapping[str, np.ndarray]], axes: Mapping[str, int | None]) -> dict[str, np.ndarray]:
-    if len(samples) == 1:
-        return dict(samples[0])
-    joined = {}
-    for name in samples[0]:
-        axis = axes.get(name)
-        # An input without a batch axis is shared by the whole batch: the first sample's value.
-        joined[name] = (
-            samples[0][name] if axis is None else np.concatenate([s[name] for s in samples], axis=axis)
-        )
-    return joined
-
-
 # --- attaching data to a model ------------------------------------------------------------------
 
 
@@ -410,32 +300,54 @@ def sample_batch(
     while len(chosen) < batch:
         index += 1
         candidate = samples.samples[index % len(samples)]
-        chosen.append(candidate if _joinable(first, candidate, axes) else first)
+        chosen.append(candidate if joinable(first, candidate, axes) else first)
     dtypes = {spec.name: spec.dtype for spec in specs}
-    joined = _join(chosen, axes)
+    joined = join(chosen, axes)
     return {name: array.astype(dtypes.get(name, array.dtype), copy=False) for name, array in joined.items()}
+
+
+def zoo_entry(model: Model) -> ZooModel | None:
+    """The zoo entry ``model`` was loaded from (by its provenance), None for other models."""
+    name = model.provenance.get("zoo")
+    return zoo.get(name) if name else None
+
+
+def zoo_eval_set(model: Model) -> EvalSet | None:
+    """The zoo's held-out evaluation data of ``model``; None when it is no zoo model or its entry has
+    none. A set that cannot be read raises its HoneError (the caller says what it does instead)."""
+    entry = zoo_entry(model)
+    return entry.eval_data() if entry is not None and entry.eval_data is not None else None
+
+
+def zoo_calibration_set(model: Model) -> tuple[dict[str, np.ndarray], str] | None:
+    """The zoo's calibration inputs of ``model`` and their description, disjoint from ``zoo_eval_set``;
+    None when it is no zoo model or its entry has none (errors as ``zoo_eval_set``)."""
+    entry = zoo_entry(model)
+    return entry.calibration_data() if entry is not None and entry.calibration_data is not None else None
+
+
+def zoo_train_set(model: Model) -> TrainSet | None:
+    """The zoo's labelled training data of ``model``, disjoint from ``zoo_eval_set``; None when it is no zoo
+    model or its entry has none (errors as ``zoo_eval_set``)."""
+    entry = zoo_entry(model)
+    return entry.train_data() if entry is not None and entry.train_data is not None else None
 
 
 def zoo_samples(model: Model) -> SampleSet | None:
     """The zoo's calibration and evaluation data of ``model`` as one SampleSet with its own split."""
-    from hone import zoo
-    from hone.errors import HoneError
-
-    name = model.provenance.get("zoo")
-    if not name:
-        return None
-    entry = zoo.get(name)
-    if entry.eval_data is None and entry.calibration_data is None:
+    entry = zoo_entry(model)
+    if entry is None or (entry.eval_data is None and entry.calibration_data is None):
         return None
     try:
         parts: list[tuple[dict[str, np.ndarray], str]] = []
-        if entry.calibration_data is not None:
-            parts.append(entry.calibration_data())
-        if entry.eval_data is not None:
-            evaluation = entry.eval_data()
+        calibration = zoo_calibration_set(model)
+        if calibration is not None:
+            parts.append(calibration)
+        evaluation = zoo_eval_set(model)
+        if evaluation is not None:
             parts.append((evaluation.inputs, evaluation.description))
     except HoneError as exc:
-        logger.warning("the zoo's data for %s is unavailable: %s", name, exc)
+        logger.warning("the zoo's data for %s is unavailable: %s", model.provenance["zoo"], exc)
         return None
     samples: list[dict[str, np.ndarray]] = []
     ranges = []
@@ -829,8 +741,6 @@ def describe_specs(specs: Sequence[TensorSpec]) -> str:
 
 
 __all__ = [
-    "DataSplit",
-    "SampleSet",
     "attach",
     "check_batchable",
     "check_invented",
@@ -839,5 +749,9 @@ __all__ = [
     "parse_dims",
     "resolve_shape",
     "synthesize",
+    "zoo_calibration_set",
+    "zoo_entry",
+    "zoo_eval_set",
     "zoo_samples",
+    "zoo_train_set",
 ]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 from PIL import Image
@@ -35,8 +35,10 @@ METADATA_KEY = "hone.preprocess"
 IMAGENET_MEAN_PIXELS = (123.675, 116.28, 103.53)
 IMAGENET_STD_PIXELS = (58.395, 57.12, 57.375)
 
-LAYOUTS = ("NCHW", "NHWC")
-CHANNEL_ORDERS = ("RGB", "BGR")
+Layout = Literal["NCHW", "NHWC"]  # channels first or last (the batch axis is added by the caller)
+ChannelOrder = Literal["RGB", "BGR"]
+LAYOUTS: tuple[Layout, ...] = get_args(Layout)
+CHANNEL_ORDERS: tuple[ChannelOrder, ...] = get_args(ChannelOrder)
 
 
 @dataclass(frozen=True)
@@ -48,12 +50,12 @@ class ImagePreprocess:
     (aspect not kept, no crop). ``mean`` and ``std`` are per channel, in the order of ``channels``.
     """
 
-    layout: str = "NCHW"
+    layout: Layout = "NCHW"
     size: tuple[int, int] = (224, 224)
     resize_shorter: int | None = 256
     mean: tuple[float, float, float] = (127.0, 127.0, 127.0)
     std: tuple[float, float, float] = (128.0, 128.0, 128.0)
-    channels: str = "RGB"
+    channels: ChannelOrder = "RGB"
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -141,7 +143,7 @@ class ImagePreprocess:
 
 
 def _is_positive_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and bool(value > 0)
 
 
 def _is_number(value: object) -> bool:

@@ -70,6 +70,11 @@ def _dim_name(dim: object) -> str | None:
     return None
 
 
+def _has_dim(value: ir.Value, name: str) -> bool:
+    """Whether ``value``'s shape has the symbolic dim ``name``."""
+    return value.shape is not None and any(_dim_name(d) == name for d in value.shape)
+
+
 def _is_dynamic(dim: object) -> bool:
     return not isinstance(dim, int)
 
@@ -87,15 +92,12 @@ def batch_axes(inputs: Sequence[ir.Value], outputs: Sequence[ir.Value]) -> dict[
             if name:
                 names.setdefault(name, []).append(axis)
     shaped_outputs = [v for v in outputs if v.shape is not None]
-    output_counts = {
-        name: sum(1 for v in shaped_outputs if any(_dim_name(d) == name for d in v.shape))  # type: ignore[union-attr]
-        for name in names
-    }
+    output_counts = {name: sum(1 for v in shaped_outputs if _has_dim(v, name)) for name in names}
     candidates = [n for n in names if output_counts[n] > 0 or not shaped_outputs]
     if candidates:
 
         def score(name: str) -> tuple[int, int, int, float]:
-            inputs_with = sum(1 for v in shaped_inputs if any(_dim_name(d) == name for d in v.shape))  # type: ignore[union-attr]
+            inputs_with = sum(1 for v in shaped_inputs if _has_dim(v, name))
             return (
                 output_counts[name],
                 inputs_with,

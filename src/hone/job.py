@@ -76,8 +76,8 @@ from hone.zoo import DEFAULT_MODEL
 if TYPE_CHECKING:  # imported by the stages that need them, when they run
     from hone.bench.types import BenchResult
     from hone.info import ModelInfo
-    from hone.passes import OptimizeResult
-    from hone.quantize import QuantizeResult
+    from hone.passes.types import OptimizeResult
+    from hone.quantize.types import QuantizeResult
     from hone.serve.types import LoadTestResult
 
 logger = logging.getLogger(__name__)
@@ -299,7 +299,7 @@ def _load(
     """The model with its samples attached; one that cannot run on invented inputs fails here, in one line."""
     from hone.data import attach
     from hone.info import describe
-    from hone.model import load
+    from hone.sources import load
 
     model = attach(load(source, input_shapes=input_shapes), None if data is None else str(data), dims)
     return model, describe(model)
@@ -317,12 +317,11 @@ SHOWCASE_TOP = 5
 
 def _showcase(model: Model, shipped: Model) -> list:
     """Top-5 classes of the float and the shipped model on the zoo's showcase photos, side by side."""
-    from hone import zoo
+    from hone.data import zoo_entry
     from hone.job_types import PhotoTop5
     from hone.runtime import Session, SessionConfig
 
-    name = model.provenance.get("zoo")
-    entry = zoo.get(name) if name else None
+    entry = zoo_entry(model)
     if entry is None or entry.class_names is None or entry.showcase is None:
         return []
     import numpy as np

@@ -1,8 +1,9 @@
 """Model, the one currency of hone: an onnx-ir model plus what hone knows about it.
 
-``load()`` accepts an .onnx path (external data included, no 2 GB protobuf limit), a zoo name, or
-a PyTorch factory ``path/to/file.py:factory`` (exported with torch.onnx, dynamic batch axis).
-Every failure on the way in becomes one ``InputError`` line that says what to do.
+``load_onnx_file()`` reads an .onnx file (external data included, no 2 GB protobuf limit) and checks
+it; every failure becomes one ``InputError`` line that says what to do. ``Model.save()`` writes one,
+``Model.clone()`` copies one. ``hone.sources.load()`` is the entry point that also takes zoo names and
+PyTorch factories.
 """
 
 from __future__ import annotations
@@ -14,19 +15,13 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
-from hone import zoo
-from hone.errors import (
-    ExternalDataError,
-    InvalidModelError,
-    ModelNotFoundError,
-    UnknownModelError,
-)
+from hone.errors import ExternalDataError, InvalidModelError
 from hone.infer_inputs import InputFacts, input_facts
 from hone.paths import ensure_writable
 from hone.specs import TensorSpec
@@ -34,7 +29,7 @@ from hone.specs import TensorSpec
 if TYPE_CHECKING:  # torch is imported lazily: loading an .onnx file must not pay for it
     import torch
 
-    from hone.data import SampleSet
+    from hone.samples import SampleSet
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +45,11 @@ _IN_MEMORY_LIMIT_BYTES = 1_500_000_000
 # When weights go to an external file, tensors under this size stay inside the .onnx file.
 _EXTERNAL_DATA_MIN_TENSOR_BYTES = 1024
 
+# What a Model was loaded from: an .onnx file, a zoo entry, or a user's PyTorch factory.
+SourceKind = Literal["onnx", "zoo", "torch"]
+# onnx-ir's model type under a name that Model's own ``ir`` field does not shadow.
+IrModel = ir.Model
+
 
 @dataclass
 class Model:
@@ -58,7 +58,7 @@ class Model:
     ir: ir.Model
     name: str
     source: str
-    source_kind: str  # "onnx" | "zoo" | "torch"
+    source_kind: SourceKind
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     # Values for symbolic dims other than the batch dim (e.g. {"sequence": 128}).
@@ -110,9 +110,24 @@ class Model:
             ],
         )
 
-    def with_graph(self, new_ir: ir.Model, step: str) -> Model:
+    def with_graph(self, new_ir: IrModel, step: str) -> Model:
         """A new Model holding ``new_ir``, with ``step`` appended to its history."""
         return replace(self, ir=new_ir, path=None, steps=[*self.steps, step])
+
+    def clone(self, step: str | None = None) -> Model:
+        """A deep copy to change freely: its own graph (weights loaded into memory; the metadata, and
+        with it the session config, copied along), its own dims, provenance and steps (``step``
+        appended when given), and no ``path``. The specs are immutable; the samples and the torch
+        factory are shared (they are read, never changed)."""
+        ir.external_data.load_to_model(self.ir)
+        return replace(
+            self,
+            ir=ir.from_proto(ir.to_proto(self.ir)),
+            path=None,
+            default_dims=dict(self.default_dims),
+            provenance=dict(self.provenance),
+            steps=[*self.steps, step] if step is not None else list(self.steps),
+        )
 
     def onnx_source(self) -> str | bytes:
         """What onnxruntime should load: the original file while unchanged, else serialized bytes."""
@@ -153,37 +168,6 @@ class Model:
             ir.external_data.load_to_model(self.ir)
             ir.save(self.ir, target)
         return target
-
-
-def load(
-    source: str | os.PathLike[str] | Model,
-    *,
-    input_shapes: Sequence[str] | None = None,
-) -> Model:
-    """Load a model from an .onnx path, a zoo name, or ``file.py:factory`` (with ``input_shapes``).
-
-    ``input_shapes`` are only used for factories: ``"1,3,224,224"`` or ``"name:1,3,224,224"``,
-    one per input; the first dim of each becomes the dynamic batch axis.
-    """
-    if isinstance(source, Model):
-        return source
-    text = str(source)
-    factory_ref = _split_factory_ref(text)
-    if factory_ref is not None:
-        from hone import torch_export
-
-        return torch_export.load_factory(factory_ref[0], factory_ref[1], input_shapes or ())
-    path = Path(text).expanduser()
-    if path.exists():
-        return load_onnx_file(path)
-    if text in zoo.names():
-        return load_zoo(text)
-    if path.suffix.lower() == ".onnx" or os.sep in text:
-        raise ModelNotFoundError(f"{text}: no such file; check the path", source=text)
-    raise UnknownModelError(
-        f"{text!r} is neither a file nor a zoo model; zoo models are: {', '.join(zoo.names())}",
-        source=text,
-    )
 
 
 def load_onnx_file(path: Path, *, name: str | None = None, source: str | None = None) -> Model:
@@ -232,35 +216,6 @@ def load_onnx_file(path: Path, *, name: str | None = None, source: str | None = 
         path=path.resolve(),
         provenance={"file": str(path.resolve())},
     )
-
-
-def load_zoo(name: str) -> Model:
-    """A built-in model: exported once to the cache, with its eager module available for baselines."""
-    entry = zoo.get(name)
-    onnx_path = zoo.cached_onnx(entry)
-    model = load_onnx_file(onnx_path, name=entry.name, source=entry.name)
-    specs_by_name = {s.name: s for s in entry.inputs}
-    model.inputs = tuple(
-        (
-            replace(spec, value_range=specs_by_name[spec.name].value_range)
-            if spec.name in specs_by_name
-            else spec
-        )
-        for spec in model.inputs
-    )
-    model.source_kind = "zoo"
-    model.default_dims = dict(entry.default_dims)
-    model.provenance = {"zoo": entry.name, **entry.provenance, "onnx_cache": str(onnx_path)}
-    model.torch_factory = entry.build_module
-    return model
-
-
-def _split_factory_ref(text: str) -> tuple[str, str] | None:
-    """``"dir/file.py:make"`` -> ``("dir/file.py", "make")``; anything else -> None."""
-    head, sep, tail = text.rpartition(":")
-    if sep and head.endswith(".py") and tail.isidentifier():
-        return head, tail
-    return None
 
 
 def _check_tensor_interface(graph: onnx.GraphProto, path: Path) -> None:
@@ -375,10 +330,7 @@ def _recorded_specs(model_ir: ir.Model) -> dict[str, TensorSpec]:
         return {}
     try:
         entries: list[dict[str, Any]] = json.loads(raw)
-        return {
-            e["name"]: TensorSpec(e["name"], "", (), tuple(e["value_range"]))  # type: ignore[arg-type]
-            for e in entries
-        }
+        return {e["name"]: TensorSpec(e["name"], "", (), tuple(e["value_range"])) for e in entries}
     except (ValueError, KeyError, TypeError):
         logger.warning("ignoring malformed %s metadata", _SPECS_METADATA_KEY)
         return {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -34,3 +35,8 @@ class TensorSpec:
 
     def shape_text(self) -> str:
         return "[" + ", ".join("?" if d is None else str(d) for d in self.shape) + "]"
+
+
+def has_batch_axis(specs: Sequence[TensorSpec]) -> bool:
+    """Whether any non-scalar input takes a batch (inputs without one are shared by the batch)."""
+    return any(spec.batch_axis is not None for spec in specs if spec.shape)

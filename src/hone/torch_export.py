@@ -1,5 +1,5 @@
-"""PyTorch to ONNX: export a module with dynamic batch (and other symbolic) axes, and load a
-user's ``file.py:factory`` as a hone Model.
+"""PyTorch to ONNX: export a module with dynamic batch (and other symbolic) axes, and export a
+user's ``file.py:factory`` (``hone.sources`` loads the file as a hone Model; this module knows no Model).
 
 The TorchScript exporter (``dynamo=False``) with ``TrainingMode.PRESERVE`` is used on purpose: it
 keeps BatchNormalization as its own node (the dynamo exporter's optimizer and the eval-mode
@@ -13,7 +13,8 @@ import logging
 import sys
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,7 +30,7 @@ OPSET = 17
 
 
 def export_module(
-    module: object,
+    module: torch.nn.Module,
     inputs: Sequence[TensorSpec],
     output_names: Sequence[str],
     path: Path,
@@ -89,11 +90,18 @@ def parse_shapes(texts: Sequence[str]) -> list[tuple[str | None, tuple[int, ...]
     return parsed
 
 
-def load_factory(file: str, factory_name: str, input_shapes: Sequence[str]) -> object:
-    """Import ``file``, call ``factory_name()``, export the module, and return a hone Model."""
-    import torch
+@dataclass(frozen=True)
+class FactoryExport:
+    """A user's ``file.py:factory`` exported: the ONNX file, and how to build the eager module again."""
 
-    from hone.model import load_onnx_file
+    onnx_path: Path
+    build: Callable[[], torch.nn.Module]
+
+
+def export_factory(file: str, factory_name: str, input_shapes: Sequence[str]) -> FactoryExport:
+    """Import ``file``, call ``factory_name()``, check it takes ``input_shapes``, and export the module
+    to a temporary .onnx file (first dim of each shape: the dynamic batch axis)."""
+    import torch
 
     file_path = Path(file).expanduser()
     if not file_path.is_file():
@@ -136,17 +144,13 @@ def load_factory(file: str, factory_name: str, input_shapes: Sequence[str]) -> o
             f"torch.onnx could not export {file}:{factory_name} "
             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
         ) from exc
-    model = load_onnx_file(onnx_path, name=file_path.stem, source=f"{file}:{factory_name}")
-    model.source_kind = "torch"
-    model.provenance = {"factory": f"{file}:{factory_name}", "exporter": "torch.onnx (TorchScript)"}
 
     def build() -> torch.nn.Module:
         built = factory()
         built.eval()
         return built
 
-    model.torch_factory = build
-    return model
+    return FactoryExport(onnx_path, build)
 
 
 def call_factory(factory: object, label: str) -> torch.nn.Module:
@@ -179,4 +183,4 @@ def import_factory(file_path: Path, factory_name: str):  # noqa: ANN202 - return
     return factory
 
 
-__all__ = ["OPSET", "export_module", "load_factory", "parse_shapes"]
+__all__ = ["OPSET", "FactoryExport", "export_factory", "export_module", "parse_shapes"]

@@ -256,7 +256,7 @@ def test_measuring_without_the_first_blocks_inputs_says_which_are_missing(from_t
 
 
 def test_resnet18_splits_into_many_blocks_whose_stages_chain_to_the_whole_model() -> None:
-    model = hone.model.load("resnet18")
+    model = hone.load("resnet18")
     blocks = onnx_blocks(model)
     assert len(blocks) > 8
     assert all(len(b.output_names) == 1 for b in blocks)

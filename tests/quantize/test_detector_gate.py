@@ -17,10 +17,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import hone
-from hone.data import SampleSet
 from hone.quantize.gate import Budget, judge, plan_for
 from hone.quantize.int8 import static_int8
 from hone.quantize.calibration import calibration_set
+from hone.samples import SampleSet
 
 SIZE = 16  # input side; the output has SIZE * SIZE / 4 positions
 

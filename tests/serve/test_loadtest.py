@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from serve_models import TWO_INPUTS_TEXT, save_model
 
-from hone.model import load
 from hone.report.terminal import batch_mean
 from hone.serve.config import BatchConfig
 from hone.serve.loadtest import load_test
+from hone.sources import load
 
 
 def test_a_load_test_answers_every_request_and_batches_concurrent_ones(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from PIL import Image
 from hone import zoo
 from hone.errors import OptionError, ShapeError
 from hone.imaging import METADATA_KEY, ImagePreprocess
+from hone.sources import cached_onnx
 from hone.zoo import efficientnet, imagenet, photos
 from hone.zoo.efficientnet import EFFICIENTNET_LITE0, PREPROCESS
 
@@ -31,7 +32,7 @@ def module() -> torch.nn.Module:
 
 @pytest.fixture(scope="module")
 def onnx_path() -> Path:
-    return zoo.cached_onnx(EFFICIENTNET_LITE0)
+    return cached_onnx(EFFICIENTNET_LITE0)
 
 
 @pytest.fixture(scope="module")
@@ -216,8 +217,8 @@ def test_preprocess_refuses_arrays_that_are_not_images() -> None:
 
 @pytest.mark.slow
 def test_the_accuracy_gate_judges_it_by_top1_agreement_on_the_evaluation_photos(onnx_path: Path) -> None:
-    from hone.model import load
     from hone.quantize.gate import plan_for
+    from hone.sources import load
 
     plan = plan_for(load("efficientnet_lite0"))
 

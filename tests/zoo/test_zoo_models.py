@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from hone.zoo import digits, minilm, resnet
-from hone.zoo.base import ZooModel
+from hone.zoo.types import ZooModel
 from hone.zoo.digits import DIGITS_CNN
 from hone.zoo.minilm import MINILM, MINILM_EAGER
 from hone.zoo.resnet import RESNET18, RESNET50

@@ -40,7 +40,7 @@ from hone.errors import ModelNotFoundError
 from hone.imaging import METADATA_KEY, ImagePreprocess
 from hone.specs import TensorSpec
 from hone.zoo import imagenet
-from hone.zoo.base import EvalSet, ZooModel
+from hone.zoo.types import EvalSet, ZooModel
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from torch import nn
 from hone.errors import HoneError
 from hone.paths import cache_dir
 from hone.specs import TensorSpec
-from hone.zoo.base import EvalSet, ZooModel
+from hone.zoo.types import EvalSet, ZooModel
 
 logger = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from torch import nn
 from hone.imaging import IMAGENET_MEAN_PIXELS, IMAGENET_STD_PIXELS, METADATA_KEY, ImagePreprocess
 from hone.paths import cache_dir
 from hone.specs import TensorSpec
-from hone.zoo.base import ZooModel
+from hone.zoo.types import ZooModel
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from hone.specs import TensorSpec
-from hone.zoo.base import ZooModel
+from hone.zoo.types import ZooModel
 
 SEED = 20261129
 LAYERS = 8

@@ -1,13 +1,23 @@
-"""What a built-in model is: a deterministic torch module, its input specs, and optional real data."""
+"""What a built-in model is: a deterministic torch module, its input specs, and optional real data.
+
+The zoo's types, apart from the entries that build them, so that the data module, the loader and the
+accuracy gate import these and not the zoo's modules (this module imports nothing heavy)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from hone.specs import TensorSpec
+
+if TYPE_CHECKING:  # for the type checker only: importing hone.zoo does not import torch
+    import torch
+
+# How an EvalSet judges a candidate's outputs (see EvalSet).
+EvalMetric = Literal["top1", "agreement", "cosine"]
 
 
 @dataclass(frozen=True)
@@ -21,11 +31,20 @@ class EvalSet:
     """
 
     inputs: dict[str, np.ndarray]
-    metric: str
+    metric: EvalMetric
     labels: np.ndarray | None = None
     reference: np.ndarray | None = None
     output_name: str | None = None
     description: str = ""
+
+
+@dataclass(frozen=True)
+class TrainSet:
+    """Labelled training data for a zoo model, disjoint from its EvalSet (for fine-tuning)."""
+
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray
+    description: str
 
 
 @dataclass(frozen=True)
@@ -36,7 +55,7 @@ class ZooModel:
     description: str
     inputs: tuple[TensorSpec, ...]
     output_names: tuple[str, ...]
-    build_module: Callable[[], object]
+    build_module: Callable[[], torch.nn.Module]
     # Values for the symbolic dims of ``inputs`` other than "batch" (e.g. {"sequence": 128}).
     default_dims: dict[str, int] = field(default_factory=dict)
     # Facts worth recording with the model: seed, data set, attention implementation, accuracy...
@@ -44,6 +63,8 @@ class ZooModel:
     eval_data: Callable[[], EvalSet] | None = None
     # Samples for calibrating static INT8, disjoint from ``eval_data``: (inputs by name, description).
     calibration_data: Callable[[], tuple[dict[str, np.ndarray], str]] | None = None
+    # Labelled training data, disjoint from ``eval_data`` (fine-tuning after pruning).
+    train_data: Callable[[], TrainSet] | None = None
     # The class names of a classifier's output, index i = class i (e.g. ImageNet's 1000).
     class_names: Callable[[], list[str]] | None = None
     # Whole photos for a report's top-5 table: (name, one preprocessed sample without batch axis).
