@@ -81,18 +81,17 @@ from rich.console import Console
 from rich.table import Table
 
 import hone
-from hone import zoo
 from hone.bench.stats import summarize
 from hone.bench.sweep import _measure, machine_summary
-from hone.data import synthesize
+from hone.data import synthesize, zoo_eval_set
 from hone.errors import HoneError
 from hone.model import Model
-from hone.passes.base import node_count
+from hone.passes.graph import node_count
 from hone.results import write_json
 from hone.runtime import Session, SessionConfig
-from hone.verify import compare
+from hone.verify import compare, tolerance_for
 
-ATOL, RTOL = 1e-4, 1e-3  # hone.verify's float32 tolerance
+ATOL, RTOL = tolerance_for(np.dtype(np.float32))  # hone.verify's float32 tolerance
 STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
 REAL_SAMPLES = 8
 QUIET_CORES = 0.25  # other processes' CPU use below which the machine counts as quiet
@@ -310,11 +309,9 @@ def reference_for(model: Model, threads: int) -> Reference:
 
 
 def _real_inputs(model: Model) -> dict[str, np.ndarray] | None:
-    name = model.provenance.get("zoo")
-    entry = zoo.get(name) if name else None
-    if entry is None or entry.eval_data is None:
+    data = zoo_eval_set(model)
+    if data is None:
         return None
-    data = entry.eval_data()
     return {key: value[:REAL_SAMPLES] for key, value in data.inputs.items()}
 
 

@@ -27,7 +27,8 @@ from rich.table import Table
 import hone
 from hone.bench.sweep import machine_summary
 from hone.quantize.gate import Budget, judge, plan_for
-from hone.quantize.prune import PruneResult, prune
+from hone.quantize.prune import prune
+from hone.quantize.types import PruneResult
 from hone.results import write_json
 
 CONFIGS = (  # (label, options)

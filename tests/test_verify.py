@@ -10,7 +10,7 @@ import pytest
 import hone
 from hone.data import resolve_shape, synthesize
 from hone.specs import TensorSpec
-from hone.verify import compare, verify_runs
+from hone.verify import compare, tolerance_for, verify_runs
 
 
 def test_identical_outputs_pass_with_zero_error() -> None:
@@ -35,6 +35,24 @@ def test_a_shape_mismatch_fails() -> None:
     result = compare([np.zeros((2, 3))], [np.zeros((3, 2))], names=["y"],
                      reference_label="r", candidate_label="c")
     assert not result.passed
+
+
+@pytest.mark.parametrize(
+    ("dtype", "tolerance"),
+    [(np.float32, (1e-4, 1e-3)), (np.float64, (1e-4, 1e-3)), (np.float16, (1e-2, 1e-2)),
+     (np.int64, (0.0, 0.0)), (np.bool_, (0.0, 0.0))],
+)
+def test_each_output_dtype_has_its_rewrite_tolerance_and_integers_must_be_equal(dtype, tolerance) -> None:
+    assert tolerance_for(np.dtype(dtype)) == tolerance
+
+
+def test_a_half_precision_difference_passes_at_its_tolerance_and_fails_at_float32s() -> None:
+    ref = np.ones((2, 3), dtype=np.float16)
+    cand = ref + np.float16(5e-3)
+    for dtype, passed in ((np.float16, True), (np.float32, False)):
+        atol, rtol = tolerance_for(np.dtype(dtype))
+        result = compare([ref], [cand], names=["y"], reference_label="r", candidate_label="c", atol=atol, rtol=rtol)
+        assert result.passed is passed
 
 
 def test_a_loaded_model_runs_and_agrees_across_optimization_levels(mlp_path: Path) -> None:

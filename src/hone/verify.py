@@ -1,8 +1,14 @@
-"""Numerical equivalence of two executions of a model on the same inputs.
+"""Numerical equivalence of two executions of a model on the same inputs; the one home of tolerances.
 
 ``compare`` judges candidate outputs against reference outputs (max abs / relative error, cosine,
 top-1 agreement); ``verify_runs`` is the spine's check that a loaded model runs and agrees with
 itself across onnxruntime's optimization levels and with its PyTorch source, when it has one.
+
+Tolerances of an exact rewrite (``tolerance_for``, what ``hone optimize`` verifies each pass with),
+``|candidate - reference| <= atol + rtol * |reference|`` element-wise: float32/float64 atol 1e-4,
+rtol 1e-3 (folding BN or constants reorders float arithmetic); float16/bfloat16 atol 1e-2, rtol
+1e-2; integer and bool outputs must be equal. The accuracy gate's thresholds (agreement, cosine,
+channel error, exact match; ``Tolerances``) are defined below too.
 """
 
 from __future__ import annotations
@@ -10,19 +16,33 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 
 from hone.data import feeds as sample_feeds
-from hone.data import has_batch_axis
 from hone.model import Model
 from hone.runtime import Session, SessionConfig
+from hone.specs import has_batch_axis
 
 logger = logging.getLogger(__name__)
 
+# Element-wise tolerances (atol, rtol) of an exact rewrite, per output dtype (see the module docstring).
 DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-3
+HALF_PRECISION_ATOL = 1e-2
+HALF_PRECISION_RTOL = 1e-2
+_HALF_PRECISION_DTYPES = ("float16", "bfloat16")
+
+
+def tolerance_for(dtype: np.dtype | type) -> tuple[float, float]:
+    """``(atol, rtol)`` for outputs of ``dtype``: float32/float64 ``DEFAULT_*``, float16/bfloat16
+    ``HALF_PRECISION_*``, and ``(0, 0)`` (exactly equal) for integers and bools."""
+    if not np.issubdtype(dtype, np.floating):
+        return (0.0, 0.0)
+    if np.dtype(dtype).name in _HALF_PRECISION_DTYPES:
+        return (HALF_PRECISION_ATOL, HALF_PRECISION_RTOL)
+    return (DEFAULT_ATOL, DEFAULT_RTOL)
 
 
 @dataclass
@@ -169,6 +189,11 @@ MAX_CHANNEL_ERROR = 0.1  # float outputs: RMS error of the worst channel over it
 MIN_EXACT_MATCH = 0.99  # integer and bool outputs: share of elements exactly equal
 _EMBEDDING_WORDS = ("embed", "hidden", "feature", "pool")
 
+# How an output is judged (``output_role``), and the metric that decided its judgement: one of its
+# role's metrics, or "shape" / "finite" when the candidate's output has another shape or non-finite values.
+OutputRole = Literal["classifier", "float", "exact"]
+JudgedMetric = Literal["top1", "agreement", "channel-error", "cosine", "exact", "shape", "finite"]
+
 
 @dataclass
 class OutputJudgement:
@@ -185,8 +210,8 @@ class OutputJudgement:
     """
 
     name: str
-    role: str
-    metric: str  # the deciding metric: "top1" | "agreement" | "channel-error" | "cosine" | "exact"
+    role: OutputRole
+    metric: JudgedMetric  # the deciding metric
     value: float
     threshold: str
     passed: bool
@@ -223,7 +248,7 @@ def output_role(
     shape: Sequence[int | str | None],
     batch_axis: int | None,
     forced: str | None = None,
-) -> str:
+) -> OutputRole:
     """How an output is judged: "exact" for integers and bools, "classifier" for (batch, classes)
     float scores not named like an embedding, "float" for everything else."""
     if not np.issubdtype(np.dtype(dtype), np.floating):
@@ -252,7 +277,7 @@ def per_sample(array: np.ndarray, batch_axis: int | None) -> np.ndarray:
 
 def judge_output(
     name: str,
-    role: str,
+    role: OutputRole,
     reference: np.ndarray,
     candidate: np.ndarray,
     tolerances: Tolerances,
@@ -335,7 +360,7 @@ def judge_output(
     axis, errors = _channel_errors(ref, cand, channel_axis)
     worst = int(np.argmax(errors))
     worst_error = float(errors[worst])
-    margins = {
+    margins: dict[JudgedMetric, float] = {
         "channel-error": (
             (tolerances.max_channel_error - worst_error) / max(tolerances.max_channel_error, 1e-12)
         ),
@@ -347,7 +372,9 @@ def judge_output(
             (cos_min - tolerances.min_cosine_min) / max(1 - tolerances.min_cosine_min, 1e-12),
         )
     # The headline: the cosine when both hold, else the metric that fails worst.
-    metric = min(margins, key=margins.get) if min(margins.values()) < -1e-9 else "cosine"  # type: ignore[arg-type]
+    metric: JudgedMetric = "cosine"
+    if min(margins.values()) < -1e-9:
+        metric = "channel-error" if margins["channel-error"] <= margins["cosine"] else "cosine"
     value = worst_error if metric == "channel-error" else cos_mean
     cosine_rule = f"cosine mean >= {tolerances.min_cosine_mean:g}" + (
         f", min >= {tolerances.min_cosine_min:g}" if tolerances.min_cosine_min is not None else ""
@@ -401,3 +428,12 @@ def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     dots = (a * b).sum(axis=1)
     same = np.abs(a - b).max(axis=1) == 0 if a.size else np.ones(len(a), dtype=bool)
     return np.where(norms > 0, dots / np.maximum(norms, 1e-30), np.where(same, 1.0, 0.0))
+
+
+def max_abs_difference(got: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -> float:
+    """The largest ``|got - reference|`` over every pair of arrays, in their own dtype (0.0 for no
+    pairs); the two sequences must be as long as each other (a ValueError otherwise)."""
+    return max(
+        (float(np.abs(np.asarray(a) - np.asarray(b)).max()) for a, b in zip(got, reference, strict=True)),
+        default=0.0,
+    )

@@ -15,7 +15,8 @@ from onnx import TensorProto, helper, numpy_helper
 import hone
 from hone.errors import OptionError
 from hone.model import Model
-from hone.quantize import _choose_mode
+from hone.quantize import quantize
+from hone.quantize.candidates import choose_mode
 from hone.quantize.calibration import calibration_set
 from hone.quantize.int8 import (
     dynamic_int8,
@@ -168,12 +169,12 @@ def test_op_types_cover_if_bodies_while_quantizable_nodes_lists_the_main_graph_o
 
 
 def test_matmuls_only_inside_an_if_choose_dynamic_int8(tmp_path: Path) -> None:
-    assert _choose_mode(_branches(tmp_path, "MatMul")) == ("dynamic", None)
+    assert choose_mode(_branches(tmp_path, "MatMul")) == ("dynamic", None)
 
 
 def test_convs_only_inside_an_if_choose_dynamic_conv_integer_and_say_why(tmp_path: Path) -> None:
     model = _branches(tmp_path, "Conv")
-    mode, note = _choose_mode(model)
+    mode, note = choose_mode(model)
     assert mode == "dynamic" and "\n" not in (note or "")
     assert note is not None and note.startswith("Conv only inside If/Loop/Scan bodies (else_conv, then_conv)")
     assert "Conv" in dynamic_op_types(model)
@@ -265,10 +266,10 @@ def test_reduce_range_quantizes_weights_to_seven_bits_and_stays_close(tmp_path: 
 @pytest.mark.parametrize("saturates", [True, False])
 def test_u8u8_and_seven_bit_candidates_are_built_where_the_u8s8_kernels_saturate(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, saturates: bool) -> None:
-    quantize_module = importlib.import_module("hone.quantize")
+    candidates_module = importlib.import_module("hone.quantize.candidates")
 
-    monkeypatch.setattr(quantize_module, "int8_saturates", lambda: saturates)
-    kept, result = quantize_module.quantize(_conv(tmp_path, 13), mode="static", budget="cosine-mean=0.9,channel-error=0.5",
+    monkeypatch.setattr(candidates_module, "int8_saturates", lambda: saturates)
+    kept, result = quantize(_conv(tmp_path, 13), mode="static", budget="cosine-mean=0.9,channel-error=0.5",
                                             measure_speed=False)
     names = [c.name for c in result.candidates]
     extra = {"static-qdq-u8u8", "static-qoperator-u8u8", "static-qdq-7bit", "static-qoperator-7bit"}

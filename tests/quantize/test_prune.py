@@ -15,7 +15,8 @@ import hone
 from hone.data import synthesize
 from hone.errors import InputError, OptionError
 from hone.model import Model
-from hone.quantize.prune import PruneResult, prune
+from hone.quantize.prune import prune
+from hone.quantize.types import PruneResult
 from hone.results import dumps
 from hone.runtime import Session, SessionConfig
 
@@ -255,6 +256,22 @@ def test_the_result_serializes_to_json_with_the_gate_verdict(net: Model) -> None
     assert data["accuracy_before"]["candidate_value"] == 1.0
     assert len(data["layers"]) == 3
     assert any(note.startswith("accuracy gate:") for note in data["notes"])
+
+
+def test_a_pruned_model_outside_the_budget_is_not_written_unless_the_budget_is_ignored(
+    net: Model, tmp_path: Path
+) -> None:
+    out = tmp_path / "pruned.onnx"
+    _, refused = _prune(net, sparsity=0.5, budget="agreement=1.01", output=out)
+    assert refused.passed is False and refused.written_to is None and not out.exists()
+    assert refused.not_written is not None and "\n" not in refused.not_written
+    assert refused.not_written.startswith("the pruned model is outside the accuracy budget (")
+    assert f"{out} was not written" in refused.not_written and "--ignore-budget" in refused.not_written
+
+    _, forced = _prune(net, sparsity=0.5, budget="agreement=1.01", output=out, ignore_budget=True)
+    assert forced.written_to == str(out) and forced.not_written is None and out.exists()
+    _, within = _prune(net, sparsity=0.0, output=out, force=True)
+    assert within.passed and within.written_to == str(out)
 
 
 def test_a_path_is_accepted_and_speed_is_measured_in_the_same_run(net: Model) -> None:

@@ -30,7 +30,7 @@ def _a_cpu_whose_int8_kernels_do_not_saturate():
     """These tests pin the candidate lists of a CPU with VNNI; the extra u8u8 and 7-bit candidates
     of a CPU without it are tested in test_int8.py (``hone.cpu.int8_saturates``)."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sys.modules["hone.quantize"], "int8_saturates", lambda: False)
+        patch.setattr(sys.modules["hone.quantize.candidates"], "int8_saturates", lambda: False)
         yield
 
 
@@ -600,27 +600,27 @@ def test_hone_prune_within_the_budget_writes_the_model_and_the_json(cli, tmp_pat
 def test_a_quantizer_failure_in_the_sensitivity_probe_skips_the_ranking_with_its_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    quantize_module = sys.modules["hone.quantize"]  # hone.quantize is also the package root's function
+    fallback_module = sys.modules["hone.quantize.fallback"]
 
     def broken_ranking(*args: object, **kwargs: object) -> list:
         raise ValueError("setting an array element with a sequence")
 
-    monkeypatch.setattr(quantize_module, "rank_layers", broken_ranking)
+    monkeypatch.setattr(fallback_module, "rank_layers", broken_ranking)
     kept, result = _quick(_mlp(tmp_path, outlier=True), mode="static", fmt="qdq")
     assert not result.kept_quantized  # nothing passed, and the command still finished
     assert any("sensitivity probe" in note and "setting an array element" in note for note in result.notes)
 
 
 def test_a_candidate_whose_build_raises_is_skipped_with_its_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    quantize_module = sys.modules["hone.quantize"]
-    real = quantize_module.static_int8
+    candidates_module = sys.modules["hone.quantize.candidates"]
+    real = candidates_module.static_int8
 
     def qoperator_breaks(model, calibration, *, fmt="qdq", **options):
         if fmt == "qoperator":
             raise RuntimeError("QLinearConv is not supported here")
         return real(model, calibration, fmt=fmt, **options)
 
-    monkeypatch.setattr(quantize_module, "static_int8", qoperator_breaks)
+    monkeypatch.setattr(candidates_module, "static_int8", qoperator_breaks)
     kept, result = _quick(hone.load("digits_cnn"))
     assert [c.name for c in result.candidates] == ["static-qdq"]
     assert any("candidate static-qoperator skipped: QLinearConv is not supported here" in n for n in result.notes)

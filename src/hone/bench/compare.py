@@ -1,5 +1,7 @@
 """Interleaved comparisons: several models or variants at one batch, timed in alternating blocks in
-one process, so that every ratio between them comes from the same race.
+one process, so that every ratio between them comes from the same race. hone's one way to say
+whether one model is faster than another: ``hone bench`` (``sweep.py``), ``hone run``'s bench
+stage, the quantize speed gate (``hone.quantize.speed_gate``) and prune's timing all call it.
 
 ``compare(contenders, baseline=LABEL)`` takes ``Contender(label, model, variant)`` items (a variant
 is how the model runs: PyTorch eager, onnxruntime with graph optimizations disabled, or all on).
@@ -29,7 +31,7 @@ import numpy as np
 from hone.bench.memory import PeakMemory
 from hone.bench.race import race
 from hone.bench.stats import median_ci_rel, summarize
-from hone.bench.types import BenchConfigResult, BenchResult
+from hone.bench.types import VARIANTS, BenchConfigResult, BenchResult, Variant
 from hone.data import check_batchable
 from hone.data import feeds as sample_feeds
 from hone.errors import OptionError
@@ -38,7 +40,6 @@ from hone.runtime import Session, SessionConfig, check_provider, default_threads
 
 logger = logging.getLogger(__name__)
 
-VARIANTS = ("torch-eager", "ort-disabled", "ort-all")
 ROUNDS = 5  # blocks per configuration at most: each block is budget_s / ROUNDS
 MIN_ROUNDS = 3  # rounds before the stopping rule may end a race early
 
@@ -49,11 +50,20 @@ class Contender:
 
     label: str
     model: Model
-    variant: str = "ort-all"
+    variant: Variant = "ort-all"
 
 
-def applicable_variants(model: Model, provider: str) -> list[str]:
-    variants = ["ort-disabled", "ort-all"]
+def check_variant(variant: str) -> Variant:
+    """``variant`` as a ``Variant``; an OptionError naming the choices when it is none of them."""
+    for known in VARIANTS:
+        if variant == known:
+            return known
+    raise OptionError(f"variant {variant!r} is unknown; choose from {', '.join(VARIANTS)}")
+
+
+def applicable_variants(model: Model, provider: str) -> list[Variant]:
+    """The variants that can run ``model`` on ``provider`` (torch-eager: a torch-sourced model on cpu)."""
+    variants: list[Variant] = ["ort-disabled", "ort-all"]
     if model.torch_factory is not None and provider == "cpu":
         variants.insert(0, "torch-eager")
     return variants
@@ -168,8 +178,7 @@ def _check(
         )
     check_provider(provider)
     for contender in contenders:
-        if contender.variant not in VARIANTS:
-            raise OptionError(f"variant {contender.variant!r} is unknown; choose from {', '.join(VARIANTS)}")
+        check_variant(contender.variant)
         possible = applicable_variants(contender.model, provider)
         if contender.variant not in possible:
             raise OptionError(
@@ -281,7 +290,7 @@ def _race_batch(
 
 
 def make_runner(
-    model: Model, variant: str, provider: str, threads: int, feeds: dict[str, np.ndarray]
+    model: Model, variant: Variant, provider: str, threads: int, feeds: dict[str, np.ndarray]
 ) -> Callable[[], object]:
     """One call = one inference of ``model`` as ``variant`` on ``feeds``."""
     if variant == "torch-eager":

@@ -5,8 +5,9 @@ rounds of ``block_s`` seconds each, and returns every single-run time per runner
 medians of the pooled times: a burst of load from another process lands in one block of each
 runner instead of in one runner's whole measurement, which is what makes two separate ``bench``
 calls disagree on sub-millisecond models. ``until(index, timings)`` may end the race after any
-round (``hone.bench.compare`` stops once every median is stable). Used by ``hone.bench.compare``
-(and through it ``hone bench`` and ``hone run``), the quantize speed gate and the benchmarks.
+round (``hone.bench.compare`` stops once every median is stable). This is the engine of
+``hone.bench.compare``, hone's one speed comparison (``hone bench``, ``hone run``, the quantize
+speed gate and prune all go through it); the benchmarks call it directly.
 """
 
 from __future__ import annotations

@@ -18,24 +18,24 @@ import numpy as np
 
 from hone.bench.compare import (
     ROUNDS,
-    VARIANTS,
     Contender,
     applicable_variants,
+    check_variant,
     compare,
     machine_summary,
 )
 from hone.bench.stats import median_ci_rel
-from hone.bench.types import BenchConfigResult, BenchResult
-from hone.data import has_batch_axis
+from hone.bench.types import VARIANTS, BenchConfigResult, BenchResult, Variant
 from hone.errors import OptionError
 from hone.model import Model
 from hone.runtime import check_provider
+from hone.specs import has_batch_axis
 
 logger = logging.getLogger(__name__)
 
 # Even past the budget, take this many samples so the median has a finite confidence interval.
 _MIN_SAMPLES_FOR_CI = 5
-_BASELINES = ("torch-eager", "ort-disabled")
+_BASELINES: tuple[Variant, ...] = ("torch-eager", "ort-disabled")
 DEFAULT_BATCHES = (1, 8)
 
 
@@ -69,7 +69,7 @@ def bench(
     if rel_tol <= 0 or budget_s <= 0 or min_runs < 1 or warmup_runs < 0:
         raise OptionError("rel_tol and budget_s must be positive, min_runs >= 1, warmup_runs >= 0")
     check_provider(provider)
-    chosen = list(variants) if variants else applicable_variants(model, provider)
+    chosen = [check_variant(v) for v in variants] if variants else applicable_variants(model, provider)
     baseline = next((v for v in _BASELINES if v in chosen), None)
     return compare(
         [Contender(variant, model, variant) for variant in chosen],

@@ -4,6 +4,14 @@ modules (``sweep``, ``compare``), the job and the renderers all import them and 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+# How one configuration runs the model: PyTorch eager, or onnxruntime with graph optimizations off or all on.
+Variant = Literal["torch-eager", "ort-disabled", "ort-all"]
+VARIANTS: tuple[Variant, ...] = get_args(Variant)
+# How the configurations of a result were timed: blocks alternating in one race per batch (every
+# variant one block per round), or separate runs merged into one result (``hone.bench.sweep.merge``).
+BenchMethod = Literal["interleaved", "merged from separate runs"]
 
 
 @dataclass
@@ -56,9 +64,8 @@ class BenchResult:
     configs: list[BenchConfigResult] = field(default_factory=list)
     # What every speedup is measured against, in words (e.g. "ort-all on the loaded model").
     baseline: str | None = None
-    # How the configurations at one batch were timed: "interleaved" blocks in one process (every
-    # variant one block per round) for up to ``rounds`` rounds.
-    method: str = "interleaved"
+    # How the configurations at one batch were timed; "interleaved": for up to ``rounds`` rounds.
+    method: BenchMethod = "interleaved"
     rounds: int = 0
 
     @property

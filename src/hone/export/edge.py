@@ -50,11 +50,13 @@ import onnx
 from hone.errors import ExecutionError, OptionError, OutputExistsError
 from hone.export.preprocessing import preprocessing_for
 from hone.export.types import EdgeManifest, EdgeProfile, EdgeResult, ProcessProfile, ProfiledModel
-from hone.model import SESSION_CONFIG_METADATA_KEY, Model, load
-from hone.quantize import QuantizeResult, quantize
-from hone.quantize.gate import AccuracyReport, Budget, EvalPlan, judge, plan_for
-from hone.quantize.prune import PruneResult, prune
+from hone.model import SESSION_CONFIG_METADATA_KEY, Model
+from hone.quantize import quantize
+from hone.quantize.gate import Budget, EvalPlan, judge, plan_for
+from hone.quantize.prune import prune
+from hone.quantize.types import AccuracyReport, PruneResult, QuantizeResult
 from hone.results import write_json
+from hone.sources import load
 
 logger = logging.getLogger(__name__)
 

@@ -13,10 +13,8 @@ from typing import TYPE_CHECKING, Literal, get_args
 if TYPE_CHECKING:
     from hone.export.placement import PlacementReport
     from hone.export.preprocessing import Preprocessing
-    from hone.passes import OptimizeResult
-    from hone.quantize import QuantizeResult
-    from hone.quantize.gate import AccuracyReport
-    from hone.quantize.prune import PruneResult
+    from hone.passes.types import OptimizeResult
+    from hone.quantize.types import AccuracyReport, PruneResult, QuantizeResult
     from hone.specs import TensorSpec
 
 ExportTarget = Literal["onnx", "edge", "web"]

@@ -3,32 +3,29 @@
 For every pass: copy the current model, run the pass on the copy, run the copy and the current
 model on the same inputs (the model's samples, ``hone.data``: the user's ``--data`` or the zoo's
 data, first 8; else inputs invented from the graph at batch 2, or 1 without a batch axis) with
-onnxruntime's own optimizations off, compare every output (tolerances per dtype below), and keep
-the copy only if it agrees. A pass that raises is reported ``failed``; a pass that changes the
-answer is ``rolled_back``, with a warning naming the pass and the worst output.
+onnxruntime's own optimizations off, compare every output (with the tolerances per dtype of
+``hone.verify.tolerance_for``), and keep the copy only if it agrees. A pass that raises is
+reported ``failed``; a pass that changes the answer is ``rolled_back``, with a warning naming the
+pass and the worst output.
 ``verify=False`` keeps every pass unchecked. When the original model cannot run on those inputs,
 ``optimize`` refuses (``InventedInputsError``, naming the failing node) instead of shipping
 unverified passes.
-
-Tolerances (|candidate - reference| <= atol + rtol * |reference|, element-wise):
-float32/float64 atol 1e-4, rtol 1e-3 (folding BN or constants reorders float arithmetic);
-float16/bfloat16 atol 1e-2, rtol 1e-2; integer and bool outputs must be equal.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import onnx_ir as ir
 
-from hone.data import attach, feeds, has_batch_axis, refusal_message
+from hone.data import attach, feeds, refusal_message, zoo_eval_set
 from hone.errors import ExecutionError, HoneError, InvalidModelError, InventedInputsError, OptionError
 from hone.info import op_counts
-from hone.model import Model, load
-from hone.passes.base import HonePass, node_count
+from hone.model import Model
+from hone.passes.base import HonePass
 from hone.passes.collapse_chains import CollapseChainsPass
 from hone.passes.eliminate_common_subexpressions import EliminateCommonSubexpressionsPass
 from hone.passes.fold_constants import FoldConstantsPass
@@ -38,20 +35,21 @@ from hone.passes.fuse_conv_bn import FuseConvBnPass
 from hone.passes.fuse_matmul_add import FuseMatMulAddPass
 from hone.passes.fuse_pad_conv import FusePadConvPass
 from hone.passes.fuse_transformer import FuseTransformerPass
+from hone.passes.graph import node_count
 from hone.passes.infer_shapes import InferShapesPass
 from hone.passes.lift_constants import LiftConstantsPass
 from hone.passes.remove_dead_code import RemoveDeadCodePass
 from hone.passes.remove_no_ops import RemoveNoOpsPass
 from hone.passes.simplify_shapes import SimplifyShapesPass
+from hone.passes.types import TARGETS, OptimizeResult, PassReport, Target
 from hone.runtime import Session, SessionConfig
-from hone.verify import compare
+from hone.sources import load
+from hone.specs import has_batch_axis
+from hone.verify import compare, tolerance_for
 
 logger = logging.getLogger(__name__)
 
-TARGETS = ("ort-cpu", "ort-cuda", "web", "generic")
 STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
-_TOLERANCES = {"float16": (1e-2, 1e-2), "bfloat16": (1e-2, 1e-2)}
-_FLOAT_TOLERANCE = (1e-4, 1e-3)
 
 
 def default_passes(target: str = "ort-cpu") -> list[HonePass]:
@@ -82,49 +80,18 @@ def quantizable_passes(target: str = "ort-cpu") -> list[HonePass]:
     return [p for p in default_passes(target) if not isinstance(p, FuseActivationPass)]
 
 
-@dataclass
-class PassReport:
-    name: str
-    nodes_before: int
-    nodes_after: int
-    seconds: float
-    status: str  # "applied" | "no_change" | "rolled_back" | "failed"
-    max_abs_error: float | None  # worst output difference against the model before the pass
-    matched: int | None = None  # patterns rewritten, for fusions
-    missed: list[str] = field(default_factory=list)  # expected patterns left unrewritten
-    message: str = ""
-
-
-@dataclass
-class OptimizeResult:
-    model: str
-    target: str
-    verified: bool
-    nodes_before: int
-    nodes_after: int
-    passes: list[PassReport] = field(default_factory=list)
-    op_counts_before: dict[str, int] = field(default_factory=dict)
-    op_counts_after: dict[str, int] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)  # what was skipped and why (verification, foreign ops)
-
-    @property
-    def rolled_back(self) -> list[str]:
-        return [p.name for p in self.passes if p.status == "rolled_back"]
-
-
 def optimize(
     source: str | Model,
     *,
-    target: str = "ort-cpu",
+    target: Target | str = "ort-cpu",
     verify: bool = True,
     passes: list[HonePass] | None = None,
     seed: int = 0,
 ) -> tuple[Model, OptimizeResult]:
     """Optimize ``source`` for ``target``; returns the new Model and the per-pass report."""
-    if target not in TARGETS:
-        raise OptionError(f"target {target!r} is unknown; choose one of: {', '.join(TARGETS)}")
+    target = _checked_target(target)
     original = attach(load(source), check=False)
-    current = original.with_graph(_copy(original.ir), "load for optimize")
+    current = original.clone("load for optimize")
     result = OptimizeResult(
         model=original.name,
         target=target,
@@ -170,6 +137,13 @@ def optimize(
     return current, result
 
 
+def _checked_target(target: str) -> Target:
+    for known in TARGETS:
+        if target == known:
+            return known
+    raise OptionError(f"target {target!r} is unknown; choose one of: {', '.join(TARGETS)}")
+
+
 def _foreign_ops(model_ir: ir.Model) -> set[str]:
     return {
         f"{n.domain}::{n.op_type}"
@@ -181,7 +155,7 @@ def _foreign_ops(model_ir: ir.Model) -> set[str]:
 def _run_pass(hone_pass: HonePass, current: Model, checker: _Checker | None, result: OptimizeResult) -> Model:
     before = node_count(current.ir)
     began = time.perf_counter()
-    candidate_ir = _copy(current.ir)
+    candidate_ir = current.clone().ir
     try:
         changed = hone_pass(candidate_ir).modified
     except Exception as exc:  # a library pass failing on an unusual graph must not stop the run
@@ -263,7 +237,7 @@ class _Checker:
         worst, worst_name, passed = 0.0, "", True
         for reference, produced in zip(self.reference, outputs, strict=False):
             for name, ref, out in zip(self.names, reference, produced, strict=False):
-                atol, rtol = _tolerance(ref.dtype)
+                atol, rtol = tolerance_for(ref.dtype)
                 comparison = compare(
                     [ref],
                     [out],
@@ -284,33 +258,14 @@ class _Checker:
         self.reference = verdict.outputs
 
 
-def _tolerance(dtype: np.dtype) -> tuple[float, float]:
-    if not np.issubdtype(dtype, np.floating):
-        return (0.0, 0.0)
-    return _TOLERANCES.get(np.dtype(dtype).name, _FLOAT_TOLERANCE)
-
-
 def _real_inputs(model: Model) -> list[dict[str, np.ndarray]]:
     """The zoo's real evaluation inputs (first 8 samples), when the model is a zoo model."""
-    from hone import zoo
-
-    name = model.provenance.get("zoo")
-    if not name:
-        return []
-    entry = zoo.get(name)
-    if entry.eval_data is None:
-        return []
     try:
-        data = entry.eval_data()
+        data = zoo_eval_set(model)
     except HoneError as exc:
         logger.warning("verifying on synthesized inputs only: %s", exc)
         return []
-    return [{key: value[:8] for key, value in data.inputs.items()}]
-
-
-def _copy(model_ir: ir.Model) -> ir.Model:
-    ir.external_data.load_to_model(model_ir)
-    return ir.from_proto(ir.to_proto(model_ir))
+    return [] if data is None else [{key: value[:8] for key, value in data.inputs.items()}]
 
 
 __all__ = ["TARGETS", "OptimizeResult", "PassReport", "default_passes", "optimize", "quantizable_passes"]

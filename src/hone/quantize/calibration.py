@@ -18,16 +18,21 @@ that a wrong file fails here with one line, not deep inside the quantizer.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from hone.data import SampleSet, synthesize
+from hone.data import synthesize, zoo_calibration_set
 from hone.errors import OptionError, ShapeError
 from hone.model import Model
+from hone.samples import SampleSet
 from hone.specs import TensorSpec
+
+if TYPE_CHECKING:  # onnxruntime's quantization tools are imported when calibrating, not with hone
+    from onnxruntime.quantization import CalibrationDataReader
 
 logger = logging.getLogger(__name__)
 
@@ -38,19 +43,23 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 _BATCH = 16
 
 
+# Where calibration inputs came from: the user's file(s), the zoo's calibration split, or invented.
+CalibrationSource = Literal["file", "zoo", "synthesized"]
+
+
 @dataclass
 class CalibrationSet:
     """Calibration inputs in batches, and where they came from."""
 
     feeds: list[dict[str, np.ndarray]]
-    source: str  # "file" | "zoo" | "synthesized"
+    source: CalibrationSource
     description: str
 
     @property
     def samples(self) -> int:
         return sum(len(next(iter(f.values()))) for f in self.feeds)
 
-    def reader(self):
+    def reader(self) -> CalibrationDataReader:
         """An onnxruntime CalibrationDataReader over the batches (a fresh one each call)."""
         from onnxruntime.quantization import CalibrationDataReader
 
@@ -87,13 +96,13 @@ def calibration_set(
         batches = calibration.batches(model.inputs, _BATCH)
         if len(batches) > 1 and _rows(batches[-1]) != _rows(batches[0]):
             batches = batches[:-1]  # histogram calibrators need batches of one size
-        source = "zoo" if model.samples.source == "zoo" else "file"
+        source: CalibrationSource = "zoo" if model.samples.source == "zoo" else "file"
         return CalibrationSet(batches, source, f"{calibration.description} ({split.description})")
     if path is not None:
         arrays = load_arrays(Path(path), model.inputs)
         check_arrays(arrays, model.inputs)
         return CalibrationSet(_batches(arrays), "file", f"{_count(arrays)} samples from {path}")
-    zoo_arrays = _zoo_calibration(model)
+    zoo_arrays = zoo_calibration_set(model)
     if zoo_arrays is not None:
         arrays, description = zoo_arrays
         arrays = {k: v[:samples] for k, v in arrays.items()}
@@ -188,7 +197,7 @@ def check_arrays(arrays: dict[str, np.ndarray], specs: tuple[TensorSpec, ...] | 
                 )
 
 
-def _read(file: Path, specs) -> dict[str, np.ndarray]:
+def _read(file: Path, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
     suffix = file.suffix.lower()
     try:
         if suffix == ".npz":
@@ -201,7 +210,7 @@ def _read(file: Path, specs) -> dict[str, np.ndarray]:
     return {_single_input(specs, file).name: _image(file, _single_input(specs, file))}
 
 
-def _single_input(specs, file: Path) -> TensorSpec:
+def _single_input(specs: Sequence[TensorSpec], file: Path) -> TensorSpec:
     if len(specs) != 1:
         raise OptionError(
             f"{file.name}: .npy and image files calibrate single-input models only; this one takes "
@@ -213,12 +222,13 @@ def _single_input(specs, file: Path) -> TensorSpec:
 def _image(file: Path, spec: TensorSpec) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
-    if len(spec.shape) != 4 or not all(isinstance(d, int) and d > 0 for d in spec.shape[1:]):
+    dims = [d for d in spec.shape[1:] if isinstance(d, int) and d > 0]
+    if len(spec.shape) != 4 or len(dims) != 3:
         raise OptionError(
             f"{file.name}: images need an input of static shape (N, C, H, W); {spec.name!r} is"
             f" {list(spec.shape)}"
         )
-    channels, height, width = spec.shape[1:]
+    channels, height, width = dims
     try:
         with Image.open(file) as image:
             converted = image.convert("RGB" if channels == 3 else "L").resize((width, height))
@@ -229,16 +239,6 @@ def _image(file: Path, spec: TensorSpec) -> np.ndarray:
     if channels == 3:
         pixels = (pixels - IMAGENET_MEAN[:, None, None]) / IMAGENET_STD[:, None, None]
     return pixels[None].astype(spec.dtype)
-
-
-def _zoo_calibration(model: Model) -> tuple[dict[str, np.ndarray], str] | None:
-    from hone import zoo
-
-    name = model.provenance.get("zoo")
-    entry = zoo.get(name) if name else None
-    if entry is None or entry.calibration_data is None:
-        return None
-    return entry.calibration_data()
 
 
 def _batches(arrays: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:

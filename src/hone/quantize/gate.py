@@ -27,10 +27,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hone.data import SampleSet, has_batch_axis, synthesize
-from hone.errors import OptionError
+from hone.data import synthesize, zoo_eval_set
+from hone.errors import HoneError, OptionError
 from hone.model import Model
+from hone.quantize.types import METRICS, AccuracyReport, EvalMetric, GateMetric, checked_choice
 from hone.runtime import Session, SessionConfig
+from hone.samples import SampleSet
+from hone.specs import has_batch_axis
 from hone.verify import (
     MAX_CHANNEL_ERROR,
     MIN_AGREEMENT,
@@ -38,16 +41,17 @@ from hone.verify import (
     MIN_COSINE_MIN,
     MIN_EXACT_MATCH,
     OutputJudgement,
+    OutputRole,
     Tolerances,
     channel_axis_of,
     judge_output,
     output_role,
     per_sample,
 )
+from hone.zoo.types import EvalSet
 
 logger = logging.getLogger(__name__)
 
-METRICS = ("top1", "agreement", "cosine")
 EVAL_BATCH = 50  # evaluation batch: large enough to be quick, small enough for resnet50's activations
 
 
@@ -123,32 +127,10 @@ class Budget:
 
 
 @dataclass
-class AccuracyReport:
-    """One candidate judged: the metric, its value for the float model and the candidate."""
-
-    metric: str  # "top1" | "agreement" | "cosine"
-    name: str  # what was measured, in words
-    float_value: float  # top-1 accuracy for "top1"; 1.0 for agreement and cosine (the float model vs itself)
-    candidate_value: float  # top-1 accuracy, agreement share, or cosine mean
-    budget: str
-    passed: bool
-    samples: int
-    cosine_min: float | None = None
-    data: str = ""  # where the inputs came from
-    outputs: list[OutputJudgement] = field(default_factory=list)  # every output, judged; the worst decides
-    deciding_output: str = ""
-    margin: float = 0.0  # the deciding output's margin inside its threshold (negative: outside)
-
-    @property
-    def failing_outputs(self) -> list[str]:
-        return [o.name for o in self.outputs if not o.passed]
-
-
-@dataclass
 class EvalPlan:
     """The inputs, what to compare, and the float model's outputs on them."""
 
-    metric: str
+    metric: EvalMetric
     feeds: list[dict[str, np.ndarray]]  # batches
     output_index: int
     output_name: str
@@ -181,8 +163,7 @@ def plan_for(
     """
     if batch < 1:
         raise OptionError(f"evaluation batch must be at least 1, got {batch}")
-    if metric is not None and metric not in METRICS:
-        raise OptionError(f"metric {metric!r} is unknown; choose one of: {', '.join(METRICS)}")
+    chosen_metric = None if metric is None else checked_choice(metric, METRICS, "metric")
     real = _zoo_eval(model) if model.samples is None or model.samples.source == "zoo" else None
     evaluation, split = _evaluation_samples(model)
     if real is not None:
@@ -190,7 +171,7 @@ def plan_for(
         count = len(next(iter(inputs.values())))
         feeds = [{k: v[i : i + batch] for k, v in inputs.items()} for i in range(0, count, batch)]
         output_name = real.output_name or _primary_output(model)
-        chosen = metric or (
+        chosen: EvalMetric = chosen_metric or (
             "top1"
             if real.labels is not None
             else "cosine"
@@ -210,7 +191,7 @@ def plan_for(
     elif evaluation is not None:
         output_name = _primary_output(model)
         plan = EvalPlan(
-            metric or _metric_for(model, output_name),
+            chosen_metric or _metric_for(model, output_name),
             evaluation.batches(model.inputs, batch),
             _output_index(model, output_name),
             output_name,
@@ -226,7 +207,7 @@ def plan_for(
             size = min(per_run, samples - start)
             feeds.append(synthesize(model.inputs, batch=size, dims=model.default_dims, seed=seed + start))
         plan = EvalPlan(
-            metric or _metric_for(model, output_name),
+            chosen_metric or _metric_for(model, output_name),
             feeds,
             _output_index(model, output_name),
             output_name,
@@ -315,6 +296,7 @@ def judge(candidate: Model, plan: EvalPlan, budget: Budget) -> AccuracyReport:
     primary = judgements[plan.output_index]
     summary = deciding if not deciding.passed else primary
     passed = all(j.passed for j in judgements)
+    metric: GateMetric
     if summary.metric == "top1":
         metric, name = "top1", f"top-1 accuracy (%) of {summary.name!r} on labelled data"
         float_value, value = summary.top1_float or 0.0, summary.top1_candidate or 0.0
@@ -356,7 +338,7 @@ def judge(candidate: Model, plan: EvalPlan, budget: Budget) -> AccuracyReport:
 
 def _judge_one(
     name: str,
-    role: str,
+    role: OutputRole,
     reference: list[np.ndarray],
     produced: list[np.ndarray],
     batch_axis: int | None,
@@ -405,7 +387,7 @@ def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     )
 
 
-def _metric_for(model: Model, output_name: str) -> str:
+def _metric_for(model: Model, output_name: str) -> EvalMetric:
     """A 2-D float output with more than one column reads as class scores; anything else as embeddings."""
     spec = next((o for o in model.outputs if o.name == output_name), None)
     if (
@@ -430,19 +412,9 @@ def _output_index(model: Model, name: str) -> int:
     return names.index(name)
 
 
-def _zoo_eval(model: Model):
-    from hone import zoo
-
-    name = model.provenance.get("zoo")
-    if not name:
-        return None
-    entry = zoo.get(name)
-    if entry.eval_data is None:
-        return None
-    from hone.errors import HoneError
-
+def _zoo_eval(model: Model) -> EvalSet | None:
     try:
-        return entry.eval_data()
+        return zoo_eval_set(model)
     except HoneError as exc:
         logger.warning("judging on synthesized inputs: %s", exc)
         return None

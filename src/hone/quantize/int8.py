@@ -27,14 +27,22 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from hone.errors import HoneError, OptionError
+from hone.errors import HoneError
 from hone.model import Model
 from hone.quantize.calibration import CalibrationSet
+from hone.quantize.types import (
+    FORMAT_CHOICES,
+    FORMATS,
+    METHODS,
+    WEIGHT_TYPES,
+    CalibrationMethod,
+    StaticFormat,
+    WeightType,
+    checked_choice,
+)
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("qdq", "qoperator")
-METHODS = ("minmax", "percentile", "entropy")
 # The compute-heavy ops static INT8 turns into INT8 kernels (named when a body keeps them float).
 STATIC_OP_TYPES = ("Conv", "MatMul", "Gemm")
 # Ops that fp16 conversion keeps in float32: onnxruntime's own block list plus ops whose fp16
@@ -73,8 +81,8 @@ def static_int8(
     float_model: Model,
     calibration: CalibrationSet,
     *,
-    fmt: str = "qdq",
-    method: str = "minmax",
+    fmt: StaticFormat = "qdq",
+    method: CalibrationMethod = "minmax",
     per_channel: bool = True,
     exclude: list[str] | tuple[str, ...] = (),
     reduce_range: bool = False,
@@ -96,16 +104,15 @@ def static_int8(
     """
     from onnxruntime import quantization as q
 
-    if fmt not in FORMATS:
-        raise OptionError(f"format {fmt!r} is unknown; choose one of: {', '.join(FORMATS)}, auto")
-    if method not in METHODS:
-        raise OptionError(f"calibration method {method!r} is unknown; choose one of: {', '.join(METHODS)}")
+    if fmt not in FORMATS:  # the choices the user picks from: auto too
+        checked_choice(fmt, FORMAT_CHOICES, "format")
+    checked_choice(method, METHODS, "calibration method")
     methods = {
         "minmax": q.CalibrationMethod.MinMax,
         "percentile": q.CalibrationMethod.Percentile,
         "entropy": q.CalibrationMethod.Entropy,
     }
-    extra = {"WeightSymmetric": True, "ActivationSymmetric": False}
+    extra: dict[str, bool | float] = {"WeightSymmetric": True, "ActivationSymmetric": False}
     if method == "percentile":
         extra["CalibPercentile"] = 99.999
     opset_step = ""
@@ -247,13 +254,10 @@ def dynamic_op_types(model: Model) -> tuple[str, ...]:
     (DynamicQuantizeLSTM), plus Conv (ConvInteger) when Conv exists only inside If/Loop/Scan bodies,
     where static INT8 cannot reach it; a main-graph Conv is static INT8's."""
     ops = graph_op_types(model)
-    extra = ("LSTM",) if "LSTM" in ops else ()
+    extra: tuple[str, ...] = ("LSTM",) if "LSTM" in ops else ()
     if "Conv" in ops and "Conv" not in {node.op_type for node in model.ir.graph}:
         extra += ("Conv",)
     return DYNAMIC_OP_TYPES + extra
-
-
-WEIGHT_TYPES = ("s8", "u8")
 
 
 def dynamic_int8(
@@ -262,7 +266,7 @@ def dynamic_int8(
     per_channel: bool = True,
     exclude: list[str] | tuple[str, ...] = (),
     op_types: tuple[str, ...] = DYNAMIC_OP_TYPES,
-    weight_type: str = "s8",
+    weight_type: WeightType = "s8",
 ) -> Model:
     """Dynamic INT8 (weights quantized offline, activations at run time) of ``op_types`` nodes.
 
@@ -276,8 +280,7 @@ def dynamic_int8(
     """
     from onnxruntime import quantization as q
 
-    if weight_type not in WEIGHT_TYPES:
-        raise OptionError(f"weight type {weight_type!r} is unknown; choose one of: {', '.join(WEIGHT_TYPES)}")
+    checked_choice(weight_type, WEIGHT_TYPES, "weight type")
     in_bodies = subgraph_nodes(float_model, op_types)
     with tempfile.TemporaryDirectory(prefix="hone-quant-") as folder:
         source = _save(float_model, Path(folder) / "float.onnx")

@@ -28,34 +28,47 @@ onnxruntime's CPU kernels are dense: a pruned model runs at the same speed. The 
 the compressed artifact (zeros compress), measured here with zlib; the speed is measured anyway, in
 the same run, and reported as it is. The pruned model is judged by the accuracy gate
 (``hone.quantize.gate``) against the float model; prune reports whether it passed but does not roll
-back. ``fine_tune=True`` retrains a torch-sourced model with known training data (the zoo's
-digits_cnn) for a few epochs with the masks held fixed, and re-exports it.
+back; given an output path, it writes the pruned model only when it passed (or when told to
+ignore the budget), the result saying where it wrote it or why not. ``fine_tune=True`` retrains
+a torch-sourced model with known training data (the zoo's digits_cnn) for a few epochs with the
+masks held fixed, and re-exports it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_ir as ir
 
+from hone.data import zoo_train_set
 from hone.errors import ExecutionError, InputError, OptionError
-from hone.model import Model, load
-from hone.quantize.gate import AccuracyReport, Budget, EvalPlan, judge, plan_for
+from hone.model import Model
+from hone.quantize.gate import Budget, EvalPlan, judge, plan_for
+from hone.quantize.types import (
+    PATTERNS,
+    SCOPES,
+    AccuracyReport,
+    LayerSparsity,
+    Pattern,
+    PruneResult,
+    Scope,
+    checked_choice,
+)
+from hone.sources import load
 
 if TYPE_CHECKING:  # torch is imported lazily: pruning an .onnx file must not pay for it
     import torch
 
 logger = logging.getLogger(__name__)
 
-PATTERNS = ("unstructured", "2:4")
-SCOPES = ("global", "per_layer")
 PRUNABLE_OPS = ("Conv", "Gemm", "MatMul")
 # (domain, op) whose weight input is pruned: the standard ops, and onnxruntime's fused forms of them
 # that `hone optimize --target ort-*` emits (same weight layout and attributes).
@@ -67,8 +80,8 @@ KEPT_PER_GROUP = 2  # ... keep the 2 largest
 _FLOAT_DTYPES = (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16, ir.DataType.DOUBLE)
 _ZLIB_LEVEL = 6  # deflate's default, what `zip` uses
 _IN_MEMORY_LIMIT_BYTES = 1_500_000_000  # above this, sizes are measured on files with external data
-_BENCH_BUDGET_S = 1.0  # per measurement; float and pruned alternate, _BENCH_ROUNDS times each
-_BENCH_ROUNDS = 3
+_BENCH_BUDGET_S = 3.0  # per model: float and pruned race in alternating blocks (hone.bench.compare)
+_FLOAT_LABEL, _PRUNED_LABEL = "float", "pruned"  # the two contenders of that race
 _GLOBAL_HIGH_SPARSITY = 0.95  # a layer pruned past this by the global threshold gets a note
 
 # Fine-tuning: Adam on cross-entropy, seeded, one thread (bitwise repeatable), masks re-applied
@@ -80,55 +93,6 @@ _NO_FINE_TUNE = "fine-tuning needs a torch-sourced model with training data (the
 
 
 @dataclass
-class LayerSparsity:
-    """One pruned weight: its initializer, the op it feeds, and its zeros before and after."""
-
-    name: str  # initializer name
-    op_type: str  # "Conv" | "Gemm" | "MatMul"
-    shape: list[int]
-    params: int
-    zeros_before: int
-    zeros_after: int
-    sparsity_after: float
-
-
-@dataclass
-class PruneResult:
-    """What prune did, what it cost in accuracy, and what it gained in size and speed."""
-
-    model: str
-    pattern: str  # "unstructured" | "2:4"
-    scope: str  # "global" | "per_layer" (unstructured only; 2:4 is decided per group)
-    target_sparsity: float
-    achieved_sparsity: float  # zeros / params over the prunable weights
-    layers: list[LayerSparsity] = field(default_factory=list)
-    accuracy_before: AccuracyReport | None = None  # the float model on the gate's inputs
-    accuracy_after: AccuracyReport | None = None  # the pruned (and fine-tuned) model, judged
-    accuracy_before_fine_tune: AccuracyReport | None = None  # pruned only, when fine-tuned
-    size_bytes_before: int = 0  # the serialized .onnx (plus external data, if any)
-    size_bytes_after: int = 0
-    compressed_bytes_before: int = 0  # the same bytes through zlib level 6 (deflate, as zip)
-    compressed_bytes_after: int = 0
-    latency_ms_before: float | None = None  # p50, batch 1, onnxruntime with all optimizations
-    latency_ms_after: float | None = None
-    speedup: float | None = None  # latency_ms_before / latency_ms_after, same run
-    threads: int | None = None
-    fine_tuned: bool = False
-    fine_tune_epochs: int = 0
-    excluded: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool | None:
-        """Whether the pruned model is within the accuracy budget (None when not judged)."""
-        return None if self.accuracy_after is None else self.accuracy_after.passed
-
-    @property
-    def params(self) -> int:
-        return sum(layer.params for layer in self.layers)
-
-
-@dataclass
 class _Weight:
     """A prunable initializer: the value to rewrite, its array, and where its reduction dim is."""
 
@@ -137,13 +101,18 @@ class _Weight:
     reduction_axis: int
     array: np.ndarray
 
+    @property
+    def name(self) -> str:
+        assert self.value.name is not None  # an initializer always has a name
+        return self.value.name
+
 
 def prune(
     source: str | Model,
     *,
     sparsity: float | None = None,
-    pattern: str = "unstructured",
-    scope: str = "global",
+    pattern: Pattern | str = "unstructured",
+    scope: Scope | str = "global",
     budget: Budget | str | None = None,
     fine_tune: bool = False,
     fine_tune_epochs: int = 3,
@@ -152,6 +121,9 @@ def prune(
     samples: int = 200,
     exclude: Sequence[str] = (),
     plan: EvalPlan | None = None,
+    output: str | os.PathLike[str] | None = None,
+    force: bool = False,
+    ignore_budget: bool = False,
 ) -> tuple[Model, PruneResult]:
     """Prune ``source`` to ``sparsity`` with ``pattern``; returns the new Model and what happened.
 
@@ -160,13 +132,17 @@ def prune(
     ``--budget``). ``exclude`` names initializers to keep dense. ``plan`` is the gate's plan
     for ``source`` (``plan_for``), to reuse across candidates; made here from ``samples`` and
     ``threads`` when None. The caller's model is never modified.
+
+    With ``output``, the pruned model is saved there (``force``: over an existing file) unless it
+    is outside the accuracy budget: then nothing is written (unless ``ignore_budget``) and
+    ``result.not_written`` says why; ``result.written_to`` is where it was written.
     """
-    target = _check_options(sparsity, pattern, scope, fine_tune, fine_tune_epochs, samples)
+    target, pattern, scope = _check_options(sparsity, pattern, scope, fine_tune, fine_tune_epochs, samples)
     gate_budget = budget if isinstance(budget, Budget) else Budget.parse(budget)
     original = load(source)
     if fine_tune:
         _check_fine_tunable(original)
-    candidate_ir = _copy(original.ir)
+    candidate_ir = original.clone().ir
     size_before, compressed_before = _saved_sizes(candidate_ir)
     weights, notes = prunable_weights(candidate_ir)
     weights = _without_excluded(weights, exclude)
@@ -185,8 +161,8 @@ def prune(
     else:
         masks = per_layer_magnitude_masks(weights, target)
     for weight in weights:
-        pruned = np.where(masks[weight.value.name], weight.array, np.zeros((), dtype=weight.array.dtype))
-        weight.value.const_value = ir.tensor(pruned, name=weight.value.name)
+        pruned = np.where(masks[weight.name], weight.array, np.zeros((), dtype=weight.array.dtype))
+        weight.value.const_value = ir.tensor(pruned, name=weight.name)
     step = f"prune {pattern}" + (f" {scope} {target:g}" if pattern == "unstructured" else "")
     pruned_model = original.with_graph(candidate_ir, step)
     pruned_model.torch_factory = None  # the eager module still holds the dense weights
@@ -232,6 +208,8 @@ def prune(
     if measure_speed:
         _measure_speed(original, pruned_model, result)
     result.notes.append(_gate_note(result))
+    if output is not None:
+        _write(pruned_model, result, output, force=force, ignore_budget=ignore_budget)
     logger.info(
         "pruned %s to %.1f%% (%s): %s",
         original.name,
@@ -280,8 +258,8 @@ def prunable_weights(model_ir: ir.Model) -> tuple[list[_Weight], list[str]]:
         for node in graph
         for index, weight in enumerate(node.inputs)
         if weight is not None
-        and weight.producer() is not None
-        and weight.producer().op_type == "Constant"
+        and (producer := weight.producer()) is not None
+        and producer.op_type == "Constant"
         and _reduction_axis(node, index, 2) is not None
     )
     if constant_weights:
@@ -319,7 +297,7 @@ def per_layer_magnitude_masks(weights: Sequence[_Weight], sparsity: float) -> di
     masks = {}
     for weight in weights:
         magnitudes = np.abs(weight.array.astype(np.float32)).ravel()
-        masks[weight.value.name] = _keep_mask(magnitudes, round(sparsity * magnitudes.size)).reshape(
+        masks[weight.name] = _keep_mask(magnitudes, round(sparsity * magnitudes.size)).reshape(
             weight.array.shape
         )
     return masks
@@ -330,10 +308,10 @@ def two_four_masks(weights: Sequence[_Weight]) -> tuple[dict[str, np.ndarray], l
     masks, notes = {}, []
     for weight in weights:
         mask, tail = two_four_mask(weight.array, weight.reduction_axis)
-        masks[weight.value.name] = mask
+        masks[weight.name] = mask
         if tail:
             reduction = weight.array.shape[weight.reduction_axis]
-            where = f"{weight.value.name} ({weight.op_type} {list(weight.array.shape)})"
+            where = f"{weight.name} ({weight.op_type} {list(weight.array.shape)})"
             notes.append(
                 f"{where} stays dense: its reduction dim {reduction} holds no full group of {GROUP_SIZE}"
                 if tail == reduction
@@ -364,7 +342,7 @@ def layer_sparsities(model_ir: ir.Model, weights: Sequence[_Weight]) -> list[Lay
     """Zeros before (from the arrays the weights held) and after (from ``model_ir``) per weight."""
     layers = []
     for weight in weights:
-        name = weight.value.name
+        name = weight.name
         tensor = model_ir.graph.initializers[name].const_value
         assert tensor is not None
         after = tensor.numpy()
@@ -395,19 +373,17 @@ def _split_masks(weights: Sequence[_Weight], flat_keep: np.ndarray) -> dict[str,
     masks, offset = {}, 0
     for weight in weights:
         size = weight.array.size
-        masks[weight.value.name] = flat_keep[offset : offset + size].reshape(weight.array.shape)
+        masks[weight.name] = flat_keep[offset : offset + size].reshape(weight.array.shape)
         offset += size
     return masks
 
 
 def _check_options(
-    sparsity: float | None, pattern: str, scope: str, fine_tune: bool, epochs: int, samples: int
-) -> float:
-    """Validate the options; returns the target sparsity."""
-    if pattern not in PATTERNS:
-        raise OptionError(f"pattern {pattern!r} is unknown; choose one of: {', '.join(PATTERNS)}")
-    if scope not in SCOPES:
-        raise OptionError(f"scope {scope!r} is unknown; choose one of: {', '.join(SCOPES)}")
+    sparsity: float | None, pattern_text: str, scope_text: str, fine_tune: bool, epochs: int, samples: int
+) -> tuple[float, Pattern, Scope]:
+    """Validate the options; returns the target sparsity, the pattern and the scope."""
+    pattern = checked_choice(pattern_text, PATTERNS, "pattern")
+    scope = checked_choice(scope_text, SCOPES, "scope")
     if pattern == "2:4":
         if sparsity is not None and sparsity != 0.5:
             raise OptionError(
@@ -427,27 +403,32 @@ def _check_options(
         raise OptionError(f"fine_tune_epochs must be at least 1, got {epochs}")
     if samples < 1:
         raise OptionError(f"samples must be at least 1, got {samples}")
-    return float(target)
+    return float(target), pattern, scope
 
 
 def _without_excluded(weights: list[_Weight], exclude: Sequence[str]) -> list[_Weight]:
-    names = {w.value.name for w in weights}
+    names = {w.name for w in weights}
     unknown = [name for name in exclude if name not in names]
     if unknown:
         shown = ", ".join(sorted(names)[:8]) + (", ..." if len(names) > 8 else "")
         raise OptionError(f"cannot exclude {', '.join(unknown)}: not a prunable weight (these are: {shown})")
-    return [w for w in weights if w.value.name not in set(exclude)]
+    return [w for w in weights if w.name not in set(exclude)]
 
 
 def _first_and_last_notes(
     model_ir: ir.Model, weights: Sequence[_Weight], exclude: Sequence[str]
 ) -> list[str]:
     """Name the first and last pruned layers in graph order: often the most sensitive ones."""
-    names = {w.value.name for w in weights}
-    order = []
+    names = {w.name for w in weights}
+    order: list[str] = []
     for node in model_ir.graph:
         for value in node.inputs:
-            if value is not None and value.name in names and value.name not in order:
+            if (
+                value is not None
+                and value.name is not None
+                and value.name in names
+                and value.name not in order
+            ):
                 order.append(value.name)
     if not order or exclude:
         return []
@@ -488,11 +469,6 @@ def _gate_note(result: PruneResult) -> str:
     return f"accuracy gate: {report.metric} {measured}, {verdict} the budget ({report.budget}){tail}"
 
 
-def _copy(model_ir: ir.Model) -> ir.Model:
-    ir.external_data.load_to_model(model_ir)
-    return ir.from_proto(ir.to_proto(model_ir))
-
-
 def _saved_sizes(model_ir: ir.Model) -> tuple[int, int]:
     """Bytes of the saved model (the .onnx, plus its external data when large) and of their zlib stream."""
     weight_bytes = sum(
@@ -516,24 +492,26 @@ def _saved_sizes(model_ir: ir.Model) -> tuple[int, int]:
 
 
 def _measure_speed(original: Model, pruned: Model, result: PruneResult) -> None:
-    """p50 latency at batch 1 under onnxruntime ORT_ENABLE_ALL, in this run: float and pruned in
-    turn, ``_BENCH_ROUNDS`` times (so that a slow start or a busy neighbour does not favour one),
-    keeping the lowest p50 of each (the least disturbed)."""
-    from hone.bench import bench
+    """p50 latency at batch 1 under onnxruntime ORT_ENABLE_ALL, in this run: the float and the
+    pruned model raced in one interleaved comparison (``hone.bench.compare``: blocks alternating,
+    round by round), so that a slow start or a busy neighbour hits both alike."""
+    from hone.bench.compare import Contender, compare
 
-    options = dict(batches=[1], threads=result.threads, variants=["ort-all"], budget_s=_BENCH_BUDGET_S)
-    runs: dict[str, list] = {"before": [], "after": []}
-    for _ in range(_BENCH_ROUNDS):
-        runs["before"].append(bench(original, **options).configs[0])  # type: ignore[arg-type]
-        runs["after"].append(bench(pruned, **options).configs[0])  # type: ignore[arg-type]
-    before = min(runs["before"], key=lambda config: config.p50_ms)
-    after = min(runs["after"], key=lambda config: config.p50_ms)
-    result.threads = before.threads
+    race = compare(
+        [Contender(_FLOAT_LABEL, original), Contender(_PRUNED_LABEL, pruned)],
+        baseline=_FLOAT_LABEL,
+        batches=[1],
+        threads=result.threads,
+        budget_s=_BENCH_BUDGET_S,
+    )
+    before, after = race.config(_FLOAT_LABEL, 1), race.config(_PRUNED_LABEL, 1)
+    assert before is not None and after is not None
+    result.threads = race.threads
     result.latency_ms_before, result.latency_ms_after = before.p50_ms, after.p50_ms
-    result.speedup = before.p50_ms / after.p50_ms
+    result.speedup = after.speedup_vs_baseline
     if not (before.stable and after.stable):
         result.notes.append(
-            f"latency not stable within {_BENCH_BUDGET_S:g} s per measurement "
+            f"latency not stable within {_BENCH_BUDGET_S:g} s per model "
             f"(median CI ±{100 * max(before.median_ci_rel, after.median_ci_rel):.1f}%)"
         )
     result.notes.append(
@@ -542,27 +520,34 @@ def _measure_speed(original: Model, pruned: Model, result: PruneResult) -> None:
     )
 
 
+def _write(
+    pruned: Model, result: PruneResult, output: str | os.PathLike[str], *, force: bool, ignore_budget: bool
+) -> None:
+    """Save ``pruned`` to ``output`` unless it is outside the budget and ``ignore_budget`` is off;
+    the result says which, and why."""
+    if result.passed is False and not ignore_budget:
+        assert result.accuracy_after is not None
+        result.not_written = (
+            f"the pruned model is outside the accuracy budget ({result.accuracy_after.budget}); {output} was"
+            " not written: lower --sparsity, add --fine-tune, widen --budget, or pass --ignore-budget to"
+            " write it anyway"
+        )
+        return
+    pruned.save(output, force=force)
+    result.written_to = str(output)
+
+
 # --- fine-tuning --------------------------------------------------------------------------------
 
 
-def _training_data(model: Model) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
-    """Labelled training inputs for the zoo models that have some (digits' train split), else None."""
-    if model.provenance.get("zoo") != "digits_cnn":
-        return None
-    from hone.zoo.digits import load_split
-
-    split = load_split()
-    return {"input": split.train_images}, split.train_labels
-
-
 def _training_data_description(model: Model) -> str:
-    data = _training_data(model)
-    count = 0 if data is None else len(data[1])
-    return f"the digits train split ({count} images, disjoint from the held-out split the gate uses)"
+    data = zoo_train_set(model)
+    assert data is not None  # checked before fine-tuning (_check_fine_tunable)
+    return f"{data.description} ({len(data.labels)} images, disjoint from the held-out split the gate uses)"
 
 
 def _check_fine_tunable(model: Model) -> None:
-    if model.torch_factory is None or _training_data(model) is None:
+    if model.torch_factory is None or zoo_train_set(model) is None:
         raise OptionError(_NO_FINE_TUNE)
     if model.steps:
         raise OptionError(
@@ -589,9 +574,9 @@ def _fine_tuned(original: Model, masks: dict[str, np.ndarray], epochs: int, step
                 "of that name and shape"
             )
         torch_masks[name] = torch.from_numpy(np.ascontiguousarray(keep))
-    data = _training_data(original)
+    data = zoo_train_set(original)
     assert data is not None
-    feeds, labels = data
+    feeds, labels = data.inputs, data.labels
     input_name = original.inputs[0].name
     _train_masked(
         module, parameters, torch_masks, torch.from_numpy(feeds[input_name]), torch.from_numpy(labels), epochs

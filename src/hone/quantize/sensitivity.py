@@ -5,7 +5,8 @@ with the output of every quantizable node (Conv, MatMul, Gemm, Attention) expose
 *cumulative* error is the relative L2 distance between the two at its output. Its *local* error
 is that minus the worst cumulative error already present at its inputs (followed back through
 unquantized nodes such as Relu or Add), i.e. what quantizing this node itself added. Nodes are
-ranked by local error; the gate then keeps the top 1, 2, 4, ... in float until the budget holds.
+ranked by local error; the fallback (``fallback.py``) then keeps the top 1, 2, 4, ... in float
+until the budget holds.
 
 This needs the candidate to keep the float tensors' names at those outputs, which dynamic INT8
 and fp16 graphs do, and QDQ graphs do in their own way: a quantized output ``v`` is read as
@@ -19,21 +20,12 @@ first bad one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import onnx_ir as ir
 
 from hone.model import Model
+from hone.quantize.types import LayerError
 from hone.runtime import Session, SessionConfig
-
-
-@dataclass
-class LayerError:
-    node: str
-    op_type: str
-    cumulative: float  # relative L2 error of this node's output against the float model
-    local: float  # what this node added on top of its inputs' error
 
 
 def rank_layers(
@@ -45,7 +37,7 @@ def rank_layers(
 ) -> list[LayerError]:
     """Quantizable nodes of ``float_model`` named in ``nodes``, worst local error first."""
     by_name = {node.name: node for node in float_model.ir.graph if node.name}
-    candidate_values = {v.name for n in candidate.ir.graph for v in n.outputs}
+    candidate_values = {v.name for n in candidate.ir.graph for v in n.outputs if v.name is not None}
     compared: dict[str, tuple[str, str]] = {}  # node -> (float value, candidate value) at its output
     for name in nodes:
         pair = _counterpart(by_name[name].outputs[0], candidate_values) if name in by_name else None
@@ -79,6 +71,8 @@ def _counterpart(value: ir.Value, candidate_values: set[str]) -> tuple[str, str]
     """(float value, candidate value) that hold the same quantity, from a node's output onwards
     through a Relu/Clip the quantizer may have removed; None when the candidate has neither."""
     while True:
+        if value.name is None:
+            return None
         for name in (value.name + _DEQUANTIZED_SUFFIX, value.name):
             if name in candidate_values:
                 return value.name, name
@@ -88,9 +82,9 @@ def _counterpart(value: ir.Value, candidate_values: set[str]) -> tuple[str, str]
         value = uses[0][0].outputs[0]
 
 
-def _upstream_error(value: ir.Value, cumulative: dict[str, float], memo: dict[str, float]) -> float:
+def _upstream_error(value: ir.Value, cumulative: dict[str, float], memo: dict[str | None, float]) -> float:
     """The worst tracked error reaching ``value`` (0 at graph inputs and constants)."""
-    if value.name in cumulative:
+    if value.name is not None and value.name in cumulative:
         return cumulative[value.name]
     if value.name in memo:
         return memo[value.name]
@@ -162,15 +156,16 @@ def nearest_to_outputs(model: Model, outputs: list[str], limit: int = 16) -> lis
     wanted = [v for v in graph.outputs if v.name in outputs]
     order: list[str] = []
     seen: set[int] = set()
-    frontier = [v.producer() for v in wanted if v.producer() is not None]
+    frontier = [node for node in (v.producer() for v in wanted) if node is not None]
     while frontier and len(order) < limit:
         next_frontier = []
         for node in frontier:
-            if node is None or id(node) in seen:
+            if id(node) in seen:
                 continue
             seen.add(id(node))
             if node.op_type not in _PLUMBING:
-                order.append(node.name)  # type: ignore[arg-type]
+                assert node.name is not None  # named by name_nodes above
+                order.append(node.name)
             for value in node.inputs:
                 producer = value.producer() if value is not None else None
                 if producer is not None and producer.graph is graph:

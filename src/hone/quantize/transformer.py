@@ -30,7 +30,7 @@ import numpy as np
 import onnx_ir as ir
 
 from hone.model import Model
-from hone.quantize.fallback import run_exposing
+from hone.quantize.sensitivity import run_exposing
 
 logger = logging.getLogger(__name__)
 
@@ -90,15 +90,37 @@ def _splittable(node: ir.Node) -> bool:
         return False  # mask_index / past / others: MultiHeadAttention spells them differently
     if set(node.attributes) - {"num_heads", "scale"}:
         return False  # qkv_hidden_sizes, unidirectional, ...: left as they are
-    weight, bias = inputs[1].const_value, inputs[2].const_value
+    weight_value, bias_value = inputs[1], inputs[2]
+    if weight_value is None or bias_value is None:
+        return False
+    weight, bias = weight_value.const_value, bias_value.const_value
     return (
         weight is not None
         and bias is not None
         and len(weight.shape) == 2
         and len(bias.shape) == 1
+        and isinstance(weight.shape[1], int)
         and weight.shape[1] % 3 == 0
         and bias.shape[0] == weight.shape[1]
     )
+
+
+def prepare_for_dynamic_int8(
+    model: Model, feeds: list[dict[str, np.ndarray]], *, threads: int | None = None
+) -> tuple[Model, list[str]]:
+    """Both rewrites in turn (``split_attention_projections``, then ``smooth_activations`` on the
+    calibration batches ``feeds``); returns the model and a note for each rewrite that changed it."""
+    model, split = split_attention_projections(model)
+    model, smoothed = smooth_activations(model, feeds, threads=threads)
+    notes = []
+    if split:
+        notes.append(f"split {split} fused attention projection(s) into MatMuls for per-channel INT8")
+    if smoothed:
+        notes.append(
+            f"smoothed {smoothed} MatMul input(s) (SmoothQuant, alpha {SMOOTH_ALPHA:g}) on the "
+            "calibration data"
+        )
+    return model, notes
 
 
 def smooth_activations(
@@ -148,7 +170,11 @@ def _channel_ranges(
     model: Model, matmuls: list[ir.Node], feeds: list[dict[str, np.ndarray]], threads: int | None
 ) -> dict[str, np.ndarray]:
     """max |x| per last-axis channel of each MatMul input, over all calibration batches."""
-    widths = {n.inputs[0].name: _const_matrix(n.inputs[1]).shape[0] for n in matmuls}  # type: ignore[union-attr]
+    widths: dict[str, int] = {}
+    for node in matmuls:
+        source, weight = node.inputs[0], _const_matrix(node.inputs[1])
+        if source is not None and source.name is not None and weight is not None:
+            widths[source.name] = weight.shape[0]
     values = run_exposing(model, sorted(widths), feeds, threads)
     return {
         name: np.max([np.abs(batch.reshape(-1, widths[name])).max(axis=0) for batch in values[name]], axis=0)
@@ -165,9 +191,13 @@ def _fold_into_value_projection(node: ir.Node, scales: np.ndarray) -> bool:
     (IsNaN -> Where(nan, 0, x)) in between keeps zeros zero.
     """
     source = node.inputs[0]
+    if source is None:
+        return False
     producer = source.producer()
     if producer is not None and producer.op_type == "Where" and len(source.uses()) == 1:
         source = producer.inputs[2]
+        if source is None:
+            return False
         producer = source.producer()
     if producer is None or producer.op_type != "MultiHeadAttention" or producer.domain != MS_DOMAIN:
         return False
@@ -176,12 +206,14 @@ def _fold_into_value_projection(node: ir.Node, scales: np.ndarray) -> bool:
     split = producer.inputs[2].producer() if producer.inputs[2] is not None else None
     if split is None or split.op_type != "Split" or split.outputs[2] is not producer.inputs[2]:
         return False
-    projection = split.inputs[0].producer()
+    packed = split.inputs[0]
+    projection = packed.producer() if packed is not None else None
     bias_value = producer.inputs[3]
     if projection is None or projection.op_type != "MatMul" or bias_value.const_value is None:
         return False
-    weight = _const_matrix(projection.inputs[1])
-    if weight is None or len(projection.inputs[1].uses()) != 1 or len(bias_value.uses()) != 1:
+    weight_value = projection.inputs[1]
+    weight = _const_matrix(weight_value)
+    if weight is None or weight_value is None or len(weight_value.uses()) != 1 or len(bias_value.uses()) != 1:
         return False
     hidden = weight.shape[1] // 3
     if hidden != scales.shape[0]:
@@ -189,7 +221,7 @@ def _fold_into_value_projection(node: ir.Node, scales: np.ndarray) -> bool:
     weight, bias = weight.copy(), bias_value.const_value.numpy().copy()
     weight[:, 2 * hidden :] /= scales[None, :]
     bias[2 * hidden :] /= scales
-    projection.inputs[1].const_value = ir.tensor(weight, name=projection.inputs[1].name)
+    weight_value.const_value = ir.tensor(weight, name=weight_value.name)
     bias_value.const_value = ir.tensor(bias, name=bias_value.name)
     return True
 

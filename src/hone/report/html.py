@@ -29,9 +29,9 @@ from hone.results import Noted
 if TYPE_CHECKING:
     from hone.export.types import EdgeResult
     from hone.info import ModelInfo
-    from hone.passes import OptimizeResult
-    from hone.profile import ProfileResult
-    from hone.quantize import QuantizeResult
+    from hone.passes.types import OptimizeResult
+    from hone.profile.types import ProfileResult
+    from hone.quantize.types import QuantizeResult
     from hone.serve.types import LoadTestResult
     from hone.verify import VerifyResult
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hone.bench.types import BenchResult
 
 if TYPE_CHECKING:
-    from hone.profile.profiler import ProfileResult
+    from hone.profile.types import ProfileResult
 
 
 def bench_latency_png(result: BenchResult) -> bytes:
@@ -169,3 +171,22 @@ def figure_bytes(figure: object, fmt: str = "png") -> bytes:
     figure.savefig(buffer, format=fmt)  # type: ignore[attr-defined]
     plt.close(figure)
     return buffer.getvalue()
+
+
+def write_profile_plots(
+    result: ProfileResult, path: str | os.PathLike[str], *, force: bool = False
+) -> list[Path]:
+    """The roofline plot of ``result`` at ``path`` (.png or .svg) and the breakdown chart beside it."""
+    from hone.errors import OptionError
+    from hone.paths import ensure_writable
+
+    target = Path(path)
+    fmt = target.suffix.lower().lstrip(".") or "png"
+    if fmt not in ("png", "svg"):
+        raise OptionError(f"--plot {target} must end in .png or .svg")
+    breakdown = target.with_name(f"{target.stem}-breakdown.{fmt}")
+    written = []
+    for figure_path, figure in ((target, roofline_figure(result)), (breakdown, breakdown_figure(result))):
+        ensure_writable(figure_path, force=force).write_bytes(figure_bytes(figure, fmt))
+        written.append(figure_path)
+    return written

@@ -19,12 +19,10 @@ from hone.verify import OutputJudgement, VerifyResult
 if TYPE_CHECKING:
     from hone.export.types import EdgeResult, WebResult
     from hone.machine import MachineCeilings
-    from hone.passes import OptimizeResult
+    from hone.passes.types import OptimizeResult
     from hone.pipeline import PipelineResult, SimulationResult
-    from hone.profile.profiler import ProfileResult
-    from hone.quantize import QuantizeResult
-    from hone.quantize.gate import AccuracyReport
-    from hone.quantize.prune import PruneResult
+    from hone.profile.types import ProfileResult
+    from hone.quantize.types import AccuracyReport, PruneResult, QuantizeResult
 
 
 def human_bytes(count: int | None) -> str:
