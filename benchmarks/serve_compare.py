@@ -64,11 +64,11 @@ from servelib.servers import Running, ServerError, hone_server, pytriton_server,
 
 from hone.bench.sweep import machine_summary
 from hone.data import synthesize
-from hone.model import load
 from hone.results import write_json
 from hone.runtime import Session, SessionConfig
-from hone.serve.runner import ModelRunner
+from hone.serve.model_runner import ModelRunner
 from hone.serve.slo import measure_curve
+from hone.sources import load
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("relu", "resnet18", "minilm")

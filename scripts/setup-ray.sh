@@ -36,4 +36,4 @@ assert 'torch' not in sys.modules, 'hone.serve.ray_serve must not import torch'
 print('ray', ray.__version__, 'protobuf', google.protobuf.__version__, 'numpy', numpy.__version__)
 "
 touch "$STAMP"
-echo "$VENV ready: use $VENV/bin/hone serve --ray (or $VENV/bin/python -m hone.serve.ray_serve)"
+echo "$VENV ready: use $VENV/bin/hone serve --ray"

@@ -1,8 +1,8 @@
 """The one exception tree of hone. Every error a user can cause is a HoneError with a message
 that says what was wrong and what to do; the CLI prints it as one line and exits with code 2.
 
-    HoneError
-    ├── InputError                   something the user gave is unusable
+    HoneError                        500  (http_status, grpc_code on every class)
+    ├── InputError                   400  something the user gave is unusable
     │   ├── ModelNotFoundError       a path that does not exist
     │   ├── UnknownModelError        a name that is neither a file nor a zoo model
     │   ├── InvalidModelError        a file that is not (valid) ONNX, truncated or corrupt
@@ -16,7 +16,7 @@ that says what was wrong and what to do; the CLI prints it as one line and exits
     ├── ProviderUnavailableError     an execution provider not available in this onnxruntime
     ├── ExecutionError               onnxruntime or torch failed while running a model
     │   └── InferenceExecutionError  500  a served batch failed (also a ServingError)
-    └── ServingError                 hone serve's answer to one request (http_status, grpc_code)
+    └── ServingError                 500  hone serve's answer to one request
         ├── InferenceInputError      400  input names, datatypes, shapes or sizes that do not fit
         ├── ModelControlError        403  repository load/unload without --model-control-mode explicit
         ├── ServedModelNotFoundError 404  no served model (or version) of that name
@@ -31,22 +31,38 @@ that says what was wrong and what to do; the CLI prints it as one line and exits
 Context is passed as keyword arguments and kept on the exception (``exc.context``) so callers can
 inspect it; third-party errors are translated at the boundary with ``raise ... from exc``.
 
-Serving errors carry the status the protocol layers answer with: ``http_status`` for HTTP and
-``grpc_code`` (a ``grpc.StatusCode`` name) for gRPC. Statuses follow Triton, so clients that retry
-on its answers (perf_analyzer, tritonclient) behave the same here: every "not now, retry" condition
-is 503 / UNAVAILABLE, a queue timeout included (Triton answers it with UNAVAILABLE "Request timeout
+Every error carries the status the serving protocols answer it with: ``http_status`` for HTTP and
+``grpc_code`` (a ``grpc.StatusCode`` name, so this module needs no grpc) for gRPC; 500 / INTERNAL
+on HoneError, 400 / INVALID_ARGUMENT on InputError, each ServingError its own. The HTTP routes
+(``hone.serve.http``, whose error answer Ray's replicas use too) and the gRPC service read them;
+nothing else maps an error to a status. Statuses follow Triton, so clients that retry on its
+answers (perf_analyzer, tritonclient) behave the same here: every "not now, retry" condition is
+503 / UNAVAILABLE, a queue timeout included (Triton answers it with UNAVAILABLE "Request timeout
 expired", not 504: 504 means an upstream gateway timed out, which a client would blame on a proxy).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
+
+# The grpc.StatusCode names hone's errors answer with (the gRPC service looks each up at its boundary).
+GrpcCode = Literal[
+    "INTERNAL",
+    "INVALID_ARGUMENT",
+    "PERMISSION_DENIED",
+    "NOT_FOUND",
+    "UNAVAILABLE",
+    "RESOURCE_EXHAUSTED",
+    "DEADLINE_EXCEEDED",
+]
 
 
 class HoneError(Exception):
     """Base of every error hone raises on purpose. ``str(exc)`` is one line a user can act on."""
 
     exit_code = 2
+    http_status: int = 500
+    grpc_code: GrpcCode = "INTERNAL"
 
     def __init__(self, message: str, **context: Any) -> None:
         super().__init__(" ".join(message.split()))
@@ -55,6 +71,9 @@ class HoneError(Exception):
 
 class InputError(HoneError):
     """Something the user gave (a model, a path, a shape, an option) is unusable."""
+
+    http_status = 400
+    grpc_code = "INVALID_ARGUMENT"
 
 
 class ModelNotFoundError(InputError):
@@ -107,9 +126,6 @@ class ExecutionError(HoneError):
 
 class ServingError(HoneError):
     """An error `hone serve` answers one request with; the server keeps serving the others."""
-
-    http_status = 500
-    grpc_code = "INTERNAL"
 
 
 class InferenceExecutionError(ServingError, ExecutionError):

@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 
 from hone.model import Model, load_onnx_file
-from hone.serve.runner import ModelRunner
+from hone.serve.model_runner import ModelRunner
 
 WEIGHTS = np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32)
 POISON = 666.0

@@ -11,15 +11,8 @@ from serve_models import FIXED_BATCH_TEXT, RECORDER_TEXT, TWO_INPUTS_TEXT, load_
 
 from hone import runtime
 from hone.errors import InferenceInputError, OptionError
-from hone.serve import runner as runner_module
-from hone.serve.runner import (
-    KSERVE_DATATYPES,
-    ModelRunner,
-    TensorMetadata,
-    datatype_from_dtype,
-    dtype_from_datatype,
-    warm_up_batch_sizes,
-)
+from hone.serve import model_runner as runner_module
+from hone.serve.model_runner import ModelRunner, TensorMetadata, warm_up_batch_sizes
 
 
 @pytest.fixture(scope="module")
@@ -39,27 +32,6 @@ def test_the_runner_describes_its_tensors_in_kserve_terms(recorder_model) -> Non
     assert runner.inputs == (TensorMetadata("x", "FP32", (-1, 8)),)
     assert runner.outputs == (TensorMetadata("y", "FP32", (-1, 4)), TensorMetadata("rows", "FP32", (-1, 1)))
     assert runner.inputs[0].dtype == np.float32
-
-
-@pytest.mark.parametrize("datatype", list(KSERVE_DATATYPES))
-def test_kserve_datatypes_map_to_numpy_and_back(datatype: str) -> None:
-    assert datatype_from_dtype(dtype_from_datatype(datatype)) == datatype
-
-
-@pytest.mark.parametrize(("dtype", "datatype"), [("float32", "FP32"), (np.int64, "INT64"), ("<U4", "BYTES")])
-def test_numpy_dtypes_get_their_kserve_names(dtype: object, datatype: str) -> None:
-    assert datatype_from_dtype(dtype) == datatype
-
-
-def test_an_unknown_datatype_is_a_bad_request_listing_the_known_ones() -> None:
-    with pytest.raises(InferenceInputError, match="'FP8' is unknown; use one of: BOOL, .*FP32") as refused:
-        dtype_from_datatype("FP8")
-    assert refused.value.http_status == 400
-
-
-def test_a_dtype_without_a_kserve_datatype_is_refused() -> None:
-    with pytest.raises(OptionError, match="complex64 has no KServe datatype"):
-        datatype_from_dtype(np.complex64)
 
 
 def pair(x_shape: tuple, ids_shape: tuple, ids_dtype: type = np.int64) -> dict[str, np.ndarray]:

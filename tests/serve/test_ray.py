@@ -22,8 +22,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from hone.errors import InferenceExecutionError, InferenceInputError, OptionError
-from hone.serve import ray_serve
+from starlette.requests import Request
+
+from hone.errors import InferenceExecutionError, InferenceInputError, OptionError, RequestTooLargeError
+from hone.serve import batch_rows, http, ray_serve
 
 ROOT = Path(__file__).resolve().parents[2]
 RAY_PYTHON = ROOT / ".cache" / "ray-venv" / "bin" / "python"
@@ -183,7 +185,7 @@ def test_requests_with_different_shapes_run_as_separate_chunks_in_order() -> Non
 
 def test_a_batch_output_without_a_row_per_sample_fails_the_batch() -> None:
     with pytest.raises(InferenceExecutionError, match="for a batch of 3 samples"):
-        ray_serve._split({"y": np.zeros((2, 4))}, [1, 2], "m")
+        batch_rows.split_rows({"y": np.zeros((2, 4))}, [1, 2], "m")
 
 
 def test_the_config_keeps_only_the_batching_knobs_ray_honours() -> None:
@@ -201,9 +203,17 @@ def test_the_config_keeps_only_the_batching_knobs_ray_honours() -> None:
 
 
 def test_errors_map_to_their_http_status() -> None:
-    assert ray_serve.error_status(InferenceInputError("bad")) == 400
-    assert ray_serve.error_status(OptionError("bad")) == 400
-    assert ray_serve.error_status(ray_serve._BodyTooLarge(10, 5)) == 413
+    # The replicas answer errors with hone serve's own error answer (create_replica_app).
+    request = Request({"type": "http", "method": "POST", "path": "/v2/models/m/infer", "headers": []})
+    assert http.error_response(request, InferenceInputError("bad")).status_code == 400
+    assert http.error_response(request, OptionError("bad")).status_code == 400
+    assert http.error_response(request, RequestTooLargeError("10 bytes, above 5")).status_code == 413
+
+
+def test_the_ready_line_names_the_model_its_url_and_the_replicas() -> None:
+    ready = ray_serve.RayReadyInfo("tiny", "http://127.0.0.1:8391", 2)
+    assert ready.line() == "hone serve (ray): ready: tiny on http://127.0.0.1:8391 (2 replicas)"
+    assert ray_serve.RayReadyInfo("tiny", "http://127.0.0.1:8391", 1).line().endswith("(1 replica)")
 
 
 def test_a_taken_http_port_is_refused_before_ray_starts() -> None:

@@ -40,7 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from http.server import HTTPServer, SimpleHTTPRequestHandler
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from hone.errors import OptionError
 
@@ -75,8 +75,8 @@ class BundleRequestHandler(SimpleHTTPRequestHandler):
     extensions_map = {**SimpleHTTPRequestHandler.extensions_map, **MIME_TYPES}
 
     def setup(self) -> None:
-        self.timeout = TIMEOUT  # StreamRequestHandler.setup puts it on the socket
         super().setup()
+        self.connection.settimeout(TIMEOUT)  # each socket read and write (read at setup: tests patch it)
         self.rfile.close()
         self.rfile = io.BufferedReader(_ReadUntil(self.connection, time.monotonic() + TIMEOUT))
 
@@ -87,7 +87,8 @@ class BundleRequestHandler(SimpleHTTPRequestHandler):
         real = self.real_path(name)
         if real is not None and os.path.isdir(real):
             if not url.path.endswith("/"):  # so that the page's relative URLs resolve inside the folder
-                return self.redirect(url.path + "/" + (f"?{url.query}" if url.query else ""))
+                self.redirect(url.path + "/" + (f"?{url.query}" if url.query else ""))
+                return None
             name = os.path.join(name, "index.html")
             real = self.real_path(name)
         elif url.path.endswith("/"):
@@ -182,9 +183,9 @@ class BundleServer(HTTPServer):
                         if key.fileobj is self.socket:
                             self._accept(selector, waiting)
                         else:
-                            conn = key.fileobj
+                            conn = cast(socket.socket, key.fileobj)  # all but the listener: accepted
                             selector.unregister(conn)
-                            self._dispatch(conn, waiting.pop(conn)[0])  # type: ignore[arg-type]
+                            self._dispatch(conn, waiting.pop(conn)[0])
                     now = time.monotonic()
                     while waiting and next(iter(waiting.values()))[1] < now:
                         self._drop(selector, waiting, next(iter(waiting)))
@@ -262,7 +263,7 @@ class WebServer:
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
+        host, port = self._server.socket.getsockname()[:2]
         return f"http://{host}:{port}/"
 
     def start(self) -> WebServer:

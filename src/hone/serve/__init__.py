@@ -4,8 +4,11 @@ Modules, one job each:
 
 - ``config.py``      ``BatchConfig`` (the batcher's knobs, validated when given) and the model
                      repository layout (one folder per model, numbered versions, ``config.json``).
-- ``runner.py``      ``ModelRunner``: one model version, N onnxruntime sessions (instances) that
+- ``datatypes.py``   the KServe v2 tensor datatypes and their numpy dtypes, both ways.
+- ``model_runner.py`` ``ModelRunner``: one model version, N onnxruntime sessions (instances) that
                      share the cores, every batch size warmed at load; ``run(feeds)`` on a batch.
+- ``batch_rows.py``  requests' inputs joined into a batch and its outputs split back per request,
+                     with the row check (shared by the batcher and Ray's replicas).
 - ``batcher.py``     ``Batcher``: requests in, batches out. Requests wait in a bounded priority
                      queue; a batch closes when it reaches ``max_batch_size`` (or a preferred size)
                      or when its oldest request has waited ``max_queue_delay_ms``; only requests
@@ -21,7 +24,9 @@ Modules, one job each:
                      repository index.
 - ``metrics.py``     Prometheus metrics on their own port, named like Triton's.
 - ``http.py``        the v2 HTTP routes (FastAPI), thin handlers over the modules above.
-- ``server.py``      start/stop: HTTP, metrics, readiness, SIGTERM drain.
+- ``grpc_api.py``    the same service over gRPC (Triton's GRPCInferenceService).
+- ``server.py``      start/stop: HTTP, gRPC, metrics, readiness, SIGTERM drain.
+- ``ray_serve.py``   ``hone serve --ray``: the runner and HTTP routes as Ray Serve replicas.
 
 The batcher's contract (what the protocol layers call)::
 

@@ -29,7 +29,8 @@ overlap (one arrives while another runs or waits, or a batch of several ran), th
 Running. A batch's inputs are concatenated along axis 0 and run in a thread pool with one worker
 per runner instance (``loop.run_in_executor``), so up to N batches run at once while the event loop
 keeps admitting. The outputs are split back by each request's sample count after checking that
-every output has as many rows as the batch has samples (a message quotes both when not). When the
+every output has as many rows as the batch has samples (a message quotes both when not; both in
+``batch_rows``, which Ray's replicas share). When the
 run of a batch of several requests fails, each of its requests is run again alone, in the same
 instance slot, so only the requests that fail alone fail (one poisoned request never takes its
 batch mates down). A request that fails alone gets ``InferenceInputError`` (400) when onnxruntime
@@ -53,7 +54,7 @@ from collections import deque
 from collections.abc import Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -68,8 +69,9 @@ from hone.errors import (
     ServerShuttingDownError,
     ServingError,
 )
+from hone.serve.batch_rows import Outputs, batch_key, concatenate, split_rows
 from hone.serve.config import BatchConfig
-from hone.serve.runner import ModelRunner
+from hone.serve.model_runner import ModelRunner
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +79,8 @@ logger = logging.getLogger(__name__)
 # the ones held back); the client's error answer and the failure metrics count every one.
 CLIENT_WARNING_INTERVAL_S = 10.0
 
-Outputs = dict[str, np.ndarray]
+# created -> running (start) -> stopping (stop: drains) -> stopped
+BatcherState = Literal["created", "running", "stopping", "stopped"]
 
 
 class BatchObserver(Protocol):
@@ -170,7 +173,7 @@ class Batcher:
         self._running: set[asyncio.Task[None]] = set()
         self._executor: ThreadPoolExecutor | None = None
         self._scheduler: asyncio.Task[None] | None = None
-        self._state = "created"  # -> "running" -> "stopping" -> "stopped"
+        self._state: BatcherState = "created"
         self._stats = BatcherStats()
         self._in_flight = 0
         self._last_batch_requests = 1
@@ -280,7 +283,7 @@ class Batcher:
         request = _Request(
             feeds=feeds,
             samples=samples,
-            group=_group_key(feeds) if self.runner.batching else None,
+            group=batch_key(feeds) if self.runner.batching else None,
             priority=priority,
             submitted_ns=submitted_ns,
             timeout_ms=self._queue_timeout_ms(timeout_ms),
@@ -511,33 +514,13 @@ class Batcher:
     ) -> tuple[list[Outputs], _Timing]:
         """Concatenate, run and split one batch (on an executor thread)."""
         start_ns = time.perf_counter_ns()
-        if len(feeds_list) == 1:
-            feeds = feeds_list[0]
-        else:
-            feeds = {
-                name: np.concatenate([each[name] for each in feeds_list], axis=0) for name in feeds_list[0]
-            }
+        feeds = concatenate(feeds_list)
         inputs_ns = time.perf_counter_ns()
         outputs = self.runner.run(feeds)
         infer_ns = time.perf_counter_ns()
-        if self.runner.batching:
-            self._check_rows(outputs, sum(samples), len(samples))
-        parts = [outputs] if len(samples) == 1 else _split(outputs, samples)
+        parts = split_rows(outputs, samples, self.runner.name) if self.runner.batching else [outputs]
         end_ns = time.perf_counter_ns()
         return parts, _Timing(inputs_ns - start_ns, infer_ns - inputs_ns, end_ns - infer_ns)
-
-    def _check_rows(self, outputs: Outputs, samples: int, requests: int) -> None:
-        for name, array in outputs.items():
-            rows = array.shape[0] if array.ndim else None
-            if rows != samples:
-                raise InferenceExecutionError(
-                    f"model {self.runner.name!r} returned output {name!r} with "
-                    f"{'no batch dim' if rows is None else f'{rows} rows'} for a batch of {samples} "
-                    f"samples from {requests} request(s); with batching on every output's first dim "
-                    "must be the batch dim (serve it with max_batch_size 0 to turn batching off)",
-                    model=self.runner.name,
-                    output=name,
-                )
 
     def _fail_batch(self, batch: list[_Request], samples: int, exc: Exception) -> None:
         """Fail ``batch`` (one request, or several when the batcher itself failed them together).
@@ -638,11 +621,6 @@ def _is_invalid_argument(exc: BaseException) -> bool:
     return False
 
 
-def _group_key(feeds: Mapping[str, np.ndarray]) -> Hashable:
-    """Requests can share a batch when every input agrees on dtype and on all dims but the first."""
-    return tuple((name, array.dtype.str, array.shape[1:]) for name, array in sorted(feeds.items()))
-
-
 class _Throttle:
     """Lets one log line through per ``seconds`` and counts the ones it held back: a client sending
     bad requests in a loop must not make the server spend its time writing warnings."""
@@ -664,10 +642,3 @@ class _Throttle:
 
 def _held_back(count: int) -> str:
     return f" ({count} similar warning(s) held back in the last interval)" if count else ""
-
-
-def _split(outputs: Outputs, samples: list[int]) -> list[Outputs]:
-    """Each request's rows of every output, in order (views into the batch's arrays)."""
-    offsets = np.cumsum(samples)[:-1]
-    pieces = {name: np.split(array, offsets) for name, array in outputs.items()}
-    return [{name: pieces[name][index] for name in outputs} for index in range(len(samples))]

@@ -29,7 +29,8 @@ from typing import Any
 
 from hone import zoo
 from hone.errors import InputError, ModelNotFoundError, OptionError, RepositoryError, UnknownModelError
-from hone.model import Model, load
+from hone.model import Model
+from hone.sources import load
 
 logger = logging.getLogger(__name__)
 

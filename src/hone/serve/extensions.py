@@ -21,8 +21,8 @@ from hone.errors import InferenceInputError
 from hone.serve.batcher import BatcherStats
 from hone.serve.config import BatchConfig
 from hone.serve.metrics import BatchTiming
+from hone.serve.model_runner import ModelRunner, TensorMetadata
 from hone.serve.registry import ServedModel
-from hone.serve.runner import ModelRunner, TensorMetadata
 
 SERVER_NAME = "hone"
 PLATFORM = "onnxruntime_onnx"

@@ -15,9 +15,10 @@ outputs always go back as ``raw_output_contents``, as Triton does. ``priority`` 
 (microseconds) request parameters work as over HTTP. Methods hone does not implement (streaming,
 shared memory, trace and log settings) answer UNIMPLEMENTED.
 
-Errors: a ``ServingError`` aborts the call with its ``grpc_code`` (INVALID_ARGUMENT, NOT_FOUND,
-UNAVAILABLE, ...) and its one-line message. A client that cancels a call has its request withdrawn
-from the queue (grpc.aio cancels the handler, and the batcher drops a cancelled request).
+Errors: a ``HoneError`` aborts the call with its ``grpc_code`` (INVALID_ARGUMENT, NOT_FOUND,
+UNAVAILABLE, ...; ``hone.errors`` sets one on every class) and its one-line message. A client that
+cancels a call has its request withdrawn from the queue (grpc.aio cancels the handler, and the
+batcher drops a cancelled request).
 
 The message classes come from ``triton_proto`` (the schema of the tritonclient wheel); the
 documents are built by ``extensions`` as for HTTP and turned into messages with ``json_format``.
@@ -39,15 +40,14 @@ from google.protobuf import json_format
 from hone.errors import (
     HoneError,
     InferenceInputError,
-    InputError,
     ModelNotReadyError,
     ServedModelNotFoundError,
     ServingError,
 )
 from hone.serve import extensions, protocol, triton_proto
 from hone.serve.budget import DECODE_ON_LOOP_BYTES, DECODE_THREADS, ByteBudget
+from hone.serve.datatypes import datatype_from_dtype, dtype_from_datatype
 from hone.serve.registry import ModelRegistry
-from hone.serve.runner import datatype_from_dtype, dtype_from_datatype
 
 logger = logging.getLogger(__name__)
 
@@ -271,7 +271,7 @@ def _input_array(tensor: Any, raw: bytes | None, max_elements: int) -> np.ndarra
         return array.reshape(shape)
     # One element at a time into the field's own wide type (no Python list of the whole tensor),
     # then the range check for narrower integer datatypes, in that wide type.
-    wide = np.fromiter(values, dtype=_FIELD_DTYPES[field], count=count)
+    wide: np.ndarray = np.fromiter(values, dtype=_FIELD_DTYPES[field], count=count)
     if dtype.kind in "iu" and count:
         info = np.iinfo(dtype)
         low, high = int(wide.min()), int(wide.max())
@@ -350,13 +350,10 @@ def _guarded(name: str, method: Handler, token: str | None) -> Handler:
                 )
         try:
             return await method(request, context)
-        except ServingError as exc:
+        except HoneError as exc:  # its status, from hone.errors; serving errors are logged where they arise
+            if exc.http_status >= 500 and not isinstance(exc, ServingError):
+                logger.warning("gRPC %s failed: %s", name, exc)
             code, message = grpc.StatusCode[exc.grpc_code], str(exc)
-        except InputError as exc:
-            code, message = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
-        except HoneError as exc:
-            logger.warning("gRPC %s failed: %s", name, exc)
-            code, message = grpc.StatusCode.INTERNAL, str(exc)
         except Exception as exc:  # a bug: log it whole, answer one line
             logger.error("gRPC %s failed", name, exc_info=exc)
             code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"

@@ -54,14 +54,13 @@ from hone.errors import (
     BodyTimeoutError,
     HoneError,
     InferenceInputError,
-    InputError,
     RequestTooLargeError,
     ServingError,
 )
 from hone.serve import extensions, protocol
 from hone.serve.budget import DECODE_ON_LOOP_BYTES, DECODE_THREADS, JSON_PARSE_FACTOR, ByteBudget, Reservation
+from hone.serve.datatypes import KSERVE_DATATYPES
 from hone.serve.registry import ModelRegistry
-from hone.serve.runner import KSERVE_DATATYPES
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +147,7 @@ def create_app(
     if max_body_bytes < 1:
         raise ValueError(f"max_body_bytes must be at least 1, got {max_body_bytes}")
     app = FastAPI(title="hone serve", version=__version__, docs_url=None, redoc_url=None)
-    _add_error_handlers(app)
+    add_error_handlers(app)
 
     @app.get("/v2")
     async def server_metadata() -> dict[str, Any]:
@@ -266,13 +265,13 @@ class InferRoute:
             try:
                 response = await self.infer(request, match["name"], match["version"], held)
             except Exception as exc:  # every failure is one answer; the server goes on
-                response = _error_response(request, exc)
+                response = error_response(request, exc)
             await response(scope, receive, send)
 
     async def infer(self, request: Request, name: str, version: str | None, held: Reservation) -> Response:
         self.models.check_accepting()
         served = self.models.get(name, version)
-        body = await _read_body(request, self.max_body_bytes, held, self.body_timeout_s)
+        body = await read_body(request, self.max_body_bytes, held, self.body_timeout_s)
         encoding = request.headers.get("content-encoding")
         header = request.headers.get(protocol.HEADER_LENGTH)
         if len(body) <= DECODE_ON_LOOP_BYTES and encoding is None:
@@ -409,7 +408,7 @@ class BearerTokenMiddleware:
 # -- helpers ---------------------------------------------------------------------------------------
 
 
-async def _read_body(
+async def read_body(
     request: Request, max_bytes: int, held: Reservation | None = None, timeout_s: float | None = None
 ) -> bytes:
     """The body, refused with 413 from Content-Length before reading, or as soon as it passes the
@@ -417,7 +416,7 @@ async def _read_body(
     arrive within ``timeout_s`` (408 otherwise, and the connection is closed)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise HTTPException(413, _too_large(int(declared), max_bytes))
+        raise RequestTooLargeError(_too_large(int(declared), max_bytes))
     chunks: list[bytes] = []
     size = 0
 
@@ -426,7 +425,7 @@ async def _read_body(
         async for chunk in request.stream():
             size += len(chunk)
             if size > max_bytes:
-                raise HTTPException(413, _too_large(size, max_bytes, at_least=True))
+                raise RequestTooLargeError(_too_large(size, max_bytes, at_least=True))
             if held is not None:
                 held.grow(len(chunk), "its body")
             chunks.append(chunk)
@@ -454,7 +453,7 @@ _MAX_OPTIONS_BYTES = 64 * 1024
 
 async def _json_options(request: Request) -> dict[str, Any]:
     """The optional JSON object body of a repository request ({} when empty)."""
-    body = await _read_body(request, _MAX_OPTIONS_BYTES)
+    body = await read_body(request, _MAX_OPTIONS_BYTES)
     if not body.strip():
         return {}
     try:
@@ -493,13 +492,11 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def _error_response(request: Request, exc: Exception) -> Response:
-    """The answer to a request that failed with ``exc``: ``{"error": ...}`` with its status."""
+def error_response(request: Request, exc: Exception) -> Response:
+    """The answer to a request that failed with ``exc``: ``{"error": ...}`` with its status (a
+    HoneError's ``http_status``); the one HTTP error answer of ``hone serve`` and its Ray replicas."""
     if isinstance(exc, HoneError):
-        if isinstance(exc, ServingError):
-            status = exc.http_status
-        else:
-            status = 400 if isinstance(exc, InputError) else 500
+        status = exc.http_status
         # Serving errors are logged where they arise (a failed batch once, by the batcher).
         log = logger.warning if status >= 500 and not isinstance(exc, ServingError) else logger.debug
         log("%s %r -> %d: %r", request.method, request.url.path, status, str(exc))
@@ -525,10 +522,11 @@ def _error_response(request: Request, exc: Exception) -> Response:
     return _error(500, f"internal error: {type(exc).__name__}: {exc}")
 
 
-def _add_error_handlers(app: FastAPI) -> None:
+def add_error_handlers(app: FastAPI) -> None:
+    """Answer every failure of ``app``'s routes as ``error_response`` does."""
     for kind in (HoneError, HTTPException, ClientDisconnect, RequestValidationError, Exception):
         app.add_exception_handler(kind, _handle)
 
 
 async def _handle(request: Request, exc: Exception) -> Response:
-    return _error_response(request, exc)
+    return error_response(request, exc)

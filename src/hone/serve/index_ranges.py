@@ -38,20 +38,16 @@ def enforced_index_ranges(model: ir.Model) -> dict[str, IndexRange]:
         if node.op_type != "Gather" or node.domain not in ("", "ai.onnx") or len(node.inputs) < 2:
             continue
         data, indices = node.inputs[0], node.inputs[1]
-        if (
-            indices is None
-            or indices.name not in inputs
-            or inputs[indices.name] is not indices
-            or node not in live
-        ):
+        name = None if indices is None else indices.name
+        if name is None or inputs.get(name) is not indices or node not in live:
             continue
         size = _axis_size(data, node)
         if size is None:
             continue
         found = IndexRange(-size, size - 1, node.name or "(unnamed)")
-        known = ranges.get(indices.name)
+        known = ranges.get(name)
         if known is None or found.high < known.high:
-            ranges[indices.name] = (
+            ranges[name] = (
                 found if known is None else IndexRange(max(known.low, found.low), found.high, found.node)
             )
     return ranges

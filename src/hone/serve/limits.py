@@ -45,6 +45,8 @@ def bounded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol with ``limits`` (see the module docstring)."""
 
     class BoundedHttpToolsProtocol(HttpToolsProtocol):
+        _head_timer: asyncio.TimerHandle | None = None
+
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._begin_head()
@@ -116,9 +118,8 @@ def bounded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
             self._head_timer = self.loop.call_later(limits.header_timeout_s, self._head_too_slow)
 
         def _cancel_head_timer(self) -> None:
-            timer = getattr(self, "_head_timer", None)
-            if timer is not None:
-                timer.cancel()
+            if self._head_timer is not None:
+                self._head_timer.cancel()
                 self._head_timer = None
 
         def _head_too_slow(self) -> None:

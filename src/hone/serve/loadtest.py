@@ -19,7 +19,7 @@ from hone.data import feeds as sample_feeds
 from hone.model import Model
 from hone.serve.batcher import Batcher
 from hone.serve.config import BatchConfig
-from hone.serve.runner import ModelRunner
+from hone.serve.model_runner import ModelRunner
 from hone.serve.types import LoadLevel, LoadTestResult
 
 logger = logging.getLogger(__name__)

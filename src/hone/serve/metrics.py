@@ -39,6 +39,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.asgi import make_asgi_app
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from starlette.types import ASGIApp
 
 from hone.serve.batcher import BatcherStats
 
@@ -173,7 +174,7 @@ class ServeMetrics:
         """The Prometheus text format of every metric (what a scrape gets)."""
         return generate_latest(self.registry)
 
-    def asgi_app(self) -> Callable[..., object]:
+    def asgi_app(self) -> ASGIApp:
         """An ASGI app that answers every GET with the metrics (served on its own port)."""
         return make_asgi_app(self.registry)
 

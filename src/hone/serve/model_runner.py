@@ -10,9 +10,8 @@ at a new size then does not stall.
 
 ``validate`` checks a request against the model's inputs (names, KServe datatypes, ranks, fixed
 dims, batch size, and the index ranges onnxruntime's Gather enforces: ``index_ranges``) before it
-is queued, so a bad request fails alone instead of failing the batch
-it would have joined. The KServe datatype names map to numpy both ways here
-(``datatype_from_dtype``, ``dtype_from_datatype``).
+is queued, so a bad request fails alone instead of failing the batch it would have joined. Tensors
+are described in the KServe datatypes of ``datatypes``.
 """
 
 from __future__ import annotations
@@ -31,57 +30,14 @@ from hone.data import feeds as sample_feeds
 from hone.errors import InferenceInputError, OptionError
 from hone.model import Model
 from hone.runtime import Session, SessionConfig, default_threads
+from hone.serve.datatypes import KSERVE_DATATYPES, STRING_KINDS, Datatype, datatype_from_dtype
 from hone.serve.index_ranges import IndexRange, enforced_index_ranges
 from hone.specs import TensorSpec
 
 logger = logging.getLogger(__name__)
 
-# KServe v2 / Open Inference Protocol tensor datatypes and their numpy dtypes (BYTES: strings).
-KSERVE_DATATYPES: dict[str, np.dtype] = {
-    "BOOL": np.dtype(np.bool_),
-    "UINT8": np.dtype(np.uint8),
-    "UINT16": np.dtype(np.uint16),
-    "UINT32": np.dtype(np.uint32),
-    "UINT64": np.dtype(np.uint64),
-    "INT8": np.dtype(np.int8),
-    "INT16": np.dtype(np.int16),
-    "INT32": np.dtype(np.int32),
-    "INT64": np.dtype(np.int64),
-    "FP16": np.dtype(np.float16),
-    "FP32": np.dtype(np.float32),
-    "FP64": np.dtype(np.float64),
-    "BYTES": np.dtype(np.object_),
-}
-_DATATYPE_BY_DTYPE_NAME = {dtype.name: name for name, dtype in KSERVE_DATATYPES.items()}
-# Array kinds that hold strings: object, unicode, bytes (onnxruntime takes each for a string input).
-_STRING_KINDS = "OUS"
 # Above this max_batch_size, warm up powers of two and the max instead of every size.
 _WARM_EVERY_SIZE_UP_TO = 64
-
-
-def datatype_from_dtype(dtype: np.dtype | str) -> str:
-    """The KServe datatype name of a numpy dtype (``float32`` -> ``FP32``; strings -> ``BYTES``)."""
-    resolved = np.dtype(dtype)
-    if resolved.kind in _STRING_KINDS:
-        return "BYTES"
-    try:
-        return _DATATYPE_BY_DTYPE_NAME[resolved.name]
-    except KeyError:
-        raise OptionError(
-            f"dtype {resolved.name} has no KServe datatype; serveable dtypes: "
-            f"{', '.join(_DATATYPE_BY_DTYPE_NAME)}"
-        ) from None
-
-
-def dtype_from_datatype(datatype: str) -> np.dtype:
-    """The numpy dtype of a KServe datatype name (``FP32`` -> ``float32``), or a 400-class error."""
-    try:
-        return KSERVE_DATATYPES[datatype]
-    except KeyError:
-        raise InferenceInputError(
-            f"datatype {datatype!r} is unknown; use one of: {', '.join(KSERVE_DATATYPES)}",
-            datatype=datatype,
-        ) from None
 
 
 @dataclass(frozen=True)
@@ -89,7 +45,7 @@ class TensorMetadata:
     """A served input or output in KServe terms: the batch dim included, -1 for dynamic dims."""
 
     name: str
-    datatype: str
+    datatype: Datatype
     shape: tuple[int, ...]
 
     @property
@@ -327,7 +283,7 @@ def _check_indices(name: str, array: np.ndarray, allowed: IndexRange, *, model: 
 
 def _dtype_matches(tensor: TensorMetadata, dtype: np.dtype) -> bool:
     if tensor.datatype == "BYTES":
-        return dtype.kind in _STRING_KINDS
+        return dtype.kind in STRING_KINDS
     return dtype == tensor.dtype
 
 

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from hone.errors import InferenceInputError, RequestTooLargeError
-from hone.serve.runner import KSERVE_DATATYPES, datatype_from_dtype, dtype_from_datatype
+from hone.serve.datatypes import KSERVE_DATATYPES, datatype_from_dtype, dtype_from_datatype
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 # The largest request body (HTTP) or message (gRPC) a server takes by default.

@@ -5,13 +5,14 @@ on a Ray cluster, across machines), with Ray's own dynamic batching (``@serve.ba
 routing and replica restarts. This module puts hone's pieces inside a Ray Serve deployment
 instead of writing them again:
 
-- ``ModelRunner`` (``runner.py``) runs the batches, one onnxruntime session per replica with
+- ``ModelRunner`` (``model_runner.py``) runs the batches, one onnxruntime session per replica with
   ``cores // replicas`` threads, warmed up on every batch size before the replica takes traffic;
 - ``protocol`` decodes v2 requests (JSON tensors and the binary extension) and encodes responses;
 - ``extensions`` builds the server/model metadata and Triton's model configuration;
 - ``config.resolve_models`` turns the model argument (.onnx file or zoo name) into an entry;
-- errors are ``hone.errors`` with their ``http_status`` (400 for any other ``InputError``),
-  answered as ``{"error": "..."}`` like ``hone serve``'s.
+- ``batch_rows`` joins a batch's requests and splits its outputs back, as hone's batcher does;
+- ``http`` reads bodies (413 above the limit) and answers errors: ``{"error": "..."}`` with the
+  error's ``http_status``, exactly as ``hone serve`` does.
 
 Batching is Ray's ``@serve.batch``: ``max_batch_size`` counts samples (``batch_size_fn`` sums the
 requests' batch dims, as hone's batcher does) and ``batch_wait_timeout_s`` is
@@ -30,46 +31,38 @@ here: gRPC, the statistics and repository extensions, metrics, priorities and qu
 
 Ray is not a dependency of hone (its protobuf/numpy pins clash with tritonclient's): ``ray`` is
 imported inside functions only, and a missing Ray is an ``OptionError`` saying to run ``make ray``.
-Run without the CLI as ``python -m hone.serve.ray_serve MODEL --replicas N --http-port P``.
+The command is ``hone serve MODEL --ray --replicas N`` (``hone.cli``); ``serve_on_ray`` is its API.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import importlib.util
 import logging
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from starlette.exceptions import HTTPException
 
 from hone._version import __version__
-from hone.errors import (
-    HoneError,
-    InferenceExecutionError,
-    InputError,
-    OptionError,
-    ServedModelNotFoundError,
-    ServingError,
-)
+from hone.errors import HoneError, InferenceExecutionError, OptionError, ServedModelNotFoundError
+from hone.runtime import default_threads
 from hone.serve import extensions, protocol
+from hone.serve.batch_rows import Outputs, batch_key, concatenate, split_rows
 from hone.serve.config import BatchConfig, RepositoryEntry, resolve_models
-from hone.serve.runner import ModelRunner
+from hone.serve.http import add_error_handlers, read_body
+from hone.serve.model_runner import ModelRunner
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +82,6 @@ READY_TIMEOUT_S = 300.0
 # No per-request access log lines from the proxy and the replicas (they cost CPU on every request).
 _SERVE_LOGGING = {"enable_access_log": False}
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-Outputs = dict[str, np.ndarray]
 
 
 # -- options ---------------------------------------------------------------------------------------
@@ -138,6 +129,19 @@ class RayServeOptions:
                 f"first (`hone export {entry.source} {entry.source}.onnx`) and serve the .onnx file"
             )
         return entry
+
+
+@dataclass(frozen=True)
+class RayReadyInfo:
+    """Where a started Ray Serve deployment listens and what it serves."""
+
+    name: str
+    url: str
+    replicas: int
+
+    def line(self) -> str:
+        replicas = f"{self.replicas} replica{'s' if self.replicas != 1 else ''}"
+        return f"hone serve (ray): ready: {self.name} on {self.url} ({replicas})"
 
 
 def refuse_unsupported(
@@ -256,53 +260,27 @@ def _run_chunks(runner: ModelRunner, pending: Sequence[_Pending]) -> list[tuple[
 
     Returns, in request order, each request's outputs and the samples of the chunk it ran in.
     """
-    results: list[tuple[Outputs, int] | None] = [None] * len(pending)
+    results: dict[int, tuple[Outputs, int]] = {}
     for indices in _chunks(pending):
-        feeds_list = [pending[i].feeds for i in indices]
         samples = [pending[i].samples for i in indices]
         try:
-            outputs = runner.run(_concatenate(feeds_list))
+            outputs = runner.run(concatenate([pending[i].feeds for i in indices]))
         except HoneError as exc:
             raise InferenceExecutionError(
                 f"the batch of {len(indices)} request(s) this request ran in failed: {exc}",
                 model=runner.name,
             ) from exc
-        for index, part in zip(indices, _split(outputs, samples, runner.name), strict=False):
+        for index, part in zip(indices, split_rows(outputs, samples, runner.name), strict=True):
             results[index] = (part, sum(samples))
-    assert all(result is not None for result in results), "every request belongs to one chunk"
-    return results  # type: ignore[return-value]
+    return [results[index] for index in range(len(pending))]
 
 
 def _chunks(pending: Sequence[_Pending]) -> list[list[int]]:
-    """Indices of requests grouped by their inputs' dtypes and non-batch dims, in arrival order."""
-    groups: dict[tuple[Any, ...], list[int]] = {}
+    """Indices of requests grouped by ``batch_key`` (what can be concatenated), in arrival order."""
+    groups: dict[Hashable, list[int]] = {}
     for index, item in enumerate(pending):
-        key = tuple((name, a.dtype.str, a.shape[1:]) for name, a in sorted(item.feeds.items()))
-        groups.setdefault(key, []).append(index)
+        groups.setdefault(batch_key(item.feeds), []).append(index)
     return list(groups.values())
-
-
-def _concatenate(feeds_list: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    if len(feeds_list) == 1:
-        return dict(feeds_list[0])
-    return {name: np.concatenate([feeds[name] for feeds in feeds_list]) for name in feeds_list[0]}
-
-
-def _split(outputs: Outputs, samples: list[int], model: str) -> list[Outputs]:
-    """Each request's rows of every output, after checking every output has one row per sample."""
-    total = sum(samples)
-    for name, array in outputs.items():
-        if array.ndim == 0 or array.shape[0] != total:
-            raise InferenceExecutionError(
-                f"model {model!r} returned output {name!r} with shape {list(array.shape)} for a batch "
-                f"of {total} samples; with batching on every output's first dim must be the batch "
-                "dim (serve it with --max-batch-size 0)",
-                model=model,
-                output=name,
-            )
-    offsets = np.cumsum(samples)[:-1]
-    pieces = {name: np.split(array, offsets) for name, array in outputs.items()}
-    return [{name: pieces[name][i] for name in outputs} for i in range(len(samples))]
 
 
 def _replica_id(serve: Any) -> str:
@@ -319,7 +297,7 @@ def _replica_id(serve: Any) -> str:
 def create_replica_app(replica: V2Replica) -> FastAPI:
     """The v2 routes over one replica; documents from ``extensions``, tensors via ``protocol``."""
     app = FastAPI(title="hone serve (ray)", version=__version__, docs_url=None, redoc_url=None)
-    _add_error_handlers(app)
+    add_error_handlers(app)
 
     @app.get("/v2")
     async def server_metadata() -> dict[str, Any]:
@@ -385,56 +363,12 @@ def ray_model_config(config: dict[str, Any], replicas: int) -> dict[str, Any]:
 
 
 async def _decode(request: Request) -> protocol.InferRequest:
-    """The request's tensors and options; a body above the limit is refused before it is read."""
+    """The request's tensors and options; a body above the limit is refused (413) before it is read."""
     max_bytes = protocol.DEFAULT_MAX_BODY_BYTES
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise _BodyTooLarge(int(declared), max_bytes)
-    body = await request.body()
-    if len(body) > max_bytes:
-        raise _BodyTooLarge(len(body), max_bytes)
+    body = await read_body(request, max_bytes)
     body = protocol.decompress(body, request.headers.get("content-encoding"), max_bytes)
     header_length = protocol.parse_header_length(request.headers.get(protocol.HEADER_LENGTH), len(body))
     return protocol.decode_infer_request(body, header_length)
-
-
-class _BodyTooLarge(ServingError):
-    http_status = 413
-
-    def __init__(self, size: int, max_bytes: int) -> None:
-        super().__init__(
-            f"the request body is {size} bytes, above the server's limit of {max_bytes} bytes; "
-            "send fewer samples per request"
-        )
-
-
-def _add_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(HoneError)
-    async def hone_error(request: Request, exc: HoneError) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, status_code=error_status(exc))
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        message = str(exc.detail)
-        if exc.status_code == 404 and exc.detail == "Not Found":
-            message = f"no route {request.method} {request.url.path}; see GET /v2 and the KServe v2 protocol"
-        return JSONResponse({"error": message}, status_code=exc.status_code)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"error": f"malformed request: {exc.errors()}"}, status_code=400)
-
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-        return JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
-
-
-def error_status(exc: HoneError) -> int:
-    """The HTTP status of a hone error: its ``http_status``, 400 for other input errors, else 500."""
-    if isinstance(exc, ServingError):
-        return exc.http_status
-    return 400 if isinstance(exc, InputError) else 500
 
 
 # -- starting and stopping Ray Serve ---------------------------------------------------------------
@@ -464,28 +398,16 @@ def hone_deployment(spec: ReplicaSpec, serve: Any) -> Any:
     return deployment.bind(spec)
 
 
-def serve_on_ray(
-    model: str,
-    *,
-    name: str | None,
-    replicas: int,
-    host: str,
-    http_port: int,
-    max_batch_size: int | None,
-    max_queue_delay_ms: float | None,
-    on_ready: Callable[[str], None],
-) -> None:
-    """Serve ``model`` with ``replicas`` Ray Serve replicas on a local Ray until SIGTERM/SIGINT.
+def serve_on_ray(options: RayServeOptions, *, on_ready: Callable[[RayReadyInfo], None]) -> None:
+    """Serve ``options.model`` with Ray Serve replicas on a local Ray until SIGTERM/SIGINT.
 
-    ``on_ready(url)`` is called once every replica is up and /v2/health/ready answers 200.
+    ``on_ready`` is called once every replica is up and /v2/health/ready answers 200.
     """
-    options = RayServeOptions(model, name, replicas, host, http_port, max_batch_size, max_queue_delay_ms)
+    host, http_port, replicas = options.host, options.http_port, options.replicas
     entry = options.entry()  # a bad path or knob fails before Ray starts,
     entry.load()  # and so does a file onnxruntime's loader refuses (InvalidModelError)
     ray, serve = import_ray_serve()
     _check_port_free(host, http_port)  # Ray's proxy would only log the failure, later
-    from hone.runtime import default_threads
-
     cores = default_threads()
     spec = ReplicaSpec(entry, replica_threads(cores, replicas), replicas)
     _start_ray(ray, serve, cores=os.cpu_count() or cores, host=host, http_port=http_port)
@@ -495,7 +417,7 @@ def serve_on_ray(
         url = f"http://{_connect_host(host)}:{http_port}"
         _wait_ready(url, READY_TIMEOUT_S, stop)
         if not stop.is_set():
-            on_ready(f"http://{host}:{http_port}")
+            on_ready(RayReadyInfo(entry.name, f"http://{host}:{http_port}", replicas))
             stop.wait()
         logger.info("stop signal: shutting Ray Serve down")
     finally:
@@ -600,54 +522,3 @@ def _wait_ready(url: str, timeout_s: float, stop: threading.Event) -> None:
 def _connect_host(host: str) -> str:
     """Where a local client reaches a server bound to ``host`` (a wildcard means loopback)."""
     return "127.0.0.1" if host in ("0.0.0.0", "", "localhost") else host
-
-
-# -- python -m hone.serve.ray_serve ----------------------------------------------------------------
-
-
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m hone.serve.ray_serve",
-        description="Serve one ONNX model over the KServe v2 HTTP protocol with Ray Serve replicas.",
-    )
-    parser.add_argument("model", help="an .onnx file or a zoo model name")
-    parser.add_argument("--name", default=None, help="the served model name (default: file stem)")
-    parser.add_argument("--replicas", type=int, default=1)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--http-port", type=int, default=8000)
-    parser.add_argument("--max-batch-size", type=int, default=None, help="samples per batch (0: off)")
-    parser.add_argument("--max-queue-delay-ms", type=float, default=None)
-    return parser.parse_args(argv)
-
-
-def ready_line(name: str, url: str, replicas: int) -> str:
-    return f"hone serve (ray): ready: {name} on {url} ({replicas} replica{'s' if replicas != 1 else ''})"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        served = RayServeOptions(args.model, args.name, args.replicas, args.host, args.http_port).entry()
-        serve_on_ray(
-            args.model,
-            name=args.name,
-            replicas=args.replicas,
-            host=args.host,
-            http_port=args.http_port,
-            max_batch_size=args.max_batch_size,
-            max_queue_delay_ms=args.max_queue_delay_ms,
-            on_ready=lambda url: print(ready_line(served.name, url, args.replicas), flush=True),
-        )
-    except HoneError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    return 0
-
-
-if __name__ == "__main__":
-    # Run the imported module's main, so that Ray pickles V2Replica by reference to
-    # hone.serve.ray_serve (a class of __main__ would be pickled by value, without its module).
-    from hone.serve.ray_serve import main as _main
-
-    sys.exit(_main())

@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Literal, get_args
 
 from hone.errors import (
     HoneError,
@@ -34,15 +35,24 @@ from hone.errors import (
 )
 from hone.serve.batcher import Batcher
 from hone.serve.config import RepositoryEntry
-from hone.serve.metrics import ModelObserver, ServeMetrics
-from hone.serve.runner import ModelRunner
+from hone.serve.metrics import ModelObserver, ServeMetrics, StatsSource
+from hone.serve.model_runner import ModelRunner
 
 logger = logging.getLogger(__name__)
 
 Resolver = Callable[[], Sequence[RepositoryEntry]]
 # Triton's names: "none" serves what the repository held at start-up and refuses load/unload;
 # "explicit" allows them (POST .../load, .../unload; gRPC RepositoryModelLoad/Unload).
-MODEL_CONTROL_MODES = ("none", "explicit")
+ModelControlMode = Literal["none", "explicit"]
+MODEL_CONTROL_MODES: tuple[ModelControlMode, ...] = get_args(ModelControlMode)
+
+
+def parse_model_control(value: str, what: str = "model control mode") -> ModelControlMode:
+    """``value`` as a ModelControlMode, or an OptionError naming ``what`` and the modes."""
+    for mode in MODEL_CONTROL_MODES:
+        if value == mode:
+            return mode
+    raise OptionError(f"{what} {value!r} is unknown; choose one of: {', '.join(MODEL_CONTROL_MODES)}")
 
 
 class ModelState(StrEnum):
@@ -100,7 +110,7 @@ class _Slot:
 class IndexEntry:
     name: str
     version: str
-    state: str
+    state: ModelState
     reason: str
 
 
@@ -108,14 +118,13 @@ class ModelRegistry:
     """Every model version of one server; methods run on the server's event loop."""
 
     def __init__(
-        self, resolve: Resolver, *, metrics: ServeMetrics | None = None, model_control: str = "none"
+        self,
+        resolve: Resolver,
+        *,
+        metrics: ServeMetrics | None = None,
+        model_control: ModelControlMode = "none",
     ) -> None:
-        if model_control not in MODEL_CONTROL_MODES:
-            raise OptionError(
-                f"model control mode {model_control!r} is unknown; choose one of: "
-                f"{', '.join(MODEL_CONTROL_MODES)}"
-            )
-        self.model_control = model_control
+        self.model_control = parse_model_control(model_control)  # a string from anywhere: checked
         self._resolve = resolve
         self.metrics = metrics or ServeMetrics()
         self._slots: dict[tuple[str, str], _Slot] = {}
@@ -219,8 +228,7 @@ class ModelRegistry:
         except HoneError as exc:
             logger.warning("repository index: %s", exc)
         return [
-            IndexEntry(name, version, slot.state.value, slot.reason)
-            for (name, version), slot in self._ordered()
+            IndexEntry(name, version, slot.state, slot.reason) for (name, version), slot in self._ordered()
         ]
 
     def check_model_control(self, action: str) -> None:
@@ -262,9 +270,7 @@ class ModelRegistry:
                 await asyncio.gather(*(model.batcher.stop() for model in staged))
                 for (model_name, version), slot in self._slots.items():  # the metrics follow the old again
                     if model_name == name and slot.served is not None:
-                        self.metrics.observe(
-                            model_name, version, lambda served=slot.served: served.batcher.stats
-                        )
+                        self.metrics.observe(model_name, version, _stats_of(slot.served.batcher))
                 logger.warning(
                     "%r: the reload failed, the versions loaded before keep serving: %s", name, exc
                 )
@@ -312,7 +318,7 @@ class ModelRegistry:
     async def _build(self, entry: RepositoryEntry) -> ServedModel:
         """Sessions built, every batch size warmed up, the batcher started: a version ready to serve."""
         runner = await asyncio.to_thread(_build_runner, entry)
-        holder: list[Batcher] = []
+        holder: list[Batcher] = []  # the batcher takes the observer, the observer reads the batcher
         observer = self.metrics.observe(entry.name, entry.version, lambda: holder[0].stats)
         batcher = Batcher(runner, entry.batch, observer=observer)
         holder.append(batcher)
@@ -371,3 +377,8 @@ def _build_runner(entry: RepositoryEntry) -> ModelRunner:
 
 def _version_key(version: str) -> tuple[int, str]:
     return (int(version), "") if version.isdigit() else (-1, version)
+
+
+def _stats_of(batcher: Batcher) -> StatsSource:
+    """What the metrics read from ``batcher`` at each scrape."""
+    return lambda: batcher.stats

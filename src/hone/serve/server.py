@@ -44,7 +44,7 @@ from hone.serve.http import (
 )
 from hone.serve.limits import ConnectionLimits, bounded_protocol
 from hone.serve.metrics import ServeMetrics
-from hone.serve.registry import MODEL_CONTROL_MODES, ModelRegistry
+from hone.serve.registry import ModelControlMode, ModelRegistry, parse_model_control
 from hone.serve.slo import SloPlan
 
 logger = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class ServeOptions:
     max_queue_delay_ms: float | None = None
     instances: int = 1
     token: str | None = None
-    model_control: str = "none"  # "none" | "explicit": whether repository load/unload are allowed
+    model_control: ModelControlMode = "none"  # whether repository load/unload are allowed
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES  # bytes of all requests held at once; 503 beyond
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S  # an infer body must arrive within this; 408 otherwise
@@ -87,11 +87,7 @@ class ServeOptions:
     data: str | None = None  # --data: samples for the warm-up and the SLO probe
 
     def __post_init__(self) -> None:
-        if self.model_control not in MODEL_CONTROL_MODES:
-            raise OptionError(
-                f"--model-control-mode {self.model_control!r} is unknown; choose one of: "
-                f"{', '.join(MODEL_CONTROL_MODES)}"
-            )
+        parse_model_control(self.model_control, "--model-control-mode")  # a string from anywhere: checked
         positive = {
             "--max-header-bytes": self.max_header_bytes,
             "--max-url-bytes": self.max_url_bytes,
@@ -360,7 +356,8 @@ def _quiet_server(app: object, options: ServeOptions, limits: ConnectionLimits) 
         # the C HTTP parser (h11 is pure Python), less CPU per request, with head limits and deadline
         http=bounded_protocol(limits),
         limit_concurrency=options.max_connections,
-        timeout_keep_alive=options.keep_alive_s,
+        # uvicorn annotates it int, but takes any seconds (it goes to loop.call_later)
+        timeout_keep_alive=options.keep_alive_s,  # type: ignore[arg-type]
         lifespan="off",
         log_config=None,
         access_log=False,

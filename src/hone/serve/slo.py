@@ -34,7 +34,7 @@ from hone.data import feeds as sample_feeds
 from hone.errors import OptionError
 from hone.serve.config import BatchConfig, RepositoryEntry
 from hone.serve.loadtest import run_level
-from hone.serve.runner import ModelRunner
+from hone.serve.model_runner import ModelRunner
 from hone.serve.types import LoadLevel
 
 HEADROOM = 0.8
