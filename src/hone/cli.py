@@ -6,7 +6,6 @@ Every HoneError becomes one line on stderr and exit code 2; every command takes 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -89,8 +88,8 @@ def info(
 ) -> None:
     """Inputs/outputs with symbolic dims, opset, nodes by op type, parameters, file size."""
     from hone.info import describe
-    from hone.model import load
     from hone.report.terminal import info_tables
+    from hone.sources import load
 
     _check_json_target(json_path, force)
     result = describe(load(model, input_shapes=input_shape))
@@ -180,7 +179,8 @@ def profile(
 ) -> None:
     """Where the time goes and why: per-node time, FLOPs and bytes, roofline class, recommendations."""
     from hone.profile import profile as run_profile
-    from hone.profile import write_plots, write_trace
+    from hone.profile import write_trace
+    from hone.report.plots import write_profile_plots
     from hone.report.terminal import profile_tables
 
     for path in (json_path, trace, plot):
@@ -199,7 +199,7 @@ def profile(
         write_trace(result, trace, force=force)
         console.print(f"trace: {trace}")
     if plot is not None:
-        written = write_plots(result, plot, force=force)
+        written = write_profile_plots(result, plot, force=force)
         console.print("plots: " + ", ".join(str(p) for p in written))
     _write_json(result, json_path, force)
 
@@ -388,7 +388,7 @@ def prune(
     loaded = _load(model, input_shape, dim, data)
     with _progress() as progress:
         progress.add_task(f"prune {loaded.name} ({pattern})", total=None)
-        pruned, result = run_prune(
+        _, result = run_prune(
             loaded,
             sparsity=sparsity,
             pattern=pattern,
@@ -400,18 +400,15 @@ def prune(
             measure_speed=not no_speed,
             samples=samples,
             exclude=exclude or (),
+            output=output,
+            force=force,
+            ignore_budget=ignore_budget,
         )
     console.print(prune_table(result))
     _write_json(result, json_path, force)
-    if result.passed is False and not ignore_budget:
-        assert result.accuracy_after is not None
-        raise OptionError(
-            f"the pruned model is outside the accuracy budget ({result.accuracy_after.budget}); {output} was"
-            " not written: lower --sparsity, add --fine-tune, widen --budget, or pass --ignore-budget to"
-            " write it anyway"
-        )
-    pruned.save(output, force=force)
-    console.print(f"wrote {output}")
+    if result.not_written is not None:
+        raise OptionError(result.not_written)
+    console.print(f"wrote {result.written_to}")
 
 
 @app.command()
@@ -762,6 +759,7 @@ def serve(
     if ray:
         _serve_on_ray(model, name, replicas, host, http_port, max_batch_size, max_queue_delay_ms)
         return
+    from hone.serve.registry import parse_model_control
     from hone.serve.server import ServeOptions
     from hone.serve.server import serve as run_server
 
@@ -776,7 +774,7 @@ def serve(
         max_queue_delay_ms=max_queue_delay_ms,
         instances=instances,
         token=token,
-        model_control=model_control_mode,
+        model_control=parse_model_control(model_control_mode, "--model-control-mode"),
         max_header_bytes=max_header_bytes,
         max_url_bytes=max_url_bytes,
         header_timeout_s=header_timeout_s,
@@ -806,21 +804,10 @@ def _serve_on_ray(
     max_batch_size: int | None,
     max_queue_delay_ms: float | None,
 ) -> None:
-    from hone.serve.ray_serve import RayServeOptions, ready_line, serve_on_ray
+    from hone.serve.ray_serve import RayServeOptions, serve_on_ray
 
-    served = RayServeOptions(model, name, replicas, host, http_port).entry().name
-    serve_on_ray(
-        model,
-        name=name,
-        replicas=replicas,
-        host=host,
-        http_port=http_port,
-        max_batch_size=max_batch_size,
-        max_queue_delay_ms=max_queue_delay_ms,
-        on_ready=lambda url: console.print(
-            ready_line(served, url, replicas), highlight=False, soft_wrap=True
-        ),
-    )
+    options = RayServeOptions(model, name, replicas, host, http_port, max_batch_size, max_queue_delay_ms)
+    serve_on_ray(options, on_ready=lambda ready: console.print(ready.line(), highlight=False, soft_wrap=True))
 
 
 class _PipelineGroup(TyperGroup):
@@ -889,7 +876,7 @@ def pipeline_run(
     force: ForceOption = False,
 ) -> None:
     """Measure the blocks, partition into stages, run them as processes, check against one process."""
-    from hone.pipeline import resolve, run_pipeline, write_trace
+    from hone.pipeline import StageDone, resolve, run_pipeline, write_trace
     from hone.report.terminal import pipeline_summary, pipeline_table
 
     _check_json_target(json_path, force)
@@ -914,8 +901,8 @@ def pipeline_run(
             timeout_s=timeout_s,
             backend=backend,
         )
-    if result is None:  # a torchrun rank other than 0: rank 0 prints and writes the result
-        console.print(f"stage {os.environ.get('RANK')} done; rank 0 reports the run", highlight=False)
+    if isinstance(result, StageDone):  # a torchrun rank other than 0: rank 0 prints and writes the result
+        console.print(f"stage {result.rank} done; rank 0 reports the run", highlight=False)
         return
     console.print(pipeline_table(result))
     for line in pipeline_summary(result):
@@ -964,17 +951,15 @@ def pipeline_simulate(
     force: ForceOption = False,
 ) -> None:
     """Predict a step from per-stage costs and a link: step time, bubble, peak in-flight micro-batches."""
-    from hone.pipeline import Link, StageCost, simulate
+    from hone.pipeline import Link, simulate, stage_costs
     from hone.pipeline.simulate import fewest_microbatches
     from hone.report.terminal import simulation_table
 
     _check_json_target(json_path, force)
     virtual = stages * chunks
     forwards = _parse_costs("--forward-ms", forward_ms, virtual)
-    backwards = (
-        _parse_costs("--backward-ms", backward_ms, virtual) if backward_ms else [2 * f for f in forwards]
-    )
-    costs = [StageCost(f, b, int(activation_mb * 1e6)) for f, b in zip(forwards, backwards, strict=False)]
+    backwards = _parse_costs("--backward-ms", backward_ms, virtual) if backward_ms else None
+    costs = stage_costs(forwards, backwards, output_bytes=int(activation_mb * 1e6))
     link = Link(bandwidth_gbps, latency_ms)
     if max_bubble is not None:
         if microbatches is not None:
@@ -992,7 +977,7 @@ def pipeline_simulate(
             costs,
             schedule=schedule,
             mode=mode,
-            microbatches=microbatches or 8,
+            microbatches=microbatches,
             link=link,
             chunks=chunks,
             cores=cores,
@@ -1040,7 +1025,7 @@ def _load(
     """Load MODEL with its --dim values and --data samples attached; without data, check once that
     it runs on invented inputs (or refuse in one line naming the failing node)."""
     from hone.data import attach
-    from hone.model import load
+    from hone.sources import load
 
     return attach(load(model, input_shapes=input_shape), data, _parse_dims(dim), check=check)
 

@@ -927,7 +927,7 @@ def test_transposes_before_a_matmul_add_become_gemm_trans_flags() -> None:
 ], ids=["identity", "inverse_transposes"])
 def test_a_no_op_between_two_graph_outputs_keeps_both_outputs(pass_class, body: str) -> None:
     # Was: onnx-ir's IdentityEliminationPass (then run by base.RewriteRulesPass) renamed 'a' to 'b'
-    # and listed 'b' twice, so the graph lost its output 'a'; base.eliminate_identities keeps both.
+    # and listed 'b' twice, so the graph lost its output 'a'; graph.eliminate_identities keeps both.
     result, model = _outputs_after_pass(f"""
         <ir_version: 8, opset_import: ["" : 17]>
         g (float[3, 3] x) => (float[3, 3] a, float[3, 3] b) {{ {body} }}""", pass_class())

@@ -10,9 +10,10 @@ import pytest
 
 import hone
 from hone.machine import MachineCeilings, ceilings
-from hone.profile import OUTSIDE_NODES_ROW, profile, write_plots, write_trace
+from hone.profile import OUTSIDE_NODES_ROW, profile, write_trace
 from hone.profile.attribute import attribute
 from hone.profile.roofline import Roofline, classify, dominant_bound
+from hone.report.plots import write_profile_plots
 
 ROOF = Roofline(gemm_gflops=100.0, memory_gbps=20.0)  # ridge point: 5 FLOP/byte
 
@@ -194,7 +195,7 @@ def test_the_trace_opens_as_chrome_trace_with_hone_classes(small_cnn_profile) ->
 @pytest.mark.parametrize("suffix", ["png", "svg"])
 def test_roofline_and_breakdown_plots_are_written(small_cnn_profile, suffix: str) -> None:
     folder, result = small_cnn_profile
-    written = write_plots(result, folder / f"roofline.{suffix}", force=True)
+    written = write_profile_plots(result, folder / f"roofline.{suffix}", force=True)
     assert [p.name for p in written] == [f"roofline.{suffix}", f"roofline-breakdown.{suffix}"]
     head = written[0].read_bytes()[:200]
     assert head.startswith(b"\x89PNG") if suffix == "png" else b"<svg" in head or b"<?xml" in head

@@ -15,7 +15,7 @@ from hone.machine import MachineCeilings
 from hone.model import Model
 from hone.profile import cost as cost_module
 from hone.profile import profile
-from hone.profile.profiler import NodeProfile
+from hone.profile.types import NodeProfile
 
 # Measured roofs do not matter here: only the costs are checked.
 MACHINE = MachineCeilings(gemm_gflops=100.0, memory_gbps=20.0, threads=1, cpu="test", measured_at="",

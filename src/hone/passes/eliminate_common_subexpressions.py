@@ -9,7 +9,8 @@ from __future__ import annotations
 import onnx_ir as ir
 from onnx_ir.passes.common import CommonSubexpressionEliminationPass
 
-from hone.passes.base import HonePass, node_count
+from hone.passes.base import HonePass
+from hone.passes.graph import node_count
 
 
 class EliminateCommonSubexpressionsPass(HonePass):

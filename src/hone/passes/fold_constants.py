@@ -25,7 +25,8 @@ from __future__ import annotations
 import onnx_ir as ir
 from onnxscript.optimizer import fold_constants_ir
 
-from hone.passes.base import HonePass, node_count
+from hone.passes.base import HonePass
+from hone.passes.graph import is_onnx_op, node_count
 
 INPUT_SIZE_LIMIT = 1 << 20
 OUTPUT_SIZE_LIMIT = 1 << 20
@@ -38,7 +39,7 @@ class FoldConstantsPass(HonePass):
         before = node_count(model)
         cast_likes = _cast_likes_to_casts(model)
         hidden = _hide_scalar_split_shapes(model)
-        dropouts = _hide_dropouts_with_kept_masks(model)
+        dropouts = hide_dropouts_with_kept_masks(model)
         try:
             result = fold_constants_ir(
                 model, input_size_limit=INPUT_SIZE_LIMIT, output_size_limit=OUTPUT_SIZE_LIMIT
@@ -61,15 +62,11 @@ def _all_nodes(model: ir.Model) -> list[ir.Node]:
     return nodes
 
 
-def _is_onnx(node: ir.Node, op_type: str) -> bool:
-    return node.op_type == op_type and node.domain in ("", "ai.onnx")
-
-
 def _cast_likes_to_casts(model: ir.Model) -> int:
     """CastLike with attributes and a known target type -> Cast with ``to`` and those attributes."""
     replaced = 0
     for node in _all_nodes(model):
-        if not _is_onnx(node, "CastLike") or not node.attributes or len(node.inputs) < 2:
+        if not is_onnx_op(node, "CastLike") or not node.attributes or len(node.inputs) < 2:
             continue
         like = node.inputs[1]
         if like is None or like.dtype is None or like.dtype == ir.DataType.UNDEFINED:
@@ -88,7 +85,7 @@ def _hide_scalar_split_shapes(model: ir.Model) -> list[tuple[ir.Value, ir.Shape]
     """Clear the shape of each non-constant scalar ``split`` of a SplitToSequence; returns them."""
     hidden = []
     for node in _all_nodes(model):
-        if not _is_onnx(node, "SplitToSequence") or len(node.inputs) < 2:
+        if not is_onnx_op(node, "SplitToSequence") or len(node.inputs) < 2:
             continue
         split = node.inputs[1]
         if split is None or split.const_value is not None or split.shape is None or split.shape.rank() != 0:
@@ -98,21 +95,24 @@ def _hide_scalar_split_shapes(model: ir.Model) -> list[tuple[ir.Value, ir.Shape]
     return hidden
 
 
-_HIDDEN_DOMAIN = "hone.hidden_from_folder"  # not imported by the model, so the folder skips the node
+# Not imported by the model, so the folder skips a node of this domain.
+_HIDDEN_FROM_FOLDER_DOMAIN = "hone.hidden_from_folder"
 
 
-def _hide_dropouts_with_kept_masks(model: ir.Model) -> list[ir.Node]:
+def hide_dropouts_with_kept_masks(model: ir.Model) -> list[ir.Node]:
     """Move each Dropout whose mask the folder would turn into Shape+ConstantOfShape for good
-    (the mask is a graph output, or its shape is not static) out of the folder's sight."""
+    (the mask is a graph output, or its shape is not static) out of the folder's sight: into a
+    private domain the model does not import. Returns them; the caller sets their ``domain`` back
+    to "" once the folder (or anything that runs it, such as onnxscript's ``optimize_for_ort``) is done."""
     hidden = []
     for node in _all_nodes(model):
-        if not _is_onnx(node, "Dropout") or len(node.outputs) < 2 or node.inputs[0] is None:
+        if not is_onnx_op(node, "Dropout") or len(node.outputs) < 2 or node.inputs[0] is None:
             continue
         mask = node.outputs[1]
         if not (mask.uses() or mask.is_graph_output()) or node.inputs[0].const_value is not None:
             continue
         shape = node.inputs[0].shape
         if mask.is_graph_output() or shape is None or not shape.is_static():
-            node.domain = _HIDDEN_DOMAIN
+            node.domain = _HIDDEN_FROM_FOLDER_DOMAIN
             hidden.append(node)
     return hidden

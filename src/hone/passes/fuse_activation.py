@@ -25,10 +25,8 @@ import math
 import onnx_ir as ir
 
 from hone.passes.base import HonePass
-from hone.passes.infer_shapes import infer_shapes
+from hone.passes.graph import MS_DOMAIN, ONNX_DOMAINS, infer_shapes, is_onnx_op
 
-MS_DOMAIN = "com.microsoft"
-_STANDARD = ("", "ai.onnx")
 _CPU_ACTIVATIONS = ("Relu", "Tanh", "Sigmoid", "LeakyRelu", "HardSigmoid", "Clip")
 _GEMM_ACTIVATIONS = ("Relu", "Tanh", "Sigmoid", "LeakyRelu")
 
@@ -48,10 +46,10 @@ class FuseActivationPass(HonePass):
         gemm_activations = () if self.target == "ort-cuda" else _GEMM_ACTIVATIONS
         self.matched = 0
         for node in list(graph):
-            if node.domain not in _STANDARD or node.op_type not in ("Conv", "Gemm"):
+            if not is_onnx_op(node, "Conv", "Gemm"):
                 continue
             produced = node.outputs[0]
-            users = produced.uses()
+            users = list(produced.uses())
             if produced in outputs or len(users) != 1:
                 continue
             activation = users[0][0]
@@ -59,7 +57,7 @@ class FuseActivationPass(HonePass):
                 self.matched += _fuse_residual(graph, node, activation, outputs)
                 continue
             allowed = conv_activations if node.op_type == "Conv" else gemm_activations
-            if activation.domain not in _STANDARD or activation.op_type not in allowed:
+            if not is_onnx_op(activation, *allowed):
                 continue
             params = _activation_params(activation)
             if params is None:
@@ -78,16 +76,17 @@ class FuseActivationPass(HonePass):
 def _fuse_residual(graph: ir.Graph, conv: ir.Node, add: ir.Node, outputs: set[ir.Value]) -> int:
     """Conv -> Add(residual) -> Relu  ->  FusedConv(x, w, b, Z=residual, activation=Relu); 1 if fused."""
     added = add.outputs[0]
-    users = added.uses()
-    if add.domain not in _STANDARD or added in outputs or len(users) != 1:
+    users = list(added.uses())
+    if add.domain not in ONNX_DOMAINS or added in outputs or len(users) != 1:
         return 0
     relu = users[0][0]
-    if relu.op_type != "Relu" or relu.domain not in _STANDARD:
+    if not is_onnx_op(relu, "Relu"):
         return 0
     conv_out = conv.outputs[0]
     residual = add.inputs[1] if add.inputs[0] is conv_out else add.inputs[0]
     if (
-        residual is conv_out
+        residual is None
+        or residual is conv_out
         or not _same_known_shape(residual, conv_out)
         or not _same_known_shape(added, conv_out)
     ):

@@ -35,10 +35,7 @@ import numpy as np
 import onnx_ir as ir
 
 from hone.passes.base import HonePass
-from hone.passes.infer_shapes import infer_shapes
-
-MS_DOMAIN = "com.microsoft"
-_STANDARD = ("", "ai.onnx")
+from hone.passes.graph import MS_DOMAIN, infer_shapes, is_onnx_op
 
 
 class NoMatch(Exception):
@@ -68,7 +65,7 @@ class FuseAttentionPass(HonePass):
         infer_shapes(model)  # ranks and hidden sizes for the checks
         graph = model.graph
         self.matched = 0
-        for softmax in [n for n in graph if n.op_type == "Softmax" and n.domain in _STANDARD]:
+        for softmax in [n for n in graph if is_onnx_op(n, "Softmax")]:
             try:
                 found = match_attention(softmax, graph)
             except NoMatch as reason:
@@ -110,9 +107,9 @@ def match_attention(softmax: ir.Node, graph: ir.Graph) -> _Attention:
     _expect_perm(transpose_out, (0, 2, 1, 3), "context transpose")
     merge = _only_user(transpose_out.outputs[0], "Reshape", outputs, "the transposed context")
     nodes += [context_matmul, transpose_out, merge]
-    v, v_nodes, heads, head_size_v = _split_heads(context_matmul.inputs[1], (0, 2, 1, 3), outputs, "value")
+    v, v_nodes, heads, head_size_v = _split_heads(_operand(context_matmul, 1), (0, 2, 1, 3), outputs, "value")
     nodes += v_nodes
-    merged = _const_ints(merge.inputs[1], "context reshape target")
+    merged = _const_ints(_operand(merge, 1), "context reshape target")
     if (
         len(merged) != 3
         or merged[2] not in (heads * head_size_v, -1)
@@ -121,10 +118,11 @@ def match_attention(softmax: ir.Node, graph: ir.Graph) -> _Attention:
         raise NoMatch(f"context reshape target {merged} is not [0, 0, H*D]")
 
     # Input side: [Add bias] <- [scale] <- MatMul(q4 [*c1], kT [*c2]).
-    scores, bias = softmax.inputs[0], None
+    scores, bias = _operand(softmax, 0), None
     add = scores.producer()
-    if add is not None and add.op_type == "Add" and add.domain in _STANDARD:
-        for candidate, other in ((add.inputs[0], add.inputs[1]), (add.inputs[1], add.inputs[0])):
+    if add is not None and is_onnx_op(add, "Add"):
+        left, right = _operand(add, 0), _operand(add, 1)
+        for candidate, other in ((left, right), (right, left)):
             if _reaches_matmul(candidate):
                 scores, bias = candidate, other
                 break
@@ -141,8 +139,8 @@ def match_attention(softmax: ir.Node, graph: ir.Graph) -> _Attention:
         raise NoMatch("no QK^T MatMul before the Softmax")
     _check_single_use(qk.outputs[0], outputs, "the attention scores")
     nodes.append(qk)
-    q_scale, q4, q_scale_nodes = _strip_scales(qk.inputs[0], outputs)
-    k_scale, kT, k_scale_nodes = _strip_scales(qk.inputs[1], outputs)
+    q_scale, q4, q_scale_nodes = _strip_scales(_operand(qk, 0), outputs)
+    k_scale, kT, k_scale_nodes = _strip_scales(_operand(qk, 1), outputs)
     nodes += q_scale_nodes + k_scale_nodes
     q, q_nodes, q_heads, head_size = _split_heads(q4, (0, 2, 1, 3), outputs, "query")
     k, k_nodes, k_heads, k_head_size = _split_heads(kT, (0, 2, 3, 1), outputs, "key")
@@ -152,19 +150,21 @@ def match_attention(softmax: ir.Node, graph: ir.Graph) -> _Attention:
     return _Attention(q, k, v, bias, heads, scale * q_scale * k_scale, nan_guard, merge.outputs[0], nodes)
 
 
-def _split_heads(value: ir.Value, perm: tuple[int, ...], outputs: set[ir.Value], role: str):
+def _split_heads(
+    value: ir.Value, perm: tuple[int, ...], outputs: set[ir.Value], role: str
+) -> tuple[ir.Value, list[ir.Node], int, int]:
     """``Transpose[perm](Reshape(x, [0, 0, H, D]))`` -> (x, nodes, H, D)."""
     transpose = value.producer()
     if transpose is None or transpose.op_type != "Transpose":
         raise NoMatch(f"the {role} is not a head-split Transpose")
     _expect_perm(transpose, perm, f"{role} transpose")
     _check_single_use(transpose.outputs[0], outputs, f"the {role} heads")
-    reshape = transpose.inputs[0].producer()
+    reshape = _operand(transpose, 0).producer()
     if reshape is None or reshape.op_type != "Reshape":
         raise NoMatch(f"the {role} heads do not come from a Reshape")
     _check_single_use(reshape.outputs[0], outputs, f"the split {role}")
-    source = reshape.inputs[0]
-    target = _const_ints(reshape.inputs[1], f"{role} reshape target (run simplify_shapes first)")
+    source = _operand(reshape, 0)
+    target = _const_ints(_operand(reshape, 1), f"{role} reshape target (run simplify_shapes first)")
     hidden = _last_dim(source)
     if hidden is None and len(target) == 4 and min(target[2:]) > 0:
         hidden = target[2] * target[3]
@@ -185,15 +185,14 @@ def _split_heads(value: ir.Value, perm: tuple[int, ...], outputs: set[ir.Value],
 
 def _strip_scales(value: ir.Value, outputs: set[ir.Value]) -> tuple[float, ir.Value, list[ir.Node]]:
     """Peel ``Mul(x, c)`` / ``Div(x, c)`` by scalar constants off ``value``: (product, x, nodes)."""
-    scale, nodes = 1.0, []
-    while (
-        (node := value.producer()) is not None and node.op_type in ("Mul", "Div") and node.domain in _STANDARD
-    ):
+    scale = 1.0
+    nodes: list[ir.Node] = []
+    while (node := value.producer()) is not None and is_onnx_op(node, "Mul", "Div"):
         constant = _scalar(node.inputs[1])
         operand = node.inputs[0]
         if constant is None and node.op_type == "Mul":
             constant, operand = _scalar(node.inputs[0]), node.inputs[1]
-        if constant is None or constant == 0.0:
+        if constant is None or constant == 0.0 or operand is None:
             break
         _check_single_use(node.outputs[0], outputs, "a scaled attention operand")
         scale *= constant if node.op_type == "Mul" else 1.0 / constant
@@ -211,7 +210,7 @@ def _reaches_matmul(value: ir.Value) -> bool:
 def _replace(graph: ir.Graph, found: _Attention) -> None:
     anchor = found.output.producer()
     assert anchor is not None
-    packed = _packed_projection(found)
+    packed = _packed_projection(found, graph)
     if packed is not None:
         x, weight, bias = packed
         inputs = [x, weight, bias, None, None, found.bias]
@@ -242,17 +241,17 @@ def _replace(graph: ir.Graph, found: _Attention) -> None:
     ir.convenience.replace_nodes_and_values(graph, anchor, [anchor], new_nodes, [found.output], [result])
 
 
-def _packed_projection(found: _Attention) -> tuple[ir.Value, ir.Value, ir.Value] | None:
-    """(x, [Wq|Wk|Wv], [bq|bk|bv]) when q, k, v are ``x @ W + b`` of one x with constants, else None."""
-    parts = [_projection(value) for value in (found.q, found.k, found.v)]
-    if any(part is None for part in parts) or len({id(part[0]) for part in parts}) != 1:
+def _packed_projection(found: _Attention, graph: ir.Graph) -> tuple[ir.Value, ir.Value, ir.Value] | None:
+    """(x, [Wq|Wk|Wv], [bq|bk|bv]) when q, k, v are ``x @ W + b`` of one x with constants, else None.
+    The packed weight and bias become initializers of ``graph`` (the graph the attention is in)."""
+    parts = [part for value in (found.q, found.k, found.v) if (part := _projection(value)) is not None]
+    if len(parts) != 3 or len({id(part[0]) for part in parts}) != 1:
         return None
     x = parts[0][0]
     weights = [part[1] for part in parts]
     biases = [part[2] for part in parts]
     if len({w.shape[0] for w in weights}) != 1:
         return None
-    graph = x.graph or found.output.producer().graph
     weight = _constant(graph, np.concatenate(weights, axis=1), f"{found.output.name}_qkv_weight")
     bias = _constant(graph, np.concatenate(biases), f"{found.output.name}_qkv_bias")
     return x, weight, bias
@@ -264,16 +263,21 @@ def _projection(value: ir.Value) -> tuple[ir.Value, np.ndarray, np.ndarray] | No
     if add is None or add.op_type != "Add" or len(value.uses()) != 1:
         return None
     for matmul_out, bias in ((add.inputs[0], add.inputs[1]), (add.inputs[1], add.inputs[0])):
+        if matmul_out is None:
+            continue
         matmul = matmul_out.producer()
         if matmul is None or matmul.op_type != "MatMul" or len(matmul_out.uses()) != 1:
             continue
-        weight = ir.convenience.get_const_tensor(matmul.inputs[1])
+        x, weight_value = matmul.inputs[0], matmul.inputs[1]
+        if x is None or weight_value is None or bias is None:
+            continue
+        weight = ir.convenience.get_const_tensor(weight_value)
         bias_tensor = ir.convenience.get_const_tensor(bias)
         if weight is None or bias_tensor is None:
             continue
         w, b = weight.numpy(), bias_tensor.numpy()
         if w.ndim == 2 and b.ndim == 1 and b.shape[0] == w.shape[1]:
-            return matmul.inputs[0], w, b
+            return x, w, b
     return None
 
 
@@ -284,14 +288,22 @@ def _constant(graph: ir.Graph, array: np.ndarray, name: str) -> ir.Value:
     return value
 
 
+def _operand(node: ir.Node, index: int) -> ir.Value:
+    """Input ``index`` of ``node``; NoMatch when the node has no such input."""
+    value = node.inputs[index] if index < len(node.inputs) else None
+    if value is None:
+        raise NoMatch(f"{node.op_type} {node.name or ''} has no input {index}")
+    return value
+
+
 def _users(value: ir.Value) -> list[ir.Node]:
     return list(dict.fromkeys(node for node, _ in value.uses()))
 
 
 def _only_user(value: ir.Value, op_type: str, outputs: set[ir.Value], what: str) -> ir.Node:
     _check_single_use(value, outputs, what)
-    user = value.uses()[0][0]
-    if user.op_type != op_type or user.domain not in _STANDARD:
+    user = next(iter(value.uses())).node
+    if not is_onnx_op(user, op_type):
         raise NoMatch(f"{what} go to {user.op_type}, not {op_type}")
     return user
 

@@ -7,7 +7,7 @@ Leaves alone: BatchNormalization whose input is used elsewhere too, whose parame
 constant, or in training mode; those are reported as missed.
 
 The rule names a new bias ``<weight>_bias`` and onnxscript 0.7 overwrote an initializer already
-called that (see collapse_chains); RewriteRulesPass puts it back with ``restore_overwritten_initializers``.
+called that; RewriteRulesPass puts it back (``graph.restore_overwritten_initializers``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from __future__ import annotations
 import onnx_ir as ir
 from onnxscript.rewriter.rules import common as rules
 
-from hone.passes.base import RewriteRulesPass, producer_op
+from hone.passes.base import RewriteRulesPass
+from hone.passes.graph import producer_op
 
 
 class FuseConvBnPass(RewriteRulesPass):

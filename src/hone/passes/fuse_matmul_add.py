@@ -18,13 +18,12 @@ import onnx_ir as ir
 from onnxscript.rewriter.rules.common import _matmul_add_to_gemm as gemm_rules
 
 from hone.passes.base import RewriteRulesPass
+from hone.passes.graph import is_onnx_op
 
 
-class _BiasBroadcastsToOutput:
-    """Mixin: the rule also requires C to broadcast to (M, N) without widening it."""
-
-    trans_a: bool
-    trans_b: bool
+class _BiasBroadcastsToOutput(gemm_rules._MatMulAddToGemmBase):
+    """Mixin for onnxscript's MatMul+Add rules: the rule also requires C to broadcast to (M, N)
+    without widening it."""
 
     def check(self, context, input_a, input_b, input_c=None, **kwargs):
         result = super().check(context, input_a, input_b, input_c=input_c, **kwargs)
@@ -40,6 +39,8 @@ def _bias_mismatch(a: ir.Value, b: ir.Value, c: ir.Value | None, *, trans_a: boo
         return "the bias's shape is unknown"
     if c.shape.rank() > 2:
         return f"the bias has rank {c.shape.rank()}; Gemm's C has rank 2 at most"
+    if a.shape is None or b.shape is None:  # the rules matched on their ranks, so both are known
+        return "the MatMul's shapes are unknown"
     rows = a.shape[1] if trans_a else a.shape[0]
     cols = b.shape[0] if trans_b else b.shape[1]
     for dim, target in zip(reversed(c.shape.dims), (cols, rows), strict=False):
@@ -92,7 +93,7 @@ def _flatten_row_biases(model: ir.Model) -> int:
     raises; magika's Dense layers after this pass). Returns how many were flattened."""
     flattened = 0
     for node in model.graph:
-        if node.op_type != "Gemm" or node.domain not in ("", "ai.onnx") or len(node.inputs) < 3:
+        if not is_onnx_op(node, "Gemm") or len(node.inputs) < 3:
             continue
         bias = node.inputs[2]
         if bias is None or bias.const_value is None or not bias.is_initializer():
@@ -113,7 +114,7 @@ def _flatten_row_biases(model: ir.Model) -> int:
         )
         model.graph.register_initializer(row)
         node.replace_input_with(2, row)
-        if not bias.uses() and not bias.is_graph_output():
+        if not bias.uses() and not bias.is_graph_output() and bias.name is not None:
             model.graph.initializers.pop(bias.name, None)
         flattened += 1
     return flattened

@@ -14,23 +14,22 @@ import math
 import onnx_ir as ir
 from onnxscript.rewriter import ort_fusions
 
-from hone.passes.base import HonePass, node_count
-from hone.passes.collapse_chains import restore_overwritten_initializers
-from hone.passes.fold_constants import _hide_dropouts_with_kept_masks
+from hone.passes.base import HonePass
+from hone.passes.fold_constants import hide_dropouts_with_kept_masks
+from hone.passes.graph import ONNX_DOMAINS, is_onnx_op, node_count, restore_overwritten_initializers
 
-_HIDDEN_DOMAIN = "hone.hidden_from_fusions"
+# Nodes the fusions must not see sit in this domain while they run (declared for that time).
+_HIDDEN_FROM_FUSIONS_DOMAIN = "hone.hidden_from_fusions"
 
 
 def _hide_low_rank_matmuls(model: ir.Model) -> list[ir.Node]:
     """MatMuls with an operand of rank < 2 (or unknown rank), moved out of the rules' sight."""
     hidden = []
     for node in model.graph:
-        if (
-            node.op_type == "MatMul"
-            and node.domain in ("", "ai.onnx")
-            and any(v is None or v.shape is None or len(v.shape) < 2 for v in node.inputs)
+        if is_onnx_op(node, "MatMul") and any(
+            v is None or v.shape is None or len(v.shape) < 2 for v in node.inputs
         ):
-            node.domain = _HIDDEN_DOMAIN
+            node.domain = _HIDDEN_FROM_FUSIONS_DOMAIN
             hidden.append(node)
     return hidden
 
@@ -45,7 +44,7 @@ def _hide_near_neutral_arithmetic(model: ir.Model) -> list[ir.Node]:
     hidden = []
     for node in model.graph:
         neutral = _NEUTRAL.get(node.op_type)
-        if neutral is None or node.domain not in ("", "ai.onnx"):
+        if neutral is None or node.domain not in ONNX_DOMAINS:
             continue
         for value in node.inputs:
             tensor = ir.convenience.get_const_tensor(value) if value is not None else None
@@ -53,7 +52,7 @@ def _hide_near_neutral_arithmetic(model: ir.Model) -> list[ir.Node]:
                 continue
             number = float(tensor.numpy().reshape(()))
             if number != neutral and math.isclose(number, neutral, rel_tol=1e-5, abs_tol=1e-8):
-                node.domain = _HIDDEN_DOMAIN
+                node.domain = _HIDDEN_FROM_FUSIONS_DOMAIN
                 hidden.append(node)
                 break
     return hidden
@@ -70,18 +69,18 @@ class FuseTransformerPass(HonePass):
         # SkipLayerNormalization rule can leave the graph unsorted, its rules overwrite
         # initializers of the same name, and its no-op rules take 1e-10 for 0. Hide the first two
         # and the last, then sort and restore.
-        dropouts = _hide_dropouts_with_kept_masks(model)
+        dropouts = hide_dropouts_with_kept_masks(model)
         matmuls = _hide_low_rank_matmuls(model)
         near_neutral = _hide_near_neutral_arithmetic(model)
         hidden = [*dropouts, *matmuls, *near_neutral]
         if hidden:  # declared, so onnx's shape inference skips the hidden nodes instead of failing
-            model.opset_imports[_HIDDEN_DOMAIN] = 1
+            model.opset_imports[_HIDDEN_FROM_FUSIONS_DOMAIN] = 1
         try:
             fused, counts = ort_fusions.optimize_for_ort(model)
         finally:
             for node in hidden:
                 node.domain = ""
-            model.opset_imports.pop(_HIDDEN_DOMAIN, None)
+            model.opset_imports.pop(_HIDDEN_FROM_FUSIONS_DOMAIN, None)
         assert fused is model, "optimize_for_ort rewrites in place"
         model.graph.sort()
         restore_overwritten_initializers(model)

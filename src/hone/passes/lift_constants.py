@@ -12,19 +12,16 @@ import onnx_ir as ir
 from onnx_ir.passes.common import LiftConstantsToInitializersPass
 
 from hone.passes.base import HonePass
+from hone.passes.graph import is_onnx_op
 
 
 class LiftConstantsPass(HonePass):
     name = "lift_constants"
 
     def rewrite(self, model: ir.Model) -> ir.passes.PassResult:
-        before = sum(
-            1 for node in model.graph if node.op_type == "Constant" and node.domain in ("", "ai.onnx")
-        )
+        before = sum(1 for node in model.graph if is_onnx_op(node, "Constant"))
         result = LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
-        after = sum(
-            1 for node in model.graph if node.op_type == "Constant" and node.domain in ("", "ai.onnx")
-        )
+        after = sum(1 for node in model.graph if is_onnx_op(node, "Constant"))
         self.matched = before - after
         self.missed = [f"{after} Constant nodes left (not liftable)"] if after else []
         return ir.passes.PassResult(model, modified=result.modified)

@@ -2,7 +2,7 @@
 and Transpose that change nothing -> their input.
 
 onnxscript's no-op rules for Dropout, Cast, Expand and Transpose, hone's own for the arithmetic
-(below), then hone's Identity elimination (``base.eliminate_identities``, which keeps graph outputs
+(below), then hone's Identity elimination (``graph.eliminate_identities``, which keeps graph outputs
 named and distinct). Leaves alone: Dropout in training mode or whose mask is used (a graph output
 included), ops whose no-op-ness depends on unknown shapes.
 
@@ -20,6 +20,7 @@ from onnxscript.rewriter import RewriteRule
 from onnxscript.rewriter.rules import common as rules
 
 from hone.passes.base import RewriteRulesPass
+from hone.passes.graph import is_onnx_op
 
 
 def _add(op, x, c):
@@ -97,17 +98,17 @@ def _remove_inference_dropouts(model: ir.Model) -> int:
     graph_outputs = set(model.graph.outputs)
     removed = 0
     for node in list(model.graph):
-        if node.op_type != "Dropout" or node.domain not in ("", "ai.onnx"):
+        if not is_onnx_op(node, "Dropout"):
             continue
         training = node.inputs[2] if len(node.inputs) > 2 else None
         if training is not None and (training.const_value is None or bool(training.const_value.numpy())):
             continue
         if len(node.outputs) > 1 and (node.outputs[1].uses() or node.outputs[1].is_graph_output()):
             continue
-        output = node.outputs[0]
-        if output in graph_outputs:
+        source, output = node.inputs[0], node.outputs[0]
+        if source is None or output in graph_outputs:
             continue
-        output.replace_all_uses_with(node.inputs[0])
+        output.replace_all_uses_with(source)
         model.graph.remove(node, safe=True)
         removed += 1
     return removed

@@ -29,6 +29,7 @@ import onnx
 import onnx_ir as ir
 
 from hone.passes.base import HonePass
+from hone.passes.graph import is_onnx_op
 
 logger = logging.getLogger(__name__)
 
@@ -49,20 +50,22 @@ class SimplifyShapesPass(HonePass):
             return ir.passes.PassResult(model, modified=False)
         unsimplified: list[str] = []
         for node in list(model.graph):
-            if node.op_type not in ("Reshape", "Expand") or node.domain not in ("", "ai.onnx"):
+            if not is_onnx_op(node, "Reshape", "Expand"):
                 continue
-            source, target = node.inputs[0], node.inputs[1]
-            in_shape, out_shape = shapes.get(source.name), shapes.get(node.outputs[0].name)
-            if source is None or target is None or in_shape is None or out_shape is None:
+            source, target, output = node.inputs[0], node.inputs[1], node.outputs[0]
+            if source is None or target is None or source.name is None or output.name is None:
+                continue
+            in_shape, out_shape = shapes.get(source.name), shapes.get(output.name)
+            if in_shape is None or out_shape is None:
                 continue
             # The symbolic inference can get reversed Slices wrong (a negative length): trust no
             # shape with a negative dim, nor one that contradicts onnx's own inference.
             if any(isinstance(d, int) and d < 0 for d in [*in_shape, *out_shape]) or not (
-                _agrees(source, in_shape) and _agrees(node.outputs[0], out_shape)
+                _agrees(source, in_shape) and _agrees(output, out_shape)
             ):
                 continue
-            if node.outputs[0] not in model.graph.outputs and _same(in_shape, out_shape):
-                node.outputs[0].replace_all_uses_with(source)
+            if output not in model.graph.outputs and _same(in_shape, out_shape):
+                output.replace_all_uses_with(source)
                 model.graph.remove(node, safe=True)
                 self.matched += 1
                 continue
@@ -73,10 +76,10 @@ class SimplifyShapesPass(HonePass):
                 continue
             constant = reshape_target(in_shape, out_shape)
             if constant is None:
-                unsimplified.append(node.name or node.outputs[0].name)
+                unsimplified.append(node.name or output.name)
                 continue
             value = ir.Value(
-                name=f"{node.outputs[0].name}_target", const_value=ir.tensor(np.array(constant, np.int64))
+                name=f"{output.name}_target", const_value=ir.tensor(np.array(constant, np.int64))
             )
             value.shape, value.type = ir.Shape([len(constant)]), ir.TensorType(ir.DataType.INT64)
             model.graph.initializers.add(value)

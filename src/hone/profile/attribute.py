@@ -47,8 +47,8 @@ def attribute(
 
     if optimized is None:
         # No rewritten graph to look at: each executed node is the original node of that name.
-        covered = {name: [name] for name in names if name in by_name}
-        return Attribution(covered, [n.name for n in original_nodes if n.name not in _flatten(covered)])
+        alone = {name: [name] for name in names if name in by_name}
+        return Attribution(alone, [n.name for n in original_nodes if n.name not in _flatten(alone)])
 
     optimized_nodes = {node.name: node for node in optimized.graph.node}
     executed_io: dict[str, tuple[set[str], set[str]]] = {}

@@ -119,7 +119,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import onnx
@@ -141,7 +141,26 @@ SCORE_FLOPS = 6
 # Initializers with more elements than this are handed to shape inference as typed inputs
 # instead of values: the values of big weights never decide a shape, and copying them costs.
 _INLINE_INITIALIZER_MAX_ELEMENTS = 1024
-_STANDARD_DOMAINS = ("", "ai.onnx", "com.microsoft")
+# Domains whose ops the handlers below know (ai.onnx and onnxruntime's contrib ops).
+_COSTED_DOMAINS = ("", "ai.onnx", "com.microsoft")
+
+# How every value got its shape: onnxruntime's symbolic inference, onnx's, the symbolic one with
+# onnx's filling what it left unknown, or neither (declared shapes only).
+ShapeInference = Literal["onnxruntime-symbolic", "onnx", "onnxruntime-symbolic+onnx", "none"]
+# A ShapeInference, with "+run" when a run of the model gave shapes that inference had not.
+ShapeSource = Literal[
+    ShapeInference,
+    "onnxruntime-symbolic+run",
+    "onnx+run",
+    "onnxruntime-symbolic+onnx+run",
+    "none+run",
+]
+_WITH_RUN: dict[ShapeInference, ShapeSource] = {
+    "onnxruntime-symbolic": "onnxruntime-symbolic+run",
+    "onnx": "onnx+run",
+    "onnxruntime-symbolic+onnx": "onnxruntime-symbolic+onnx+run",
+    "none": "none+run",
+}
 
 
 @dataclass
@@ -180,9 +199,7 @@ class ModelCost:
     total_flops: int
     total_bytes: int
     unknown_ops: dict[str, int]  # op_type -> count of nodes whose cost is not known
-    shape_inference: str = (
-        ""  # "onnxruntime-symbolic" | "onnx" | "onnxruntime-symbolic+onnx", "+run" when run_shapes filled any
-    )
+    shape_inference: ShapeSource
     # Main-graph node outputs without a concrete shape after inference (and run_shapes), in graph order.
     unknown_values: list[str] = field(default_factory=list)
 
@@ -230,11 +247,11 @@ def model_cost(
     shapes, used_dims = _concrete_shapes(specs, batch, given_dims, input_shapes or {})
 
     slim = _shape_inference_input(proto, shapes, constants)
-    inferred, method = _infer_shapes(slim)
+    inferred, inference = _infer_shapes(slim)
     tensors = _tensor_table(inferred, proto)
     filled = _apply_run_shapes(tensors, run_shapes or {}, constants)
+    method: ShapeSource = _WITH_RUN[inference] if filled else inference
     if filled:
-        method += "+run"
         logger.info("shapes of %d values from a run of the model", filled)
 
     nodes = [_cost_node(node, index, tensors, constants) for index, node in enumerate(graph.node)]
@@ -270,10 +287,17 @@ class _TensorInfo:
     shape: tuple[int | None, ...] | None  # None: rank unknown; None in a dim: that dim unknown
 
     @property
-    def numel(self) -> int | None:
-        if self.shape is None or any(d is None for d in self.shape):
+    def dims(self) -> tuple[int, ...] | None:
+        """The shape when every dim is known, else None."""
+        if self.shape is None:
             return None
-        return math.prod(self.shape)  # type: ignore[arg-type]
+        known = tuple(d for d in self.shape if d is not None)
+        return known if len(known) == len(self.shape) else None
+
+    @property
+    def numel(self) -> int | None:
+        dims = self.dims
+        return None if dims is None else math.prod(dims)
 
     @property
     def bits(self) -> int | None:
@@ -388,7 +412,7 @@ def _shape_inference_input(
     return slim
 
 
-def _infer_shapes(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
+def _infer_shapes(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, ShapeInference]:
     """Shapes from onnxruntime's symbolic inference (contrib ops), else from onnx's."""
     try:
         inferred, complete = _symbolic_infer(proto)
@@ -540,11 +564,25 @@ class _NodeView:
                 return value.decode() if isinstance(value, bytes) else value
         return default
 
+    def int_attr(self, name: str, default: int | None = None) -> int:
+        """An integer attribute, ``default`` when absent; with no default, an absent one makes the
+        cost unknown."""
+        value = self.attr(name, default)
+        if not isinstance(value, int | float):
+            raise _ShapeUnknown(f"attribute {name!r}")
+        return int(value)
+
+    def ints_attr(self, name: str) -> list[int]:
+        """An integer-list attribute, empty when absent."""
+        value = self.attr(name)
+        return [int(item) for item in value] if isinstance(value, list) else []
+
     def _shape(self, name: str, role: str) -> tuple[int, ...]:
         info = self.tensors.get(name) if name else None
-        if info is None or info.numel is None:
+        dims = info.dims if info is not None else None
+        if dims is None:
             raise _ShapeUnknown(f"{role} {name!r}")
-        return info.shape  # type: ignore[return-value]
+        return dims
 
 
 _Handler = Callable[[_NodeView], _Work]
@@ -559,13 +597,13 @@ def _cost_node(
     bytes_read, bytes_written, weight_bytes, notes = _node_bytes(view, constants)
     known = True
     work = _Work()
-    handler = _HANDLERS.get(node.op_type) if domain in _STANDARD_DOMAINS else None
+    handler = _HANDLERS.get(node.op_type) if domain in _COSTED_DOMAINS else None
     if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
         known = False
         notes.insert(0, f"holds subgraphs ({node.op_type}); their nodes are not costed")
     elif handler is None:
         known = False
-        notes.insert(0, "unknown op" if domain in _STANDARD_DOMAINS else f"unknown op (domain {domain!r})")
+        notes.insert(0, "unknown op" if domain in _COSTED_DOMAINS else f"unknown op (domain {domain!r})")
     else:
         try:
             work = handler(view)
@@ -701,8 +739,8 @@ def _matmul_work(
 
 
 def _matmul_nbits(view: _NodeView) -> _Work:
-    k = int(view.attr("K"))  # type: ignore[arg-type]
-    n = int(view.attr("N"))  # type: ignore[arg-type]
+    k = view.int_attr("K")
+    n = view.int_attr("N")
     macs = view.in_numel(0) * n
     extra = 2 * k * n + (view.out_numel(0) if view.present(5) else 0)
     return _Work(macs, 2 * macs + extra)
@@ -732,12 +770,12 @@ def _gemm_work(
 def _contrib_attention(view: _NodeView) -> _Work:
     batch, seq, hidden_in = view.in_shape(0)
     total = view.in_shape(1)[1]
-    sizes = view.attr("qkv_hidden_sizes")
+    sizes = view.ints_attr("qkv_hidden_sizes")
     if sizes:
-        _, hidden_k, hidden_v = (int(size) for size in sizes)  # type: ignore[union-attr]
+        _, hidden_k, hidden_v = sizes
     else:
         hidden_k = hidden_v = total // 3
-    heads = int(view.attr("num_heads", 1))  # type: ignore[arg-type]
+    heads = view.int_attr("num_heads", 1)
     past = view.in_shape(4)[3] if view.present(4) else 0
     kv_len = past + seq
     macs = batch * seq * hidden_in * total + batch * seq * kv_len * hidden_k + batch * seq * kv_len * hidden_v
@@ -748,7 +786,7 @@ def _contrib_attention(view: _NodeView) -> _Work:
 
 
 def _multi_head_attention(view: _NodeView) -> _Work:
-    heads = int(view.attr("num_heads", 1))  # type: ignore[arg-type]
+    heads = view.int_attr("num_heads", 1)
     query = view.in_shape(0)
     batch, seq = query[0], query[1]
     if len(query) == 5:  # packed QKV (B, S, heads, 3, head_size)
@@ -778,8 +816,8 @@ def _multi_head_attention(view: _NodeView) -> _Work:
 
 
 def _group_query_attention(view: _NodeView) -> _Work:
-    heads = int(view.attr("num_heads", 1))  # type: ignore[arg-type]
-    kv_heads = int(view.attr("kv_num_heads", heads))  # type: ignore[arg-type]
+    heads = view.int_attr("num_heads", 1)
+    kv_heads = view.int_attr("kv_num_heads", heads)
     batch, seq, width = view.in_shape(0)
     hidden = width if view.present(1) else width // (heads + 2 * kv_heads) * heads
     if view.output_present(1):
@@ -799,13 +837,13 @@ def _onnx_attention(view: _NodeView) -> _Work:
     if len(query) == 4:
         batch, q_heads, seq, head = query
     else:
-        q_heads = int(view.attr("q_num_heads", 1))  # type: ignore[arg-type]
+        q_heads = view.int_attr("q_num_heads", 1)
         batch, seq, head = query[0], query[1], query[2] // q_heads
     if len(key) == 4:
         kv_len = key[2]
         head_v = value[3]
     else:
-        kv_heads = int(view.attr("kv_num_heads", 1))  # type: ignore[arg-type]
+        kv_heads = view.int_attr("kv_num_heads", 1)
         kv_len = key[1]
         head_v = value[2] // kv_heads
     if view.output_present(1):
@@ -871,10 +909,10 @@ def _embed_layer_norm(view: _NodeView) -> _Work:
 
 def _pool(factor: int = 1) -> _Handler:
     def handler(view: _NodeView) -> _Work:
-        kernel = view.attr("kernel_shape")
+        kernel = view.ints_attr("kernel_shape")
         if not kernel:
             raise _ShapeUnknown("attribute 'kernel_shape'")
-        return _Work(0, factor * view.out_numel(0) * math.prod(kernel))  # type: ignore[arg-type]
+        return _Work(0, factor * view.out_numel(0) * math.prod(kernel))
 
     return handler
 

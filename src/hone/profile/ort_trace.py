@@ -20,6 +20,7 @@ import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -30,6 +31,9 @@ from hone.model import Model
 from hone.runtime import Session, SessionConfig, default_threads
 
 logger = logging.getLogger(__name__)
+
+# One event of onnxruntime's Chrome-trace JSON, as json.loads reads it.
+TraceEvent = dict[str, Any]
 
 _KERNEL_SUFFIX = "_kernel_time"
 # Bytes per element of the type names onnxruntime writes in input_type_shape/output_type_shape.
@@ -76,7 +80,7 @@ class RawProfile:
     nodes_ms: float  # sum of the per-node medians
     executed: list[ExecutedNode]
     optimized_graph: onnx.ModelProto | None
-    trace_events: list[dict[str, object]] = field(default_factory=list)
+    trace_events: list[TraceEvent] = field(default_factory=list)
 
     @property
     def outside_nodes_ms(self) -> float:
@@ -121,7 +125,7 @@ def collect(
 
 
 def _aggregate(
-    events: list[dict[str, object]],
+    events: list[TraceEvent],
     *,
     warmup_runs: int,
     runs: int,
@@ -129,26 +133,26 @@ def _aggregate(
 ) -> RawProfile:
     run_events = sorted(
         (e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
-        key=lambda e: float(e["ts"]),  # type: ignore[arg-type]
+        key=lambda e: float(e["ts"]),
     )
     measured = run_events[-runs:] if runs else run_events
     node_events = [
         e for e in events if e.get("cat") == "Node" and str(e.get("name", "")).endswith(_KERNEL_SUFFIX)
     ]
     per_node: dict[str, list[float]] = defaultdict(list)
-    info: dict[str, dict[str, object]] = {}
+    info: dict[str, dict[str, Any]] = {}
     order: dict[str, int] = {}
-    kept_events: list[dict[str, object]] = []
+    kept_events: list[TraceEvent] = []
     for run in measured:
-        start = float(run["ts"])  # type: ignore[arg-type]
-        end = start + float(run["dur"])  # type: ignore[arg-type]
-        inside = [e for e in node_events if start <= float(e["ts"]) <= end]  # type: ignore[arg-type]
+        start = float(run["ts"])
+        end = start + float(run["dur"])
+        inside = [e for e in node_events if start <= float(e["ts"]) <= end]
         for event in inside:
             name = str(event["name"])[: -len(_KERNEL_SUFFIX)]
-            duration_ms = float(event["dur"]) / 1000.0  # type: ignore[arg-type]
+            duration_ms = float(event["dur"]) / 1000.0
             per_node[name].append(duration_ms)
             if name not in info:
-                info[name] = event.get("args", {})  # type: ignore[assignment]
+                info[name] = event.get("args", {})
                 order[name] = len(order)
         if run is measured[-1]:
             kept_events = [run, *inside]
@@ -170,7 +174,7 @@ def _aggregate(
             )
         )
     executed.sort(key=lambda node: node.order)
-    run_ms = float(np.median([float(r["dur"]) / 1000.0 for r in measured])) if measured else 0.0  # type: ignore[arg-type]
+    run_ms = float(np.median([float(r["dur"]) / 1000.0 for r in measured])) if measured else 0.0
     # Rows are per-node medians, so the run total is reconciled to their sum: the time outside
     # nodes is what the median run holds beyond them (never negative).
     nodes_ms = sum(node.time_ms for node in executed)

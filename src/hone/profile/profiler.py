@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 import numpy as np
 import onnx_ir as ir
@@ -26,73 +25,15 @@ from hone.machine import MachineCeilings, ceilings
 from hone.model import Model
 from hone.profile.attribute import attribute
 from hone.profile.cost import ModelCost, RunShape, model_cost
-from hone.profile.recommend import Recommendation, recommend
+from hone.profile.ort_trace import RawProfile, collect
+from hone.profile.recommend import recommend
 from hone.profile.roofline import Roofline, classify, dominant_bound
-from hone.profile.runner import RawProfile, collect
+from hone.profile.types import OUTSIDE_NODES_ROW, Bound, NodeProfile, OpTypeRow, ProfileResult
 from hone.runtime import Session, SessionConfig, default_threads
 
 logger = logging.getLogger(__name__)
 
-OUTSIDE_NODES_ROW = "(outside nodes)"
 SEED = 0  # of the synthesized inputs the profile runs (and costs its shapes at)
-
-
-@dataclass
-class NodeProfile:
-    """One executed node: its time, what it covers of the user's graph, its cost and its class."""
-
-    name: str
-    op_type: str  # as executed (FusedConv, Conv, MatMul, ...)
-    covers: list[str]  # the user's nodes it stands for
-    covered_ops: str  # their op types joined, e.g. "Conv+BatchNormalization+Relu"
-    provider: str
-    time_ms: float
-    share: float  # of the total run time
-    macs: int
-    flops: int
-    bytes: int
-    bound: str
-    achieved_gflops: float
-    achieved_gbps: float
-    roof_pct: float
-    unknown_cost: bool = False
-
-
-@dataclass
-class OpTypeRow:
-    op_type: str  # the user's op types an executed node covers, e.g. "Conv+BatchNormalization+Relu"
-    nodes: int
-    time_ms: float
-    share: float
-    flops: int
-    bytes: int
-    bound: str  # the class holding most of this op type's time
-
-
-@dataclass
-class ProfileResult:
-    model: str
-    provider: str
-    batch: int
-    threads: int
-    optimization: str
-    dims: dict[str, int]
-    runs: int
-    total_ms: float  # median run time
-    nodes_ms: float  # median of the summed node times
-    outside_nodes_ms: float  # total_ms - nodes_ms: session overhead and copies outside any node
-    total_macs: int
-    total_flops: int
-    total_bytes: int
-    ceilings: MachineCeilings
-    bound: str  # whole model: the class holding most of the time
-    bound_shares: dict[str, float]
-    nodes: list[NodeProfile] = field(default_factory=list)
-    by_op_type: list[OpTypeRow] = field(default_factory=list)
-    removed_by_runtime: list[str] = field(default_factory=list)
-    unknown_ops: dict[str, int] = field(default_factory=dict)
-    recommendations: list[Recommendation] = field(default_factory=list)
-    trace_events: list[dict[str, object]] = field(default_factory=list)
 
 
 def profile(
@@ -165,7 +106,8 @@ def profile(
                 unknown_cost=any(not c.known for c in covered_costs),
             )
         )
-    times = [(node.bound, node.time_ms) for node in nodes] + [("overhead", raw.outside_nodes_ms)]
+    times: list[tuple[Bound, float]] = [(node.bound, node.time_ms) for node in nodes]
+    times.append(("overhead", raw.outside_nodes_ms))
     shares = _bound_shares(times, total_ms)
     result = ProfileResult(
         model=model.name,
@@ -195,7 +137,7 @@ def profile(
 
 
 def _profile_feeds(model: Model, batch: int) -> dict[str, np.ndarray]:
-    """The inputs ``runner.collect`` feeds at ``seed=SEED`` (the model's samples, else invented ones):
+    """The inputs ``ort_trace.collect`` feeds at ``seed=SEED`` (the model's samples, else invented ones):
     the same call, so the costs are at the shapes (and, for data-dependent shapes, the values) the
     profile ran. Change both together."""
     from hone.data import feeds
@@ -281,8 +223,8 @@ def _unique(items: Iterable[str]) -> list[str]:
     return seen
 
 
-def _bound_shares(times: list[tuple[str, float]], total_ms: float) -> dict[str, float]:
-    shares: dict[str, float] = defaultdict(float)
+def _bound_shares(times: list[tuple[Bound, float]], total_ms: float) -> dict[Bound, float]:
+    shares: dict[Bound, float] = defaultdict(float)
     for bound, time_ms in times:
         shares[bound] += time_ms / total_ms if total_ms else 0.0
     return dict(shares)
@@ -325,7 +267,7 @@ def _trace(raw: RawProfile, nodes: list[NodeProfile]) -> list[dict[str, object]]
     events: list[dict[str, object]] = []
     for event in raw.trace_events:
         copy = {k: v for k, v in event.items() if k != "args"}
-        args = dict(event.get("args", {}) or {})  # type: ignore[call-overload]
+        args = dict(event.get("args", {}) or {})
         args.pop("thread_scheduling_stats", None)
         name = str(event.get("name", "")).removesuffix("_kernel_time")
         node = by_name.get(name)
@@ -343,4 +285,4 @@ def _trace(raw: RawProfile, nodes: list[NodeProfile]) -> list[dict[str, object]]
     return events
 
 
-__all__ = ["OUTSIDE_NODES_ROW", "NodeProfile", "OpTypeRow", "ProfileResult", "profile"]
+__all__ = ["profile"]

@@ -1,16 +1,19 @@
 """Recommendations tied to what hone can do, drawn from a profile and the user's graph.
 
 Each rule looks at measured shares and classes (never at guesses) and names the hone step that
-addresses it; a rule that does not fire says nothing. The rules:
+addresses it (passes by their ``name``, so that a renamed pass cannot leave a recommendation
+behind); a rule that does not fire says nothing. The rules:
 
 - standalone BatchNormalization after Conv/ConvTranspose/Gemm -> fold it (pass fuse_conv_bn);
-- separate elementwise/activation nodes (overhead- or memory-bound) holding time -> fusion;
-- shape computations (Shape/Gather/Unsqueeze/Concat...) holding time -> constant folding;
-- GELU spelled out (Erf) -> fuse_gelu;
-- LayerNormalization spelled out (ReduceMean/Pow/Sqrt/Div) -> fuse_layer_norm;
+- separate elementwise/activation nodes (overhead- or memory-bound) holding time -> the fusions
+  hone has (fuse_activation, fuse_transformer);
+- shape computations (Shape/Gather/Unsqueeze/Concat...) holding time -> shape simplification and
+  constant folding;
+- GELU spelled out (Erf) -> fuse_transformer;
+- LayerNormalization spelled out (ReduceMean/Pow/Sqrt/Div) -> fuse_transformer;
 - attention spelled out (MatMul -> Softmax -> MatMul) -> fuse_attention;
-- Memcpy (transfer-bound) time -> keep data on the device with IO binding;
-- time outside every node -> batch requests (serve's dynamic batching) / IO binding;
+- Memcpy (transfer-bound) time -> keep the work on one provider (each node's provider is listed);
+- time outside every node -> batch requests (serve's dynamic batching);
 - compute-bound MatMul/Conv/Gemm holding most of the time -> INT8 quantization;
 - memory-bound nodes holding most of the time -> fuse, or shrink bytes with fp16/INT8;
 - ops the cost model does not know -> say their FLOPs are not counted.
@@ -19,13 +22,17 @@ addresses it; a rule that does not fire says nothing. The rules:
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import onnx
 
-if TYPE_CHECKING:
-    from hone.profile.profiler import ProfileResult
+from hone.passes.fold_constants import FoldConstantsPass
+from hone.passes.fuse_activation import FuseActivationPass
+from hone.passes.fuse_attention import FuseAttentionPass
+from hone.passes.fuse_conv_bn import FuseConvBnPass
+from hone.passes.fuse_transformer import FuseTransformerPass
+from hone.passes.infer_shapes import InferShapesPass
+from hone.passes.simplify_shapes import SimplifyShapesPass
+from hone.profile.types import ProfileResult, Recommendation
 
 _ELEMENTWISE = {
     "Add",
@@ -69,13 +76,6 @@ _DENSE = {"Conv", "MatMul", "Gemm", "FusedConv", "FusedMatMul", "FusedGemm", "Co
 _MIN_SHARE = 0.02
 
 
-@dataclass
-class Recommendation:
-    finding: str  # what was measured, with its share and class
-    action: str  # what to do about it, as a hone command or pass
-    share: float  # of the total run time this finding is about
-
-
 def recommend(result: ProfileResult, graph: onnx.ModelProto) -> list[Recommendation]:
     found: list[Recommendation] = []
     producer = {out: node for node in graph.graph.node for out in node.output}
@@ -105,7 +105,7 @@ def recommend(result: ProfileResult, graph: onnx.ModelProto) -> list[Recommendat
         found.append(
             Recommendation(
                 finding,
-                "fold into the Conv/Gemm weights: `hone optimize` pass fuse_conv_bn "
+                f"fold into the Conv/Gemm weights: `hone optimize` pass {FuseConvBnPass.name} "
                 "(permanent for every runtime: web, edge, other providers)",
                 bn_share,
             )
@@ -119,7 +119,9 @@ def recommend(result: ProfileResult, graph: onnx.ModelProto) -> list[Recommendat
             Recommendation(
                 f"{len(elementwise)} separate elementwise ops, {100 * share:.0f}% of the time,"
                 f" {bounds}-bound",
-                "elementwise fusion: `hone optimize` (one kernel per chain, one pass over memory)",
+                f"fuse what hone can: `hone optimize` passes {FuseActivationPass.name} (Conv/Gemm +"
+                f" activation) and {FuseTransformerPass.name} (GELU, LayerNormalization, bias and"
+                " skip adds), for onnxruntime targets",
                 share,
             )
         )
@@ -131,17 +133,18 @@ def recommend(result: ProfileResult, graph: onnx.ModelProto) -> list[Recommendat
             Recommendation(
                 f"{len(shape_ops)} shape computations (Shape/Gather/Unsqueeze/Concat...) at run time, "
                 f"{100 * share:.0f}% of the time",
-                "fold them: `hone optimize` (shape inference + constant folding)",
+                f"fold them: `hone optimize` passes {InferShapesPass.name}, {SimplifyShapesPass.name}"
+                f" and {FoldConstantsPass.name}",
                 share,
             )
         )
 
-    if ops["Erf"] and not ops["Gelu"] and not ops["com.microsoft::BiasGelu"]:
+    if ops["Erf"] and not ops["Gelu"]:
         share = sum(n.share for n in result.nodes if "Erf" in n.covered_ops)
         found.append(
             Recommendation(
                 f"GELU spelled out as Div/Erf/Add/Mul ({ops['Erf']} times, {100 * share:.0f}% of the time)",
-                "`hone optimize` pass fuse_gelu",
+                f"`hone optimize` pass {FuseTransformerPass.name}",
                 share,
             )
         )
@@ -152,7 +155,7 @@ def recommend(result: ProfileResult, graph: onnx.ModelProto) -> list[Recommendat
             Recommendation(
                 f"LayerNormalization spelled out as ReduceMean/Pow/Sqrt ({ops['ReduceMean'] // 2} times, "
                 f"{100 * share:.0f}% of the time)",
-                "`hone optimize` pass fuse_layer_norm",
+                f"`hone optimize` pass {FuseTransformerPass.name}",
                 share,
             )
         )
@@ -169,7 +172,7 @@ def recommend(result: ProfileResult, graph: onnx.ModelProto) -> list[Recommendat
         found.append(
             Recommendation(
                 f"attention spelled out as MatMul/Softmax/MatMul ({ops['Softmax']} times)",
-                "`hone optimize --target ort-cpu` pass fuse_attention",
+                f"`hone optimize --target ort-cpu` pass {FuseAttentionPass.name}",
                 share,
             )
         )
@@ -180,7 +183,8 @@ def recommend(result: ProfileResult, graph: onnx.ModelProto) -> list[Recommendat
         found.append(
             Recommendation(
                 f"Memcpy {100 * share:.0f}% transfer-bound ({len(transfer)} copies)",
-                "keep data on the device: IO binding (`hone serve` binds inputs and outputs)",
+                "keep the work on one provider: each copy sits between nodes that ran on different"
+                " providers (every node's provider is in `--json` and `--trace`)",
                 share,
             )
         )
@@ -190,7 +194,7 @@ def recommend(result: ProfileResult, graph: onnx.ModelProto) -> list[Recommendat
         found.append(
             Recommendation(
                 f"{100 * outside:.0f}% of each run is outside every node (session overhead)",
-                "amortize it: larger batches (`hone serve` dynamic batching) or IO binding",
+                "amortize it: larger batches (`hone serve` dynamic batching)",
                 outside,
             )
         )

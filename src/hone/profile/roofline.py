@@ -20,8 +20,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import get_args
 
-BOUNDS = ("compute", "memory", "overhead", "transfer", "sync")
+from hone.profile.types import Bound
+
+BOUNDS: tuple[Bound, ...] = get_args(Bound)
 # Below this fraction of the roofline rate a node is called overhead-bound.
 OVERHEAD_EFFICIENCY = 0.1
 _TRANSFER_OPS = ("MemcpyToHost", "MemcpyFromHost", "Memcpy")
@@ -40,7 +43,7 @@ class Roofline:
 
 @dataclass(frozen=True)
 class Placement:
-    bound: str
+    bound: Bound
     achieved_gflops: float
     achieved_gbps: float
     roof_pct: float  # achieved rate as % of the binding roof (compute or memory)
@@ -59,6 +62,7 @@ def classify(op_type: str, flops: int, bytes_moved: int, time_ms: float, roof: R
     roof_pct = 100.0 * (
         achieved_gflops / roof.gemm_gflops if compute_side else achieved_gbps / roof.memory_gbps
     )
+    bound: Bound
     if op_type in _TRANSFER_OPS:
         bound = "transfer"
     elif any(marker in op_type for marker in _SYNC_MARKERS):
@@ -70,7 +74,7 @@ def classify(op_type: str, flops: int, bytes_moved: int, time_ms: float, roof: R
     return Placement(bound, achieved_gflops, achieved_gbps, roof_pct, efficiency)
 
 
-def dominant_bound(times_by_bound: Iterable[tuple[str, float]]) -> str:
+def dominant_bound(times_by_bound: Iterable[tuple[Bound, float]]) -> Bound:
     """The class holding the most time (ties go to the earlier class in BOUNDS)."""
     totals = {bound: 0.0 for bound in BOUNDS}
     for bound, time_ms in times_by_bound:

@@ -24,6 +24,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
+from typing import get_args
 
 import torch
 import triton
@@ -31,9 +33,10 @@ import triton
 from hone.errors import OptionError
 from hone.kernels.triton import kernels
 from hone.kernels.triton.reference import ACTIVATIONS
+from hone.kernels.types import Activation, Layout, TritonMatmulVariant
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"  # read by Triton when the kernels were made
-VARIANTS = ("naive", "tiled", "tensorcore")
+VARIANTS: tuple[TritonMatmulVariant, ...] = get_args(TritonMatmulVariant)
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _ACTIVATION_CODES = {
     None: kernels.ACT_NONE,
@@ -89,9 +92,9 @@ def available() -> tuple[bool, str]:
 def matmul(
     a: torch.Tensor,
     b: torch.Tensor,
-    variant: str = "tiled",
+    variant: TritonMatmulVariant = "tiled",
     bias: torch.Tensor | None = None,
-    activation: str | None = None,
+    activation: Activation | None = None,
     *,
     config: MatmulConfig | None = None,
     out: torch.Tensor | None = None,
@@ -155,7 +158,7 @@ def tune_matmul(
     failures: list[str] = []
     for config in configs:
         try:
-            timings[config] = timer(lambda c=config: matmul(a, b, "tensorcore", config=c))
+            timings[config] = timer(partial(matmul, a, b, "tensorcore", config=config))
         except triton.runtime.errors.OutOfResources as exc:  # e.g. its stages need more shared memory
             failures.append(f"{config}: {exc}")
     if not timings:
@@ -169,7 +172,7 @@ def bias_act_scale(
     x: torch.Tensor,
     bias: torch.Tensor,
     scale: float,
-    activation: str | None = "relu",
+    activation: Activation | None = "relu",
     *,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -208,7 +211,7 @@ def batchnorm_relu(
     gamma: torch.Tensor,
     beta: torch.Tensor,
     eps: float = 1e-5,
-    layout: str = "nchw",
+    layout: Layout = "nchw",
     *,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:

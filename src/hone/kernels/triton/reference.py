@@ -5,12 +5,16 @@ Tests compare the kernels with these; the benchmark times them as the unfused ba
 
 from __future__ import annotations
 
+from typing import get_args
+
 import torch
 
-ACTIVATIONS = ("none", "relu", "gelu", "silu")
+from hone.kernels.types import Activation, Layout
+
+ACTIVATIONS: tuple[Activation, ...] = get_args(Activation)
 
 
-def activate(x: torch.Tensor, activation: str | None) -> torch.Tensor:
+def activate(x: torch.Tensor, activation: Activation | None) -> torch.Tensor:
     if activation in (None, "none"):
         return x
     if activation == "relu":
@@ -23,7 +27,7 @@ def activate(x: torch.Tensor, activation: str | None) -> torch.Tensor:
 
 
 def matmul(
-    a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None, activation: str | None = None
+    a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None, activation: Activation | None = None
 ) -> torch.Tensor:
     """act(a @ b + bias), accumulated in float32, returned in a's dtype."""
     out = a.float() @ b.float()
@@ -33,7 +37,7 @@ def matmul(
 
 
 def bias_act_scale(
-    x: torch.Tensor, bias: torch.Tensor, scale: float | torch.Tensor, activation: str | None = "relu"
+    x: torch.Tensor, bias: torch.Tensor, scale: float | torch.Tensor, activation: Activation | None = "relu"
 ) -> torch.Tensor:
     """act(x + bias) * scale (bias broadcast over the last dim), three separate torch ops."""
     return activate(x + bias, activation) * scale
@@ -46,7 +50,7 @@ def batchnorm_relu(
     gamma: torch.Tensor,
     beta: torch.Tensor,
     eps: float = 1e-5,
-    layout: str = "nchw",
+    layout: Layout = "nchw",
 ) -> torch.Tensor:
     """Inference BatchNorm (per channel: dim 1 for NCHW, dim 3 for NHWC) then ReLU."""
     shape = [1, -1, 1, 1] if layout == "nchw" else [1, 1, 1, -1]

@@ -18,11 +18,12 @@ import logging
 import math
 from importlib import resources
 from numbers import Real
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 
 from hone.errors import OptionError
+from hone.kernels.types import Activation, WgslMatmulVariant
 from hone.kernels.wgsl.device import AdapterInfo, WgpuDevice, adapter_info, get_device
 
 __all__ = [
@@ -37,8 +38,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MATMUL_VARIANTS = ("naive", "tiled")
-ACTIVATIONS = {
+MATMUL_VARIANTS: tuple[WgslMatmulVariant, ...] = get_args(WgslMatmulVariant)
+ACTIVATIONS: dict[Activation, int] = {
     "none": 0,
     "relu": 1,
     "gelu": 2,
@@ -144,12 +145,14 @@ def _run(
     return result.copy()
 
 
-def matmul(a: np.ndarray, b: np.ndarray, variant: str = "tiled") -> np.ndarray:
+def matmul(a: np.ndarray, b: np.ndarray, variant: WgslMatmulVariant = "tiled") -> np.ndarray:
     """``a @ b`` for 2-D float32 arrays of any size, computed by the ``variant`` WGSL kernel."""
     return _matmul(a, b, variant=variant)
 
 
-def _matmul(a: np.ndarray, b: np.ndarray, variant: str, poison_output: bool = False) -> np.ndarray:
+def _matmul(
+    a: np.ndarray, b: np.ndarray, variant: WgslMatmulVariant, poison_output: bool = False
+) -> np.ndarray:
     if variant not in MATMUL_VARIANTS:
         raise OptionError(
             f"matmul: variant must be one of {', '.join(MATMUL_VARIANTS)}, got {variant!r}",
@@ -171,13 +174,15 @@ def _matmul(a: np.ndarray, b: np.ndarray, variant: str, poison_output: bool = Fa
     return _run(f"matmul_{variant}", [a, b], params, (M, N), grid, poison_output)
 
 
-def bias_act_scale(x: np.ndarray, bias: np.ndarray, scale: float, activation: str = "relu") -> np.ndarray:
+def bias_act_scale(
+    x: np.ndarray, bias: np.ndarray, scale: float, activation: Activation = "relu"
+) -> np.ndarray:
     """``act(x + bias) * scale`` for x [M, N] float32 and bias [N] float32 (broadcast over rows)."""
     return _bias_act_scale(x, bias, scale, activation)
 
 
 def _bias_act_scale(
-    x: np.ndarray, bias: np.ndarray, scale: float, activation: str, poison_output: bool = False
+    x: np.ndarray, bias: np.ndarray, scale: float, activation: Activation, poison_output: bool = False
 ) -> np.ndarray:
     if activation not in ACTIVATIONS:
         raise OptionError(
