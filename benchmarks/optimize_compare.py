@@ -87,12 +87,12 @@ from hone.data import synthesize, zoo_eval_set
 from hone.errors import HoneError
 from hone.model import Model
 from hone.passes.graph import node_count
+from hone.passes.manager import ONNX_STANDARD_DOMAINS
 from hone.results import write_json
 from hone.runtime import Session, SessionConfig
 from hone.verify import compare, tolerance_for
 
 ATOL, RTOL = tolerance_for(np.dtype(np.float32))  # hone.verify's float32 tolerance
-STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
 REAL_SAMPLES = 8
 QUIET_CORES = 0.25  # other processes' CPU use below which the machine counts as quiet
 MIN_QUIET_ROUNDS = 3  # quiet rounds needed for a latency verdict
@@ -410,7 +410,7 @@ def compare_tools(model: Model, threads: int, console: Console) -> tuple[list[To
 
 def _nonstandard_ops(model_ir: ir.Model) -> dict[str, int]:
     counts = Counter(f"{node.domain}::{node.op_type}" for node in ir.traversal.RecursiveGraphIterator(model_ir.graph)
-                     if node.domain not in STANDARD_DOMAINS)
+                     if node.domain not in ONNX_STANDARD_DOMAINS)
     return dict(sorted(counts.items()))
 
 

@@ -49,7 +49,7 @@ from hone.verify import compare, tolerance_for
 
 logger = logging.getLogger(__name__)
 
-STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
+ONNX_STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
 
 
 def default_passes(target: str = "ort-cpu") -> list[HonePass]:
@@ -148,7 +148,7 @@ def _foreign_ops(model_ir: ir.Model) -> set[str]:
     return {
         f"{n.domain}::{n.op_type}"
         for n in ir.traversal.RecursiveGraphIterator(model_ir.graph)
-        if n.domain not in STANDARD_DOMAINS
+        if n.domain not in ONNX_STANDARD_DOMAINS
     }
 
 
