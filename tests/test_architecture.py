@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 
 SOURCE = Path(__file__).resolve().parents[1] / "src" / "hone"
+PLAN = SOURCE.parents[1] / "docs" / "architecture.md"
+PLAN_HEADING = "## Modules: what each owns and what it may import"
 
 # The arrows docs/architecture.md forbids: (importer prefix, imported prefixes). An arrow into a
 # package's ``types`` module is allowed across them: result types are the contract between layers
@@ -76,9 +78,7 @@ def _type_checking_imports(tree: ast.Module) -> set[int]:
     return inside
 
 
-def _imported(
-    tree: ast.Module, importer: str, is_package: bool, modules: frozenset[str]
-) -> dict[str, bool]:
+def _imported(tree: ast.Module, importer: str, is_package: bool, modules: frozenset[str]) -> dict[str, bool]:
     """Each hone module ``importer`` imports, and whether it does so at run time (not only for the
     type checker)."""
     typing_only = _type_checking_imports(tree)
@@ -186,6 +186,43 @@ def heavy_type_imports(graph: ImportGraph) -> list[tuple[str, str]]:
     )
 
 
+def unit(module: str) -> str:
+    """The row of docs/architecture.md a module belongs to: ``hone.serve.http`` -> ``serve``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "hone"
+
+
+def unit_arrows(graph: ImportGraph) -> dict[str, set[str]]:
+    """Per module row, the other rows it imports (every import counts)."""
+    found: dict[str, set[str]] = {unit(m): set() for m in graph.modules}
+    for a, b in graph.arrows:
+        if unit(a) != unit(b):
+            found[unit(a)].add(unit(b))
+    return found
+
+
+def _row_name(cell: str) -> str:
+    name = cell.split("`")[1] if "`" in cell else cell.strip()
+    if name == "__init__.py":
+        return "hone"
+    return name.removesuffix("/").removesuffix(".py")
+
+
+def planned_imports(text: str) -> dict[str, set[str]]:
+    """The plan's table: per row, the names in its "may import" column ("nothing": none)."""
+    section = text.split(PLAN_HEADING, 1)[1].split("\n## ", 1)[0]
+    rows: dict[str, set[str]] = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) != 3 or not cells[0].startswith("`"):
+            continue
+        allowed = cells[2]
+        rows[_row_name(cells[0])] = (
+            set() if allowed == "nothing" else {_row_name(part) for part in allowed.split(",")}
+        )
+    return rows
+
+
 def test_the_graph_reader_sees_relative_imports_and_submodules(tmp_path: Path) -> None:
     package = tmp_path / "hone"
     (package / "sub").mkdir(parents=True)
@@ -226,6 +263,32 @@ def test_no_module_imports_across_a_forbidden_arrow(
     assert bad == [], "forbidden imports: " + ", ".join(f"{a} -> {b}" for a, b in bad)
 
 
+def test_the_plan_reader_reads_rows_and_their_imports() -> None:
+    text = (
+        f"{PLAN_HEADING}\n\n| module | owns | may import |\n| --- | --- | --- |\n"
+        "| `errors.py` | the tree | nothing |\n| `serve/` | servers | `errors`, `model` |\n"
+        "| `__init__.py` (`hone`) | the API | `serve` |\n\n## Next\n| `x.py` | y | `z` |\n"
+    )
+    assert planned_imports(text) == {"errors": set(), "serve": {"errors", "model"}, "hone": {"serve"}}
+
+
+def test_every_module_imports_only_what_docs_architecture_md_says() -> None:
+    planned = planned_imports(PLAN.read_text(encoding="utf-8"))
+    actual = unit_arrows(build_graph())
+    missing_rows = sorted(set(actual) - set(planned))
+    assert missing_rows == [], f"docs/architecture.md has no row for: {', '.join(missing_rows)}"
+    stale_rows = sorted(set(planned) - set(actual))
+    assert stale_rows == [], f"docs/architecture.md has rows for modules that are gone: {stale_rows}"
+    unplanned = {
+        name: sorted(actual[name] - planned[name]) for name in actual if actual[name] - planned[name]
+    }
+    assert unplanned == {}, (
+        f"imports the plan does not allow (add them to its row, or remove them): {unplanned}"
+    )
+    unused = {name: sorted(planned[name] - actual[name]) for name in actual if planned[name] - actual[name]}
+    assert unused == {}, f"the plan allows imports the code does not make (keep the table true): {unused}"
+
+
 def test_types_modules_import_only_types_and_the_light_core() -> None:
     graph = build_graph()
     assert sum(is_types_module(m) for m in graph.modules) >= 3
@@ -246,6 +309,8 @@ if __name__ == "__main__":
         print("forbidden:", a, "->", b)
     for a, b in heavy_type_imports(graph):
         print("heavy types import:", a, "->", b)
+    for name, imports in sorted(unit_arrows(graph).items()):
+        print(f"{name}: {', '.join(sorted(imports)) or 'nothing'}")
     if "-v" in sys.argv:
         for a, b in sorted(graph.arrows):
             print(f"{a} -> {b}")

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from hone.export.types import EdgeResult, WebResult
     from hone.machine import MachineCeilings
     from hone.passes.types import OptimizeResult
-    from hone.pipeline import PipelineResult, SimulationResult
+    from hone.pipeline.types import PipelineResult, SimulationResult
     from hone.profile.types import ProfileResult
     from hone.quantize.types import AccuracyReport, PruneResult, QuantizeResult
 
