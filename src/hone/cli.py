@@ -1066,7 +1066,7 @@ def main() -> None:
     except KeyboardInterrupt:
         error_console.print("interrupted")
         sys.exit(130)
-    except Exception as exc:  # a bug in hone: still one line, the traceback only with HONE_DEBUG=1
+    except Exception as exc:  # noqa: BLE001 - a bug in hone: still one line, the traceback only with HONE_DEBUG=1
         import os
         import traceback
 

@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hone.errors import FactoryError, ModelNotFoundError, OptionError, ShapeError
 from hone.specs import TensorSpec
@@ -166,7 +166,7 @@ def call_factory(factory: object, label: str) -> torch.nn.Module:
     return module
 
 
-def import_factory(file_path: Path, factory_name: str):  # noqa: ANN202 - returns a callable
+def import_factory(file_path: Path, factory_name: str) -> Callable[[], Any]:
     module_name = f"hone_user_{abs(hash(str(file_path.resolve())))}"
     spec = importlib.util.spec_from_file_location(module_name, file_path)
     if spec is None or spec.loader is None:

@@ -238,7 +238,7 @@ class BundleServer(HTTPServer):
     def _work(self, conn: socket.socket, address: object) -> None:
         try:
             self.finish_request(conn, address)
-        except Exception:
+        except Exception:  # noqa: BLE001 - socketserver's way: handle_error logs it, the server goes on
             self.handle_error(conn, address)
         finally:
             with self._lock:

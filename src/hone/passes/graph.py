@@ -47,7 +47,7 @@ def infer_shapes(model: ir.Model) -> bool:
     try:
         # call_onnx_api strips large initializers first (no 2 GB protobuf limit) and restores them.
         inferred_proto = _c_api_utils.call_onnx_api(run_onnx, model)
-    except Exception as exc:  # onnx raises several types for graphs it cannot follow
+    except Exception as exc:  # noqa: BLE001 - onnx raises several types for graphs it cannot follow
         logger.warning("shape inference failed, model left unchanged: %s", exc)
         return False
     return _merge(model, ir.serde.deserialize_model(inferred_proto))

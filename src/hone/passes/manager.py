@@ -158,7 +158,7 @@ def _run_pass(hone_pass: HonePass, current: Model, checker: _Checker | None, res
     candidate_ir = current.clone().ir
     try:
         changed = hone_pass(candidate_ir).modified
-    except Exception as exc:  # a library pass failing on an unusual graph must not stop the run
+    except Exception as exc:  # noqa: BLE001 - a library pass failing on an unusual graph must not stop the run
         logger.warning("pass %s failed and was skipped: %s", hone_pass.name, exc)
         result.passes.append(
             PassReport(

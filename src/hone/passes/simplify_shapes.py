@@ -43,7 +43,7 @@ class SimplifyShapesPass(HonePass):
         self.matched = 0
         try:
             shapes = symbolic_shapes(model)
-        except Exception as exc:  # the library raises plain Exception on graphs it cannot follow
+        except Exception as exc:  # noqa: BLE001 - the library raises plain Exception on graphs it cannot follow
             self.missed = [
                 f"symbolic shape inference failed, nothing simplified: {type(exc).__name__}: {exc}"
             ]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -54,7 +54,7 @@ def torch_blocks(module: nn.Module) -> list[tuple[str, nn.Module]]:
     return blocks
 
 
-def _open_sequential(prefix: str, sequential: nn.Sequential):  # noqa: ANN202 - a generator of blocks
+def _open_sequential(prefix: str, sequential: nn.Sequential) -> Iterator[tuple[str, nn.Module]]:
     for name, child in sequential.named_children():
         full_name = f"{prefix}{name}"
         if isinstance(child, nn.Sequential):

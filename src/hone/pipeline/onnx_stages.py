@@ -252,7 +252,7 @@ def _value_types(proto: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
     )
     try:
         inferred = onnx.shape_inference.infer_shapes(skeleton, data_prop=True).graph
-    except Exception as exc:  # onnx raises InferenceError, ValidationError or RuntimeError
+    except Exception as exc:  # noqa: BLE001 - onnx raises InferenceError, ValidationError or RuntimeError
         logger.warning("shape inference failed (%s); only typed graph values can be cut at", exc)
         inferred = graph
     types: dict[str, onnx.ValueInfoProto] = {}

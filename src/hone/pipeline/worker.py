@@ -107,7 +107,7 @@ def stage_main(program: StageProgram, results: Any) -> None:
         report = runner.run(lambda text: _set(text))
         results.put(report)
         runner.close()
-    except BaseException as exc:  # report everything, then exit non-zero
+    except BaseException as exc:  # noqa: BLE001 - report everything, then exit non-zero
         where = _where[0] or where
         # gloo prefixes its messages with its source location: "[/path/gloo/...cc:78] Timed out ..."
         message = re.sub(r"^\[[^\]]*\.(cc|cpp|h):\d+\]\s*", "", " ".join(str(exc).split()))

@@ -416,7 +416,7 @@ def _infer_shapes(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, ShapeInferen
     """Shapes from onnxruntime's symbolic inference (contrib ops), else from onnx's."""
     try:
         inferred, complete = _symbolic_infer(proto)
-    except Exception as exc:  # the symbolic engine raises many types on graphs it cannot follow
+    except Exception as exc:  # noqa: BLE001 - the symbolic engine raises many types on graphs it cannot follow
         logger.warning("onnxruntime symbolic shape inference failed (%s); using onnx shape inference", exc)
     else:
         if complete:

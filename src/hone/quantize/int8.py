@@ -198,7 +198,7 @@ def _per_channel_opset(float_model: Model) -> tuple[Model, bool, str]:
         if versions != {PER_CHANNEL_MIN_OPSET}:
             raise ValueError(f"the converted model declares opset {sorted(versions)}")
         onnx.checker.check_model(converted)
-    except Exception as exc:  # the converter raises C++ errors of many kinds
+    except Exception as exc:  # noqa: BLE001 - the converter raises C++ errors of many kinds
         logger.warning(
             "%s is at opset %d, below the %d that per-channel INT8 needs, and could not be converted "
             "(%s: %s); its weights are quantized per tensor",

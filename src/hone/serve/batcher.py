@@ -471,7 +471,7 @@ class Batcher:
             outputs, timing = await loop.run_in_executor(
                 self._executor, self._run_batch, [request.feeds for request in batch], samples
             )
-        except Exception as exc:  # any failure in the run fails this batch, never the batcher
+        except Exception as exc:  # noqa: BLE001 - any failure in the run fails this batch, never the batcher
             if len(batch) == 1:
                 self._fail_batch(batch, sum(samples), exc)
             else:

@@ -264,7 +264,7 @@ class InferRoute:
         with self.budget.hold() as held:  # the request's bytes, until its answer is written
             try:
                 response = await self.infer(request, match["name"], match["version"], held)
-            except Exception as exc:  # every failure is one answer; the server goes on
+            except Exception as exc:  # noqa: BLE001 - every failure is one answer; the server goes on
                 response = error_response(request, exc)
             await response(scope, receive, send)
 
