@@ -14,14 +14,16 @@ through ``sys.modules``. (Renaming the subpackages would break every caller that
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ParamSpec
 
 import hone.bench
 import hone.export
-import hone.info  # noqa: F401  (bound before the functions below; see the docstring)
+import hone.info
+import hone.job
 from hone._version import __version__
 from hone.errors import HoneError
 from hone.model import Model
@@ -31,11 +33,12 @@ from hone.quantize import quantize
 from hone.quantize.prune import prune
 from hone.sources import load
 
+P = ParamSpec("P")
+
 if TYPE_CHECKING:
     from hone.bench.types import BenchResult
     from hone.export.types import ExportResult
     from hone.info import ModelInfo
-    from hone.job import ProgressCallback
     from hone.job_types import RunReport
     from hone.passes.types import OptimizeResult
 
@@ -97,49 +100,24 @@ def bench(
     )
 
 
-def run(
-    source: str | os.PathLike[str] | Model | None = None,
-    *,
-    out_dir: str | os.PathLike[str] = "hone-out",
-    batches: Sequence[int] | None = None,
-    threads: int | None = None,
-    provider: str = "cpu",
-    input_shapes: Sequence[str] | None = None,
-    budget_s: float = 3.0,
-    force: bool = False,
-    progress: ProgressCallback | None = None,
-    quantize: bool = True,
-    serve: bool = True,
-    web: bool = True,
-    edge: bool = True,
-    data: str | os.PathLike[str] | None = None,
-    dims: dict[str, int] | None = None,
-) -> RunReport:
-    """The end-to-end job (``hone.job.run``). Returns its RunReport, after writing ``report.json``
-    (the job) and ``report.html`` (rendered here) into ``out_dir``."""
-    from hone.job import run as run_job
-    from hone.job_types import REPORT_HTML
-    from hone.report.html import write_html
+def _writing_html(run_job: Callable[P, RunReport]) -> Callable[P, RunReport]:
+    """``run_job`` that also renders ``report.html`` next to the ``report.json`` the job writes."""
 
-    report = run_job(
-        source,
-        out_dir=out_dir,
-        batches=batches,
-        threads=threads,
-        provider=provider,
-        input_shapes=input_shapes,
-        budget_s=budget_s,
-        force=force,
-        progress=progress,
-        quantize=quantize,
-        serve=serve,
-        web=web,
-        edge=edge,
-        data=data,
-        dims=dims,
-    )
-    write_html(report, Path(report.out_dir) / REPORT_HTML)
-    return report
+    @functools.wraps(run_job)
+    def run(*args: P.args, **kwargs: P.kwargs) -> RunReport:
+        from hone.job_types import REPORT_HTML
+        from hone.report.html import write_html
+
+        report = run_job(*args, **kwargs)
+        write_html(report, Path(report.out_dir) / REPORT_HTML)
+        return report
+
+    return run
+
+
+# The end-to-end job, ``hone.job.run`` with its signature; returns its RunReport, after writing
+# ``report.json`` (the job) and ``report.html`` (rendered here) into ``out_dir``.
+run = _writing_html(hone.job.run)
 
 
 def optimize(
