@@ -35,7 +35,7 @@ FORBIDDEN: list[tuple[tuple[str, ...], tuple[str, ...]]] = [
 ]
 
 
-TYPES_MAY_IMPORT = ("hone.errors", "hone.specs", "hone._version", "hone.results")
+TYPES_MAY_IMPORT = ("hone.errors", "hone.specs", "hone._version", "hone.results", "hone.session_options")
 
 
 def is_types_module(module: str) -> bool:

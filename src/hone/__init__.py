@@ -2,11 +2,11 @@
 
 The Python API mirrors the CLI: ``hone.load(...)``, ``hone.info(...)``, ``hone.bench(...)``,
 ``hone.run(...)``, ``hone.export(...)``, ``hone.optimize(...)``, ``hone.quantize(...)``,
-``hone.prune(...)``. Every function takes the CLI's options as typed keyword arguments and returns
-the result type the CLI renders (see each function): ``hone.quantize`` is
+``hone.prune(...)``, ``hone.tune(...)``. Every function takes the CLI's options as typed keyword
+arguments and returns the result type the CLI renders (see each function): ``hone.quantize`` is
 ``hone.quantize.quantize`` and ``hone.prune`` is ``hone.quantize.prune.prune``.
 
-The names bench, export, info and quantize are also subpackages. Python binds a subpackage to its
+The names bench, export, info, quantize and tune are also subpackages. Python binds a subpackage to its
 parent's attribute when it is first imported, so they are imported here first; the functions
 defined below then own the names for good, while ``from hone.bench import ...`` keeps working
 through ``sys.modules``. (Renaming the subpackages would break every caller that imports them.)
@@ -24,6 +24,7 @@ import hone.bench
 import hone.export
 import hone.info
 import hone.job
+import hone.tune
 from hone._version import __version__
 from hone.errors import HoneError
 from hone.model import Model
@@ -32,6 +33,7 @@ from hone.model import Model
 from hone.quantize import quantize
 from hone.quantize.prune import prune
 from hone.sources import load
+from hone.tune import TUNE_HTML
 
 P = ParamSpec("P")
 
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from hone.info import ModelInfo
     from hone.job_types import RunReport
     from hone.passes.types import OptimizeResult
+    from hone.tune.types import TuneResult
 
 
 def info(source: str | Model, *, input_shapes: Sequence[str] | None = None) -> ModelInfo:
@@ -120,6 +123,26 @@ def _writing_html(run_job: Callable[P, RunReport]) -> Callable[P, RunReport]:
 run = _writing_html(hone.job.run)
 
 
+def _writing_tune_html(search: Callable[P, TuneResult]) -> Callable[P, TuneResult]:
+    """``search`` that also renders ``tune.html`` (the Pareto page) into the repository it wrote."""
+
+    @functools.wraps(search)
+    def tune(*args: P.args, **kwargs: P.kwargs) -> TuneResult:
+        from hone.report.tune_page import write_tune_html
+
+        result = search(*args, **kwargs)
+        if result.repository is not None:
+            write_tune_html(result, Path(result.repository) / TUNE_HTML)
+        return result
+
+    return tune
+
+
+# The search of ``hone tune``, ``hone.tune.tune`` with its signature; returns its TuneResult after
+# writing the model repository, ``tune.json`` (the search) and ``tune.html`` (rendered here).
+tune = _writing_tune_html(hone.tune.tune)
+
+
 def optimize(
     source: str | Model,
     *,
@@ -180,4 +203,5 @@ __all__ = [
     "prune",
     "quantize",
     "run",
+    "tune",
 ]

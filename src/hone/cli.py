@@ -795,6 +795,90 @@ def serve(
     )
 
 
+@app.command()
+def tune(
+    model: ModelArg,
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="the model repository to write (hone serve runs it as is)")
+    ],
+    accuracy: Annotated[
+        str | None,
+        typer.Option(
+            "--accuracy",
+            help="the accuracy gate's budget, as hone quantize --budget (e.g. agreement=0.99)",
+        ),
+    ] = None,
+    slo_p99_ms: Annotated[
+        float | None,
+        typer.Option("--slo-p99-ms", help="p99 latency target at every concurrency level, milliseconds"),
+    ] = None,
+    objective: Annotated[
+        str,
+        typer.Option(
+            "--objective", help="throughput | latency (without --slo-p99-ms: p99 no worse than the defaults)"
+        ),
+    ] = "throughput",
+    concurrency: Annotated[
+        str, typer.Option("--concurrency", help="closed-loop clients, one level or a list (default 1,8,32)")
+    ] = "1,8,32",
+    budget_min: Annotated[
+        float, typer.Option("--budget-min", help="minutes the search may take (a cache makes it resumable)")
+    ] = 5.0,
+    seconds_per_level: Annotated[
+        float, typer.Option("--seconds-per-level", help="seconds of load per concurrency level and point")
+    ] = 1.5,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="measure everything again and keep nothing")
+    ] = False,
+    provider: ProviderOption = "cpu",
+    input_shape: InputShapeOption = None,
+    dim: DimOption = None,
+    data: DataOption = None,
+    json_path: JsonOption = None,
+    force: ForceOption = False,
+) -> None:
+    """Search the model's verified variants, onnxruntime's session options and the server's batching
+    together, under an accuracy budget and a latency target; write a model repository for hone serve."""
+    from hone.tune import tune as run_tune
+
+    _check_json_target(json_path, force)
+    if slo_p99_ms is not None and objective != "throughput":
+        raise OptionError("--slo-p99-ms and --objective latency are two targets; give one of them")
+    loaded = _load(model, input_shape, dim, data)
+    with _progress(transient=True) as progress:
+        task = progress.add_task(f"tune {loaded.name}", total=1.0)
+
+        def on_progress(what: str, spent: float) -> None:
+            progress.update(task, completed=spent, description=f"tune {loaded.name}: {escape(what)}")
+
+        result = run_tune(
+            loaded,
+            output,
+            dims=_parse_dims(dim),
+            accuracy=accuracy,
+            slo_p99_ms=slo_p99_ms,
+            objective=objective,
+            concurrency=_parse_batches(concurrency, flag="--concurrency"),
+            budget_min=budget_min,
+            seconds_per_level=seconds_per_level,
+            force=force,
+            provider=provider,
+            use_cache=not no_cache,
+            progress=on_progress,
+        )
+    from hone.report.tune_page import write_tune_html
+    from hone.tune import TUNE_HTML
+
+    write_tune_html(result, output / TUNE_HTML)
+    for note in result.notes:
+        console.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
+    console.print(escape(result.line()), highlight=False, soft_wrap=True)
+    console.print(
+        f"wrote {output} (hone serve {output}); every point: {output / 'tune.json'}, {output / 'tune.html'}"
+    )
+    _write_json(result, json_path, force)
+
+
 def _serve_on_ray(
     model: str,
     name: str | None,
@@ -1003,13 +1087,13 @@ def _parse_costs(flag: str, text: str, count: int) -> list[float]:
     return values * count if len(values) == 1 else values
 
 
-def _parse_batches(text: str) -> list[int]:
+def _parse_batches(text: str, flag: str = "--batch") -> list[int]:
     try:
         batches = [int(part) for part in text.split(",") if part.strip()]
     except ValueError as exc:
-        raise OptionError(f"--batch {text!r} is not a comma-separated list of integers, like 1,8,32") from exc
+        raise OptionError(f"{flag} {text!r} is not a comma-separated list of integers, like 1,8,32") from exc
     if not batches or any(b < 1 for b in batches):
-        raise OptionError(f"--batch {text!r} needs positive integers, like 1,8,32")
+        raise OptionError(f"{flag} {text!r} needs positive integers, like 1,8,32")
     return batches
 
 

@@ -43,7 +43,6 @@ import datetime as dt
 import json
 import logging
 import os
-import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -70,7 +69,7 @@ from hone.job_types import (
 from hone.model import Model
 from hone.paths import ensure_writable
 from hone.runtime import default_threads
-from hone.serve.config import BatchConfig
+from hone.serve.config import BatchConfig, served_name
 from hone.zoo import DEFAULT_MODEL
 
 if TYPE_CHECKING:  # imported by the stages that need them, when they run
@@ -506,12 +505,6 @@ def _ship_serve(
         measured=measured is not None,
         note=note,
     )
-
-
-def served_name(name: str) -> str:
-    """A model name ``hone serve`` accepts (letters, digits, ``_ . -``, starting with a letter or digit)."""
-    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).lstrip("_.-")
-    return cleaned or "model"
 
 
 def _repository_line(repository: ServeRepositoryStage) -> str:

@@ -17,6 +17,7 @@ import onnxruntime as ort
 
 from hone.errors import ExecutionError, InvalidModelError, OptionError, ProviderUnavailableError
 from hone.model import Model
+from hone.session_options import EXECUTION_MODES, ExecutionMode, SessionOptions
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,26 @@ class SessionConfig:
     profile_prefix: str | None = None
     # Where onnxruntime saves the graph after its own optimizations, when set.
     optimized_model_path: str | None = None
+    # The knobs of hone.session_options (what ``hone tune`` searches); onnxruntime's defaults.
+    inter_threads: int = 1
+    execution_mode: ExecutionMode = "sequential"
+    spinning: bool = True
+    arena: bool = True
+    mem_pattern: bool = True
+
+    @classmethod
+    def from_options(cls, options: SessionOptions, *, provider: str = "cpu") -> SessionConfig:
+        """A session config carrying ``options`` (a served model's ``config.json`` "session")."""
+        return cls(
+            provider=provider,
+            threads=options.threads,
+            optimization=options.optimization,
+            inter_threads=options.inter_threads,
+            execution_mode=options.execution_mode,
+            spinning=options.spinning,
+            arena=options.arena,
+            mem_pattern=options.mem_pattern,
+        )
 
     def __post_init__(self) -> None:
         if self.provider not in PROVIDERS:
@@ -69,6 +90,11 @@ class SessionConfig:
             )
         if self.threads is not None and self.threads < 1:
             raise OptionError(f"threads must be at least 1, got {self.threads}")
+        if self.execution_mode not in EXECUTION_MODES:
+            raise OptionError(
+                f"execution mode {self.execution_mode!r} is unknown; choose one of: "
+                f"{', '.join(EXECUTION_MODES)}"
+            )
 
 
 def check_provider(provider: str) -> str:
@@ -96,8 +122,17 @@ class Session:
         options = ort.SessionOptions()
         options.graph_optimization_level = OPTIMIZATION_LEVELS[self.config.optimization]
         options.intra_op_num_threads = self.config.threads or default_threads()
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.inter_op_num_threads = self.config.inter_threads
+        options.execution_mode = (
+            ort.ExecutionMode.ORT_PARALLEL
+            if self.config.execution_mode == "parallel"
+            else ort.ExecutionMode.ORT_SEQUENTIAL
+        )
+        options.enable_cpu_mem_arena = self.config.arena
+        options.enable_mem_pattern = self.config.mem_pattern
+        if not self.config.spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         options.log_severity_level = ORT_LOG_SEVERITY
         if self.config.profile_prefix:
             options.enable_profiling = True

@@ -25,6 +25,7 @@ The result types are in ``types.py``; pruning is ``prune.py``.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from hone.data import attach
 from hone.errors import OptionError
@@ -53,6 +54,20 @@ from hone.sources import load
 
 # The fallback stops trying more float layers after this long (a big detector on many samples).
 DEFAULT_TIME_LIMIT_S = 600.0
+
+
+@dataclass
+class Gated:
+    """What ``gated_candidates`` built: the loaded model, the float model the candidates were built
+    from, every candidate judged, those that passed, and the report so far."""
+
+    original: Model
+    float_model: Model
+    built: list[tuple[Candidate, Model]]
+    passing: list[tuple[Candidate, Model]]
+    result: QuantizeResult
+    began: float
+    budget: Budget
 
 
 def quantize(
@@ -84,11 +99,85 @@ def quantize(
     ``fp16_io`` (mode fp16): the model's float inputs and outputs become float16 too; by default
     they stay float32 so callers need not change.
     """
+    chosen_prefer = checked_choice(prefer, PREFER, "prefer")
+    gated = gated_candidates(
+        source,
+        mode=mode,
+        fmt=fmt,
+        calib=calib,
+        method=method,
+        budget=budget,
+        per_channel=per_channel,
+        samples=samples,
+        threads=threads,
+        fp16_io=fp16_io,
+        data=data,
+        time_limit_s=time_limit_s,
+    )
+    original, passing, result, began = gated.original, gated.passing, gated.result, gated.began
+    resolved, budget = result.mode, gated.budget
+    kept, kept_model = None, original
+    if passing:
+        kept, kept_model = keep_fastest(
+            passing, original, result, threads, measure_speed, bench_budget_s, chosen_prefer
+        )
+    if kept is None:
+        result.size_bytes_after = result.size_bytes_before
+        if not passing:
+            result.notes.append(
+                f"the budget ({result.budget}) cannot be met by {resolved} quantization; "
+                f"the float model is kept{closest_note(result.candidates)}"
+            )
+    else:
+        kept.chosen = True
+        result.format, result.accuracy, result.kept_float = kept.format, kept.accuracy, kept.kept_float
+        result.speedup, result.size_bytes_after = kept.speedup, kept.size_bytes
+        if resolved == "dynamic":
+            result.notes.append(_large_batch_note(kept_model, original, samples, threads, budget))
+    result.seconds = time.perf_counter() - began
+    return kept_model, result
+
+
+def _large_batch_note(
+    kept_model: Model, original: Model, samples: int, threads: int | None, budget: Budget
+) -> str:
+    """The kept dynamic INT8 model judged again in large padded batches (it was judged at batch 1)."""
+    wide = plan_for(original, samples=samples, threads=threads, batch=EVAL_BATCH)
+    report = judge(kept_model, wide, budget)
+    low = "" if report.cosine_min is None else f", min {report.cosine_min:.4f}"
+    return (
+        f"judged at batch 1; in batches of up to {EVAL_BATCH} (padded) the same model gives {report.metric} "
+        f"{report.candidate_value:.4f}{low} ({'within' if report.passed else 'OUTSIDE'} the budget): dynamic "
+        "INT8 takes one activation scale per run, so large padded batches lose precision"
+    )
+
+
+__all__ = ["MIN_SPEEDUP", "MODES", "PREFER", "Budget", "Candidate", "QuantizeResult", "quantize"]
+
+
+def gated_candidates(
+    source: str | Model,
+    *,
+    mode: ModeChoice | str = "auto",
+    fmt: FormatChoice | str = "auto",
+    calib: str | None = None,
+    method: CalibrationMethod | str = "minmax",
+    budget: Budget | str | None = None,
+    per_channel: bool = True,
+    samples: int = 200,
+    threads: int | None = None,
+    fp16_io: bool = False,
+    data: str | SampleSet | None = None,
+    time_limit_s: float = DEFAULT_TIME_LIMIT_S,
+) -> Gated:
+    """Steps 1 to 4 of the flow: every candidate of ``source`` built and judged by the accuracy gate,
+    with the fallback when none passes; no speed measured. ``quantize`` races what passes;
+    ``hone tune`` races them with its own runtime and server settings. Arguments as ``quantize``.
+    """
     began = time.perf_counter()
     chosen_mode = checked_choice(mode, MODES, "mode")
     chosen_format = checked_choice(fmt, FORMAT_CHOICES, "format")
     chosen_method = checked_choice(method, METHODS, "calibration method")
-    chosen_prefer = checked_choice(prefer, PREFER, "prefer")
     if samples < 1:
         raise OptionError(f"samples must be at least 1, got {samples}")
     if time_limit_s <= 0:
@@ -171,41 +260,4 @@ def quantize(
         )
         built.extend(built_more)
     result.candidates = [c for c, _ in built]
-
-    kept, kept_model = None, original
-    if passing:
-        kept, kept_model = keep_fastest(
-            passing, original, result, threads, measure_speed, bench_budget_s, chosen_prefer
-        )
-    if kept is None:
-        result.size_bytes_after = result.size_bytes_before
-        if not passing:
-            result.notes.append(
-                f"the budget ({result.budget}) cannot be met by {resolved} quantization; "
-                f"the float model is kept{closest_note(result.candidates)}"
-            )
-    else:
-        kept.chosen = True
-        result.format, result.accuracy, result.kept_float = kept.format, kept.accuracy, kept.kept_float
-        result.speedup, result.size_bytes_after = kept.speedup, kept.size_bytes
-        if resolved == "dynamic":
-            result.notes.append(_large_batch_note(kept_model, original, samples, threads, budget))
-    result.seconds = time.perf_counter() - began
-    return kept_model, result
-
-
-def _large_batch_note(
-    kept_model: Model, original: Model, samples: int, threads: int | None, budget: Budget
-) -> str:
-    """The kept dynamic INT8 model judged again in large padded batches (it was judged at batch 1)."""
-    wide = plan_for(original, samples=samples, threads=threads, batch=EVAL_BATCH)
-    report = judge(kept_model, wide, budget)
-    low = "" if report.cosine_min is None else f", min {report.cosine_min:.4f}"
-    return (
-        f"judged at batch 1; in batches of up to {EVAL_BATCH} (padded) the same model gives {report.metric} "
-        f"{report.candidate_value:.4f}{low} ({'within' if report.passed else 'OUTSIDE'} the budget): dynamic "
-        "INT8 takes one activation scale per run, so large padded batches lose precision"
-    )
-
-
-__all__ = ["MIN_SPEEDUP", "MODES", "PREFER", "Budget", "Candidate", "QuantizeResult", "quantize"]
+    return Gated(original, float_model, built, passing, result, began, budget)

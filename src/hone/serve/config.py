@@ -7,7 +7,8 @@ contract. A model repository is Triton's layout with a JSON config instead of pr
       resnet/                  one folder per model; its name is the served model name
         config.json            optional: max_batch_size, max_queue_delay_ms, preferred_batch_sizes,
                                max_queue_size, default_timeout_ms, priority_levels, idle_dispatch,
-                               instances
+                               instances, session (onnxruntime's options:
+                               hone.session_options, as ``hone tune`` writes them)
         1/model.onnx           numbered version folders, each holding model.onnx
         2/model.onnx
 
@@ -30,6 +31,7 @@ from typing import Any
 from hone import zoo
 from hone.errors import InputError, ModelNotFoundError, OptionError, RepositoryError, UnknownModelError
 from hone.model import Model
+from hone.session_options import SessionOptions
 from hone.sources import load
 
 logger = logging.getLogger(__name__)
@@ -45,7 +47,7 @@ BATCH_CONFIG_KEYS = (
     "priority_levels",
     "idle_dispatch",
 )
-CONFIG_KEYS = (*BATCH_CONFIG_KEYS, "instances")
+CONFIG_KEYS = (*BATCH_CONFIG_KEYS, "instances", "session")
 # Served names travel in URL paths (/v2/models/{name}); keep them to characters that need no escaping.
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
@@ -124,6 +126,7 @@ class RepositoryEntry:
     instances: int = 1
     data: str | None = None  # --data: samples for the warm-up and the SLO probe
     dims: tuple[tuple[str, int], ...] = ()  # --dim values
+    session: SessionOptions | None = None  # config.json's "session": onnxruntime's options
 
     def load(self) -> Model:
         """The model, named as it is served, with its samples attached (errors as ``hone.load`` and
@@ -185,6 +188,12 @@ def resolve_models(
     ]
 
 
+def served_name(name: str) -> str:
+    """A model name ``hone serve`` accepts (letters, digits, ``_ . -``, starting with a letter or digit)."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).lstrip("_.-")
+    return cleaned or "model"
+
+
 def load_repository(
     path: str | os.PathLike[str],
     *,
@@ -233,7 +242,7 @@ def _model_entries(folder: Path, defaults: BatchConfig, instances: int) -> list[
             f"{folder / '1' / MODEL_FILE}",
             path=str(folder),
         )
-    batch, instances = _read_config(folder / CONFIG_FILE, defaults, instances)
+    batch, instances, session = _read_config(folder / CONFIG_FILE, defaults, instances)
     entries = []
     for version in versions:
         model_file = version / MODEL_FILE
@@ -242,7 +251,9 @@ def _model_entries(folder: Path, defaults: BatchConfig, instances: int) -> list[
                 f"version folder {version} has no {MODEL_FILE}; add it or remove the folder",
                 path=str(version),
             )
-        entries.append(RepositoryEntry(folder.name, version.name, str(model_file), batch, instances))
+        entries.append(
+            RepositoryEntry(folder.name, version.name, str(model_file), batch, instances, session=session)
+        )
     return entries
 
 
@@ -254,10 +265,12 @@ def _version_folders(folder: Path) -> list[Path]:
     )
 
 
-def _read_config(path: Path, defaults: BatchConfig, instances: int) -> tuple[BatchConfig, int]:
-    """The model's BatchConfig and instance count: ``config.json`` keys over the defaults."""
+def _read_config(
+    path: Path, defaults: BatchConfig, instances: int
+) -> tuple[BatchConfig, int, SessionOptions | None]:
+    """The model's BatchConfig, instance count and session options: ``config.json`` over the defaults."""
     if not path.is_file():
-        return defaults, instances
+        return defaults, instances, None
     try:
         raw: Any = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -280,9 +293,10 @@ def _read_config(path: Path, defaults: BatchConfig, instances: int) -> tuple[Bat
         batch = replace(defaults, **overrides)
         count = raw.get("instances", instances)
         _check_int("instances", count, minimum=1, note="each instance is one onnxruntime session")
+        session = SessionOptions.from_json(raw["session"], "session") if "session" in raw else None
     except OptionError as exc:
         raise RepositoryError(f"{path}: {exc}", path=str(path)) from exc
-    return batch, count
+    return batch, count, session
 
 
 def _check_model_name(name: str, *, origin: str, fix: str, error: type[InputError]) -> None:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -32,6 +32,7 @@ from hone.model import Model
 from hone.runtime import Session, SessionConfig, default_threads
 from hone.serve.datatypes import KSERVE_DATATYPES, STRING_KINDS, Datatype, datatype_from_dtype
 from hone.serve.index_ranges import IndexRange, enforced_index_ranges
+from hone.session_options import SessionOptions
 from hone.specs import TensorSpec
 
 logger = logging.getLogger(__name__)
@@ -77,7 +78,8 @@ class ModelRunner:
 
     ``max_batch_size`` is the batcher's (0 or 1: batching off, requests run with the shapes they
     bring); with batching on every input's first dim must be dynamic, as it is the batch dim.
-    ``threads`` is per instance; by default the physical cores divided among the instances.
+    ``threads`` is per instance; by default ``session.threads``, else the physical cores divided
+    among the instances. ``session`` holds the other onnxruntime options (``hone.session_options``).
     """
 
     def __init__(
@@ -90,6 +92,7 @@ class ModelRunner:
         max_batch_size: int = 0,
         threads: int | None = None,
         provider: str = "cpu",
+        session: SessionOptions | None = None,
     ) -> None:
         if isinstance(instances, bool) or not isinstance(instances, int) or instances < 1:
             raise OptionError(f"instances must be an integer of at least 1, got {instances!r}")
@@ -103,18 +106,19 @@ class ModelRunner:
         self.version = version
         self.instances = instances
         self.max_batch_size = max_batch_size
-        self.threads = threads or max(1, default_threads() // instances)
+        options = session or SessionOptions()
+        self.threads = threads or options.threads or max(1, default_threads() // instances)
         self.inputs = tuple(_metadata(spec) for spec in model.inputs)
         self.outputs = tuple(_metadata(spec) for spec in model.outputs)
         self._inputs_by_name = {tensor.name: tensor for tensor in self.inputs}
         self.index_ranges = enforced_index_ranges(model.ir)
         if self.batching:
             self._check_batchable()
-        config = SessionConfig(provider=provider, threads=self.threads, optimization="all")
+        config = replace(SessionConfig.from_options(options, provider=provider), threads=self.threads)
         self._sessions = [Session(model, config) for _ in range(instances)]
         self._pool: queue.SimpleQueue[Session] = queue.SimpleQueue()
-        for session in self._sessions:
-            self._pool.put(session)
+        for built in self._sessions:
+            self._pool.put(built)
         logger.info(
             "%s v%s: %d instance(s) x %d thread(s), max_batch_size %d",
             name,

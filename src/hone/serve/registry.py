@@ -370,6 +370,7 @@ def _build_runner(entry: RepositoryEntry) -> ModelRunner:
         entry.version,
         instances=entry.instances,
         max_batch_size=entry.batch.max_batch_size,
+        session=entry.session,
     )
     runner.warm_up()
     return runner
