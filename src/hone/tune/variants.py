@@ -175,9 +175,13 @@ def _int8_variants(
             description = f"INT8 {candidate.mode} {candidate.format}, " + (
                 "per channel" if per_channel else "per tensor"
             )
+            name = candidate.name + suffix
             if candidate.kept_float:
                 description += f", {len(candidate.kept_float)} layer(s) kept float"
-            found.append((candidate.name + suffix, description, model, candidate.accuracy))
+                name += f"-{len(candidate.kept_float)}-float"
+            if any(name == seen for seen, *_ in found):
+                continue  # the fallback rebuilds a candidate with the same float layers: judged once
+            found.append((name, description, model, candidate.accuracy))
         if gated.result.mode != "static":
             break  # dynamic INT8 weights are per channel or per tensor alike on onnxruntime's CPU kernels
     return found
