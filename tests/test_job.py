@@ -147,7 +147,14 @@ def test_the_model_repository_loads_as_hone_serve_reads_it_and_answers(run_out) 
     assert (config["max_batch_size"], config["max_queue_delay_ms"]) == (report.serve.max_batch_size,
                                                                          report.serve.max_queue_delay_ms)
     entries = load_repository(out / "serve")
-    assert [(e.name, e.version, e.batch.max_batch_size) for e in entries] == [("tiny", "1", 32)]
+    assert [(e.name, e.version, e.batch.max_batch_size) for e in entries] == [("tiny", "1", report.serve.max_batch_size)]
+    # what the serve stage's bounded tuner chose (or hone serve's defaults, when they won), as served
+    tuned = report.serve_tune
+    assert tuned.notes[0].startswith("bounded mode:") and tuned.points and tuned.defaults is not None
+    assert {p.variant for p in tuned.points} == {report.shipped.label}
+    assert entries[0].session == tuned.chosen.runtime and entries[0].instances == tuned.chosen.server.instances
+    assert config["session"] == tuned.chosen.runtime.to_json()
+    assert tuned.defaults_best or all(c.throughput_ratio > 1.0 for c in tuned.confirmations)
 
     async def serve_one_request() -> dict[str, np.ndarray]:
         registry = ModelRegistry(lambda: entries)

@@ -437,7 +437,9 @@ def run(
     model: Annotated[str | None, typer.Argument(help="model (default: efficientnet_lite0)")] = None,
     out: Annotated[
         Path,
-        typer.Option("--out", help="folder for report.json, report.html and the targets serve/, web/, edge/"),
+        typer.Option(
+            "--out", "-o", help="folder for report.json, report.html and the targets serve/, web/, edge/"
+        ),
     ] = Path("hone-out"),
     batch: Annotated[
         str | None, typer.Option("--batch", help="comma-separated batch sizes (default 1,8)")

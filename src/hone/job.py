@@ -17,11 +17,14 @@ Stages (``hone.job_types.STAGES``), and what each needs:
   of (loaded, optimized, quantized) among those faster than the loaded model at every batch, in the
   pooled medians and in every round, else the loaded model (``choose_shipped``): a variant that is
   not faster never ships. Without a bench the loaded model ships, with the reason.
-- serve: a closed-loop load test of the shipped model behind the dynamic batcher, in-process
-  (``hone.serve.loadtest``), with ``SERVE_BATCH_CONFIG``.
+- serve: the tuner in its bounded mode (``hone.tune.tune_serving``) on the shipped model: its
+  onnxruntime session options and the server's settings (batcher, instances x threads), every
+  point a closed-loop load test through the real batcher at ``SERVE_CONCURRENCIES``, within a
+  budget of ``RUN_TUNE_POINTS`` points, the choice confirmed interleaved against ``hone serve``'s
+  defaults (which it keeps unless beaten). ``hone tune`` searches the model's variants as well.
 - ship-serve: a model repository in ``<out>/serve`` (``<model>/1/model.onnx`` and
-  ``<model>/config.json`` with the batcher settings the serve stage measured), read back with the
-  same code ``hone serve <out>/serve`` uses.
+  ``<model>/config.json`` with the settings the serve stage chose), read back with the same code
+  ``hone serve <out>/serve`` uses.
 - web: the loaded model as a browser bundle in ``<out>/web``: where each op runs on WebGPU and,
   where Chromium is installed, one measured page load (provider, adapter, speed). A page that fails,
   or whose outputs differ from native onnxruntime, fails the stage; the bundle stays.
@@ -78,6 +81,7 @@ if TYPE_CHECKING:  # imported by the stages that need them, when they run
     from hone.passes.types import OptimizeResult
     from hone.quantize.types import QuantizeResult
     from hone.serve.types import LoadTestResult
+    from hone.tune.types import TuneResult
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +91,8 @@ WEB_MAX_ABS_ERROR = 1e-2  # the page's outputs against native onnxruntime's, bey
 WEB_PAGE_RUNS = 2  # timed runs of the page in hone run's web stage (software WebGPU: 14 s a run for resnet18)
 SERVE_CONCURRENCIES = (1, 8)
 MAX_SERVE_SECONDS_PER_LEVEL = 2.0
-SERVE_BATCH_CONFIG = BatchConfig()  # the load test's batcher, written to the repository's config.json
+# The serve stage's tuning budget, in points under load at every level (2 s each at most: 64 s).
+RUN_TUNE_POINTS = 16
 DEFAULT_RUN_BATCHES = (1, 8)
 EDGE_PROFILE_S = 1.0  # timed seconds per edge profile process, at most (hone export's default is 2)
 BASELINE = "ort-all"  # the bench label every speedup is measured against: the loaded model, all optimizations
@@ -259,10 +264,15 @@ def _run_stages(
     report.showcase_artifact = choice.label if report.showcase else ""
 
     if serve:
-        report.serve = stages.run("serve", lambda: _serve(shipped, choice.label, options))
+        tuned = stages.run(
+            "serve",
+            lambda: _serve(shipped, choice.label, options, lambda detail: stages.step("serve", detail)),
+            done=lambda pair: pair[1].line().removeprefix("hone tune: "),
+        )
+        report.serve, report.serve_tune = tuned or (None, None)
         report.serve_repository = stages.run(
             "ship-serve",
-            lambda: _ship_serve(shipped, choice, report.serve, options),
+            lambda: _ship_serve(shipped, choice, report.serve_tune, options),
             done=_repository_line,
         )
     else:
@@ -451,49 +461,70 @@ def choose_shipped(bench: BenchResult, candidates: Sequence[tuple[str, str]]) ->
     )
 
 
-def _serve(shipped: Model, label: str, options: RunOptions) -> LoadTestResult:
-    """Each concurrency runs for the bench budget, at most MAX_SERVE_SECONDS_PER_LEVEL."""
-    from hone.serve.loadtest import load_test
+def _serve(
+    shipped: Model, label: str, options: RunOptions, step: Callable[[str], None]
+) -> tuple[LoadTestResult, TuneResult]:
+    """The bounded tuner on the shipped model; the chosen point's levels as the stage's load test.
+    Each level runs for the bench budget, at most MAX_SERVE_SECONDS_PER_LEVEL."""
+    from hone.serve.types import LoadTestResult
+    from hone.tune import tune_serving
 
-    return load_test(
+    seconds = min(options.budget_s, MAX_SERVE_SECONDS_PER_LEVEL)
+    result = tune_serving(
         shipped,
-        artifact=label,
-        concurrencies=SERVE_CONCURRENCIES,
-        config=SERVE_BATCH_CONFIG,
-        seconds_per_level=min(options.budget_s, MAX_SERVE_SECONDS_PER_LEVEL),
-        threads=options.threads,
+        budget_s=RUN_TUNE_POINTS * len(SERVE_CONCURRENCIES) * seconds,
+        concurrency=SERVE_CONCURRENCIES,
+        seconds_per_level=seconds,
+        cores=options.threads,
         provider=options.provider,
+        name=label,
+        progress=lambda what, share: step(f"{share:.0%} of the budget: {what}"),
     )
+    chosen = result.chosen
+    assert chosen is not None  # tune_serving raises when it could not measure the defaults
+    measured = LoadTestResult(
+        artifact=label,
+        max_batch_size=chosen.server.max_batch_size,
+        max_queue_delay_ms=chosen.server.max_queue_delay_ms,
+        levels=list(chosen.levels),
+    )
+    return measured, result
 
 
 def _ship_serve(
-    shipped: Model, choice: ShippedChoice, measured: LoadTestResult | None, options: RunOptions
+    shipped: Model, choice: ShippedChoice, tuned: TuneResult | None, options: RunOptions
 ) -> ServeRepositoryStage:
-    """``<out>/serve/<model>/1/model.onnx`` and ``config.json``, read back as ``hone serve`` reads them."""
-    from dataclasses import asdict
-
-    from hone.serve.config import BATCH_CONFIG_KEYS, CONFIG_FILE, MODEL_FILE, load_repository
+    """``<out>/serve/<model>/1/model.onnx`` and ``config.json`` (the serve stage's choice, else
+    ``hone serve``'s defaults), read back as ``hone serve`` reads them."""
+    from hone.serve.config import CONFIG_FILE, MODEL_FILE, load_repository
+    from hone.session_options import SessionOptions
+    from hone.tune import served_config
+    from hone.tune.types import ServerSettings, TunePoint
 
     folder = options.out / SERVE_FOLDER
     if folder.exists() and options.force:
         shutil.rmtree(folder)  # checked before any work: a folder, and --force was given
     name = served_name(shipped.name)
     model_path = shipped.save(folder / name / "1" / MODEL_FILE)
-    settings = asdict(SERVE_BATCH_CONFIG)
-    config = {
-        key: (list(settings[key]) if isinstance(settings[key], tuple) else settings[key])
-        for key in BATCH_CONFIG_KEYS
-    }
-    config["instances"] = 1
+    point = (
+        tuned.chosen
+        if tuned is not None and tuned.chosen is not None
+        else TunePoint(choice.label, SessionOptions(threads=options.threads), ServerSettings(), "defaults")
+    )
+    config = served_config(point)
     config_path = folder / name / CONFIG_FILE
     config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     entries = load_repository(folder)  # the layout and config.json, validated as `hone serve` does
-    if [(e.name, e.version, e.batch) for e in entries] != [(name, "1", SERVE_BATCH_CONFIG)]:
-        raise HoneError(
-            f"{folder} reads back as {entries}, not as {name} version 1 with the measured batcher"
-        )
+    expected = BatchConfig(
+        max_batch_size=point.server.max_batch_size,
+        max_queue_delay_ms=point.server.max_queue_delay_ms,
+        preferred_batch_sizes=point.server.preferred_batch_sizes,
+    )
+    read = [(e.name, e.version, e.batch, e.instances, e.session) for e in entries]
+    if read != [(name, "1", expected, point.server.instances, point.runtime)]:
+        raise HoneError(f"{folder} reads back as {entries}, not as {name} version 1 with the chosen settings")
     size = sum(p.stat().st_size for p in model_path.parent.iterdir() if p.is_file())
-    note = "" if measured is not None else "the serve stage did not measure these settings (it did not run)"
+    note = "" if tuned is not None else "the serve stage did not measure these settings (it did not run)"
     return ServeRepositoryStage(
         path=str(folder),
         model_name=name,
@@ -502,7 +533,7 @@ def _ship_serve(
         size_bytes=size,
         artifact=choice.label,
         config=config,
-        measured=measured is not None,
+        measured=tuned is not None,
         note=note,
     )
 
@@ -511,9 +542,10 @@ def _repository_line(repository: ServeRepositoryStage) -> str:
     config = repository.config
     line = (
         f"{repository.path}: {repository.model_name} v1 ({repository.artifact}), "
-        f"max batch {config['max_batch_size']}, queue delay {config['max_queue_delay_ms']:g} ms"
+        f"max batch {config['max_batch_size']}, queue delay {config['max_queue_delay_ms']:g} ms, "
+        f"{config.get('instances', 1)} instance(s), session {config.get('session', {})}"
     )
-    return line + ("; measured by the serve stage" if repository.measured else f"; {repository.note}")
+    return line + ("; chosen by the serve stage" if repository.measured else f"; {repository.note}")
 
 
 def _web(model: Model, options: RunOptions, step: Callable[[str], None]) -> WebStage:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from hone.profile.types import ProfileResult
     from hone.quantize.types import QuantizeResult
     from hone.serve.types import LoadTestResult
+    from hone.tune.types import TuneResult
     from hone.verify import VerifyResult
 
 # The stages of ``hone run`` in the order they run (hone.job's docstring says what each needs).
@@ -84,8 +85,8 @@ class ServeRepositoryStage:
     config_path: str  # <path>/<model_name>/config.json
     size_bytes: int  # model.onnx and its external data
     artifact: str  # the shipped model's bench label (ShippedChoice.label)
-    config: dict[str, Any]  # what config.json holds: the batcher settings
-    measured: bool  # whether the serve stage's load test ran with exactly these settings
+    config: dict[str, Any]  # what config.json holds: the batcher, instances and session options
+    measured: bool  # whether the serve stage measured exactly these settings
     note: str = ""
 
 
@@ -115,7 +116,8 @@ class RunReport:
     quantize: QuantizeResult | None = None
     bench: BenchResult | None = None
     shipped: ShippedChoice | None = None
-    serve: LoadTestResult | None = None
+    serve: LoadTestResult | None = None  # the chosen settings' load test (from serve_tune)
+    serve_tune: TuneResult | None = None  # the serve stage's bounded search
     serve_repository: ServeRepositoryStage | None = None
     web: WebStage | None = None
     edge: EdgeResult | None = None

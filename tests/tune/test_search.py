@@ -234,3 +234,34 @@ def test_hone_tune_refuses_a_budget_too_small(cli, mlp_path: Path, tmp_path: Pat
     done = cli("tune", str(mlp_path), "-o", str(tmp_path / "r"), "--budget-min", "0.01", "--no-cache")
     assert done.exit_code != 0
     assert "too small to measure anything" in done.stderr
+
+
+def test_the_confirmation_is_kept_in_hand_when_the_budget_runs_out(models, tmp_path: Path) -> None:
+    """A budget that stops the search early still pays for the interleaved A/B of its choice."""
+    result, _ = search(models, tmp_path, budget_s=40.0)
+    assert result.budget_spent
+    assert result.chosen is not None
+    assert not result.defaults_best and len(result.confirmations) == 2  # the int8 point, confirmed
+    assert not any("no budget left to measure the chosen point" in n for n in result.notes)
+
+
+def test_the_bounded_mode_tunes_only_the_serving_of_one_model(models, mlp_path: Path) -> None:
+    """hone run's serve stage: no variants raced, every point on the given model under its label."""
+    from hone.tune import tune_serving
+
+    original = models[0]
+    clock = FakeClock()
+    measurer = FakeMeasurer(clock, {id(original): 1.0})
+    result = tune_serving(
+        original, budget_s=60.0, concurrency=(1, 8), seconds_per_level=1.0, cores=2, name="hone-qdq+ort-all",
+        measurer=measurer, clock=clock,
+    )
+    assert [v.name for v in result.variants] == ["hone-qdq+ort-all"]
+    assert {p.variant for p in result.points} == {"hone-qdq+ort-all"}
+    assert result.chosen is not None and result.defaults is not None
+    assert result.notes[0].startswith("bounded mode:")
+    assert clock.now <= 60.0 + 1e-9  # the budget holds, the confirmation included
+    assert result.cache_path == ""  # nothing cached: a run measures afresh
+    with pytest.raises(OptionError, match="too small to measure anything"):
+        tune_serving(original, budget_s=1.0, concurrency=(1, 8), seconds_per_level=1.0, cores=2,
+                     measurer=FakeMeasurer(FakeClock(), {id(original): 1.0}), clock=FakeClock())

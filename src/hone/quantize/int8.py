@@ -63,11 +63,16 @@ FP16_KEEP_FLOAT = (
 
 
 class _NoPreprocessAdvice(logging.Filter):
-    """Drops onnxruntime's "Please consider pre-processing" warning: hone optimizes (folds, infers
-    shapes) before it quantizes, so the advice is already followed and would only alarm users."""
+    """Drops two warnings onnxruntime's quantizer logs on the root logger: "Please consider
+    pre-processing" (hone optimizes, folds and infers shapes before it quantizes, so the advice is
+    already followed) and "Inference failed or unsupported type to quantize for tensor" (said, with
+    the whole type proto, once per run for every integer tensor such as token or byte ids, which
+    are never quantized): neither is something a user can act on."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Please consider")
+        return not str(record.msg).startswith(
+            ("Please consider", "Inference failed or unsupported type to quantize")
+        )
 
 
 logging.getLogger().addFilter(_NoPreprocessAdvice())

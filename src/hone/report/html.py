@@ -7,15 +7,15 @@ section whose rendering fails says so in its place instead of losing the file.
 
 from __future__ import annotations
 
-import base64
 import html
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from hone.bench.types import BenchResult
 from hone.job_types import PhotoTop5, RunReport, ServeRepositoryStage, ShippedChoice, WebStage
+from hone.report.markup import image, table
 from hone.report.plots import (
     bench_latency_png,
     breakdown_figure,
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from hone.profile.types import ProfileResult
     from hone.quantize.types import QuantizeResult
     from hone.serve.types import LoadTestResult
+    from hone.tune.types import TuneResult
     from hone.verify import VerifyResult
 
 logger = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ def render_html(report: RunReport) -> str:
             f"{'passed' if report.passed else 'FAILED'}</span></p>"
         ),
         "<h2 id='stages'>Stages</h2>",
-        _table(
+        table(
             ("stage", "status", "seconds", "message"),
             [(s.name, _status(s.status), f"{s.seconds:.2f}", e(s.message)) for s in report.stages],
             escape=False,
@@ -91,7 +92,7 @@ def render_html(report: RunReport) -> str:
     _add(parts, "quantize", report.quantize, _quantize_section)
     _add(parts, "bench", report.bench, lambda result: _bench_section(result, report.shipped))
     _add(parts, "shipped", report.shipped, _shipped_section)
-    _add(parts, "serve", report.serve, _serve_section)
+    _add(parts, "serve", report.serve, lambda result: _serve_section(result, report.serve_tune))
     _add(
         parts, "ship-serve", report.serve_repository, lambda result: _repository_section(result, report.serve)
     )
@@ -137,14 +138,14 @@ def _model_section(info: ModelInfo) -> str:
         ("producer", info.producer or "-"),
         *((k, v) for k, v in info.provenance.items()),
     ]
-    parts.append(_table(("field", "value"), rows))
+    parts.append(table(("field", "value"), rows))
     io_rows = [
         (kind, t.name, t.dtype, "[" + ", ".join("?" if d is None else str(d) for d in t.shape) + "]")
         for kind, tensors in (("input", info.inputs), ("output", info.outputs))
         for t in tensors
     ]
-    parts.append(_table(("kind", "name", "dtype", "shape"), io_rows))
-    parts.append(_image(op_counts_png(info.op_counts, "nodes by op type"), "nodes by op type"))
+    parts.append(table(("kind", "name", "dtype", "shape"), io_rows))
+    parts.append(image(op_counts_png(info.op_counts, "nodes by op type"), "nodes by op type"))
     return "\n".join(parts)
 
 
@@ -173,7 +174,7 @@ def _verify_section(verify: VerifyResult) -> str:
         for o in c.outputs
     ]
     parts.append(
-        _table(
+        table(
             (
                 "reference",
                 "candidate",
@@ -236,7 +237,7 @@ def _bench_section(result: BenchResult, shipped: ShippedChoice | None) -> str:
         for c in result.configs
     ]
     parts.append(
-        _table(
+        table(
             (
                 "variant",
                 "batch",
@@ -257,7 +258,7 @@ def _bench_section(result: BenchResult, shipped: ShippedChoice | None) -> str:
             escape=False,
         )
     )
-    parts.append(_image(bench_latency_png(result), "latency and throughput by variant and batch"))
+    parts.append(image(bench_latency_png(result), "latency and throughput by variant and batch"))
     return "\n".join(parts)
 
 
@@ -270,7 +271,7 @@ def _shipped_section(shipped: ShippedChoice) -> str:
     )
 
 
-def _serve_section(serve: LoadTestResult) -> str:
+def _serve_section(serve: LoadTestResult, tuned: TuneResult | None) -> str:
     e = html.escape
     parts = [
         "<h2 id='serve'>Serving</h2>",
@@ -279,6 +280,9 @@ def _serve_section(serve: LoadTestResult) -> str:
             f" delay {serve.max_queue_delay_ms:g} ms), closed-loop single-sample requests, in-process.</p>"
         ),
     ]
+    if tuned is not None:
+        parts.append(f"<p>{e(tuned.line())}</p>")
+        parts += [f"<p class='note'>{e(note)}</p>" for note in tuned.notes]
     rows = [
         (
             str(level.concurrency),
@@ -292,18 +296,46 @@ def _serve_section(serve: LoadTestResult) -> str:
         for level in serve.levels
     ]
     parts.append(
-        _table(
+        table(
             ("concurrency", "requests", "failures", "p50 ms", "p99 ms", "requests/s", "batch size: batches"),
             rows,
         )
     )
+    if tuned is not None and tuned.points:
+        parts.append(
+            "<p>Every point the serve stage measured (score: its throughput over the defaults'):</p>"
+        )
+        parts.append(
+            table(
+                (
+                    "stage",
+                    "session",
+                    "server",
+                    *(f"c={c} req/s | p99 ms" for c in tuned.concurrencies),
+                    "score",
+                ),
+                (
+                    (
+                        point.stage,
+                        point.runtime.label(),
+                        point.server.label(),
+                        *(
+                            f"{lv.throughput_per_s:,.0f} | {lv.p99_ms:.2f}" if lv is not None else "-"
+                            for lv in (point.level(c) for c in tuned.concurrencies)
+                        ),
+                        f"{point.score:.2f}x" if point.score else "-",
+                    )
+                    for point in tuned.points
+                ),
+            )
+        )
     return "\n".join(parts)
 
 
 def _repository_section(repository: ServeRepositoryStage, serve: LoadTestResult | None) -> str:
     e = html.escape
     measured = (
-        "the serve stage measured these settings: see Serving"
+        "the serve stage chose and measured these settings: see Serving"
         if repository.measured and serve is not None
         else e(repository.note or "not measured")
     )
@@ -323,7 +355,7 @@ def _repository_section(repository: ServeRepositoryStage, serve: LoadTestResult 
         ("measured", measured),
         ("serve it", f"<code>hone serve {e(repository.path)}</code>"),
     ]
-    return "<h2 id='ship-serve'>Model repository</h2>\n" + _table(("", ""), rows, escape=False)
+    return "<h2 id='ship-serve'>Model repository</h2>\n" + table(("", ""), rows, escape=False)
 
 
 def _edge_section(edge: EdgeResult) -> str:
@@ -364,7 +396,7 @@ def _edge_section(edge: EdgeResult) -> str:
             )
         else:
             rows.append((label, "over the cap", "-", "-", "-", judged))
-    parts.append(_table(("model", "p50 ms", "p90 ms", "peak RSS MB", "session ms", "accuracy"), rows))
+    parts.append(table(("model", "p50 ms", "p90 ms", "peak RSS MB", "session ms", "accuracy"), rows))
     parts.extend(_notes(manifest))
     return "\n".join(parts)
 
@@ -404,7 +436,7 @@ def _web_section(web: WebStage) -> list[str]:
         ]
         if page.get("fallback_reason"):
             rows.append(("fallback", page["fallback_reason"]))
-        parts.append(_table(("headless Chromium", ""), rows))
+        parts.append(table(("headless Chromium", ""), rows))
     if web.page_note:
         parts.append(f"<p class='warn'>{e(web.page_note)}</p>")
     return parts
@@ -418,18 +450,6 @@ def _notes(result: Noted) -> list[str]:
 def _status(status: str) -> str:
     css = "ok" if status == "ok" else "failed" if status == "failed" else "warn"
     return f"<span class='{css}'>{html.escape(status)}</span>"
-
-
-def _table(header: Sequence[str], rows: Iterable[Sequence[str]], *, escape: bool = True) -> str:
-    cell = html.escape if escape else (lambda text: text)
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{cell(str(v))}</td>" for v in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _image(png: bytes, alt: str) -> str:
-    encoded = base64.b64encode(png).decode("ascii")
-    return f"<p><img alt='{html.escape(alt)}' src='data:image/png;base64,{encoded}'></p>"
 
 
 def _profile_section(result: ProfileResult) -> str:
@@ -461,7 +481,7 @@ def _profile_section(result: ProfileResult) -> str:
             )
         )
     parts.append(
-        _table(
+        table(
             ("op type (as in your graph)", "nodes", "ms", "share", "GFLOP/s", "GB/s", "bound"),
             rows,
             escape=False,
@@ -471,8 +491,8 @@ def _profile_section(result: ProfileResult) -> str:
         parts.append("<h3>Recommendations</h3><ul>")
         parts.extend(f"<li>{e(r.finding)} &rarr; {e(r.action)}</li>" for r in result.recommendations)
         parts.append("</ul>")
-    parts.append(_image(figure_bytes(roofline_figure(result)), "roofline: every node a point, sized by time"))
-    parts.append(_image(figure_bytes(breakdown_figure(result)), "time by op type and bottleneck class"))
+    parts.append(image(figure_bytes(roofline_figure(result)), "roofline: every node a point, sized by time"))
+    parts.append(image(figure_bytes(breakdown_figure(result)), "time by op type and bottleneck class"))
     return "\n".join(parts)
 
 
@@ -505,7 +525,7 @@ def _optimize_section(result: OptimizeResult, bench: BenchResult | None) -> str:
         if rows:
             parts.append("<p>onnxruntime with all optimizations on both, raced in interleaved blocks:</p>")
             parts.append(
-                _table(
+                table(
                     (
                         "batch",
                         "before p50 ms",
@@ -534,7 +554,7 @@ def _optimize_section(result: OptimizeResult, bench: BenchResult | None) -> str:
         for p in result.passes
     ]
     parts.append(
-        _table(
+        table(
             ("pass", "status", "nodes", "seconds", "max abs err", "matched", "missed / message"),
             rows,
             escape=False,
@@ -552,7 +572,7 @@ def _showcase_section(rows: Sequence[PhotoTop5], artifact: str) -> str:
     return "\n".join(
         [
             f"<h2 id='showcase'>Top-5 on real photos: float vs shipped ({e(artifact)})</h2>",
-            _table(
+            table(
                 ("photo", "float model", f"shipped ({artifact})", "same top-1"),
                 [
                     (
@@ -598,7 +618,7 @@ def _quantize_section(result: QuantizeResult) -> str:
         for c in result.candidates
     ]
     parts.append(
-        _table(
+        table(
             ("candidate", "layers kept float", "accuracy", "gate", "size", "p50 ms", "speedup"),
             rows,
             escape=False,
@@ -609,7 +629,7 @@ def _quantize_section(result: QuantizeResult) -> str:
     if result.outputs:
         parts.append("<p>Every output, judged (the worst decides):</p>")
         parts.append(
-            _table(
+            table(
                 ("output", "role", "metric", "value", "threshold", "gate", "detail"),
                 [
                     (
@@ -629,7 +649,7 @@ def _quantize_section(result: QuantizeResult) -> str:
     if result.layer_errors:
         parts.append("<p>Most sensitive layers (error each one's quantization added):</p>")
         parts.append(
-            _table(
+            table(
                 ("layer", "op", "local error", "cumulative error"),
                 [
                     (layer.node, layer.op_type, f"{layer.local:.4f}", f"{layer.cumulative:.4f}")

@@ -225,12 +225,15 @@ def run_summary(report: RunReport) -> Table:
                 f"{level.throughput_per_s:,.0f} req/s, mean batch {batch_mean(level.batch_sizes):.1f}"
                 for level in report.serve.levels
             )
+            if report.serve_tune is not None:
+                detail += "; " + report.serve_tune.line().removeprefix("hone tune: ")
         elif stage.name == "ship-serve" and report.serve_repository is not None:
             repository = report.serve_repository
             detail = (
                 f"{repository.path} ({human_bytes(repository.size_bytes)}): {repository.model_name} v1 = "
                 f"{repository.artifact}, max batch {repository.config['max_batch_size']}, queue delay "
-                f"{repository.config['max_queue_delay_ms']:g} ms "
+                f"{repository.config['max_queue_delay_ms']:g} ms, {repository.config.get('instances', 1)} "
+                f"instance(s) "
                 + ("(measured by the serve stage)" if repository.measured else "(not measured)")
                 + f"; hone serve {repository.path}"
             )

@@ -4,12 +4,11 @@ self-contained HTML file (the plot as a data: URI)."""
 
 from __future__ import annotations
 
-import base64
 import html
 import io
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from hone.report.markup import image, table
 from hone.tune.types import TunePoint, TuneResult
 
 
@@ -98,7 +97,6 @@ def pareto_png(result: TuneResult) -> bytes:
 
 def render_tune_html(result: TuneResult) -> str:
     e = html.escape
-    png = base64.b64encode(pareto_png(result)).decode("ascii")
     slo = (
         f"p99 <= {result.slo_p99_ms:g} ms" if result.slo_p99_ms else "no SLO (p99 no worse than the defaults)"
     )
@@ -118,7 +116,7 @@ def render_tune_html(result: TuneResult) -> str:
         "<h2>Pareto front</h2>",
         "<p>Every point measured under closed-loop load through hone's batcher (single-sample requests);"
         " the square is the defaults, the star the chosen point, the grey line the front.</p>",
-        f"<p><img alt='Pareto front' src='data:image/png;base64,{png}'></p>",
+        image(pareto_png(result), "Pareto front"),
     ]
     if result.confirmations:
         parts.append("<h2>Chosen vs defaults, interleaved</h2>")
@@ -135,14 +133,14 @@ def render_tune_html(result: TuneResult) -> str:
             for c in result.confirmations
         ]
         parts.append(
-            _table(
+            table(
                 ["c", "defaults req/s", "chosen req/s", "ratio", "per round", "defaults p99", "chosen p99"],
                 rows,
             )
         )
     parts.append("<h2>Variants</h2>")
     parts.append(
-        _table(
+        table(
             [
                 "variant",
                 "built as",
@@ -173,7 +171,7 @@ def render_tune_html(result: TuneResult) -> str:
     if result.runtime_trials:
         parts.append("<h2>Session options (each raced against the base)</h2>")
         parts.append(
-            _table(
+            table(
                 ["variant", "options", "p50 ms", "vs base", "faster every round", "kept"],
                 [
                     (
@@ -218,10 +216,3 @@ def render_tune_html(result: TuneResult) -> str:
 
 def _num(value: float | None, fmt: str, suffix: str = "") -> str:
     return "-" if value is None else f"{value:{fmt}}{suffix}"
-
-
-def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    e = html.escape
-    head = "".join(f"<th>{e(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

@@ -57,13 +57,15 @@ def tune(
     clock: Callable[[], float] = time.perf_counter,
     progress: Progress | None = None,
     build_variants: bool = True,
+    cores: int | None = None,
 ) -> TuneResult:
     """Search ``source``'s variants, session options and server settings; write the repository.
 
     ``accuracy`` is the gate's budget (``hone quantize --budget``'s syntax); ``slo_p99_ms`` bounds
     p99 at every concurrency level, else the chosen point's p99 may not be worse than the defaults'.
     ``cache`` is the SQLite file (default ``<hone cache>/tune.sqlite``); ``use_cache=False`` keeps
-    nothing. ``measurer`` and ``clock`` are injected by tests.
+    nothing. ``cores`` is the thread budget split into instances x threads (default: the physical
+    cores). ``measurer`` and ``clock`` are injected by tests.
     """
     from hone.quantize.gate import Budget
     from hone.runtime import default_threads
@@ -92,24 +94,13 @@ def tune(
         slo_p99_ms=slo_p99_ms,
         budget_s=budget_min * 60.0,
         seconds_per_level=seconds_per_level,
-        cores=default_threads(),
+        cores=cores or default_threads(),
     )
     cache_path = Path(cache) if cache is not None else cache_dir() / CACHE_FILE
-    points = PointCache(cache_path if use_cache else None)
-    result = TuneResult(
-        model=model.name,
-        objective=chosen_objective,
-        slo_p99_ms=slo_p99_ms,
-        concurrencies=list(levels),
-        budget_s=settings.budget_s,
-        cache_path=str(cache_path) if use_cache else "",
+    search, points = _new_search(
+        model, settings, cache_path if use_cache else None, measurer, provider, clock, progress, started
     )
-    key = _fingerprint(model, provider, settings.cores)
-    if measurer is None:
-        from hone.tune.measure import OrtMeasurer
-
-        measurer = OrtMeasurer(provider)
-    search = Search(measurer, points, clock, settings, key, result, progress, started=started)
+    result = search.result
     try:
         if settings.budget_s < search.point_cost_s:
             search.run(reference_variant(model), [])  # raises the one-line "budget too small"
@@ -120,7 +111,7 @@ def tune(
                 model,
                 budget=gate_budget,
                 dims=dict(dims or {}),
-                key=key,
+                key=search.key,
                 folder=cache_dir() / "tune-variants",
                 cache=points,
                 provider=provider,
@@ -142,13 +133,89 @@ def tune(
             model,
         )
     finally:
-        points.close()
-        close = getattr(measurer, "close", None)
-        if callable(close):
-            close()
+        _close(points, search.measurer)
     result.seconds = clock() - started
     write_repository(result, chosen_model, target, force=force)
     return result
+
+
+def tune_serving(
+    model: Model,
+    *,
+    budget_s: float,
+    concurrency: Sequence[int],
+    seconds_per_level: float,
+    cores: int,
+    provider: str = "cpu",
+    name: str = "original",
+    measurer: Measurer | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+    progress: Progress | None = None,
+) -> TuneResult:
+    """The bounded mode ``hone run``'s serve stage uses: the session options and the server settings
+    of one model already chosen (no variants are built: the run's bench chose the model), within
+    ``budget_s``, nothing cached and nothing written (``write_repository`` writes the choice).
+    The search's own stages and its interleaved confirmation against the defaults are unchanged;
+    ``name`` labels the model in the result (``hone run`` gives the shipped artifact's label)."""
+    from hone.tune.variants import reference_variant
+
+    levels = _checked_concurrency(concurrency)
+    settings = SearchSettings(
+        concurrencies=levels,
+        budget_s=budget_s,
+        seconds_per_level=seconds_per_level,
+        race_seconds=min(SearchSettings.race_seconds, 2 * seconds_per_level),
+        cores=cores,
+    )
+    started = clock()
+    search, points = _new_search(model, settings, None, measurer, provider, clock, progress, started)
+    try:
+        reference = reference_variant(model, name)
+        search.result.variants = [reference.report]
+        result = search.run(reference, [])
+    finally:
+        _close(points, search.measurer)
+    result.seconds = clock() - started
+    result.notes.insert(
+        0,
+        f"bounded mode: session options and server settings of {model.name} only, within "
+        f"{budget_s:.0f} s (hone tune also searches the model's variants)",
+    )
+    return result
+
+
+def _new_search(
+    model: Model,
+    settings: SearchSettings,
+    cache_path: Path | None,
+    measurer: Measurer | None,
+    provider: str,
+    clock: Callable[[], float],
+    progress: Progress | None,
+    started: float,
+) -> tuple[Search, PointCache]:
+    points = PointCache(cache_path)
+    result = TuneResult(
+        model=model.name,
+        objective=settings.objective,
+        slo_p99_ms=settings.slo_p99_ms,
+        concurrencies=list(settings.concurrencies),
+        budget_s=settings.budget_s,
+        cache_path=str(cache_path) if cache_path is not None else "",
+    )
+    key = _fingerprint(model, provider, settings.cores)
+    if measurer is None:
+        from hone.tune.measure import OrtMeasurer
+
+        measurer = OrtMeasurer(provider)
+    return Search(measurer, points, clock, settings, key, result, progress, started=started), points
+
+
+def _close(points: PointCache, measurer: Measurer) -> None:
+    points.close()
+    close = getattr(measurer, "close", None)
+    if callable(close):
+        close()
 
 
 def write_repository(result: TuneResult, model: Model, out: Path, *, force: bool) -> Path:

@@ -19,15 +19,16 @@ contenders from one interleaved race:
    instances x threads, the latency-vs-batch curve seeds the batcher's knobs (the knee of the
    throughput curve, the largest batch that fits the SLO, a queue delay of one batch's p50 or
    none); each seed is measured under load at every concurrency, then the best is refined once
-   (its batch size halved and doubled).
+   (its batch size halved and doubled). A seed's queue delay is at most ``MAX_SEED_DELAY_MS``.
 5. **The choice.** The feasible point (p99 within the SLO, else no worse than the defaults' p99 at
    any level) with the best score (throughput, or p99, against the defaults; geometric mean over
    the levels). It is measured again interleaved with the defaults (A B A B at each level); unless
    it wins that too, the defaults are kept: the search can and does answer "the defaults are best".
 
-Budget: every measurement first checks that its estimated cost fits what is left of the budget;
-the first that does not ends the search (``budget_spent``), which then chooses among what it
-measured. Resume: every measurement goes through the cache under a key naming what it depends on.
+Budget: every measurement first checks that its estimated cost fits what is left of the budget
+once the confirmation's share is set aside (the defaults and the confirmation itself may use that
+share); the first that does not ends the search (``budget_spent``), which then chooses among what
+it measured. Resume: every measurement goes through the cache under a key naming what it depends on.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ LARGE_BATCH = 8
 CONFIRM_ROUNDS = 2
 # A session option is kept only when it is faster in every round of its race and by this much.
 MIN_OPTION_GAIN = 1.03
+# The longest queue delay a seed proposes: beyond it a request waits more than a batch could repay.
+MAX_SEED_DELAY_MS = 5.0
 
 
 def option_changes(cores: int) -> tuple[tuple[str, dict[str, object]], ...]:
@@ -126,16 +129,29 @@ class Search:
     def left(self) -> float:
         return self.settings.budget_s - self.spent()
 
+    @property
+    def confirm_cost_s(self) -> float:
+        """What the interleaved confirmation takes: the search keeps it in hand for the end."""
+        return 2 * CONFIRM_ROUNDS * self.point_cost_s
+
     def _measure(
-        self, kind: str, parts: Sequence[object], cost_s: float, what: str, compute: Callable[[], object]
+        self,
+        kind: str,
+        parts: Sequence[object],
+        cost_s: float,
+        what: str,
+        compute: Callable[[], object],
+        *,
+        reserve: bool = True,
     ):
-        """The cached value of this measurement, else measured (when ``cost_s`` fits the budget)."""
+        """The cached value of this measurement, else measured when ``cost_s`` fits the budget (with
+        ``reserve``, what is left after the confirmation's share)."""
         key = key_of(self.key, kind, *parts)
         hit = self.cache.get(key)
         if hit is not None:
             self.result.cached += 1
             return hit, True
-        if cost_s > self.left():
+        if cost_s + (self.confirm_cost_s if reserve else 0.0) > self.left():
             raise BudgetSpent(what)
         if self.progress is not None:
             self.progress(what, min(1.0, self.spent() / self.settings.budget_s))
@@ -218,7 +234,14 @@ class Search:
                 return _level_json(level)
 
             what = f"load c={concurrency}: {variant.report.name} | {options.label()} | {server.label()}"
-            raw, cached = self._measure("level", parts, self.settings.seconds_per_level, what, compute)
+            raw, cached = self._measure(
+                "level",
+                parts,
+                self.settings.seconds_per_level,
+                what,
+                compute,
+                reserve=stage not in ("defaults", "confirm"),
+            )
             all_cached = all_cached and cached
             point.levels.append(_level_from_json(raw))
         point.cached = all_cached
@@ -268,6 +291,9 @@ class Search:
         for variant in variants:
             if not variant.report.passed:
                 variant.report.note = variant.report.note or "failed the accuracy gate"
+        if not passing and self.settings.slo_p99_ms is None:
+            original.report.kept = True  # nothing to race it against, and no floor to check
+            return [original]
         contenders = {v.report.name: (v, base) for v in [original, *passing]}
         large = LARGE_BATCH if _batchable(original.model) else 1
         single, _ = self.race(contenders, 1, "race: every variant at batch 1")
@@ -404,7 +430,8 @@ class Search:
         for point in dict.fromkeys(chosen):
             size = max(2, point.batch)
             budget_delay = HEADROOM * slo - 2 * point.p99_ms if slo else point.p50_ms
-            for delay in (round(max(0.0, min(point.p50_ms, budget_delay)), 2), 0.0):
+            longest = min(point.p50_ms, budget_delay, MAX_SEED_DELAY_MS)
+            for delay in (round(max(0.0, longest), 2), 0.0):
                 server = ServerSettings(max_batch_size=size, max_queue_delay_ms=delay, instances=instances)
                 if server not in seeds:
                     seeds.append(server)

@@ -154,12 +154,17 @@ class TuneResult:
                 f"hone tune: {self.model}: the defaults are best ({self.defaults.label}); "
                 f"{self.measured} point(s) measured, {self.cached} from the cache, {self.seconds:.0f} s"
             )
-        ratios = ", ".join(
-            f"c={c.concurrency}: {c.throughput_ratio:.2f}x throughput, p99 {c.chosen_p99_ms:.1f} vs "
-            f"{c.default_p99_ms:.1f} ms"
-            for c in self.confirmations
-        )
+        if self.confirmations:
+            ratios = ", ".join(
+                f"c={c.concurrency}: {c.throughput_ratio:.2f}x throughput, p99 {c.chosen_p99_ms:.1f} vs "
+                f"{c.default_p99_ms:.1f} ms"
+                for c in self.confirmations
+            )
+            how = "interleaved"
+        else:
+            ratios = f"{self.chosen.score:.2f}x ({self.objective}, geometric mean over the levels)"
+            how = "measured apart, not confirmed interleaved"
         return (
-            f"hone tune: {self.model}: {self.chosen.label} vs the defaults: {ratios} (interleaved); "
+            f"hone tune: {self.model}: {self.chosen.label} vs the defaults: {ratios} ({how}); "
             f"{self.measured} point(s) measured, {self.cached} from the cache, {self.seconds:.0f} s"
         )

@@ -3,9 +3,10 @@
 - ``original``: the model as given (the reference; what ``hone serve`` runs by default);
 - ``optimized``: hone's graph passes for onnxruntime on CPU (``hone.optimize``, each pass verified
   and rolled back when it changes the answer), judged again by the accuracy gate;
-- the INT8 candidates of ``hone.quantize.gated_candidates`` (static: QDQ and QOperator, per
-  channel and, when the budget allows, per tensor; dynamic: s8 and u8 weights), with the gate on
-  every output and its per-layer fallback; fp16 only where the provider has fp16 kernels (not
+- the INT8 candidates of ``hone.quantize.gated_candidates``, first in the mode ``hone quantize``
+  would choose, then, while the budget's share for variants lasts, static per tensor and the other
+  mode (static: QDQ and QOperator, per channel or per tensor; dynamic: s8 and u8 weights), with
+  the gate on every output and its per-layer fallback; fp16 only where the provider has fp16 kernels (not
   onnxruntime's CPU provider, which runs most fp16 ops by casting back to float);
 - ``static-dims`` (with ``--dim``): the symbolic dims the user pinned, other than the batch axis,
   fixed in the graph's inputs so onnxruntime can fold shape arithmetic and plan memory, on the
@@ -133,10 +134,10 @@ def build_variants(
     return reference, built
 
 
-def reference_variant(model: Model) -> Variant:
+def reference_variant(model: Model, name: str = "original") -> Variant:
     """The model as given: the reference every variant is judged and raced against."""
     report = VariantReport(
-        "original",
+        name,
         "the model as given",
         passed=True,
         accuracy="the reference",
@@ -149,18 +150,23 @@ def reference_variant(model: Model) -> Variant:
 def _int8_variants(
     original: Model, budget: Budget, threads: int | None, clock: Clock, deadline: float, note: Note
 ) -> list[tuple[str, str, Model, AccuracyReport]]:
-    """Every INT8 candidate the gate judged (passing or not), per channel, then per tensor (static)."""
+    """Every INT8 candidate the gate judged (passing or not): the mode ``hone quantize`` would choose
+    per channel, then (static) per tensor, then the other mode, while the budget's share lasts."""
     from hone.quantize import gated_candidates
 
     found: list[tuple[str, str, Model, AccuracyReport]] = []
-    for per_channel in (True, False):
+    plans: list[tuple[str, bool]] = [("auto", True)]
+    while plans:
+        mode, per_channel = plans.pop(0)
+        what = f"{'' if mode == 'auto' else mode + ' '}INT8{'' if per_channel else ' per tensor'}"
         left = deadline - clock()
         if left <= 0:
-            note("per-tensor INT8 not tried: the share of the budget for variants was spent")
-            break
+            note(f"{what} not tried: the share of the budget for variants was spent")
+            continue
         try:
             gated = gated_candidates(
                 original,
+                mode=mode,
                 budget=budget,
                 per_channel=per_channel,
                 threads=threads,
@@ -168,8 +174,8 @@ def _int8_variants(
                 time_limit_s=left,
             )
         except HoneError as exc:
-            note(f"INT8 not built: {exc}")
-            break
+            note(f"{what} not built: {exc}")
+            continue
         suffix = "" if per_channel else "-per-tensor"
         for candidate, model in gated.built:
             description = f"INT8 {candidate.mode} {candidate.format}, " + (
@@ -182,8 +188,10 @@ def _int8_variants(
             if any(name == seen for seen, *_ in found):
                 continue  # the fallback rebuilds a candidate with the same float layers: judged once
             found.append((name, description, model, candidate.accuracy))
-        if gated.result.mode != "static":
-            break  # dynamic INT8 weights are per channel or per tensor alike on onnxruntime's CPU kernels
+        if mode == "auto":
+            # Dynamic INT8 weights are per channel or per tensor alike on onnxruntime's CPU kernels.
+            chosen = gated.result.mode
+            plans += [("static", False), ("dynamic", True)] if chosen == "static" else [("static", True)]
     return found
 
 
