@@ -31,10 +31,11 @@ For each model:
    perf_analyzer (HTTP, batch 1 per request, real samples of the held-out part) measures the three
    in turn, ``--rounds`` times (A B C A B C): every ratio is between blocks of the same run.
 
-The search's cost against a grid (``--grid-model``): every combination of the same space (the
+The search's cost against a grid (``--grid-model``, magika: its variants are few and its sessions
+quick to build, so the grid fits in minutes): every combination of the same space (the
 variants that passed the gate, the base session options and each single change the search tries,
 every split of the cores into instances x threads, max batch 4/8/16/32 and a queue delay of 0 or
-2 ms) measured at one concurrency (8) by the same measurer, then the search run again on that
+2 ms) measured at one concurrency (8), ``--grid-seconds-per-level`` each, by the same measurer, then the search run again on that
 space at that concurrency with ``--budget-min``; the grid's best and the search's choice are then
 measured interleaved (A B A B) so "how close" is a ratio from one comparison. The grid leaves out
 combinations of several session-option changes (the search combines winners; the grid tries each
@@ -75,7 +76,7 @@ from servelib.servers import Running, ServerError, hone_server, pytriton_server
 import hone
 from hone.bench.sweep import machine_summary
 from hone.data import attach
-from hone.model import Model
+from hone.paths import cache_dir
 from hone.quantize.gate import Budget, judge, plan_for
 from hone.results import to_jsonable, write_json
 from hone.samples import SampleSet
@@ -199,7 +200,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--window-ms", type=int, default=1500)
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--grid-model", default="efficientnet_lite0")
+    parser.add_argument("--grid-model", default="magika")
+    parser.add_argument("--grid-seconds-per-level", type=float, default=1.0)
     parser.add_argument("--no-grid", dest="grid_model", action="store_const", const="")
     parser.add_argument("--json", help="where to write the result (default benchmarks/results/tune-<date>.json)")
     args = parser.parse_args()
@@ -481,15 +483,15 @@ def grid_against_search(workload: Workload, folder: Path, args: argparse.Namespa
 
     console.rule(f"[bold]grid[/] on {workload.name} at c={GRID_CONCURRENCY}")
     model = attach(load(str(workload.path)), str(workload.tuning))
-    cache_file = folder / f"{workload.name}-grid.sqlite"
     settings = SearchSettings(
-        concurrencies=(GRID_CONCURRENCY,), budget_s=math.inf, seconds_per_level=args.seconds_per_level, cores=THREADS
+        concurrencies=(GRID_CONCURRENCY,), budget_s=math.inf, seconds_per_level=args.grid_seconds_per_level,
+        cores=THREADS,
     )
     key = _fingerprint(model, "cpu", THREADS)
     cache = PointCache(folder / f"{workload.name}-tune.sqlite")  # the variants hone tune built (and judged)
     notes: list[str] = []
     reference, variants = build_variants(
-        model, budget=Budget(), dims={}, key=key, folder=folder / "grid-variants", cache=cache, provider="cpu",
+        model, budget=Budget(), dims={}, key=key, folder=cache_dir() / "tune-variants", cache=cache, provider="cpu",
         threads=None, clock=time.perf_counter, deadline=math.inf, note=notes.append,
     )  # fmt: skip
     cache.close()
@@ -526,7 +528,7 @@ def grid_against_search(workload: Workload, folder: Path, args: argparse.Namespa
     repo = folder / f"{workload.name}-grid-search-repo"
     searched = hone.tune(
         str(workload.path), repo, data=workload.tuning, budget_min=args.budget_min, concurrency=[GRID_CONCURRENCY],
-        seconds_per_level=args.seconds_per_level, force=True, cache=folder / f"{workload.name}-grid-search.sqlite",
+        seconds_per_level=args.grid_seconds_per_level, force=True, cache=folder / f"{workload.name}-grid-search.sqlite",
     )  # fmt: skip
     assert searched.chosen is not None
     console.print(searched.line())
@@ -543,7 +545,7 @@ def grid_against_search(workload: Workload, folder: Path, args: argparse.Namespa
             ("search", searched_variant, searched.chosen),
         ):
             level = measurer.serve(variant.model, point.runtime, point.server, concurrency=GRID_CONCURRENCY,
-                                   seconds=max(2.0, args.seconds_per_level))  # fmt: skip
+                                   seconds=max(2.0, args.grid_seconds_per_level))  # fmt: skip
             row[label] = level.throughput_per_s
         rounds.append(row)
         console.print(f"  interleaved round {index}: grid {row['grid']:.0f}/s, search {row['search']:.0f}/s")
@@ -598,11 +600,14 @@ def evaluate(results: list[ModelResult], grid: dict[str, Any] | None) -> list[di
             "met": met,
         })  # fmt: skip
         never_worse = s["tuned_worst_throughput_ratio"] >= 1 - NOISE and s["tuned_worst_p99_ratio"] <= 1 + NOISE
+        same = bool(entry.tune.get("defaults_best"))
         goals.append({
             "model": entry.model,
             "goal": "never worse than the defaults (5% noise) at any level",
-            "value": f"worst throughput {s['tuned_worst_throughput_ratio']:.2f}x, worst p99 {s['tuned_worst_p99_ratio']:.2f}x",
-            "met": never_worse,
+            "value": f"worst throughput {s['tuned_worst_throughput_ratio']:.2f}x, worst p99 {s['tuned_worst_p99_ratio']:.2f}x"
+                     + ("; the search answered 'the defaults are best': the tuned repository serves exactly hone's "
+                        "defaults, so these ratios are the noise between two servers of the same settings" if same else ""),
+            "met": never_worse or same,
         })  # fmt: skip
         goals.append({
             "model": entry.model,

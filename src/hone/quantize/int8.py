@@ -65,14 +65,16 @@ FP16_KEEP_FLOAT = (
 class _NoPreprocessAdvice(logging.Filter):
     """Drops two warnings onnxruntime's quantizer logs on the root logger: "Please consider
     pre-processing" (hone optimizes, folds and infers shapes before it quantizes, so the advice is
-    already followed) and "Inference failed or unsupported type to quantize for tensor" (said, with
+    already followed), "Inference failed or unsupported type to quantize for tensor" (said, with
     the whole type proto, once per run for every integer tensor such as token or byte ids, which
-    are never quantized): neither is something a user can act on."""
+    are never quantized) and "Axis 1 is out-of-range for weight" (per channel asked, a rank-1
+    weight such as LayerNorm's is quantized per tensor): none is something a user can act on."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(
-            ("Please consider", "Inference failed or unsupported type to quantize")
-        )
+        message = str(record.msg)
+        if message.startswith("Axis ") and "is out-of-range for weight" in message:
+            return False
+        return not message.startswith(("Please consider", "Inference failed or unsupported type to quantize"))
 
 
 logging.getLogger().addFilter(_NoPreprocessAdvice())

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -71,13 +72,19 @@ class Measurer(Protocol):
 class OrtMeasurer:
     """The measurer on this machine: onnxruntime sessions and hone's batcher, in this process.
 
-    Model runners (sessions built and warmed up) are kept per configuration for the whole search,
-    so a configuration measured at several concurrencies or in several rounds is built once.
+    The last ``KEPT_RUNNERS`` model runners (sessions built and warmed up) are kept, so a
+    configuration measured at several concurrencies, or in the alternating rounds of the
+    confirmation, is built once, while a long search holds a bounded number of sessions (each
+    holds its weights and arena: a grid of hundreds of points kept them all and ran out of memory).
+    A runner is warmed up at batch 1 and the powers of two up to its max batch (``hone serve``
+    warms every size; here that would cost more than most points measure).
     """
+
+    KEPT_RUNNERS = 3
 
     def __init__(self, provider: str = "cpu") -> None:
         self.provider = provider
-        self._runners: dict[tuple[int, SessionOptions, int, int], ModelRunner] = {}
+        self._runners: OrderedDict[tuple[int, SessionOptions, int, int], ModelRunner] = OrderedDict()
 
     def race(
         self, contenders: Mapping[str, tuple[Model, SessionOptions]], *, batch: int, seconds: float
@@ -134,7 +141,11 @@ class OrtMeasurer:
     def _runner(self, model: Model, options: SessionOptions, instances: int, max_batch: int) -> ModelRunner:
         key = (id(model), options, instances, max_batch)
         runner = self._runners.get(key)
-        if runner is None:
+        if runner is not None:
+            self._runners.move_to_end(key)
+        else:
+            while len(self._runners) >= self.KEPT_RUNNERS:
+                self._runners.popitem(last=False)
             runner = ModelRunner(
                 model,
                 model.name,
@@ -143,12 +154,18 @@ class OrtMeasurer:
                 session=options,
                 provider=self.provider,
             )
-            runner.warm_up()
+            runner.warm_up(_warm_up_sizes(max_batch))
             self._runners[key] = runner
         return runner
 
     def close(self) -> None:
         self._runners.clear()
+
+
+def _warm_up_sizes(max_batch: int) -> list[int]:
+    """Batch 1, the powers of two below ``max_batch``, and ``max_batch``."""
+    largest = max(1, max_batch)
+    return sorted({1 << i for i in range(largest.bit_length()) if 1 << i <= largest} | {largest})
 
 
 def _bound_run(session: Session, feeds: dict[str, np.ndarray]) -> Callable[[], object]:
