@@ -9,8 +9,10 @@ Needs: `make perf-analyzer` (perf_analyzer), `make pytriton` (Triton 2.51 throug
 loopback; the 2 cores are shared by the server under test and perf_analyzer, for every system alike.
 
 Models and their data (each split into what hone tune sees and a held-out part it never sees):
-- ``efficientnet_lite0`` (zoo, real weights): the zoo's 192 crops of 12 real photos; hone tune
-  gets the first 128 (8 photos), the last 64 (4 other photos) are held out;
+- ``efficientnet_lite0`` (zoo, real weights): hone tune runs as a user would, on the zoo's own
+  data (crops of 12 real photos, split by photo into calibration and evaluation); held out: the
+  same crops of 10 other scikit-image photos (clock, coins, moon, page, brick, grass, gravel,
+  colorwheel, logo, cell);
 - ``minilm`` (zoo, real weights): token ids padded to 128; hone tune gets the zoo's 64 English
   sentences, the held-out set is the first sentence of 64 stdlib modules' docstrings;
 - ``magika`` (the public corpus: Google's file-type classifier, int32 byte inputs, tf2onnx): the
@@ -219,9 +221,12 @@ def prepare(name: str, folder: Path) -> Workload:
     if name == "efficientnet_lite0":
         model = attach(load(name))
         assert model.samples is not None
-        samples = list(model.samples.samples)
-        tuning, held = samples[:128], samples[128:]
-        described = "the zoo's crops of real photos: 128 (8 photos) to tune with, 64 (4 other photos) held out"
+        tuning = list(model.samples.samples)
+        held = held_out_photos()
+        described = (
+            f"hone tune on the zoo's own data (its 96 calibration / 96 evaluation crops, no --data), "
+            f"{len(held)} crops of {len(HELD_OUT_PHOTOS)} other scikit-image photos held out"
+        )
         model.save(path, force=True)
     elif name == "minilm":
         from hone.zoo.minilm import CALIBRATION_SENTENCES, EVAL_SENTENCES
@@ -253,6 +258,29 @@ def prepare(name: str, folder: Path) -> Workload:
             for s in held]  # fmt: skip
     perf.write_text(json.dumps({"data": rows}))
     return Workload(name, path, tuning_path, held, perf, described)
+
+
+HELD_OUT_PHOTOS = ("clock", "coins", "moon", "page", "brick", "grass", "gravel", "colorwheel", "logo", "cell")
+
+
+def held_out_photos() -> list[dict[str, np.ndarray]]:
+    """The zoo's windows and flips of scikit-image photos the zoo does not use (grey as RGB, RGBA
+    without alpha), preprocessed as the zoo's (``hone.zoo.photos``)."""
+    import skimage.data
+
+    from hone.imaging import ImagePreprocess
+    from hone.zoo.photos import WINDOWS, crop
+
+    preprocess = ImagePreprocess()
+    samples = []
+    for name in HELD_OUT_PHOTOS:
+        pixels = np.asarray(getattr(skimage.data, name)())
+        pixels = np.repeat(pixels[..., None], 3, axis=2) if pixels.ndim == 2 else pixels[..., :3]
+        for window in WINDOWS:
+            square = crop(pixels, window)
+            for view in (square, square[:, ::-1]):
+                samples.append({"image": preprocess.preprocess(np.ascontiguousarray(view))[None]})
+    return samples
 
 
 def token_samples(sentences: list[str]) -> list[dict[str, np.ndarray]]:
@@ -319,9 +347,9 @@ def run_tune(workload: Workload, folder: Path, args: argparse.Namespace) -> tupl
             console.print(f"  [dim]{share:4.0%} {what}[/]")
 
     result = hone.tune(
-        str(workload.path),
+        workload.name if workload.name == "efficientnet_lite0" else str(workload.path),
         repo,
-        data=workload.tuning,
+        data=None if workload.name == "efficientnet_lite0" else workload.tuning,
         budget_min=args.budget_min,
         concurrency=args.concurrency,
         seconds_per_level=args.seconds_per_level,
