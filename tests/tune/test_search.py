@@ -3,6 +3,7 @@ from the cache, budget stop, bad input; and the repository round trip hone serve
 
 from __future__ import annotations
 
+import importlib
 import math
 from pathlib import Path
 
@@ -265,3 +266,49 @@ def test_the_bounded_mode_tunes_only_the_serving_of_one_model(models, mlp_path: 
     with pytest.raises(OptionError, match="too small to measure anything"):
         tune_serving(original, budget_s=1.0, concurrency=(1, 8), seconds_per_level=1.0, cores=2,
                      measurer=FakeMeasurer(FakeClock(), {id(original): 1.0}), clock=FakeClock())
+
+
+def test_int8_variants_are_read_back_not_rebuilt_on_a_second_run(mlp_path: Path, tmp_path: Path, monkeypatch) -> None:
+    """Resume covers the variants too: the INT8 candidates a run built are read back from the cache."""
+    variants_module = importlib.import_module("hone.tune.variants")  # hone.tune is also the function
+    from hone.data import attach
+    from hone.quantize.gate import Budget
+    from hone.quantize.types import AccuracyReport
+
+    calls: list[int] = []
+
+    def fake_int8(original, budget, threads, clock, deadline, note):
+        calls.append(1)
+        verdict = AccuracyReport("agreement", "top-1 agreement", 1.0, 0.99, "agreement >= 98%", True, 10)
+        return [("dynamic-s8", "INT8 dynamic", original.clone("int8"), verdict)]
+
+    monkeypatch.setattr(variants_module, "_int8_variants", fake_int8)
+    model = attach(load(str(mlp_path)))
+    cache_file = tmp_path / "tune.sqlite"
+    found = []
+    for _ in range(2):
+        cache = PointCache(cache_file)
+        _, built = variants_module.build_variants(
+            model, budget=Budget(), dims={}, key="k", folder=tmp_path / "variants", cache=cache, provider="cpu",
+            threads=1, clock=lambda: 0.0, deadline=1.0, note=lambda text: None,
+        )
+        cache.close()
+        found.append([(v.report.name, v.report.cached) for v in built])
+    assert calls == [1]
+    assert found[0] == [("optimized", False), ("dynamic-s8", False)]
+    assert found[1] == [("optimized", True), ("dynamic-s8", True)]
+
+
+def test_the_variants_folder_is_trimmed_least_recently_used_first(tmp_path: Path) -> None:
+    import os
+
+    from hone.tune.variants import _trim
+
+    files = []
+    for index in range(4):
+        file = tmp_path / f"v{index}.onnx"
+        file.write_bytes(b"x" * 100)
+        os.utime(file, (1000 + index, 1000 + index))
+        files.append(file)
+    _trim(tmp_path, keep={files[0]}, limit=250)
+    assert [f.exists() for f in files] == [True, False, False, True]

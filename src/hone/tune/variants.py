@@ -38,6 +38,8 @@ from hone.tune.types import VariantReport
 logger = logging.getLogger(__name__)
 
 GATE_SAMPLES = 100
+# The variants folder (hone's cache) is trimmed to this size, least recently used first.
+MAX_FOLDER_BYTES = 2 * 1024**3
 Clock = Callable[[], float]
 Note = Callable[[str], None]
 Make = Callable[[], tuple[Model, "AccuracyReport | None", str]]
@@ -69,13 +71,20 @@ def build_variants(
             plan = plan_for(original, samples=GATE_SAMPLES, threads=threads)
         return judge(model, plan, budget)
 
-    def stored(name: str, description: str, make: Make) -> None:
+    used: list[Path] = []
+
+    def path_of(name: str) -> tuple[str, Path]:
         item_key = key_of(key, "variant", name, budget.describe("all"))
-        path = folder / f"{item_key[:20]}-{name}.onnx"
+        return item_key, folder / f"{item_key[:20]}-{name}.onnx"
+
+    def stored(name: str, description: str, make: Make) -> None:
+        item_key, path = path_of(name)
+        used.append(path)
         hit = cache.get(item_key)
         if hit is not None and path.is_file():
             report = VariantReport(**hit)
             report.cached = True
+            path.touch()  # recently used: the folder's trim keeps it
             built.append(Variant(report, _read_back(path, original)))
             return
         if clock() > deadline:
@@ -110,9 +119,21 @@ def build_variants(
         return model, gate(model), text
 
     stored("optimized", "hone's graph passes for ort-cpu, each verified", optimized)
-    int8 = _int8_variants(original, budget, threads, clock, deadline, note)
-    for name, description, model, accuracy in int8:
-        stored(name, description, _built(model, accuracy))
+    # The INT8 candidates are built together (one calibration, one fallback); a run that built them
+    # all records their names, and a later run reads them back instead of quantizing again.
+    names_key = key_of(key, "int8-variants", budget.describe("all"))
+    names = cache.get(names_key)
+    if names is not None and all(
+        path_of(name)[1].is_file() and cache.get(path_of(name)[0]) for name, _ in names
+    ):
+        for name, description in names:
+            stored(name, description, _missing(name))
+    else:
+        int8 = _int8_variants(original, budget, threads, clock, deadline, note)
+        for name, description, model, accuracy in int8:
+            stored(name, description, _built(model, accuracy))
+        if clock() <= deadline:  # every mode was tried: the list is complete
+            cache.put(names_key, "int8-variants", [[name, description] for name, description, *_ in int8])
     if provider == "cpu":
         note("fp16 not tried: onnxruntime's CPU provider has no fp16 kernels for most ops")
     pinned = _pinned_dims(original, dims)
@@ -131,7 +152,33 @@ def build_variants(
                 return model, gate(model), shape_note
 
             stored(name, f"{base.report.name} with {text} fixed in the graph", fixed)
+    _trim(folder, keep=set(used))
     return reference, built
+
+
+def _missing(name: str) -> Make:
+    """A Make for a variant that should be in the cache (its file vanished in between)."""
+
+    def make() -> tuple[Model, AccuracyReport | None, str]:
+        raise HoneError(f"the stored INT8 variant {name} is gone from the cache; run again to rebuild it")
+
+    return make
+
+
+def _trim(folder: Path, keep: set[Path], limit: int = MAX_FOLDER_BYTES) -> None:
+    """Delete the least recently used variant files until the folder holds at most ``limit`` bytes
+    (never those of this run)."""
+    files = sorted(folder.glob("*.onnx*"), key=lambda f: f.stat().st_mtime)
+    total = sum(f.stat().st_size for f in files)
+    for file in files:
+        if total <= limit:
+            break
+        if file in keep or file.with_suffix(".onnx") in keep:
+            continue
+        size = file.stat().st_size
+        file.unlink(missing_ok=True)
+        total -= size
+        logger.debug("tune: trimmed %s from the variants cache", file.name)
 
 
 def reference_variant(model: Model, name: str = "original") -> Variant:
