@@ -408,7 +408,8 @@ def held_out_gate(workload: Workload, result: TuneResult, repo: Path) -> dict[st
         table.add_row(output.name, output.role, output.metric, f"{output.value:.4f}", output.threshold,
                       "yes" if output.passed else "[red]no[/]")  # fmt: skip
     console.print(table)
-    confident = confident_agreement(original, served, workload.held_out)
+    classifiers = {o.name for o in report.outputs if o.role == "classifier"}
+    confident = confident_agreement(original, served, workload.held_out, classifiers)
     if confident:
         console.print("  " + "; ".join(
             f"{name}: the float model's top-1 probability >= {CONFIDENT}: {c['confident']} of {c['samples']} samples, "
@@ -429,8 +430,10 @@ def held_out_gate(workload: Workload, result: TuneResult, repo: Path) -> dict[st
 CONFIDENT = 0.5
 
 
-def confident_agreement(original: Model, served: Model, samples: list[dict[str, np.ndarray]]) -> dict[str, Any]:
-    """For each classifier output: top-1 agreement split by whether the float model is confident
+def confident_agreement(
+    original: Model, served: Model, samples: list[dict[str, np.ndarray]], classifiers: set[str]
+) -> dict[str, Any]:
+    """For each output the gate judged as a classifier (``classifiers``): top-1 agreement split by whether the float model is confident
     (top-1 probability >= CONFIDENT, after a softmax when the output is not probabilities). A flip
     between near-tied classes is what a photo outside the label space gives; a flip of a confident
     answer is what a user sees."""
@@ -442,6 +445,8 @@ def confident_agreement(original: Model, served: Model, samples: list[dict[str, 
     served_runs = [served_session.run(sample) for sample in samples]
     found: dict[str, Any] = {}
     for index, spec in enumerate(original.outputs):
+        if spec.name not in classifiers:
+            continue
         reference = np.concatenate([np.asarray(run[index]) for run in float_runs])
         candidate = np.concatenate([np.asarray(run[index]) for run in served_runs])
         if reference.ndim != 2 or not np.issubdtype(reference.dtype, np.floating) or reference.shape[1] < 2:

@@ -271,8 +271,9 @@ def test_the_bounded_mode_tunes_only_the_serving_of_one_model(models, mlp_path: 
 def test_int8_variants_are_read_back_not_rebuilt_on_a_second_run(mlp_path: Path, tmp_path: Path, monkeypatch) -> None:
     """Resume covers the variants too: the INT8 candidates a run built are read back from the cache."""
     variants_module = importlib.import_module("hone.tune.variants")  # hone.tune is also the function
-    from hone.data import attach
+    from hone.data import attach, feeds
     from hone.quantize.gate import Budget
+    from hone.samples import SampleSet
     from hone.quantize.types import AccuracyReport
 
     calls: list[int] = []
@@ -283,7 +284,8 @@ def test_int8_variants_are_read_back_not_rebuilt_on_a_second_run(mlp_path: Path,
         return [("dynamic-s8", "INT8 dynamic", original.clone("int8"), verdict)]
 
     monkeypatch.setattr(variants_module, "_int8_variants", fake_int8)
-    model = attach(load(str(mlp_path)))
+    model = load(str(mlp_path))
+    model = attach(model, SampleSet([feeds(model, seed=i) for i in range(8)], "data", "8 given samples"))
     cache_file = tmp_path / "tune.sqlite"
     found = []
     for _ in range(2):
@@ -312,3 +314,20 @@ def test_the_variants_folder_is_trimmed_least_recently_used_first(tmp_path: Path
         files.append(file)
     _trim(tmp_path, keep={files[0]}, limit=250)
     assert [f.exists() for f in files] == [True, False, False, True]
+
+
+def test_without_real_data_no_int8_variant_is_built(mlp_path: Path, tmp_path: Path, monkeypatch) -> None:
+    """A gate on invented inputs cannot vouch for INT8: tune says so and builds none."""
+    variants_module = importlib.import_module("hone.tune.variants")
+    from hone.data import attach
+    from hone.quantize.gate import Budget
+
+    monkeypatch.setattr(variants_module, "_int8_variants", lambda *a: pytest.fail("INT8 built on invented inputs"))
+    notes: list[str] = []
+    cache = PointCache(None)
+    _, built = variants_module.build_variants(
+        attach(load(str(mlp_path))), budget=Budget(), dims={}, key="k", folder=tmp_path, cache=cache,
+        provider="cpu", threads=1, clock=lambda: 0.0, deadline=1.0, note=notes.append,
+    )
+    assert [v.report.name for v in built] == ["optimized"]
+    assert any(n.startswith("INT8 variants not tried: no real data") for n in notes)
