@@ -155,6 +155,8 @@ def test_the_model_repository_loads_as_hone_serve_reads_it_and_answers(run_out) 
     assert entries[0].session == tuned.chosen.runtime and entries[0].instances == tuned.chosen.server.instances
     assert config["session"] == tuned.chosen.runtime.to_json()
     assert tuned.defaults_best or all(c.throughput_ratio > 1.0 for c in tuned.confirmations)
+    serve_stage = next(stage for stage in report.stages if stage.name == "serve")
+    assert serve_stage.message.startswith("hone tune in bounded mode (")
 
     async def serve_one_request() -> dict[str, np.ndarray]:
         registry = ModelRegistry(lambda: entries)

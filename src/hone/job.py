@@ -267,7 +267,10 @@ def _run_stages(
         tuned = stages.run(
             "serve",
             lambda: _serve(shipped, choice.label, options, lambda detail: stages.step("serve", detail)),
-            done=lambda pair: pair[1].line().removeprefix("hone tune: "),
+            done=lambda pair: (
+                f"hone tune in bounded mode ({pair[1].budget_s:.0f} s, session and server settings of the "
+                f"shipped model): " + pair[1].line().removeprefix("hone tune: ")
+            ),
         )
         report.serve, report.serve_tune = tuned or (None, None)
         report.serve_repository = stages.run(
