@@ -1,0 +1,404 @@
+"""Iteration-level scheduling of generation requests over one ``Decoder`` (continuous batching).
+
+A thread runs the loop; each iteration is one scheduling decision:
+
+1. waiting requests whose turn it is (priority 0 first, then arrival) are admitted while the
+   running sequences stay under ``max_sequences``, the tokens reserved for them (prompt +
+   ``max_tokens``) under ``max_cached_tokens``, and the admitted prompts' padded size under
+   ``max_batched_tokens``; their prompts run as one prefill step, which yields their first token;
+2. every running sequence then advances one token in one decode step (the newly admitted included);
+3. sequences that produced a stop token, reached ``max_tokens``, were cancelled or timed out leave,
+   and their reservation is freed for the next iteration.
+
+So requests join and leave between decode steps, and prefill and decode share each iteration under
+the token budget. Memory is bounded: a request is only admitted when its whole reservation fits, so a
+running sequence never runs out of cache and nothing is preempted; at most ``max_waiting`` requests
+wait (``QueueFullError``, 503, beyond). A prompt is prefilled whole (no chunking): one longer than
+``max_batched_tokens`` runs alone in its iteration.
+
+``policy`` also gives the two baselines the benchmark compares against: ``"static"`` (wait for a full
+batch or ``static_wait_ms``, run it until its longest request ends, admit nothing meanwhile) and
+``"sequential"`` (one request at a time).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+
+from hone.errors import InputError, QueueFullError, ServerShuttingDownError
+from hone.generate.batch_cache import BatchCache
+from hone.generate.decoder import Decoder
+from hone.generate.padding import left_pad
+from hone.generate.sampling import SamplingParams, sample
+
+logger = logging.getLogger(__name__)
+
+Policy = Literal["continuous", "static", "sequential"]
+POLICIES: tuple[Policy, ...] = ("continuous", "static", "sequential")
+FinishReason = Literal["stop", "length", "cancelled", "timeout", "error"]
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    policy: Policy = "continuous"
+    max_sequences: int = 32  # sequences decoding at once
+    max_cached_tokens: int = 16384  # prompt + max_tokens reserved over all running sequences
+    max_batched_tokens: int = 1024  # padded prompt tokens per prefill step
+    max_waiting: int = 256  # requests waiting for admission; 503 beyond
+    static_wait_ms: float = 50.0  # "static": how long the first request waits for a full batch
+    priority_levels: int = 2
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise InputError(f"policy {self.policy!r} is unknown; choose one of: {', '.join(POLICIES)}")
+        for name in ("max_sequences", "max_cached_tokens", "max_batched_tokens", "max_waiting"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: list[int]
+    max_tokens: int
+    sampling: SamplingParams = SamplingParams()
+    stop_token_ids: frozenset[int] | None = None  # None: the model's end-of-sequence tokens
+    priority: int = 0
+    timeout_s: float | None = None  # longest wait for admission; "timeout" after it
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    """One generated token, or the end of the sequence (``finish_reason`` set, ``token`` None)."""
+
+    token: int | None
+    finish_reason: FinishReason | None = None
+    error: str | None = None
+
+
+class EngineObserver(Protocol):
+    def first_token(self, seconds: float) -> None: ...
+    def inter_token(self, seconds: float) -> None: ...
+    def finished(self, reason: FinishReason, seconds: float, prompt_tokens: int, tokens: int) -> None: ...
+
+
+@dataclass
+class _Sequence:
+    id: int
+    request: GenerationRequest
+    deliver: Callable[[TokenEvent], None]
+    submitted: float
+    stop_ids: frozenset[int]
+    generated: int = 0
+    next_token: int = 0
+    last_token_at: float = 0.0
+    rng: np.random.Generator = field(default_factory=np.random.default_rng)
+    done: FinishReason | None = None
+
+    @property
+    def reservation(self) -> int:
+        return len(self.request.prompt) + self.request.max_tokens
+
+
+@dataclass
+class EngineStats:
+    running: int = 0
+    waiting: int = 0
+    reserved_tokens: int = 0
+    cached_tokens: int = 0  # real tokens in the cache
+    cache_bytes: int = 0  # the padded arrays' bytes
+    prompt_tokens: int = 0
+    generation_tokens: int = 0
+    steps: int = 0
+    finished: dict[str, int] = field(default_factory=dict)
+
+
+class Engine:
+    """Owns the decoder and the cache; ``submit`` from any thread, events come back by ``deliver``."""
+
+    def __init__(
+        self, decoder: Decoder, config: EngineConfig | None = None, observer: EngineObserver | None = None
+    ) -> None:
+        self.decoder = decoder
+        self.config = config or EngineConfig()
+        if self.config.policy == "sequential":
+            self.config = EngineConfig(**{**self.config.__dict__, "max_sequences": 1})
+        self.observer = observer
+        self.layout = decoder.layout
+        self.stats = EngineStats()
+        self._lock = threading.Condition()
+        self._waiting: list[tuple[int, int, _Sequence]] = []  # heap of (priority, arrival, sequence)
+        self._running: dict[int, _Sequence] = {}
+        self._cancelled: set[int] = set()
+        self._ids = itertools.count()
+        self._batch = self._empty_batch()
+        self._accepting = True
+        self._stop = False
+        self._thread = threading.Thread(target=self._loop, name="hone-generate", daemon=True)
+        self._thread.start()
+
+    # --- the caller's side -------------------------------------------------------------------------
+
+    def check(self, request: GenerationRequest) -> None:
+        """The request's 400s, before it is queued."""
+        context = self.layout.max_context
+        if not request.prompt:
+            raise InputError("the prompt is empty; give at least one token")
+        if any(not 0 <= t < self.layout.vocab_size for t in request.prompt):
+            raise InputError(f"prompt token ids must be in [0, {self.layout.vocab_size})")
+        if request.max_tokens < 1:
+            raise InputError(f"max_tokens must be at least 1, got {request.max_tokens}")
+        if len(request.prompt) >= context:
+            raise InputError(
+                f"the prompt has {len(request.prompt)} tokens; this model's context is {context}"
+            )
+        if len(request.prompt) + request.max_tokens > context:
+            raise InputError(
+                f"prompt ({len(request.prompt)} tokens) + max_tokens ({request.max_tokens}) exceeds the "
+                f"context of {context}; lower max_tokens to at most {context - len(request.prompt)}"
+            )
+        if len(request.prompt) + request.max_tokens > self.config.max_cached_tokens:
+            raise InputError(
+                f"prompt + max_tokens ({len(request.prompt) + request.max_tokens}) exceeds the server's "
+                f"KV cache of {self.config.max_cached_tokens} tokens; lower max_tokens"
+            )
+        levels = self.config.priority_levels
+        if not 0 <= request.priority < levels:
+            raise InputError(f"priority must be an integer from 0 (highest) to {levels - 1}")
+
+    def submit(self, request: GenerationRequest, deliver: Callable[[TokenEvent], None]) -> int:
+        """Queue ``request``; returns its sequence id. Raises InputError (400) or QueueFullError (503)."""
+        self.check(request)
+        stop_ids = (
+            request.stop_token_ids
+            if request.stop_token_ids is not None
+            else frozenset(self.layout.eos_token_ids)
+        )
+        with self._lock:
+            if not self._accepting:
+                raise ServerShuttingDownError("the server is shutting down; retry on another replica")
+            if len(self._waiting) >= self.config.max_waiting:
+                raise QueueFullError(
+                    f"{len(self._waiting)} generation requests are already waiting "
+                    f"(--max-waiting {self.config.max_waiting}); retry later"
+                )
+            sequence = _Sequence(
+                id=next(self._ids),
+                request=request,
+                deliver=deliver,
+                submitted=time.perf_counter(),
+                stop_ids=stop_ids,
+                rng=np.random.default_rng(request.sampling.seed),
+            )
+            heapq.heappush(self._waiting, (request.priority, sequence.id, sequence))
+            self.stats.waiting = len(self._waiting)
+            self._lock.notify()
+        return sequence.id
+
+    def cancel(self, sequence_id: int) -> None:
+        """Stop a sequence (its client went away or a stop string was met); frees its cache."""
+        with self._lock:
+            self._cancelled.add(sequence_id)
+            self._lock.notify()
+
+    def close(self, *, drain: bool = True, timeout_s: float = 30.0) -> None:
+        """Refuse new requests; with ``drain`` finish the accepted ones, then stop the thread."""
+        with self._lock:
+            self._accepting = False
+            if not drain:
+                for _, _, sequence in self._waiting:
+                    self._cancelled.add(sequence.id)
+                self._cancelled.update(self._running)
+            self._stop = True
+            self._lock.notify()
+        self._thread.join(timeout_s)
+
+    @property
+    def idle(self) -> bool:
+        with self._lock:
+            return not self._waiting and not self._running
+
+    # --- the engine thread -------------------------------------------------------------------------
+
+    def _empty_batch(self) -> BatchCache:
+        return BatchCache.empty(len(self.layout.past_names), self.layout.kv_heads, self.layout.head_dim)
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._waiting and not self._running and not self._cancelled:
+                    if self._stop:
+                        return
+                    self._lock.wait()
+                cancelled, self._cancelled = self._cancelled, set()
+                admitted = self._admit(cancelled)
+            try:
+                if admitted:
+                    self._prefill(admitted)
+                if self._running:
+                    self._decode()
+            except Exception as exc:  # a failed step fails its sequences; the engine keeps serving
+                logger.exception("generation step failed")
+                self._fail_all(f"{type(exc).__name__}: {exc}")
+            self._retire()
+            if self.config.policy == "static" and not self._running and not admitted:
+                self._wait_for_static_batch()
+
+    def _admit(self, cancelled: set[int]) -> list[_Sequence]:
+        """Under the lock: drop cancelled/expired waiters, mark cancelled runners, pick who joins."""
+        now = time.perf_counter()
+        kept: list[tuple[int, int, _Sequence]] = []
+        for entry in self._waiting:
+            sequence = entry[2]
+            timeout = sequence.request.timeout_s
+            if sequence.id in cancelled:
+                self._finish(sequence, "cancelled")
+            elif timeout is not None and now - sequence.submitted > timeout:
+                self._finish(sequence, "timeout")
+            else:
+                kept.append(entry)
+        heapq.heapify(kept)
+        self._waiting = kept
+        for sid in cancelled & set(self._running):
+            self._running[sid].done = "cancelled"
+        if self.config.policy == "static" and (self._running or not self._static_batch_ready(now)):
+            self.stats.waiting = len(self._waiting)
+            return []
+        admitted: list[_Sequence] = []
+        reserved = sum(s.reservation for s in self._running.values())
+        longest = 0
+        while self._waiting and len(self._running) + len(admitted) < self.config.max_sequences:
+            candidate = self._waiting[0][2]
+            width = max(longest, len(candidate.request.prompt))
+            if admitted and width * (len(admitted) + 1) > self.config.max_batched_tokens:
+                break
+            if reserved + candidate.reservation > self.config.max_cached_tokens:
+                break
+            heapq.heappop(self._waiting)
+            admitted.append(candidate)
+            reserved += candidate.reservation
+            longest = width
+        self.stats.waiting = len(self._waiting)
+        self.stats.reserved_tokens = reserved
+        return admitted
+
+    def _static_batch_ready(self, now: float) -> bool:
+        if not self._waiting:
+            return False
+        oldest = min(entry[2].submitted for entry in self._waiting)
+        full = len(self._waiting) >= self.config.max_sequences
+        return full or (now - oldest) * 1000.0 >= self.config.static_wait_ms
+
+    def _wait_for_static_batch(self) -> None:
+        with self._lock:
+            if self._waiting and not self._static_batch_ready(time.perf_counter()):
+                self._lock.wait(self.config.static_wait_ms / 1000.0)
+
+    def _prefill(self, admitted: list[_Sequence]) -> None:
+        prompts = [s.request.prompt for s in admitted]
+        ids, mask = left_pad(prompts)
+        positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+        out = self.decoder.step(ids, mask, positions, self.decoder.empty_past(len(admitted)))
+        self.stats.steps += 1
+        joined = BatchCache(
+            out.presents,
+            mask,
+            np.asarray([len(p) for p in prompts], np.int64),
+            [s.id for s in admitted],
+        )
+        self._batch.merge(joined)
+        now = time.perf_counter()
+        for row, sequence in enumerate(admitted):
+            self._running[sequence.id] = sequence
+            self.stats.prompt_tokens += len(sequence.request.prompt)
+            self._emit(sequence, out.last_logits[row], now, first=True)
+
+    def _decode(self) -> None:
+        batch = self._batch
+        rows = [self._running[sid] for sid in batch.ids]
+        if all(s.done for s in rows):
+            return
+        tokens = np.asarray([s.next_token for s in rows], np.int64)
+        ids, mask, positions = batch.decode_inputs(tokens)
+        out = self.decoder.step(ids, mask, positions, batch.past)
+        self.stats.steps += 1
+        batch.advance(out.presents, mask)
+        now = time.perf_counter()
+        for row, sequence in enumerate(rows):
+            if sequence.done is None:
+                self._emit(sequence, out.last_logits[row], now, first=False)
+
+    def _emit(self, sequence: _Sequence, logits: np.ndarray, now: float, *, first: bool) -> None:
+        token = sample(logits, sequence.request.sampling, sequence.rng)
+        if self.observer is not None:
+            if first:
+                self.observer.first_token(now - sequence.submitted)
+            else:
+                self.observer.inter_token(now - sequence.last_token_at)
+        sequence.last_token_at = now
+        if token in sequence.stop_ids:
+            sequence.done = "stop"
+            return
+        sequence.generated += 1
+        sequence.next_token = token
+        self.stats.generation_tokens += 1
+        sequence.deliver(TokenEvent(token))
+        if sequence.generated >= sequence.request.max_tokens:
+            sequence.done = "length"
+
+    def _retire(self) -> None:
+        """Finished sequences leave the batch (static: only when the whole batch is done)."""
+        done = {sid for sid, s in self._running.items() if s.done}
+        if self.config.policy == "static" and len(done) < len(self._running):
+            done = {sid for sid in done if self._running[sid].done == "cancelled"}
+        if done:
+            self._batch.remove(done)
+            for sid in done:
+                sequence = self._running.pop(sid)
+                self._finish(sequence, sequence.done or "stop")
+        if not self._running:
+            self._batch = self._empty_batch()
+        with self._lock:
+            self.stats.running = len(self._running)
+            self.stats.reserved_tokens = sum(s.reservation for s in self._running.values())
+            self.stats.cached_tokens = self._batch.tokens()
+            self.stats.cache_bytes = self._batch.nbytes()
+
+    def _finish(self, sequence: _Sequence, reason: FinishReason, error: str | None = None) -> None:
+        self.stats.finished[reason] = self.stats.finished.get(reason, 0) + 1
+        if self.observer is not None:
+            self.observer.finished(
+                reason,
+                time.perf_counter() - sequence.submitted,
+                len(sequence.request.prompt),
+                sequence.generated,
+            )
+        sequence.deliver(TokenEvent(None, reason, error))
+
+    def _fail_all(self, message: str) -> None:
+        for sequence in list(self._running.values()):
+            sequence.done = "error"
+            self._finish(sequence, "error", message)
+        self._running.clear()
+        self._batch = self._empty_batch()
+
+
+__all__ = [
+    "POLICIES",
+    "Engine",
+    "EngineConfig",
+    "EngineObserver",
+    "EngineStats",
+    "FinishReason",
+    "GenerationRequest",
+    "Policy",
+    "TokenEvent",
+]

@@ -1,0 +1,172 @@
+"""The scheduler: batched sequences give the same tokens as alone, and every bound holds."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+import pytest
+
+from hone.errors import InputError, QueueFullError
+from hone.generate.decoder import Decoder
+from hone.generate.engine import Engine, EngineConfig, GenerationRequest, TokenEvent
+from hone.generate.sampling import SamplingParams
+
+
+class Collector:
+    def __init__(self, count: int) -> None:
+        self.tokens: dict[int, list[int]] = {i: [] for i in range(count)}
+        self.reasons: dict[int, str | None] = {}
+        self.done = threading.Event()
+        self.count = count
+
+    def deliver(self, index: int):  # type: ignore[no-untyped-def]
+        def on_event(event: TokenEvent) -> None:
+            if event.token is not None:
+                self.tokens[index].append(event.token)
+            else:
+                self.reasons[index] = event.finish_reason
+                if len(self.reasons) == self.count:
+                    self.done.set()
+
+        return on_event
+
+
+def workload(count: int, seed: int = 0) -> list[tuple[list[int], int]]:
+    rng = random.Random(seed)
+    return [
+        ([rng.randrange(1, 300) for _ in range(rng.randint(2, 40))], rng.randint(1, 60)) for _ in range(count)
+    ]
+
+
+@pytest.mark.parametrize("policy", ["continuous", "static", "sequential"])
+def test_every_policy_gives_each_request_its_own_greedy_tokens(gpt2_decoder: Decoder, policy: str) -> None:
+    requests = workload(30)
+    reference = [gpt2_decoder.greedy([prompt], n)[0] for prompt, n in requests]
+    engine = Engine(gpt2_decoder, EngineConfig(policy=policy, max_sequences=8, max_cached_tokens=800))  # type: ignore[arg-type]
+    collector = Collector(len(requests))
+    for i, (prompt, n) in enumerate(requests):
+        engine.submit(GenerationRequest(prompt, n, stop_token_ids=frozenset()), collector.deliver(i))
+    assert collector.done.wait(60)
+    engine.close()
+    assert [collector.tokens[i] for i in range(len(requests))] == reference
+    assert set(collector.reasons.values()) == {"length"}
+    # nothing leaks: no reservation, no cached token, no array left
+    assert (engine.stats.reserved_tokens, engine.stats.cached_tokens, engine.stats.cache_bytes) == (0, 0, 0)
+    assert engine.stats.generation_tokens == sum(n for _, n in requests)
+    if policy == "continuous":  # requests joined running batches: far fewer steps than tokens
+        assert engine.stats.steps < engine.stats.generation_tokens / 3
+
+
+def test_sequences_join_and_leave_between_decode_steps(gpt2_decoder: Decoder) -> None:
+    engine = Engine(gpt2_decoder, EngineConfig(max_sequences=4))
+    long = Collector(1)
+    engine.submit(GenerationRequest([5, 6, 7], 150, stop_token_ids=frozenset()), long.deliver(0))
+    while len(long.tokens[0]) < 5:
+        time.sleep(0.001)
+    short = Collector(1)
+    engine.submit(GenerationRequest([9, 9], 3, stop_token_ids=frozenset()), short.deliver(0))
+    assert short.done.wait(10)
+    # the short request finished while the long one was still decoding
+    assert not long.done.is_set()
+    assert long.done.wait(30)
+    engine.close()
+    assert long.tokens[0] == gpt2_decoder.greedy([[5, 6, 7]], 150)[0]
+    assert short.tokens[0] == gpt2_decoder.greedy([[9, 9]], 3)[0]
+
+
+def test_stop_token_ends_the_sequence(gpt2_decoder: Decoder) -> None:
+    alone = gpt2_decoder.greedy([[5, 6, 7, 8]], 20)[0]
+    stop = alone[4]
+    engine = Engine(gpt2_decoder)
+    collector = Collector(1)
+    engine.submit(GenerationRequest([5, 6, 7, 8], 20, stop_token_ids=frozenset({stop})), collector.deliver(0))
+    assert collector.done.wait(10)
+    engine.close()
+    assert collector.tokens[0] == alone[: alone.index(stop)]
+    assert collector.reasons[0] == "stop"
+
+
+def test_cancel_frees_the_cache_and_others_continue(gpt2_decoder: Decoder) -> None:
+    engine = Engine(gpt2_decoder, EngineConfig(max_sequences=4))
+    victim, other = Collector(1), Collector(1)
+    victim_id = engine.submit(
+        GenerationRequest([1, 2, 3], 200, stop_token_ids=frozenset()), victim.deliver(0)
+    )
+    engine.submit(GenerationRequest([4, 5, 6], 40, stop_token_ids=frozenset()), other.deliver(0))
+    while len(victim.tokens[0]) < 3:
+        time.sleep(0.001)
+    engine.cancel(victim_id)
+    assert victim.done.wait(10) and victim.reasons[0] == "cancelled"
+    assert other.done.wait(10) and other.reasons[0] == "length"
+    assert len(victim.tokens[0]) < 200
+    assert other.tokens[0] == gpt2_decoder.greedy([[4, 5, 6]], 40)[0]
+    engine.close()
+    assert engine.stats.reserved_tokens == 0 and engine.stats.cached_tokens == 0
+
+
+def test_bounds_are_clear_errors(gpt2_decoder: Decoder) -> None:
+    engine = Engine(gpt2_decoder, EngineConfig(max_sequences=1, max_cached_tokens=100, max_waiting=2))
+    sink = Collector(10)
+    with pytest.raises(InputError, match="context is 256"):
+        engine.submit(GenerationRequest([1] * 300, 5), sink.deliver(0))
+    with pytest.raises(InputError, match="lower max_tokens to at most 246"):
+        engine.submit(GenerationRequest([1] * 10, 250), sink.deliver(0))
+    with pytest.raises(InputError, match="KV cache of 100 tokens"):
+        engine.submit(GenerationRequest([1] * 10, 95), sink.deliver(0))
+    with pytest.raises(InputError, match="prompt is empty"):
+        engine.submit(GenerationRequest([], 5), sink.deliver(0))
+    with pytest.raises(InputError, match="token ids must be in"):
+        engine.submit(GenerationRequest([99999], 5), sink.deliver(0))
+    # one running, two waiting: the next is refused with a 503
+    engine.submit(GenerationRequest([1, 2], 80, stop_token_ids=frozenset()), sink.deliver(0))
+    while engine.stats.running < 1:
+        time.sleep(0.001)
+    for i in (1, 2):
+        engine.submit(GenerationRequest([1, 2], 80, stop_token_ids=frozenset()), sink.deliver(i))
+    with pytest.raises(QueueFullError, match="already waiting") as refused:
+        engine.submit(GenerationRequest([1, 2], 80, stop_token_ids=frozenset()), sink.deliver(3))
+    assert refused.value.http_status == 503
+    engine.close(drain=False)
+
+
+def test_priority_zero_is_admitted_first_and_waiters_time_out(gpt2_decoder: Decoder) -> None:
+    engine = Engine(gpt2_decoder, EngineConfig(max_sequences=1))
+    order: list[str] = []
+    blocker = Collector(1)
+    engine.submit(GenerationRequest([1, 2], 60, stop_token_ids=frozenset()), blocker.deliver(0))
+    time.sleep(0.01)
+
+    def mark(label: str):  # type: ignore[no-untyped-def]
+        def on_event(event: TokenEvent) -> None:
+            if event.finish_reason is not None:
+                order.append(f"{label}:{event.finish_reason}")
+
+        return on_event
+
+    engine.submit(GenerationRequest([3], 2, priority=1), mark("low"))
+    engine.submit(GenerationRequest([3], 2, priority=0), mark("high"))
+    engine.submit(GenerationRequest([3], 2, priority=1, timeout_s=0.001), mark("impatient"))
+    assert blocker.done.wait(10)
+    deadline = time.time() + 10
+    while len(order) < 3 and time.time() < deadline:
+        time.sleep(0.01)
+    engine.close()
+    assert order[0] == "impatient:timeout"
+    assert order[1:] == ["high:length", "low:length"]
+
+
+def test_sampling_with_a_seed_repeats(gpt2_decoder: Decoder) -> None:
+    engine = Engine(gpt2_decoder)
+    runs = []
+    for seed in (7, 7, 8):
+        collector = Collector(1)
+        params = SamplingParams(temperature=1.5, top_p=0.9, seed=seed)
+        engine.submit(GenerationRequest([5, 6], 30, params, stop_token_ids=frozenset()), collector.deliver(0))
+        assert collector.done.wait(10)
+        runs.append(collector.tokens[0])
+    engine.close()
+    assert runs[0] == runs[1]
+    assert runs[0] != runs[2]
+    assert runs[0] != gpt2_decoder.greedy([[5, 6]], 30)[0]
