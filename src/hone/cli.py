@@ -748,11 +748,61 @@ def serve(
             "--replicas", help="Ray Serve replicas, each with cores // N onnxruntime threads (with --ray)"
         ),
     ] = 1,
+    max_sequences: Annotated[
+        int,
+        typer.Option(
+            "--max-sequences", help="generative models: sequences decoding at once (503s wait beyond)"
+        ),
+    ] = 32,
+    max_cached_tokens: Annotated[
+        int,
+        typer.Option(
+            "--max-cached-tokens",
+            help="generative models: KV-cache tokens (prompt + max_tokens) reserved over all sequences",
+        ),
+    ] = 16384,
+    max_batched_tokens: Annotated[
+        int,
+        typer.Option("--max-batched-tokens", help="generative models: padded prompt tokens per prefill step"),
+    ] = 1024,
+    max_waiting: Annotated[
+        int,
+        typer.Option("--max-waiting", help="generative models: requests waiting for a sequence (503 beyond)"),
+    ] = 256,
+    batching: Annotated[
+        str,
+        typer.Option(
+            "--batching", help="generative models: continuous | static | sequential (the last two: baselines)"
+        ),
+    ] = "continuous",
     dim: DimOption = None,
     data: DataOption = None,
 ) -> None:
     """Serve models over the KServe v2 HTTP and gRPC protocols with dynamic batching, until SIGTERM (drains
-    first)."""
+    first). A generative model (`hone export --target generate`) is served with continuous batching and
+    token streaming: the Triton generate extension and OpenAI's /v1/completions and /v1/chat/completions."""
+    from hone.generate.sources import generative_model
+
+    decoder_model = generative_model(model)
+    if decoder_model is not None:
+        from hone.generate.engine import EngineConfig
+        from hone.serve.generate_server import GenerateServeOptions, serve_generative
+
+        engine = EngineConfig(
+            policy=batching,  # type: ignore[arg-type]  # checked by EngineConfig
+            max_sequences=max_sequences,
+            max_cached_tokens=max_cached_tokens,
+            max_batched_tokens=max_batched_tokens,
+            max_waiting=max_waiting,
+        )
+        generate_options = GenerateServeOptions(
+            decoder_model, name or decoder_model.name, engine, host=host, http_port=http_port
+        )
+        serve_generative(
+            generate_options,
+            on_ready=lambda ready: console.print(ready.line(), highlight=False, soft_wrap=True),
+        )
+        return
     from hone.serve.ray_serve import refuse_unsupported
 
     refuse_unsupported(ray=ray, replicas=replicas, instances=instances, slo_p99_ms=slo_p99_ms, token=token)

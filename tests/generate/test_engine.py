@@ -135,8 +135,9 @@ def test_priority_zero_is_admitted_first_and_waiters_time_out(gpt2_decoder: Deco
     engine = Engine(gpt2_decoder, EngineConfig(max_sequences=1))
     order: list[str] = []
     blocker = Collector(1)
-    engine.submit(GenerationRequest([1, 2], 60, stop_token_ids=frozenset()), blocker.deliver(0))
-    time.sleep(0.01)
+    engine.submit(GenerationRequest([1, 2], 240, stop_token_ids=frozenset()), blocker.deliver(0))
+    while engine.stats.running < 1:
+        time.sleep(0.001)
 
     def mark(label: str):  # type: ignore[no-untyped-def]
         def on_event(event: TokenEvent) -> None:
@@ -148,6 +149,7 @@ def test_priority_zero_is_admitted_first_and_waiters_time_out(gpt2_decoder: Deco
     engine.submit(GenerationRequest([3], 2, priority=1), mark("low"))
     engine.submit(GenerationRequest([3], 2, priority=0), mark("high"))
     engine.submit(GenerationRequest([3], 2, priority=1, timeout_s=0.001), mark("impatient"))
+    assert not blocker.done.is_set()  # all three waited behind it
     assert blocker.done.wait(10)
     deadline = time.time() + 10
     while len(order) < 3 and time.time() < deadline:

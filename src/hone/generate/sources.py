@@ -1,0 +1,79 @@
+"""Which models are generative, and where a decoder comes from: an exported .onnx file (its
+metadata says) or a user's ``file.py:factory`` returning a transformers causal LM (or a
+``(model, tokenizer)`` pair)."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+from hone.errors import ModelNotFoundError
+from hone.generate.export import DecoderSource, decoder_source, export_decoder
+from hone.generate.types import LAYOUT_KEY
+from hone.model import Model, load_onnx_file
+
+logger = logging.getLogger(__name__)
+
+
+def generative_model(text: str) -> Model | None:
+    """The decoder ``text`` names, or None when it names something else (a non-generative model)."""
+    path = Path(text).expanduser()
+    if path.is_file() and path.suffix == ".onnx":
+        return load_onnx_file(path) if _has_layout(path) else None
+    if _factory_ref(text) is not None:
+        return load_onnx_file(export_factory_decoder(text), name=Path(text.partition(":")[0]).stem)
+    return None
+
+
+def _has_layout(path: Path) -> bool:
+    """Whether the file's metadata has hone's KV-cache layout; an unreadable file is left to the
+    caller's own loader (and its error message)."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001  # any parse failure: not ours to report here
+        return False
+    return any(p.key == LAYOUT_KEY for p in proto.metadata_props)
+
+
+def _factory_ref(text: str) -> tuple[str, str] | None:
+    file, sep, factory = text.rpartition(":")
+    if sep and file.endswith(".py") and factory.isidentifier():
+        return file, factory
+    return None
+
+
+def load_source(text: str) -> DecoderSource:
+    """The PyTorch side of a decoder: a ``file.py:factory``."""
+    ref = _factory_ref(text)
+    if ref is None:
+        raise ModelNotFoundError(
+            f"{text!r} is not a decoder source; give file.py:factory (a transformers causal LM) ",
+            source=text,
+        )
+    from hone.torch_export import import_factory
+
+    file, factory_name = ref
+    file_path = Path(file).expanduser()
+    if not file_path.is_file():
+        raise ModelNotFoundError(f"{file}: no such Python file; check the path", source=file)
+    factory = import_factory(file_path, factory_name)
+    from hone.errors import FactoryError
+
+    try:
+        built = factory()
+    except Exception as exc:  # the user's code: any error becomes one line
+        raise FactoryError(f"{text}() raised {type(exc).__name__}: {exc}; fix the factory") from exc
+    return decoder_source(built, text)
+
+
+def export_factory_decoder(text: str) -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="hone-generate-"))
+    path = folder / "decoder.onnx"
+    export_decoder(load_source(text), path)
+    return path
+
+
+__all__ = ["export_factory_decoder", "generative_model", "load_source"]

@@ -1,0 +1,316 @@
+"""The HTTP routes of a generation server (FastAPI): KServe v2 health and metadata, the Triton generate
+extension (``/v2/models/{m}/generate``, ``/generate_stream`` as server-sent events) and OpenAI's
+``/v1/completions``, ``/v1/chat/completions`` and ``/v1/models``; ``/metrics`` for Prometheus.
+
+Every request is checked and queued before the response starts, so a bad one gets its 400 and a
+full server its 503 as a plain JSON error; once a stream has begun, an error is sent as a last
+``{"error": ...}`` event. A client that goes away (stream closed, or a plain request's connection
+dropped) cancels its sequence, which frees its cache for the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from hone.errors import (
+    HoneError,
+    InferenceExecutionError,
+    InferenceInputError,
+    RequestTimeoutError,
+    ServedModelNotFoundError,
+)
+from hone.generate.decoder import Decoder
+from hone.generate.engine import Engine, TokenEvent
+from hone.generate.tokenizer import TextStream
+from hone.serve.generate_metrics import GenerationMetrics
+from hone.serve.generate_protocol import ParsedRequest, StopText, parse_chat, parse_completion, parse_generate
+
+DISCONNECT_POLL_S = 0.5
+_FINISH = {"stop": "stop", "length": "length", "cancelled": "abort"}
+
+
+@dataclass
+class GenerationService:
+    name: str
+    decoder: Decoder
+    engine: Engine
+    metrics: GenerationMetrics
+    ready: bool = True
+
+
+@dataclass(frozen=True)
+class Piece:
+    text: str
+    token: int | None
+    finish_reason: str | None = None  # set on the last piece
+
+
+class _Events:
+    """The engine thread's events, handed to this request's event loop."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[TokenEvent] = asyncio.Queue()
+
+    def deliver(self, event: TokenEvent) -> None:
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
+
+
+class Generation:
+    """One accepted request: ``pieces()`` yields its text as it is generated."""
+
+    def __init__(self, service: GenerationService, parsed: ParsedRequest) -> None:
+        self.service = service
+        self.parsed = parsed
+        self.events = _Events()
+        self.id = service.engine.submit(parsed.request, self.events.deliver)  # 400 / 503 here
+        self.prompt_tokens = len(parsed.request.prompt)
+        self.completion_tokens = 0
+
+    async def pieces(self, disconnected: Callable[[], Awaitable[bool]]) -> AsyncIterator[Piece]:
+        tokenizer = self.service.decoder.tokenizer
+        text = TextStream(tokenizer) if tokenizer else None
+        stop = StopText(self.parsed.stop)
+        finished = False
+        try:
+            while True:
+                try:
+                    event = await asyncio.wait_for(self.events.queue.get(), DISCONNECT_POLL_S)
+                except TimeoutError:
+                    if await disconnected():
+                        return
+                    continue
+                if event.token is not None:
+                    self.completion_tokens += 1
+                    piece = stop.push(text.push(event.token)) if text else ""
+                    if stop.stopped:
+                        finished = True
+                        self.service.engine.cancel(self.id)
+                        yield Piece(piece, event.token, "stop")
+                        return
+                    yield Piece(piece, event.token)
+                    continue
+                finished = True
+                if event.finish_reason == "error":
+                    raise InferenceExecutionError(f"generation failed: {event.error}")
+                if event.finish_reason == "timeout":
+                    raise RequestTimeoutError(
+                        "the request waited longer than its timeout for a free sequence; retry later"
+                    )
+                tail = text.text()[len(text.emitted) :] if text else ""
+                yield Piece(
+                    stop.push(tail) + stop.flush(), None, _FINISH.get(event.finish_reason or "", "stop")
+                )
+                return
+        finally:
+            if not finished:
+                self.service.engine.cancel(self.id)
+
+    def usage(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
+
+
+def _sse(data: object) -> bytes:
+    return f"data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+def _error_body(exc: HoneError) -> dict[str, Any]:
+    return {"error": str(exc)}
+
+
+def create_generate_app(service: GenerationService) -> FastAPI:
+    app = FastAPI(title="hone serve (generate)", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(HoneError)
+    async def hone_error(_: Request, exc: HoneError) -> JSONResponse:
+        return JSONResponse(_error_body(exc), status_code=exc.http_status)
+
+    def model(name: str) -> GenerationService:
+        if name != service.name:
+            raise ServedModelNotFoundError(
+                f"model {name!r} is not served; this server serves {service.name!r}"
+            )
+        return service
+
+    async def body_of(request: Request) -> object:
+        try:
+            return await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InferenceInputError(f"the request body is not valid JSON ({exc})") from exc
+
+    @app.get("/v2/health/live")
+    async def live() -> Response:
+        return Response(status_code=200)
+
+    @app.get("/v2/health/ready")
+    async def ready() -> Response:
+        return Response(status_code=200 if service.ready else 503)
+
+    @app.get("/v2/models/{name}")
+    async def metadata(name: str) -> dict[str, Any]:
+        layout = model(name).decoder.layout
+        return {
+            "name": name,
+            "versions": ["1"],
+            "platform": "onnxruntime_onnx",
+            "generate": {
+                "architecture": layout.architecture,
+                "max_context": layout.max_context,
+                "vocab_size": layout.vocab_size,
+                "tokenizer": service.decoder.tokenizer is not None,
+            },
+        }
+
+    @app.get("/v2/models/{name}/ready")
+    async def model_ready(name: str) -> Response:
+        model(name)
+        return Response(status_code=200 if service.ready else 503)
+
+    @app.post("/v2/models/{name}/generate")
+    async def generate(name: str, request: Request) -> dict[str, Any]:
+        parsed = parse_generate(await body_of(request), model(name).decoder.tokenizer, stream=False)
+        generation = Generation(service, parsed)
+        texts, ids, reason = [], [], None
+        async for piece in generation.pieces(request.is_disconnected):
+            texts.append(piece.text)
+            if piece.token is not None:
+                ids.append(piece.token)
+            reason = piece.finish_reason or reason
+        return {
+            "model_name": name,
+            "model_version": "1",
+            "text_output": "".join(texts),
+            "output_ids": ids,
+            "finish_reason": reason,
+            "usage": generation.usage(),
+        }
+
+    @app.post("/v2/models/{name}/generate_stream")
+    async def generate_stream(name: str, request: Request) -> StreamingResponse:
+        parsed = parse_generate(await body_of(request), model(name).decoder.tokenizer, stream=True)
+        generation = Generation(service, parsed)
+
+        async def events() -> AsyncIterator[bytes]:
+            try:
+                async for piece in generation.pieces(request.is_disconnected):
+                    event: dict[str, Any] = {
+                        "model_name": name,
+                        "model_version": "1",
+                        "text_output": piece.text,
+                    }
+                    if piece.token is not None:
+                        event["output_ids"] = [piece.token]
+                    if piece.finish_reason:
+                        event["finish_reason"] = piece.finish_reason
+                        event["usage"] = generation.usage()
+                    yield _sse(event)
+            except HoneError as exc:
+                yield _sse(_error_body(exc))
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {
+            "object": "list",
+            "data": [{"id": service.name, "object": "model", "created": 0, "owned_by": "hone"}],
+        }
+
+    async def openai_request(request: Request, chat: bool) -> tuple[dict[str, Any], ParsedRequest]:
+        body = await body_of(request)
+        if not isinstance(body, dict):
+            raise InferenceInputError("the request body must be a JSON object")
+        model(str(body.get("model", service.name)))
+        decoder = service.decoder
+        parsed = (
+            parse_chat(body, decoder.tokenizer, decoder.chat_template)
+            if chat
+            else parse_completion(body, decoder.tokenizer)
+        )
+        return body, parsed
+
+    @app.post("/v1/completions", response_model=None)
+    async def completions(request: Request) -> dict[str, Any] | StreamingResponse:
+        _, parsed = await openai_request(request, chat=False)
+        return await _openai_answer(service, request, parsed, chat=False)
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat_completions(request: Request) -> dict[str, Any] | StreamingResponse:
+        _, parsed = await openai_request(request, chat=True)
+        return await _openai_answer(service, request, parsed, chat=True)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+async def _openai_answer(
+    service: GenerationService, request: Request, parsed: ParsedRequest, *, chat: bool
+) -> dict[str, Any] | StreamingResponse:
+    generation = Generation(service, parsed)
+    ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
+    created = int(time.time())
+    kind = "chat.completion" if chat else "text_completion"
+    head = {"id": ident, "created": created, "model": service.name}
+
+    def choice(text: str, reason: str | None, *, delta: bool, first: bool = False) -> dict[str, Any]:
+        if not chat:
+            return {"index": 0, "text": text, "finish_reason": reason, "logprobs": None}
+        if delta:
+            content: dict[str, Any] = {"content": text} if text or not reason else {}
+            if first:
+                content = {"role": "assistant", "content": text}
+            return {"index": 0, "delta": content, "finish_reason": reason, "logprobs": None}
+        message = {"role": "assistant", "content": text}
+        return {"index": 0, "message": message, "finish_reason": reason, "logprobs": None}
+
+    if not parsed.stream:
+        texts, reason = [], None
+        async for piece in generation.pieces(request.is_disconnected):
+            texts.append(piece.text)
+            reason = piece.finish_reason or reason
+        return {
+            **head,
+            "object": kind,
+            "choices": [choice("".join(texts), reason, delta=False)],
+            "usage": generation.usage(),
+        }
+
+    chunk_kind = "chat.completion.chunk" if chat else "text_completion"
+
+    async def events() -> AsyncIterator[bytes]:
+        first = True
+        try:
+            async for piece in generation.pieces(request.is_disconnected):
+                if not piece.text and not piece.finish_reason and not first:
+                    continue
+                chunk = {**head, "object": chunk_kind}
+                chunk["choices"] = [choice(piece.text, piece.finish_reason, delta=True, first=first)]
+                first = False
+                yield _sse(chunk)
+            if parsed.include_usage:
+                yield _sse({**head, "object": chunk_kind, "choices": [], "usage": generation.usage()})
+        except HoneError as exc:
+            yield _sse({"error": {"message": str(exc), "type": type(exc).__name__}})
+        yield b"data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+__all__ = ["Generation", "GenerationService", "Piece", "create_generate_app"]

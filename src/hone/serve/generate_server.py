@@ -1,0 +1,125 @@
+"""Start and stop ``hone serve`` for a generative model: load the decoder, start the engine thread,
+bind the HTTP port, say ready; on SIGTERM/SIGINT refuse new requests (503), finish the accepted
+sequences, then close."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import uvicorn
+
+from hone.errors import OptionError
+from hone.generate.decoder import Decoder
+from hone.generate.engine import Engine, EngineConfig
+from hone.model import Model
+from hone.serve.generate_http import GenerationService, create_generate_app
+from hone.serve.generate_metrics import GenerationMetrics
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GenerateServeOptions:
+    model: Model
+    name: str
+    engine: EngineConfig
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class GenerateReady:
+    name: str
+    host: str
+    http_port: int
+    config: EngineConfig
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+    def line(self) -> str:
+        c = self.config
+        return (
+            f"hone serve: ready: {self.name} (generate, {c.policy} batching, {c.max_sequences} sequences, "
+            f"{c.max_cached_tokens} cached tokens) on {self.url} (OpenAI at {self.url}/v1, metrics at "
+            f"{self.url}/metrics)"
+        )
+
+
+def build_service(model: Model, name: str, config: EngineConfig, threads: int | None) -> GenerationService:
+    decoder = Decoder(model, threads=threads)
+    metrics = GenerationMetrics(name)
+    engine = Engine(decoder, config, observer=metrics)
+    metrics.attach(engine.stats, config.max_cached_tokens)
+    return GenerationService(name, decoder, engine, metrics)
+
+
+def serve_generative(options: GenerateServeOptions, *, on_ready: Callable[[GenerateReady], None]) -> None:
+    """Run until SIGTERM/SIGINT, then drain and return (blocking)."""
+    service = build_service(options.model, options.name, options.engine, options.threads)
+    try:
+        with _listening(options.host, options.http_port) as sock:
+            asyncio.run(_serve(service, sock, options, on_ready))
+    finally:
+        service.engine.close(drain=False)
+
+
+async def _serve(
+    service: GenerationService,
+    sock: socket.socket,
+    options: GenerateServeOptions,
+    on_ready: Callable[[GenerateReady], None],
+) -> None:
+    config = uvicorn.Config(
+        create_generate_app(service), lifespan="off", log_config=None, access_log=False, server_header=False
+    )
+    server = _Server(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            task.result()
+            return
+        await asyncio.sleep(0.01)
+    port = sock.getsockname()[1]
+    on_ready(GenerateReady(options.name, options.host, port, options.engine))
+    await stop.wait()
+    logger.info("stop signal: refusing new requests, finishing the running sequences")
+    service.ready = False
+    await asyncio.to_thread(service.engine.close, drain=True)
+    server.should_exit = True
+    await task
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@contextlib.contextmanager
+def _listening(host: str, port: int) -> Iterator[socket.socket]:
+    try:
+        sock = socket.create_server((host, port), reuse_port=False, backlog=2048)
+    except OSError as exc:
+        raise OptionError(
+            f"cannot listen on {host}:{port} ({exc.strerror}); pick another --http-port (0: any free port)"
+        ) from exc
+    try:
+        yield sock
+    finally:
+        sock.close()
+
+
+__all__ = ["GenerateReady", "GenerateServeOptions", "build_service", "serve_generative"]
