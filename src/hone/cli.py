@@ -542,8 +542,9 @@ def export(
         typer.Option(
             "--target",
             help=(
-                "onnx | edge | web (edge: smallest INT8 within the budget, manifest, profile at 1 thread;"
-                " web: a browser bundle on WebGPU/WASM)"
+                "onnx | edge | web | generate (edge: smallest INT8 within the budget, manifest, profile at 1"
+                " thread; web: a browser bundle on WebGPU/WASM; generate: a file.py:factory causal LM with"
+                " its KV cache, for hone serve)"
             ),
         ),
     ] = "onnx",
@@ -582,6 +583,17 @@ def export(
     from hone.report.terminal import export_view
 
     _check_json_target(json_path, force)
+    if target == "generate":
+        from hone.generate.export import export_checked
+        from hone.generate.sources import load_source
+        from hone.paths import ensure_writable
+
+        path = ensure_writable(output, force=force)
+        with _progress() as progress:
+            progress.add_task(f"export {model} with its KV cache, greedy tokens checked", total=None)
+            checked = export_checked(load_source(model), path)
+        console.print(checked.line(), highlight=False, soft_wrap=True)
+        return
     if calib is not None and data is not None:
         raise OptionError("--calib is an older name of --data; give one of them")
     loaded = _load(model, input_shape, dim, data or calib, check=target != "onnx")

@@ -65,3 +65,18 @@ def test_a_non_decoder_is_refused_in_one_line() -> None:
 
     with pytest.raises(FactoryError, match="not a transformers causal LM"):
         decoder_source(torch.nn.Linear(2, 2), "f.py:make")
+
+
+def test_cli_export_target_generate_checks_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    factory = f"{Path(decoders.__file__)}:llama"
+    out = tmp_path / "llama.onnx"
+    command = [sys.executable, "-m", "hone.cli", "export", factory, "--target", "generate", "-o", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "greedy tokens identical to PyTorch on 3 prompts x 16 steps" in done.stdout
+    assert is_generative(load_onnx_file(out))
+    again = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert again.returncode != 0 and "already exists" in again.stdout + again.stderr

@@ -243,9 +243,56 @@ def write_metadata(
     onnx.save(proto, str(path))
 
 
+@dataclass(frozen=True)
+class CheckedExport:
+    path: Path
+    layout: DecoderLayout
+    prompts: int
+    steps: int
+
+    def line(self) -> str:
+        layout = self.layout
+        return (
+            f"exported {layout.architecture} to {self.path}: {layout.layers} layers, {layout.kv_heads} "
+            f"kv heads x {layout.head_dim}, context {layout.max_context}; greedy tokens identical to "
+            f"PyTorch on {self.prompts} prompts x {self.steps} steps, alone and batched"
+        )
+
+
+def export_checked(source: DecoderSource, path: Path, *, prompts: int = 3, steps: int = 16) -> CheckedExport:
+    """Export, then refuse (and remove the file) unless the graph's greedy tokens, batched with left
+    padding, equal PyTorch's own (the whole sequence recomputed each step) on invented prompts."""
+    import numpy as np
+    import torch
+
+    from hone.errors import ExecutionError
+    from hone.generate.decoder import Decoder
+
+    layout = export_decoder(source, path)
+    rng = np.random.default_rng(0)
+    rows = [rng.integers(0, layout.vocab_size, size=n).tolist() for n in (2, 5, 9)[:prompts]]
+    steps = min(steps, layout.max_context - max(len(r) for r in rows))
+    got = Decoder.load(path).greedy(rows, steps)
+    for row, tokens in zip(rows, got, strict=True):
+        ids = torch.tensor([row])
+        with torch.inference_mode():
+            for _ in range(steps):
+                token = source.model(input_ids=ids).logits[0, -1].argmax()
+                ids = torch.cat([ids, token.view(1, 1)], dim=1)
+        if ids[0, len(row) :].tolist() != tokens:
+            path.unlink(missing_ok=True)
+            raise ExecutionError(
+                f"the exported {layout.architecture} does not give PyTorch's greedy tokens; nothing was "
+                "written (report this model to hone)"
+            )
+    return CheckedExport(path, layout, len(rows), steps)
+
+
 __all__ = [
     "OPSET",
+    "CheckedExport",
     "DecoderSource",
+    "export_checked",
     "decoder_source",
     "export_decoder",
     "layout_of",
