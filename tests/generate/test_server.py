@@ -248,4 +248,5 @@ def test_disconnect_cancels_full_cache_503_and_nothing_leaks(server: Server, gpt
     assert 'vllm:request_success_total{finished_reason="cancelled",model_name="gpt2"}' in metrics
     assert "vllm:time_to_first_token_seconds_count" in metrics
     assert "vllm:inter_token_latency_seconds_bucket" in metrics
-    assert server.metric("vllm:generation_tokens_total") > 240 * 7
+    # every finished stream's tokens were counted: the keeper's and each 200's 240, plus the quitter's
+    assert server.metric("vllm:generation_tokens_total") >= 240 * (1 + codes.count(200)) + 5
