@@ -12,6 +12,7 @@ from hone.errors import ModelNotFoundError
 from hone.generate.export import DecoderSource, decoder_source, export_decoder
 from hone.generate.types import LAYOUT_KEY
 from hone.model import Model, load_onnx_file
+from hone.sources import split_factory_ref
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +22,7 @@ def generative_model(text: str) -> Model | None:
     path = Path(text).expanduser()
     if path.is_file() and path.suffix == ".onnx":
         return load_onnx_file(path) if _has_layout(path) else None
-    if _factory_ref(text) is not None:
+    if split_factory_ref(text) is not None:
         return load_onnx_file(export_factory_decoder(text), name=Path(text.partition(":")[0]).stem)
     return None
 
@@ -38,16 +39,9 @@ def _has_layout(path: Path) -> bool:
     return any(p.key == LAYOUT_KEY for p in proto.metadata_props)
 
 
-def _factory_ref(text: str) -> tuple[str, str] | None:
-    file, sep, factory = text.rpartition(":")
-    if sep and file.endswith(".py") and factory.isidentifier():
-        return file, factory
-    return None
-
-
 def load_source(text: str) -> DecoderSource:
     """The PyTorch side of a decoder: a ``file.py:factory``."""
-    ref = _factory_ref(text)
+    ref = split_factory_ref(text)
     if ref is None:
         raise ModelNotFoundError(
             f"{text!r} is not a decoder source; give file.py:factory (a transformers causal LM) ",
