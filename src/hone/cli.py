@@ -263,9 +263,14 @@ def quantize(
         str,
         typer.Option(
             "--mode",
-            help="auto | static | dynamic | fp16 (auto: static for Conv models, dynamic for MatMul models)",
+            help="auto | static | dynamic | fp16 | int4 | int8 (auto: static for Conv models, dynamic for "
+            "MatMul models, int4 for generative ones; int4/int8: generative models, weight-only int4 or "
+            "dynamic int8 behind a perplexity and greedy-token gate)",
         ),
     ] = "auto",
+    block_size: Annotated[
+        int, typer.Option("--block-size", help="int4: weights per scale along the input axis (16..256)")
+    ] = 32,
     fmt: Annotated[
         str, typer.Option("--format", help="qdq | qoperator | auto (auto: build both, keep the faster)")
     ] = "auto",
@@ -310,6 +315,28 @@ def quantize(
     ensure_writable(output, force=force)
     if calib is not None and data is not None:
         raise OptionError("--calib is an older name of --data; give one of them")
+    from hone.generate.sources import generative_model
+
+    decoder_model = None if input_shape else generative_model(model)
+    if decoder_model is not None:
+        _quantize_generative(
+            decoder_model,
+            output,
+            mode,
+            block_size,
+            budget,
+            data or calib,
+            threads,
+            no_speed,
+            json_path,
+            force,
+        )
+        return
+    if mode in ("int4", "int8"):
+        raise OptionError(
+            f"--mode {mode} is for generative models (`hone export --target generate`); {model} is not one: "
+            "use --mode static | dynamic | fp16"
+        )
     loaded = _load(model, input_shape, dim, data or calib)
     with _progress() as progress:
         progress.add_task(f"quantize {loaded.name} ({mode})", total=None)
@@ -336,6 +363,38 @@ def quantize(
     kept.save(output, force=force)
     what = "the float model (no candidate passed both gates)" if not result.kept_quantized else result.format
     console.print(f"wrote {output}: {what}")
+    _write_json(result, json_path, force)
+
+
+def _quantize_generative(
+    decoder_model: Any,
+    output: Path,
+    mode: str,
+    block_size: int,
+    budget: str | None,
+    data: str | None,
+    threads: int | None,
+    no_speed: bool,
+    json_path: Path | None,
+    force: bool,
+) -> None:
+    from hone.quantize.generative import quantize_generative
+    from hone.report.terminal import generative_quantize_table
+
+    with _progress() as progress:
+        progress.add_task(f"quantize {decoder_model.name} ({mode})", total=None)
+        kept, result = quantize_generative(
+            decoder_model,
+            mode="int4" if mode == "auto" else mode,
+            block_size=block_size,
+            budget=budget,
+            data=data,
+            threads=threads,
+            measure_speed=not no_speed,
+        )
+    console.print(generative_quantize_table(result))
+    kept.save(output, force=force)
+    console.print(f"wrote {output}: {result.kept if result.kept != 'float' else 'the float model'}")
     _write_json(result, json_path, force)
 
 
@@ -787,6 +846,10 @@ def serve(
             "--batching", help="generative models: continuous | static | sequential (the last two: baselines)"
         ),
     ] = "continuous",
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", help="generative models: intra-op threads (default: physical cores)"),
+    ] = None,
     dim: DimOption = None,
     data: DataOption = None,
 ) -> None:
@@ -808,13 +871,17 @@ def serve(
             max_waiting=max_waiting,
         )
         generate_options = GenerateServeOptions(
-            decoder_model, name or decoder_model.name, engine, host=host, http_port=http_port
+            decoder_model, name or decoder_model.name, engine, host=host, http_port=http_port, threads=threads
         )
         serve_generative(
             generate_options,
             on_ready=lambda ready: console.print(ready.line(), highlight=False, soft_wrap=True),
         )
         return
+    if threads is not None:
+        raise OptionError(
+            "--threads applies to generative models only; KServe models use onnxruntime's default threads"
+        )
     from hone.serve.ray_serve import refuse_unsupported
 
     refuse_unsupported(ray=ray, replicas=replicas, instances=instances, slo_p99_ms=slo_p99_ms, token=token)

@@ -49,19 +49,21 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from hone._version import __version__
 from hone.errors import HoneError, OptionError, OutputExistsError
+from hone.generate.sources import is_generative_source
 from hone.job_types import (
     EDGE_FOLDER,
+    GENERATE_FOLDER,
     REPORT_HTML,
     REPORT_JSON,
     SERVE_FOLDER,
     STAGES,
     WEB_FOLDER,
+    RunOptions,
     RunReport,
     ServeRepositoryStage,
     ShippedChoice,
@@ -101,18 +103,6 @@ BASELINE_DESCRIPTION = "ort-all on the loaded model"
 # progress(stage, event, detail): event is "start" | "done" | "failed" | "skipped" | "step".
 ProgressCallback = Callable[[str, str, str], None]
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """What every stage may need besides the model; each stage takes the model and these."""
-
-    out: Path
-    batches: tuple[int, ...]
-    threads: int
-    provider: str
-    budget_s: float
-    force: bool
 
 
 def run(
@@ -156,6 +146,8 @@ def run(
         check_output_folder(out / WEB_FOLDER, force, "the web bundle")
     if edge:
         check_output_folder(out / EDGE_FOLDER, force, "the edge bundle")
+    if source is not None and not input_shapes and is_generative_source(source):
+        ensure_writable(out / GENERATE_FOLDER / "model.onnx", force=force)
 
     report = RunReport(
         hone_version=__version__,
@@ -211,6 +203,11 @@ def _run_stages(
     dims: dict[str, int] | None = None,
 ) -> None:
     report = stages.report
+    if not input_shapes and is_generative_source(source):
+        from hone.job_generate import run_generative
+
+        run_generative(stages, source, options, quantize=quantize, serve=serve, data=data)
+        return
     loaded = stages.run("load", lambda: _load(source, input_shapes, data, dims))
     if loaded is None:
         for name in STAGES[1:]:

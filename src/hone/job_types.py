@@ -9,22 +9,28 @@ checker only (their JSON comes from the dataclass fields either way).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from hone.bench.types import BenchResult
     from hone.export.placement import PlacementReport
     from hone.export.types import EdgeResult
+    from hone.generate.loadtest import CacheCheck, LoadTest
+    from hone.generate.types import DecoderLayout
     from hone.info import ModelInfo
     from hone.passes.types import OptimizeResult
     from hone.profile.types import ProfileResult
-    from hone.quantize.types import QuantizeResult
+    from hone.quantize.types import GenerativeQuantizeResult, QuantizeResult
     from hone.serve.types import LoadTestResult
     from hone.tune.types import TuneResult
     from hone.verify import VerifyResult
 
 # The stages of ``hone run`` in the order they run (hone.job's docstring says what each needs).
 STAGES = ("load", "verify", "profile", "optimize", "quantize", "bench", "serve", "ship-serve", "web", "edge")
+# ... and of a generative model (``hone.generate``'s own stages).
+GENERATIVE_STAGES = ("load", "verify", "quantize", "serve", "ship")
+GENERATE_FOLDER = "generate"  # <out>/generate/model.onnx: `hone serve <out>/generate/model.onnx`
 REPORT_JSON = "report.json"  # written by the job
 REPORT_HTML = "report.html"  # written by its caller (the CLI, ``hone.run``) with hone.report.html
 SERVE_FOLDER = "serve"  # <out>/serve/<model>/1/model.onnx + config.json: `hone serve <out>/serve`
@@ -34,6 +40,18 @@ EDGE_FOLDER = "edge"
 
 StageStatus = Literal["ok", "failed", "skipped"]
 PageOutcome = Literal["ran", "not-opened", "did-not-run", "failed", "differs"]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What every stage may need besides the model; each stage takes the model and these."""
+
+    out: Path
+    batches: tuple[int, ...]
+    threads: int
+    provider: str
+    budget_s: float
+    force: bool
 
 
 @dataclass
@@ -100,6 +118,19 @@ class PhotoTop5:
 
 
 @dataclass
+class GenerativeRun:
+    """What ``hone run`` found for a generative model: its layout, the KV-cache check, the int4 gate
+    and race, the in-process load test of the shipped decoder, and where that decoder was written."""
+
+    layout: DecoderLayout
+    cache_check: CacheCheck | None = None
+    quantize: GenerativeQuantizeResult | None = None
+    load_test: LoadTest | None = None
+    shipped: str = "float"  # "float" or the kept quantized candidate's name
+    shipped_path: str = ""
+
+
+@dataclass
 class RunReport:
     hone_version: str
     model: str
@@ -125,6 +156,7 @@ class RunReport:
     showcase: list[PhotoTop5] = field(default_factory=list)
     showcase_artifact: str = ""
     data: str = ""  # where the samples came from and how they were split
+    generate: GenerativeRun | None = None  # a generative model's run (its stages replace the others)
 
     @property
     def passed(self) -> bool:

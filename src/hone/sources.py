@@ -80,7 +80,8 @@ def load_zoo(name: str) -> Model:
     )
     model.source_kind = "zoo"
     model.default_dims = dict(entry.default_dims)
-    model.provenance = {"zoo": entry.name, **entry.provenance, "onnx_cache": str(onnx_path)}
+    measured = entry.measured_provenance() if entry.measured_provenance else {}
+    model.provenance = {"zoo": entry.name, **entry.provenance, **measured, "onnx_cache": str(onnx_path)}
     model.torch_factory = entry.build_module
     return model
 
@@ -108,9 +109,12 @@ def cached_onnx(entry: ZooModel) -> Path:
     if path.exists():
         return path
     logger.info("exporting zoo model %s to %s (first use)", entry.name, path)
-    module = entry.build_module()
     partial = path.with_suffix(".onnx.partial")
-    torch_export.export_module(module, entry.inputs, entry.output_names, partial, dims=entry.default_dims)
+    if entry.export_onnx is not None:
+        entry.export_onnx(partial)
+    else:
+        module = entry.build_module()
+        torch_export.export_module(module, entry.inputs, entry.output_names, partial, dims=entry.default_dims)
     if entry.metadata:
         _write_metadata(partial, entry.metadata)
     partial.replace(path)

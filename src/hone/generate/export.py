@@ -119,7 +119,7 @@ def _eos_ids(model: Any, vocab: int) -> tuple[int, ...]:
     return tuple(int(i) for i in ids if 0 <= int(i) < vocab)  # ids outside the vocabulary never occur
 
 
-def _wrapper(model: Any, layers: int) -> torch.nn.Module:
+def kv_cache_module(model: Any, layers: int) -> torch.nn.Module:
     import torch
     from transformers import DynamicCache
 
@@ -201,7 +201,7 @@ def export_decoder(source: DecoderSource, path: Path) -> DecoderLayout:
         with warnings.catch_warnings(), torch.inference_mode():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                _wrapper(model, layout.layers),
+                kv_cache_module(model, layout.layers),
                 args,
                 str(path),
                 dynamo=False,
@@ -295,6 +295,7 @@ __all__ = [
     "export_checked",
     "decoder_source",
     "export_decoder",
+    "kv_cache_module",
     "layout_of",
     "use_eager_attention",
     "write_metadata",

@@ -8,11 +8,12 @@ import logging
 import tempfile
 from pathlib import Path
 
+from hone import zoo
 from hone.errors import ModelNotFoundError
-from hone.generate.export import DecoderSource, decoder_source, export_decoder
+from hone.generate.export import DecoderSource, decoder_source, export_checked
 from hone.generate.types import LAYOUT_KEY
 from hone.model import Model, load_onnx_file
-from hone.sources import split_factory_ref
+from hone.sources import load_zoo, split_factory_ref
 
 logger = logging.getLogger(__name__)
 
@@ -22,9 +23,26 @@ def generative_model(text: str) -> Model | None:
     path = Path(text).expanduser()
     if path.is_file() and path.suffix == ".onnx":
         return load_onnx_file(path) if _has_layout(path) else None
+    if text in zoo.names() and zoo.get(text).export_onnx is not None:  # e.g. tiny_gpt
+        return load_zoo(text)
     if split_factory_ref(text) is not None:
         return load_onnx_file(export_factory_decoder(text), name=Path(text.partition(":")[0]).stem)
     return None
+
+
+def is_generative_source(source: object) -> bool:
+    """Whether ``source`` names a decoder, decided without exporting anything: a Model or .onnx file
+    with hone's KV-cache layout, a generative zoo model, or a ``file.py:factory`` (a factory without
+    ``--input-shape`` can only be a causal LM)."""
+    if isinstance(source, Model):
+        return LAYOUT_KEY in source.ir.metadata_props
+    text = str(source)
+    path = Path(text).expanduser()
+    if path.is_file() and path.suffix == ".onnx":
+        return _has_layout(path)
+    if text in zoo.names():
+        return zoo.get(text).export_onnx is not None
+    return split_factory_ref(text) is not None
 
 
 def _has_layout(path: Path) -> bool:
@@ -64,10 +82,12 @@ def load_source(text: str) -> DecoderSource:
 
 
 def export_factory_decoder(text: str) -> Path:
+    """The factory's decoder exported to a temporary file, refused unless its greedy tokens equal
+    PyTorch's (``export_checked``)."""
     folder = Path(tempfile.mkdtemp(prefix="hone-generate-"))
     path = folder / "decoder.onnx"
-    export_decoder(load_source(text), path)
+    export_checked(load_source(text), path)
     return path
 
 
-__all__ = ["export_factory_decoder", "generative_model", "load_source"]
+__all__ = ["export_factory_decoder", "generative_model", "is_generative_source", "load_source"]

@@ -190,3 +190,40 @@ class PruneResult:
     @property
     def params(self) -> int:
         return sum(layer.params for layer in self.layers)
+
+
+@dataclass
+class GenerativeCandidate:
+    """One int4/int8 candidate of a decoder, judged on held-out text and (if it passed) raced."""
+
+    name: str  # "int4-rtn", "int4-hqq" or "int8-dynamic"
+    perplexity: float
+    perplexity_increase: float  # relative to the float decoder: 0.01 = +1%
+    agreement: float  # share of greedy tokens equal to the float decoder's (teacher-forced)
+    passed: bool
+    reason: str
+    kept_float: list[str] = field(default_factory=list)  # MatMuls the fallback kept float
+    size_bytes: int = 0
+    tokens_per_s: float | None = None  # one sequence, greedy, prefill included (when raced)
+    speedup: float | None = None  # median over rounds of float seconds / candidate seconds
+    chosen: bool = False
+
+
+@dataclass
+class GenerativeQuantizeResult:
+    """``hone quantize`` of a generative model: the gate's numbers and the race's."""
+
+    model: str
+    mode: str  # "int4" or "int8"
+    block_size: int | None
+    budget: str
+    data: str  # the held-out text the gate measured on
+    float_perplexity: float
+    size_bytes_before: int
+    size_bytes_after: int = 0
+    float_tokens_per_s: float | None = None
+    candidates: list[GenerativeCandidate] = field(default_factory=list)
+    kept: str = "float"  # the chosen candidate's name, or "float"
+    speedup: float | None = None
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0

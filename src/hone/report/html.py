@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from hone.bench.types import BenchResult
-from hone.job_types import PhotoTop5, RunReport, ServeRepositoryStage, ShippedChoice, WebStage
+from hone.job_types import GenerativeRun, PhotoTop5, RunReport, ServeRepositoryStage, ShippedChoice, WebStage
 from hone.report.markup import image, table
 from hone.report.plots import (
     bench_latency_png,
@@ -98,6 +98,7 @@ def render_html(report: RunReport) -> str:
     )
     _add(parts, "web", report.web, lambda result: "\n".join(_web_section(result)))
     _add(parts, "edge", report.edge, _edge_section)
+    _add(parts, "generate", report.generate, _generate_section)
     _add(
         parts,
         "showcase",
@@ -587,6 +588,65 @@ def _showcase_section(rows: Sequence[PhotoTop5], artifact: str) -> str:
             ),
         ]
     )
+
+
+def _generate_section(run: GenerativeRun) -> str:
+    """A generative model's run: its KV cache, the int4 gate and race, the load test."""
+    e = html.escape
+    layout = run.layout
+    parts = [
+        "<h2 id='generate'>Generative model</h2>",
+        (
+            f"<p>{e(layout.architecture)}: {layout.layers} layers, {layout.kv_heads} kv heads x "
+            f"{layout.head_dim}, vocabulary {layout.vocab_size}, context {layout.max_context}. "
+            f"Shipped: <b>{e(run.shipped)}</b> decoder, <code>{e(run.shipped_path)}</code>.</p>"
+        ),
+    ]
+    if run.cache_check is not None:
+        parts.append(f"<p>KV cache: {e(run.cache_check.line())}.</p>")
+    result = run.quantize
+    if result is not None:
+        parts.append(
+            f"<p>int4 (block {result.block_size}): kept <b>{e(result.kept)}</b>; gate: {e(result.budget)};"
+            f" on {e(result.data)}; float perplexity {result.float_perplexity:.2f}.</p>"
+        )
+        parts.extend(_notes(result))
+        rows = [
+            (
+                e(c.name) + (" <b>(kept)</b>" if c.chosen else ""),
+                str(len(c.kept_float)),
+                f"{c.perplexity:.2f} ({c.perplexity_increase:+.2%})",
+                f"{c.agreement:.1%}",
+                _status("ok") if c.passed else _status("failed"),
+                human_bytes(c.size_bytes),
+                "-" if c.tokens_per_s is None else f"{c.tokens_per_s:.0f}",
+                "-" if c.speedup is None else f"{c.speedup:.2f}x",
+            )
+            for c in result.candidates
+        ]
+        header = ("candidate", "MatMuls kept float", "perplexity", "tokens equal", "gate", "size")
+        parts.append(table((*header, "tokens/s", "speedup"), rows, escape=False))
+    if run.load_test is not None:
+        test = run.load_test
+        parts.append(f"<p>Load test: {e(test.line())}.</p>")
+        parts.append(
+            table(
+                ("clients", "requests", "tokens", "tokens/s", "TTFT p50 ms", "TTFT p99 ms", "ITL p50 ms"),
+                [
+                    (
+                        str(level.concurrency),
+                        str(level.requests),
+                        str(level.output_tokens),
+                        f"{level.tokens_per_s:.0f}",
+                        f"{level.ttft_p50_ms:.1f}",
+                        f"{level.ttft_p99_ms:.1f}",
+                        f"{level.itl_p50_ms:.2f}",
+                    )
+                    for level in test.levels
+                ],
+            )
+        )
+    return "\n".join(parts)
 
 
 def _quantize_section(result: QuantizeResult) -> str:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from hone.passes.types import OptimizeResult
     from hone.pipeline.types import PipelineResult, SimulationResult
     from hone.profile.types import ProfileResult
-    from hone.quantize.types import AccuracyReport, PruneResult, QuantizeResult
+    from hone.quantize.types import AccuracyReport, GenerativeQuantizeResult, PruneResult, QuantizeResult
 
 
 def human_bytes(count: int | None) -> str:
@@ -254,6 +254,9 @@ def run_view(report: RunReport) -> list[RenderableType]:
         run_summary(report),
         None if report.bench is None else bench_table(report.bench),
         showcase_table(report) if report.showcase else None,
+        None
+        if report.generate is None or report.generate.quantize is None
+        else generative_quantize_table(report.generate.quantize),
     ]
     return [view for view in views if view is not None]
 
@@ -491,6 +494,56 @@ def quantize_table(result: QuantizeResult) -> Table:
             gate,
             human_bytes(candidate.size_bytes),
             "-" if candidate.p50_ms is None else f"{candidate.p50_ms:.2f}",
+            "-" if candidate.speedup is None else f"{candidate.speedup:.2f}x",
+        )
+    return table
+
+
+def generative_quantize_table(result: GenerativeQuantizeResult) -> Table:
+    """A decoder's int4/int8 candidates: the generative gate's numbers and tokens/s at one sequence."""
+    kept = f"kept {result.kept}" + (f", {result.speedup:.2f}x tokens/s" if result.speedup else "")
+    block = f", block {result.block_size}" if result.block_size else ""
+    table = Table(
+        title=(
+            f"quantize {result.model} ({result.mode}{block}): {kept}; size "
+            f"{human_bytes(result.size_bytes_before)} -> {human_bytes(result.size_bytes_after)}; "
+            f"gate: {escape(result.budget)}; on {escape(result.data)}"
+        ),
+        caption=notes_caption(result),
+    )
+    for column in (
+        "candidate",
+        "kept float",
+        "perplexity",
+        "tokens equal",
+        "gate",
+        "size",
+        "tokens/s",
+        "speedup",
+    ):
+        table.add_column(column, justify="left" if column in ("candidate", "gate") else "right")
+    speed = "-" if result.float_tokens_per_s is None else f"{result.float_tokens_per_s:.0f}"
+    table.add_row(
+        "float",
+        "-",
+        f"{result.float_perplexity:.2f}",
+        "100%",
+        "-",
+        human_bytes(result.size_bytes_before),
+        speed,
+        "1.00x",
+    )
+    for candidate in result.candidates:
+        gate = "[green]pass[/green]" if candidate.passed else f"[red]miss[/red] {escape(candidate.reason)}"
+        name = f"[bold]{candidate.name} (kept)[/bold]" if candidate.chosen else candidate.name
+        table.add_row(
+            name,
+            str(len(candidate.kept_float)),
+            f"{candidate.perplexity:.2f} ({candidate.perplexity_increase:+.2%})",
+            f"{candidate.agreement:.1%}",
+            gate,
+            human_bytes(candidate.size_bytes),
+            "-" if candidate.tokens_per_s is None else f"{candidate.tokens_per_s:.0f}",
             "-" if candidate.speedup is None else f"{candidate.speedup:.2f}x",
         )
     return table

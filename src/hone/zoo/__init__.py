@@ -1,6 +1,7 @@
 """The built-in models: efficientnet_lite0 (real ImageNet weights, real photos as data; the default),
 resnet18/50 (seeded weights, not trained), digits_cnn (trained on sklearn's digits), minilm (real
-weights), transformer_stack (seeded; the pipeline workload). An entry hands out a factory of its
+weights), transformer_stack (seeded; the pipeline workload), tiny_gpt (a
+GPT-2 trained on first use on Python's own docs; generative). An entry hands out a factory of its
 eager module and its data sets; ``hone.sources`` exports it to ONNX once and caches the file, with the
 entry's ``metadata`` (e.g. its image preprocessing) in its metadata_props. The modules load lazily so
 that importing hone does not import torch.
@@ -15,7 +16,7 @@ from hone.zoo.types import EvalSet, TrainSet, ZooModel
 
 __all__ = ["DEFAULT_MODEL", "EvalSet", "TrainSet", "ZooModel", "get", "names"]
 
-# zoo name -> (module under hone.zoo, attribute holding its ZooModel)
+# zoo name -> (module under hone.zoo, or a full module path; the attribute holding its ZooModel)
 _REGISTRY: dict[str, tuple[str, str]] = {
     "efficientnet_lite0": ("efficientnet", "EFFICIENTNET_LITE0"),
     "resnet18": ("resnet", "RESNET18"),
@@ -24,6 +25,8 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "minilm": ("minilm", "MINILM"),
     "minilm-eager": ("minilm", "MINILM_EAGER"),
     "transformer_stack": ("transformer", "TRANSFORMER_STACK"),
+    # built by the generative exporter, so it lives in hone.generate (a module path, imported on use)
+    "tiny_gpt": ("hone.generate.tiny_gpt", "TINY_GPT"),
 }
 
 DEFAULT_MODEL = "efficientnet_lite0"
@@ -39,5 +42,5 @@ def get(name: str) -> ZooModel:
             f"{name!r} is not a zoo model; choose one of: {', '.join(_REGISTRY)}", name=name
         )
     module_name, attribute = _REGISTRY[name]
-    module = importlib.import_module(f"hone.zoo.{module_name}")
+    module = importlib.import_module(module_name if "." in module_name else f"hone.zoo.{module_name}")
     return getattr(module, attribute)

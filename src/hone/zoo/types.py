@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -72,5 +73,11 @@ class ZooModel:
     # Entries written into the exported ONNX file's metadata_props (e.g. hone.imaging.METADATA_KEY
     # -> the ImagePreprocess JSON); they are part of the cached export's name, so a change rebuilds it.
     metadata: dict[str, str] = field(default_factory=dict)
+    # Facts measured when the model is built (e.g. a trained model's held-out perplexity), added to
+    # ``provenance`` at load time.
+    measured_provenance: Callable[[], dict[str, str]] | None = None
+    # Writes the model's ONNX file itself (a decoder with its KV cache) instead of the plain export of
+    # ``build_module`` with ``inputs``.
+    export_onnx: Callable[[Path], None] | None = None
     # Bump when the architecture or weights change so that cached exports are rebuilt.
     version: str = "1"

@@ -1,0 +1,432 @@
+"""Generative serving: continuous batching against static batching, one request at a time and
+PyTorch eager generation (transformers' ``generate``), on the zoo's trained tiny_gpt.
+
+Run: .venv/bin/python benchmarks/generate.py [--concurrency 1,8,32] [--requests-per-client 3]
+
+Same model, same run, loopback, 2 intra-op threads everywhere:
+
+- ``continuous``, ``static``, ``sequential``: ``hone serve tiny_gpt --batching X --threads 2``, one
+  server process per mode, all started before the first measurement and idle while others run;
+  loaded through the Triton generate extension (``/v2/models/tiny_gpt/generate_stream``, one
+  server-sent event per token) by an asyncio client in this process;
+- ``continuous-int4``: the same continuous server on ``hone quantize tiny_gpt --mode int4`` (the
+  gate's verdict is printed; the rows are shown only if it passed);
+- ``torch-generate``: the baseline a user starts from: the PyTorch model's ``generate`` (greedy,
+  its own KV cache) called for one request at a time by a worker thread in this process, with the
+  same clients queueing on it; TTFT and ITL come from a streamer that records each token's time.
+
+Requests: prompts cut from Python's held-out documentation (tokenized), lengths drawn (seed 0) from
+a fixed mix: prompt 8 / 32 / 96 tokens, output 16 / 48 / 128 tokens (``ignore_eos``, so every
+mode produces the same token count). A closed loop: ``c`` clients, each sends its next request when
+the last one ends, ``c x requests-per-client`` requests in all. Levels interleave the modes
+(A B C D E at c=1, then at c=8, ...).
+
+Also measured: one decode step at batch 1 (past 64 tokens) of the exported ONNX graph under
+onnxruntime against the same step in PyTorch eager (``model(input_ids, past_key_values=cache)``),
+interleaved blocks of 200 steps.
+
+Goals (issue 21): continuous >= 3x sequential tokens/s at c=32 with TTFT p99 <= 2x its c=1 value,
+and >= 1.5x static at c=32; INT4 >= 1.5x fp32 tokens/s at c=1 with the gate passed; the ONNX
+decode step >= 2x PyTorch eager at batch 1.
+
+Prints tables and writes benchmarks/results/generate-<date>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import queue
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+THREADS = 2
+MODEL = "tiny_gpt"
+PROMPT_LENGTHS = (8, 32, 96)
+OUTPUT_LENGTHS = (16, 48, 128)
+READY = re.compile(r"hone serve: ready: .* on (?P<url>http://127\.0\.0\.1:\d+) ")
+SERVED_MODES = ("continuous", "static", "sequential")
+
+console = Console()
+
+
+@dataclass(frozen=True)
+class Request:
+    prompt: list[int]
+    max_tokens: int
+
+
+@dataclass
+class Timing:
+    sent: float
+    tokens: list[float] = field(default_factory=list)  # arrival time of each token
+
+
+@dataclass
+class Level:
+    mode: str
+    concurrency: int
+    requests: int
+    output_tokens: int
+    seconds: float
+    tokens_per_s: float
+    ttft_p50_ms: float
+    ttft_p99_ms: float
+    itl_p50_ms: float
+    itl_p99_ms: float
+    errors: int
+
+
+def requests_for(stream: list[int], count: int, seed: int) -> list[Request]:
+    rng = np.random.default_rng(seed)
+    found = []
+    for _ in range(count):
+        length = int(rng.choice(PROMPT_LENGTHS))
+        start = int(rng.integers(0, len(stream) - length))
+        found.append(Request(stream[start : start + length], int(rng.choice(OUTPUT_LENGTHS))))
+    return found
+
+
+def summarize(mode: str, concurrency: int, timings: list[Timing], seconds: float, errors: int) -> Level:
+    ttft = [(t.tokens[0] - t.sent) * 1000 for t in timings if t.tokens]
+    itl = [(b - a) * 1000 for t in timings for a, b in zip(t.tokens, t.tokens[1:], strict=False)]
+    tokens = sum(len(t.tokens) for t in timings)
+    pct = lambda values, q: float(np.percentile(values, q)) if values else float("nan")  # noqa: E731
+    return Level(
+        mode, concurrency, len(timings), tokens, seconds, tokens / seconds,
+        pct(ttft, 50), pct(ttft, 99), pct(itl, 50), pct(itl, 99), errors,
+    )  # fmt: skip
+
+
+# --- hone servers -----------------------------------------------------------------------------
+
+
+class Server:
+    def __init__(self, model: str, batching: str) -> None:
+        command = [sys.executable, "-m", "hone.cli", "serve", model, "--batching", batching,
+                   "--threads", str(THREADS), "--http-port", "0", "--name", MODEL]  # fmt: skip
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        watchdog = threading.Timer(300, self.process.kill)
+        watchdog.start()
+        try:
+            line = self.process.stdout.readline().strip()  # type: ignore[union-attr]
+        finally:
+            watchdog.cancel()
+        match = READY.match(line)
+        if match is None:
+            self.process.kill()
+            raise SystemExit(f"hone serve {model} --batching {batching} did not start: {line!r}")
+        self.url = match["url"]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        self.process.communicate(timeout=60)
+
+
+async def _one(client: httpx2.AsyncClient, url: str, request: Request) -> Timing:
+    body = {"input_ids": request.prompt, "parameters": {"max_tokens": request.max_tokens, "ignore_eos": True}}
+    timing = Timing(time.perf_counter())
+    async with client.stream("POST", f"{url}/v2/models/{MODEL}/generate_stream", json=body) as response:
+        if response.status_code != 200:
+            raise RuntimeError(f"HTTP {response.status_code}: {(await response.aread())[:200]!r}")
+        async for line in response.aiter_lines():
+            if line.startswith("data: ") and "output_ids" in line:
+                timing.tokens += [time.perf_counter()] * len(json.loads(line[6:])["output_ids"])
+    return timing
+
+
+async def _closed_loop(url: str, requests: list[Request], concurrency: int) -> tuple[list[Timing], int]:
+    pending = list(reversed(requests))
+    timings: list[Timing] = []
+    errors = 0
+    limits = httpx2.Limits(max_connections=concurrency + 4)
+    async with httpx2.AsyncClient(timeout=300, limits=limits) as client:
+
+        async def worker() -> None:
+            nonlocal errors
+            while pending:
+                request = pending.pop()
+                try:
+                    timings.append(await _one(client, url, request))
+                except Exception as exc:  # noqa: BLE001  # counted and shown, the run goes on
+                    errors += 1
+                    console.print(f"[red]request failed: {exc}[/red]")
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return timings, errors
+
+
+def served_level(mode: str, server: Server, requests: list[Request], concurrency: int) -> Level:
+    started = time.perf_counter()
+    timings, errors = asyncio.run(_closed_loop(server.url, requests, concurrency))
+    return summarize(mode, concurrency, timings, time.perf_counter() - started, errors)
+
+
+# --- PyTorch eager: transformers' generate, one request at a time -------------------------------
+
+
+class TorchGenerate:
+    def __init__(self, model: Any) -> None:
+        import torch
+        from transformers.generation.streamers import BaseStreamer
+
+        torch.set_num_threads(THREADS)
+        self.model = model
+        self.torch = torch
+
+        class Stamps(BaseStreamer):
+            def __init__(self, timing: Timing) -> None:
+                self.timing, self.first = timing, True
+
+            def put(self, value: Any) -> None:
+                if self.first:  # generate() first puts the prompt
+                    self.first = False
+                    return
+                self.timing.tokens.append(time.perf_counter())
+
+            def end(self) -> None:
+                pass
+
+        self.stamps = Stamps
+
+    def generate(self, request: Request, timing: Timing) -> None:
+        ids = self.torch.tensor([request.prompt])
+        with self.torch.inference_mode():
+            self.model.generate(
+                ids,
+                attention_mask=self.torch.ones_like(ids),
+                max_new_tokens=request.max_tokens,
+                min_new_tokens=request.max_tokens,  # the same token count as the servers' ignore_eos
+                do_sample=False,
+                pad_token_id=0,
+                streamer=self.stamps(timing),
+            )
+
+    def level(self, requests: list[Request], concurrency: int) -> Level:
+        work: queue.Queue[tuple[Request, Timing, threading.Event] | None] = queue.Queue()
+
+        def serve() -> None:
+            while (item := work.get()) is not None:
+                request, timing, done = item
+                self.generate(request, timing)
+                done.set()
+
+        worker = threading.Thread(target=serve, daemon=True)
+        worker.start()
+        pending = list(reversed(requests))
+        lock = threading.Lock()
+        timings: list[Timing] = []
+
+        def client() -> None:
+            while True:
+                with lock:
+                    if not pending:
+                        return
+                    request = pending.pop()
+                timing, done = Timing(time.perf_counter()), threading.Event()
+                work.put((request, timing, done))
+                done.wait()
+                with lock:
+                    timings.append(timing)
+
+        started = time.perf_counter()
+        clients = [threading.Thread(target=client) for _ in range(concurrency)]
+        for thread in clients:
+            thread.start()
+        for thread in clients:
+            thread.join()
+        seconds = time.perf_counter() - started
+        work.put(None)
+        worker.join()
+        return summarize("torch-generate", concurrency, timings, seconds, 0)
+
+
+# --- one decode step: ONNX under onnxruntime against PyTorch eager ------------------------------
+
+
+def decode_step_race(model: Any, onnx_model: Any, past: int = 64, steps: int = 200, rounds: int = 5) -> dict[str, Any]:
+    import torch
+    from transformers import DynamicCache
+
+    from hone.generate.decoder import Decoder
+
+    decoder = Decoder(onnx_model, threads=THREADS)
+    layout = decoder.layout
+    rng = np.random.default_rng(0)
+    cache_arrays = [rng.standard_normal((1, layout.kv_heads, past, layout.head_dim)).astype(np.float32)
+                    for _ in layout.past_names]  # fmt: skip
+    ids = np.asarray([[17]], np.int64)
+    mask = np.ones((1, past + 1), np.int64)
+    positions = np.asarray([[past]], np.int64)
+
+    def onnx_block() -> float:
+        started = time.perf_counter()
+        for _ in range(steps):
+            decoder.step(ids, mask, positions, cache_arrays)
+        return (time.perf_counter() - started) / steps * 1000
+
+    def torch_block() -> float:
+        with torch.inference_mode():
+            tensors = [torch.from_numpy(a) for a in cache_arrays]
+            started = time.perf_counter()
+            for _ in range(steps):
+                cache = DynamicCache()
+                for i in range(layout.layers):
+                    cache.update(tensors[2 * i], tensors[2 * i + 1], i)
+                model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
+                      position_ids=torch.from_numpy(positions), past_key_values=cache, use_cache=True)  # fmt: skip
+            return (time.perf_counter() - started) / steps * 1000
+
+    onnx_block(), torch_block()  # warm-up
+    onnx_ms, torch_ms = [], []
+    for _ in range(rounds):
+        onnx_ms.append(onnx_block())
+        torch_ms.append(torch_block())
+    return {
+        "past_tokens": past,
+        "steps_per_block": steps,
+        "onnx_ms_per_step": onnx_ms,
+        "torch_eager_ms_per_step": torch_ms,
+        "onnx_median_ms": float(np.median(onnx_ms)),
+        "torch_eager_median_ms": float(np.median(torch_ms)),
+        "speedup": float(np.median(np.asarray(torch_ms) / np.asarray(onnx_ms))),
+    }
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--requests-per-client", type=int, default=3)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+
+    from hone.bench.sweep import machine_summary
+    from hone.generate import tiny_gpt
+    from hone.generate.decoder import Decoder
+    from hone.quantize.generative import quantize_generative
+    from hone.sources import load
+
+    fp32 = load(MODEL)
+    trained = tiny_gpt.trained()
+    decoder = Decoder(fp32, threads=THREADS)
+    assert decoder.tokenizer is not None
+    stream = [t for text in tiny_gpt.heldout_texts() for t in decoder.tokenizer.encode(text)]
+
+    console.print("quantizing tiny_gpt to int4 (the generative gate decides)")
+    int4_model, gate = quantize_generative(fp32, mode="int4", threads=THREADS)
+    folder = Path(tempfile.mkdtemp(prefix="hone-bench-generate-"))
+    int4_path = folder / "tiny_gpt-int4.onnx"
+    int4_model.save(int4_path)
+    int4_ok = gate.kept != "float"
+    console.print(f"gate: kept {gate.kept}; " + "; ".join(
+        f"{c.name}: perplexity {c.perplexity_increase:+.2%}, tokens {c.agreement:.1%}, {c.reason}"
+        for c in gate.candidates))  # fmt: skip
+
+    step = decode_step_race(trained.model, fp32)
+    console.print(
+        f"decode step at batch 1, past {step['past_tokens']}: onnx {step['onnx_median_ms']:.3f} ms, "
+        f"torch eager {step['torch_eager_median_ms']:.3f} ms, {step['speedup']:.2f}x"
+    )
+
+    servers = {mode: Server(MODEL, mode) for mode in SERVED_MODES}
+    if int4_ok:
+        servers["continuous-int4"] = Server(str(int4_path), "continuous")
+    torch_baseline = TorchGenerate(trained.model)
+    rows: list[Level] = []
+    try:
+        for concurrency in levels:
+            requests = requests_for(stream, concurrency * args.requests_per_client, seed=concurrency)
+            for name, server in servers.items():
+                served_level(name, server, requests[: min(4, len(requests))], concurrency)  # warm-up
+                rows.append(served_level(name, server, requests, concurrency))
+                console.print(rows[-1])
+            rows.append(torch_baseline.level(requests, concurrency))
+            console.print(rows[-1])
+    finally:
+        for server in servers.values():
+            server.stop()
+
+    table = Table(title=f"{MODEL}: output tokens/s and latency (loopback, {THREADS} threads)")
+    for column in ("mode", "c", "requests", "tokens", "tokens/s", "TTFT p50", "TTFT p99", "ITL p50", "ITL p99", "errors"):
+        table.add_column(column, justify="left" if column == "mode" else "right")
+    for r in rows:
+        table.add_row(r.mode, str(r.concurrency), str(r.requests), str(r.output_tokens), f"{r.tokens_per_s:.0f}",
+                      f"{r.ttft_p50_ms:.1f}", f"{r.ttft_p99_ms:.1f}", f"{r.itl_p50_ms:.2f}", f"{r.itl_p99_ms:.2f}",
+                      str(r.errors))  # fmt: skip
+    console.print(table)
+
+    def row(mode: str, concurrency: int) -> Level | None:
+        return next((r for r in rows if r.mode == mode and r.concurrency == concurrency), None)
+
+    goals: dict[str, Any] = {}
+    top, low = max(levels), min(levels)
+    cont, seq, stat = row("continuous", top), row("sequential", top), row("static", top)
+    if cont and seq and stat:
+        goals["continuous_vs_sequential_at_top"] = cont.tokens_per_s / seq.tokens_per_s
+        goals["continuous_vs_static_at_top"] = cont.tokens_per_s / stat.tokens_per_s
+    first = row("continuous", low)
+    if cont and first:
+        goals["continuous_ttft_p99_top_over_c1"] = cont.ttft_p99_ms / first.ttft_p99_ms
+    int4_row, fp32_row = row("continuous-int4", low), row("continuous", low)
+    if int4_row and fp32_row:
+        goals["int4_vs_fp32_tokens_per_s_at_c1"] = int4_row.tokens_per_s / fp32_row.tokens_per_s
+    goals["onnx_decode_step_vs_torch_eager"] = step["speedup"]
+    targets = {
+        "continuous_vs_sequential_at_top": (">=", 3.0),
+        "continuous_vs_static_at_top": (">=", 1.5),
+        "continuous_ttft_p99_top_over_c1": ("<=", 2.0),
+        "int4_vs_fp32_tokens_per_s_at_c1": (">=", 1.5),
+        "onnx_decode_step_vs_torch_eager": (">=", 2.0),
+    }
+    goal_table = Table(title="goals")
+    for column in ("goal", "measured", "target", "met"):
+        goal_table.add_column(column)
+    for name, (op, target) in targets.items():
+        value = goals.get(name)
+        met = None if value is None else (value >= target if op == ">=" else value <= target)
+        goal_table.add_row(name, "-" if value is None else f"{value:.2f}", f"{op} {target}", str(met))
+    console.print(goal_table)
+
+    result = {
+        "date": dt.date.today().isoformat(),
+        "machine": machine_summary(),
+        "model": MODEL,
+        "training": asdict(trained.record),
+        "threads": THREADS,
+        "requests_per_client": args.requests_per_client,
+        "prompt_lengths": PROMPT_LENGTHS,
+        "output_lengths": OUTPUT_LENGTHS,
+        "int4_gate": asdict(gate),
+        "decode_step": step,
+        "levels": [asdict(r) for r in rows],
+        "goals": goals,
+        "targets": {k: f"{op} {t}" for k, (op, t) in targets.items()},
+    }
+    out = Path(args.json) if args.json else ROOT / "benchmarks" / "results" / f"generate-{dt.date.today()}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    console.print(f"json: {out}")
+
+
+if __name__ == "__main__":
+    main()

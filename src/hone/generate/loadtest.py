@@ -1,0 +1,183 @@
+"""Checks and a bounded load test of a decoder, for ``hone run`` on a generative model.
+
+- ``cache_check``: the graph's KV-cache path against itself: greedy tokens decoded with the cache,
+  several prompts batched with left padding, must equal the tokens of recomputing every prefix from
+  an empty cache (prefill only, one prompt at a time). It needs no PyTorch, so it checks any
+  decoder file, including a quantized one.
+- ``load_test``: the continuous-batching engine in this process (no HTTP), a closed loop of ``c``
+  clients at each level, each sending its next request when the last one ends; output tokens/s and
+  time to first token / inter-token latency percentiles, measured from the token events.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hone.generate.decoder import Decoder
+from hone.generate.engine import Engine, EngineConfig, GenerationRequest, TokenEvent
+
+PROMPT_LENGTHS = (8, 24, 64)
+OUTPUT_LENGTHS = (16, 32, 64)
+
+
+@dataclass(frozen=True)
+class CacheCheck:
+    prompts: int
+    steps: int
+    equal: bool
+    first_difference: str = ""  # "prompt 2, step 5" when not equal
+
+    def line(self) -> str:
+        if self.equal:
+            return (
+                f"greedy tokens with the KV cache, {self.prompts} prompts batched with left padding, equal "
+                f"recomputing every prefix without it ({self.steps} steps)"
+            )
+        return f"the KV-cache path differs from recomputing without it at {self.first_difference}"
+
+
+@dataclass(frozen=True)
+class LoadLevel:
+    concurrency: int
+    requests: int
+    output_tokens: int
+    seconds: float
+    tokens_per_s: float
+    ttft_p50_ms: float
+    ttft_p99_ms: float
+    itl_p50_ms: float
+    itl_p99_ms: float
+
+
+@dataclass
+class LoadTest:
+    policy: str
+    threads: int | None
+    prompt_lengths: tuple[int, ...]
+    output_lengths: tuple[int, ...]
+    levels: list[LoadLevel] = field(default_factory=list)
+    leaked_tokens: int = 0  # reserved tokens left in the engine afterwards (must be 0)
+
+    def line(self) -> str:
+        parts = [
+            f"c={level.concurrency}: {level.tokens_per_s:.0f} tokens/s, TTFT p99 {level.ttft_p99_ms:.1f} ms"
+            for level in self.levels
+        ]
+        return f"{self.policy} batching in process: " + "; ".join(parts)
+
+
+def _prompts(decoder: Decoder, count: int, lengths: tuple[int, ...], seed: int) -> list[list[int]]:
+    rng = np.random.default_rng(seed)
+    vocab = decoder.layout.vocab_size
+    return [rng.integers(0, vocab, size=int(rng.choice(lengths))).tolist() for _ in range(count)]
+
+
+def cache_check(decoder: Decoder, *, prompts: int = 4, steps: int = 12, seed: int = 0) -> CacheCheck:
+    rows = _prompts(decoder, prompts, (2, 5, 9, 3), seed)
+    steps = max(1, min(steps, decoder.layout.max_context - max(len(r) for r in rows) - 1))
+    cached = decoder.greedy(rows, steps)
+    for index, row in enumerate(rows):
+        ids = list(row)
+        for step in range(steps):
+            array = np.asarray([ids], np.int64)
+            out = decoder.step(array, np.ones_like(array), np.arange(len(ids))[None], decoder.empty_past(1))
+            token = int(out.last_logits[0].argmax())
+            if token != cached[index][step]:
+                return CacheCheck(prompts, steps, False, f"prompt {index}, step {step}")
+            ids.append(token)
+    return CacheCheck(prompts, steps, True)
+
+
+def load_test(
+    decoder: Decoder,
+    *,
+    levels: tuple[int, ...] = (1, 8),
+    requests_per_client: int = 2,
+    config: EngineConfig | None = None,
+    seed: int = 0,
+) -> LoadTest:
+    config = config or EngineConfig()
+    engine = Engine(decoder, config)
+    result = LoadTest(config.policy, None, PROMPT_LENGTHS, OUTPUT_LENGTHS)
+    longest = decoder.layout.max_context - 1
+    try:
+        for concurrency in levels:
+            count = concurrency * requests_per_client
+            prompts = _prompts(decoder, count, PROMPT_LENGTHS, seed + concurrency)
+            rng = np.random.default_rng(seed + 1000 + concurrency)
+            requests = [
+                GenerationRequest(
+                    prompt=p,
+                    max_tokens=max(1, min(int(rng.choice(OUTPUT_LENGTHS)), longest - len(p))),
+                    stop_token_ids=frozenset(),
+                )
+                for p in prompts
+            ]
+            result.levels.append(_closed_loop(engine, requests, concurrency))
+        result.leaked_tokens = engine.stats.reserved_tokens
+    finally:
+        engine.close()
+    return result
+
+
+def _closed_loop(engine: Engine, requests: list[GenerationRequest], concurrency: int) -> LoadLevel:
+    pending = list(reversed(requests))
+    lock = threading.Lock()
+    ttft: list[float] = []
+    gaps: list[float] = []
+    tokens = 0
+
+    def client() -> None:
+        nonlocal tokens
+        while True:
+            with lock:
+                if not pending:
+                    return
+                request = pending.pop()
+            times: list[float] = []
+            done = threading.Event()
+
+            def deliver(event: TokenEvent, times: list[float] = times, done: threading.Event = done) -> None:
+                if event.token is not None:
+                    times.append(time.perf_counter())
+                if event.finish_reason is not None:
+                    done.set()
+
+            sent = time.perf_counter()
+            engine.submit(request, deliver)
+            done.wait(timeout=300)
+            with lock:
+                if times:
+                    ttft.append((times[0] - sent) * 1000)
+                    gaps.extend((b - a) * 1000 for a, b in zip(times, times[1:], strict=False))
+                tokens += len(times)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - started
+
+    def pct(values: list[float], q: float) -> float:
+        return float(np.percentile(values, q)) if values else 0.0
+
+    return LoadLevel(
+        concurrency=concurrency,
+        requests=len(requests),
+        output_tokens=tokens,
+        seconds=seconds,
+        tokens_per_s=tokens / seconds if seconds > 0 else 0.0,
+        ttft_p50_ms=pct(ttft, 50),
+        ttft_p99_ms=pct(ttft, 99),
+        itl_p50_ms=pct(gaps, 50),
+        itl_p99_ms=pct(gaps, 99),
+    )
+
+
+__all__ = ["CacheCheck", "LoadLevel", "LoadTest", "cache_check", "load_test"]
