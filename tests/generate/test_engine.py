@@ -6,6 +6,7 @@ import random
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from hone.errors import InputError, QueueFullError
@@ -172,3 +173,30 @@ def test_sampling_with_a_seed_repeats(gpt2_decoder: Decoder) -> None:
     assert runs[0] == runs[1]
     assert runs[0] != runs[2]
     assert runs[0] != gpt2_decoder.greedy([[5, 6]], 30)[0]
+
+
+def test_a_join_reuses_a_free_slot_in_place_and_compaction_drops_free_rows() -> None:
+    from hone.generate.batch_cache import BatchCache
+
+    def rows(ids: list[int | None], width: int, fill: float) -> BatchCache:
+        past = [np.full((len(ids), 2, width, 3), fill, np.float32) for _ in range(2)]
+        return BatchCache(past, np.ones((len(ids), width), np.int64), np.full(len(ids), width), ids)
+
+    batch = rows([1, 2, 3, 4], 6, 1.0)
+    batch.remove({2})
+    assert batch.ids == [1, None, 3, 4] and len(batch) == 4  # freed, nothing moved
+    arrays = [id(p) for p in batch.past]
+    batch.merge(rows([9], 4, 7.0))  # narrower: written into slot 1, left padded
+    assert batch.ids == [1, 9, 3, 4] and [id(p) for p in batch.past] == arrays
+    assert batch.mask[1].tolist() == [0, 0, 1, 1, 1, 1] and batch.positions[1] == 4
+    assert (batch.past[0][1, :, :2] == 0).all() and (batch.past[0][1, :, 2:] == 7.0).all()
+    assert batch.tokens() == 6 * 3 + 4
+    batch.merge(rows([10], 8, 5.0))  # wider than the batch: re-laid, one copy
+    assert batch.ids == [1, 9, 3, 4, 10] and batch.width == 8
+    assert batch.mask[0].tolist() == [0, 0, 1, 1, 1, 1, 1, 1]
+    batch.remove({1, 3, 4})  # more than half free: compacted, the all-pad columns dropped
+    assert batch.ids == [9, 10] and batch.width == 8  # row 10 uses every column
+    batch.remove({10})
+    assert batch.ids == [9, None]  # half free: kept for the next join
+    batch.compact()
+    assert batch.ids == [9] and batch.width == 4 and batch.mask.tolist() == [[1, 1, 1, 1]]

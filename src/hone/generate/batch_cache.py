@@ -3,9 +3,15 @@
 Why padded and not paged: onnxruntime's CPU attention takes the cache as one dense
 [batch, heads, length, head_dim] tensor per layer, so a paged cache would be gathered into exactly
 this form before every step. Keeping it in that form means a decode step copies nothing but what the
-graph's own Concat writes (its ``present`` outputs become the next step's ``past``); only a join or a
-leave re-lays rows. Each row's tokens sit at the right, left padding is masked, and columns that
-every row pads are dropped when a sequence leaves, so the width stays that of the longest sequence.
+graph's own Concat writes (its ``present`` outputs become the next step's ``past``).
+
+Rows are slots. Each row's tokens sit at the right and its left padding is masked. A sequence that
+leaves frees its slot without moving anything (the row keeps decoding, its tokens unused); a joining
+sequence is written into a free slot in place when its prompt fits the current width, so joins and
+leaves usually copy only the joining rows. Only when there are no free slots, or the prompt is wider,
+are the rows re-laid (one copy), and then the free slots and the columns every live row pads are
+dropped; the same compaction runs when more than half the slots are free. Measured on tiny_gpt at 32
+clients, copying the whole cache at every join and leave had taken 45% of the engine's time.
 """
 
 from __future__ import annotations
@@ -14,13 +20,15 @@ import numpy as np
 
 
 class BatchCache:
-    """Rows = sequences (by id), each with its cache, mask and next position."""
+    """Rows = slots: a sequence id, or None for a free slot; each with its cache, mask and position."""
 
-    def __init__(self, past: list[np.ndarray], mask: np.ndarray, positions: np.ndarray, ids: list[int]):
+    def __init__(
+        self, past: list[np.ndarray], mask: np.ndarray, positions: np.ndarray, ids: list[int | None]
+    ) -> None:
         self.past = past  # per past name: [rows, kv_heads, width, head_dim]
         self.mask = mask  # [rows, width] int64
         self.positions = positions  # [rows] int64: the position of each row's next token
-        self.ids = ids  # the sequence id of each row
+        self.ids = ids  # the sequence id of each row, None where the slot is free
 
     @classmethod
     def empty(cls, names: int, kv_heads: int, head_dim: int) -> BatchCache:
@@ -34,18 +42,29 @@ class BatchCache:
     def width(self) -> int:
         return int(self.mask.shape[1])
 
+    def live(self) -> int:
+        return sum(sid is not None for sid in self.ids)
+
+    def free_slots(self) -> list[int]:
+        return [row for row, sid in enumerate(self.ids) if sid is None]
+
     def tokens(self) -> int:
-        """Real (unpadded) tokens held."""
-        return int(self.mask.sum())
+        """Real (unpadded) tokens of the live sequences."""
+        rows = [row for row, sid in enumerate(self.ids) if sid is not None]
+        return int(self.mask[rows].sum()) if rows else 0
 
     def nbytes(self) -> int:
+        """Bytes of the arrays held (free slots and padding included: that is the memory used)."""
         return sum(int(p.nbytes) for p in self.past)
 
     def decode_inputs(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """input_ids, attention_mask, position_ids for one new token per row."""
         rows = len(self.ids)
         mask = np.concatenate([self.mask, np.ones((rows, 1), np.int64)], axis=1)
-        return tokens.reshape(rows, 1).astype(np.int64), mask, self.positions.reshape(rows, 1)
+        # a free slot decodes at position 0: its own position would pass the context in time
+        free = np.asarray([sid is None for sid in self.ids], bool)
+        positions = np.where(free, 0, self.positions).reshape(rows, 1)
+        return tokens.reshape(rows, 1).astype(np.int64), mask, positions
 
     def advance(self, presents: list[np.ndarray], new_mask: np.ndarray, new_tokens: int = 1) -> None:
         """After a step: the graph's presents are the cache, ``new_mask`` its mask."""
@@ -54,23 +73,29 @@ class BatchCache:
         self.positions = self.positions + new_tokens
 
     def remove(self, sequence_ids: set[int]) -> None:
-        keep = [i for i, sid in enumerate(self.ids) if sid not in sequence_ids]
-        if len(keep) == len(self.ids):
-            return
+        """Free the slots of ``sequence_ids`` (nothing moves); compact when over half are free."""
+        self.ids = [None if sid in sequence_ids else sid for sid in self.ids]
+        if self.live() == 0:
+            self.compact()
+        elif 2 * len(self.free_slots()) > len(self.ids):
+            self.compact()
+
+    def compact(self) -> None:
+        """Drop the free slots, and the columns every live row pads (one copy)."""
+        keep = [row for row, sid in enumerate(self.ids) if sid is not None]
+        used = self.mask[keep].any(axis=0) if keep else np.zeros(self.width, bool)
+        first = int(used.argmax()) if used.any() else self.width
         index = np.asarray(keep, dtype=np.int64)
-        self.ids = [self.ids[i] for i in keep]
-        self.mask = self.mask[index]
+        self.ids = [self.ids[row] for row in keep]
+        self.mask = np.ascontiguousarray(self.mask[index, first:])
         self.positions = self.positions[index]
-        used = self.mask.any(axis=0)
-        first = int(used.argmax()) if used.any() else self.mask.shape[1]
-        self.mask = np.ascontiguousarray(self.mask[:, first:])
-        self.past = [np.ascontiguousarray(p[index][:, :, first:]) for p in self.past]
+        self.past = [np.take(p[:, :, first:], index, axis=0) for p in self.past]
 
     def merge(self, other: BatchCache) -> None:
-        """Append ``other``'s rows; the narrower side is padded on the left."""
+        """Add ``other``'s rows: into free slots in place when they fit, else by re-laying the rows."""
         if not other.ids:
             return
-        if not self.ids:
+        if not self.live():
             self.past, self.mask, self.positions, self.ids = (
                 other.past,
                 other.mask,
@@ -78,23 +103,41 @@ class BatchCache:
                 list(other.ids),
             )
             return
+        free = self.free_slots()
+        if len(free) >= len(other.ids) and other.width <= self.width and _writable(self.past):
+            self._place(other, free)
+            return
+        self.compact()
         width = max(self.width, other.width)
-        self.past = [
-            np.concatenate([_pad_left(a, width, axis=2), _pad_left(b, width, axis=2)], axis=0)
-            for a, b in zip(self.past, other.past, strict=True)
-        ]
-        self.mask = np.concatenate([_pad_left(self.mask, width, 1), _pad_left(other.mask, width, 1)])
+        rows = len(self.ids) + len(other.ids)
+        past = []
+        for mine, theirs in zip(self.past, other.past, strict=True):
+            joined = np.zeros((rows, mine.shape[1], width, mine.shape[3]), mine.dtype)
+            joined[: len(self.ids), :, width - mine.shape[2] :] = mine
+            joined[len(self.ids) :, :, width - theirs.shape[2] :] = theirs
+            past.append(joined)
+        mask = np.zeros((rows, width), np.int64)
+        mask[: len(self.ids), width - self.width :] = self.mask
+        mask[len(self.ids) :, width - other.width :] = other.mask
+        self.past, self.mask = past, mask
         self.positions = np.concatenate([self.positions, other.positions])
         self.ids = self.ids + list(other.ids)
 
+    def _place(self, other: BatchCache, free: list[int]) -> None:
+        """Write ``other``'s rows into free slots, left-padded to this width (zeros, masked)."""
+        start = self.width - other.width
+        for row, slot in zip(range(len(other.ids)), free, strict=False):
+            for mine, theirs in zip(self.past, other.past, strict=True):
+                mine[slot, :, :start] = 0.0
+                mine[slot, :, start:] = theirs[row]
+            self.mask[slot] = 0
+            self.mask[slot, start:] = other.mask[row]
+            self.positions[slot] = other.positions[row]
+            self.ids[slot] = other.ids[row]
 
-def _pad_left(array: np.ndarray, width: int, axis: int) -> np.ndarray:
-    missing = width - array.shape[axis]
-    if missing == 0:
-        return array
-    pad = [(0, 0)] * array.ndim
-    pad[axis] = (missing, 0)
-    return np.pad(array, pad)
+
+def _writable(arrays: list[np.ndarray]) -> bool:
+    return all(a.flags.writeable for a in arrays)
 
 
 __all__ = ["BatchCache"]

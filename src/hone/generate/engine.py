@@ -323,17 +323,18 @@ class Engine:
 
     def _decode(self) -> None:
         batch = self._batch
-        rows = [self._running[sid] for sid in batch.ids]
-        if all(s.done for s in rows):
+        # a free slot (None) keeps decoding its old row until it is reused or compacted away
+        rows = [None if sid is None else self._running[sid] for sid in batch.ids]
+        if all(s is None or s.done for s in rows):
             return
-        tokens = np.asarray([s.next_token for s in rows], np.int64)
+        tokens = np.asarray([0 if s is None else s.next_token for s in rows], np.int64)
         ids, mask, positions = batch.decode_inputs(tokens)
         out = self.decoder.step(ids, mask, positions, batch.past)
         self.stats.steps += 1
         batch.advance(out.presents, mask)
         now = time.perf_counter()
         for row, sequence in enumerate(rows):
-            if sequence.done is None:
+            if sequence is not None and sequence.done is None:
                 self._emit(sequence, out.last_logits[row], now, first=False)
 
     def _emit(self, sequence: _Sequence, logits: np.ndarray, now: float, *, first: bool) -> None:

@@ -328,8 +328,8 @@ TINY_GPT = ZooModel(
     name=NAME,
     description="a small GPT-2 trained on first use on Python's own documentation (generative)",
     inputs=(
-        TensorSpec("input_ids", "int64", ("batch", "sequence"), value_range=(0, VOCAB - 1)),
-        TensorSpec("attention_mask", "int64", ("batch", "total_sequence"), value_range=(1, 1)),
+        TensorSpec("input_ids", "int64", ("batch", "sequence"), value_range=(0, VOCAB)),
+        TensorSpec("attention_mask", "int64", ("batch", "total_sequence"), value_range=(1, 2)),
         TensorSpec("position_ids", "int64", ("batch", "sequence"), value_range=(0, CONTEXT // 2)),
     ),
     output_names=("logits",),

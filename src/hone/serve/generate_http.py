@@ -84,8 +84,9 @@ class Generation:
         finished = False
         try:
             while True:
-                try:
-                    event = await asyncio.wait_for(self.events.queue.get(), DISCONNECT_POLL_S)
+                try:  # asyncio.timeout, not wait_for: no task per token
+                    async with asyncio.timeout(DISCONNECT_POLL_S):
+                        event = await self.events.queue.get()
                 except TimeoutError:
                     if await disconnected():
                         return
