@@ -51,7 +51,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,9 @@ import httpx2
 import numpy as np
 from rich.console import Console
 from rich.table import Table
+
+from hone.generate import loadtest
+from hone.generate.loadtest import LoadLevel, Timing
 
 ROOT = Path(__file__).resolve().parents[1]
 THREADS = 2
@@ -78,25 +81,12 @@ class Request:
     max_tokens: int
 
 
-@dataclass
-class Timing:
-    sent: float
-    tokens: list[float] = field(default_factory=list)  # arrival time of each token
+@dataclass(frozen=True)
+class Level(LoadLevel):
+    """hone.generate.loadtest's level, with the mode and the failed requests."""
 
-
-@dataclass
-class Level:
-    mode: str
-    concurrency: int
-    requests: int
-    output_tokens: int
-    seconds: float
-    tokens_per_s: float
-    ttft_p50_ms: float
-    ttft_p99_ms: float
-    itl_p50_ms: float
-    itl_p99_ms: float
-    errors: int
+    mode: str = ""
+    errors: int = 0
 
 
 def requests_for(stream: list[int], count: int, seed: int) -> list[Request]:
@@ -110,14 +100,7 @@ def requests_for(stream: list[int], count: int, seed: int) -> list[Request]:
 
 
 def summarize(mode: str, concurrency: int, timings: list[Timing], seconds: float, errors: int) -> Level:
-    ttft = [(t.tokens[0] - t.sent) * 1000 for t in timings if t.tokens]
-    itl = [(b - a) * 1000 for t in timings for a, b in zip(t.tokens, t.tokens[1:], strict=False)]
-    tokens = sum(len(t.tokens) for t in timings)
-    pct = lambda values, q: float(np.percentile(values, q)) if values else float("nan")  # noqa: E731
-    return Level(
-        mode, concurrency, len(timings), tokens, seconds, tokens / seconds,
-        pct(ttft, 50), pct(ttft, 99), pct(itl, 50), pct(itl, 99), errors,
-    )  # fmt: skip
+    return Level(**asdict(loadtest.summarize(concurrency, timings, seconds)), mode=mode, errors=errors)
 
 
 def median_level(rounds: list[Level]) -> Level:
@@ -273,7 +256,9 @@ class TorchGenerate:
 # --- one decode step: ONNX under onnxruntime against PyTorch eager ------------------------------
 
 
-def decode_step_race(model: Any, onnx_model: Any, past: int = 64, steps: int = 200, rounds: int = 5) -> dict[str, Any]:
+def decode_step_race(
+    model: Any, onnx_model: Any, past: int = 64, steps: int = 200, rounds: int = 5
+) -> dict[str, Any]:
     import torch
     from transformers import DynamicCache
 
@@ -379,7 +364,7 @@ def main() -> None:
                 for name, server in servers.items():
                     measured[name].append(served_level(name, server, requests, concurrency))
                 measured["torch-generate"].append(torch_baseline.level(requests, concurrency))
-            for name, levels_of_mode in measured.items():
+            for levels_of_mode in measured.values():
                 rows.append(median_level(levels_of_mode))
                 console.print(rows[-1])
             raw.extend(asdict(level) for levels_of_mode in measured.values() for level in levels_of_mode)
@@ -388,7 +373,18 @@ def main() -> None:
             server.stop()
 
     table = Table(title=f"{MODEL}: output tokens/s and latency (loopback, {THREADS} threads)")
-    for column in ("mode", "c", "requests", "tokens", "tokens/s", "TTFT p50", "TTFT p99", "ITL p50", "ITL p99", "errors"):
+    for column in (
+        "mode",
+        "c",
+        "requests",
+        "tokens",
+        "tokens/s",
+        "TTFT p50",
+        "TTFT p99",
+        "ITL p50",
+        "ITL p99",
+        "errors",
+    ):
         table.add_column(column, justify="left" if column == "mode" else "right")
     for r in rows:
         table.add_row(r.mode, str(r.concurrency), str(r.requests), str(r.output_tokens), f"{r.tokens_per_s:.0f}",
@@ -445,7 +441,9 @@ def main() -> None:
         "goals": goals,
         "targets": {k: f"{op} {t}" for k, (op, t) in targets.items()},
     }
-    out = Path(args.json) if args.json else ROOT / "benchmarks" / "results" / f"generate-{dt.date.today()}.json"
+    out = (
+        Path(args.json) if args.json else ROOT / "benchmarks" / "results" / f"generate-{dt.date.today()}.json"
+    )
     out.write_text(json.dumps(result, indent=2) + "\n")
     console.print(f"json: {out}")
 

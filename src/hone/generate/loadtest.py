@@ -54,6 +54,36 @@ class LoadLevel:
 
 
 @dataclass
+class Timing:
+    """One request as its client saw it: when it was sent, and when each token arrived."""
+
+    sent: float
+    tokens: list[float] = field(default_factory=list)
+
+
+def summarize(concurrency: int, timings: list[Timing], seconds: float) -> LoadLevel:
+    """Tokens/s, and time to first token / inter-token percentiles over ``timings``."""
+    ttft = [(t.tokens[0] - t.sent) * 1000 for t in timings if t.tokens]
+    gaps = [(b - a) * 1000 for t in timings for a, b in zip(t.tokens, t.tokens[1:], strict=False)]
+    tokens = sum(len(t.tokens) for t in timings)
+
+    def pct(values: list[float], q: float) -> float:
+        return float(np.percentile(values, q)) if values else 0.0
+
+    return LoadLevel(
+        concurrency=concurrency,
+        requests=len(timings),
+        output_tokens=tokens,
+        seconds=seconds,
+        tokens_per_s=tokens / seconds if seconds > 0 else 0.0,
+        ttft_p50_ms=pct(ttft, 50),
+        ttft_p99_ms=pct(ttft, 99),
+        itl_p50_ms=pct(gaps, 50),
+        itl_p99_ms=pct(gaps, 99),
+    )
+
+
+@dataclass
 class LoadTest:
     policy: str
     threads: int | None
@@ -127,34 +157,27 @@ def load_test(
 def _closed_loop(engine: Engine, requests: list[GenerationRequest], concurrency: int) -> LoadLevel:
     pending = list(reversed(requests))
     lock = threading.Lock()
-    ttft: list[float] = []
-    gaps: list[float] = []
-    tokens = 0
+    timings: list[Timing] = []
 
     def client() -> None:
-        nonlocal tokens
         while True:
             with lock:
                 if not pending:
                     return
                 request = pending.pop()
-            times: list[float] = []
-            done = threading.Event()
+            timing, done = Timing(time.perf_counter()), threading.Event()
 
-            def deliver(event: TokenEvent, times: list[float] = times, done: threading.Event = done) -> None:
+            def deliver(event: TokenEvent, timing: Timing = timing, done: threading.Event = done) -> None:
                 if event.token is not None:
-                    times.append(time.perf_counter())
+                    timing.tokens.append(time.perf_counter())
                 if event.finish_reason is not None:
                     done.set()
 
-            sent = time.perf_counter()
+            timing.sent = time.perf_counter()
             engine.submit(request, deliver)
             done.wait(timeout=300)
             with lock:
-                if times:
-                    ttft.append((times[0] - sent) * 1000)
-                    gaps.extend((b - a) * 1000 for a, b in zip(times, times[1:], strict=False))
-                tokens += len(times)
+                timings.append(timing)
 
     started = time.perf_counter()
     threads = [threading.Thread(target=client) for _ in range(concurrency)]
@@ -162,22 +185,7 @@ def _closed_loop(engine: Engine, requests: list[GenerationRequest], concurrency:
         thread.start()
     for thread in threads:
         thread.join()
-    seconds = time.perf_counter() - started
-
-    def pct(values: list[float], q: float) -> float:
-        return float(np.percentile(values, q)) if values else 0.0
-
-    return LoadLevel(
-        concurrency=concurrency,
-        requests=len(requests),
-        output_tokens=tokens,
-        seconds=seconds,
-        tokens_per_s=tokens / seconds if seconds > 0 else 0.0,
-        ttft_p50_ms=pct(ttft, 50),
-        ttft_p99_ms=pct(ttft, 99),
-        itl_p50_ms=pct(gaps, 50),
-        itl_p99_ms=pct(gaps, 99),
-    )
+    return summarize(concurrency, timings, time.perf_counter() - started)
 
 
-__all__ = ["CacheCheck", "LoadLevel", "LoadTest", "cache_check", "load_test"]
+__all__ = ["CacheCheck", "LoadLevel", "LoadTest", "Timing", "cache_check", "load_test", "summarize"]
