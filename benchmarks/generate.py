@@ -225,32 +225,16 @@ class TorchGenerate:
 
         worker = threading.Thread(target=serve, daemon=True)
         worker.start()
-        pending = list(reversed(requests))
-        lock = threading.Lock()
-        timings: list[Timing] = []
 
-        def client() -> None:
-            while True:
-                with lock:
-                    if not pending:
-                        return
-                    request = pending.pop()
-                timing, done = Timing(time.perf_counter()), threading.Event()
-                work.put((request, timing, done))
-                done.wait()
-                with lock:
-                    timings.append(timing)
+        def send(request: Request, timing: Timing) -> None:
+            done = threading.Event()
+            work.put((request, timing, done))
+            done.wait()
 
-        started = time.perf_counter()
-        clients = [threading.Thread(target=client) for _ in range(concurrency)]
-        for thread in clients:
-            thread.start()
-        for thread in clients:
-            thread.join()
-        seconds = time.perf_counter() - started
+        level = loadtest.closed_loop(requests, concurrency, send)
         work.put(None)
         worker.join()
-        return summarize("torch-generate", concurrency, timings, seconds, 0)
+        return Level(**asdict(level), mode="torch-generate", errors=0)
 
 
 # --- one decode step: ONNX under onnxruntime against PyTorch eager ------------------------------

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
 from hone.generate.decoder import Decoder
 from hone.generate.engine import Engine, EngineConfig, GenerationRequest, TokenEvent
 
+R = TypeVar("R")
 PROMPT_LENGTHS = (8, 24, 64)
 OUTPUT_LENGTHS = (16, 32, 64)
 
@@ -154,7 +157,9 @@ def load_test(
     return result
 
 
-def _closed_loop(engine: Engine, requests: list[GenerationRequest], concurrency: int) -> LoadLevel:
+def closed_loop(requests: Sequence[R], concurrency: int, send: Callable[[R, Timing], None]) -> LoadLevel:
+    """``concurrency`` client threads, each sending its next request when the last one is done;
+    ``send(request, timing)`` returns when the request is done, having stamped each token's time."""
     pending = list(reversed(requests))
     lock = threading.Lock()
     timings: list[Timing] = []
@@ -165,17 +170,8 @@ def _closed_loop(engine: Engine, requests: list[GenerationRequest], concurrency:
                 if not pending:
                     return
                 request = pending.pop()
-            timing, done = Timing(time.perf_counter()), threading.Event()
-
-            def deliver(event: TokenEvent, timing: Timing = timing, done: threading.Event = done) -> None:
-                if event.token is not None:
-                    timing.tokens.append(time.perf_counter())
-                if event.finish_reason is not None:
-                    done.set()
-
-            timing.sent = time.perf_counter()
-            engine.submit(request, deliver)
-            done.wait(timeout=300)
+            timing = Timing(time.perf_counter())
+            send(request, timing)
             with lock:
                 timings.append(timing)
 
@@ -188,4 +184,29 @@ def _closed_loop(engine: Engine, requests: list[GenerationRequest], concurrency:
     return summarize(concurrency, timings, time.perf_counter() - started)
 
 
-__all__ = ["CacheCheck", "LoadLevel", "LoadTest", "Timing", "cache_check", "load_test", "summarize"]
+def _closed_loop(engine: Engine, requests: list[GenerationRequest], concurrency: int) -> LoadLevel:
+    def send(request: GenerationRequest, timing: Timing) -> None:
+        done = threading.Event()
+
+        def deliver(event: TokenEvent) -> None:
+            if event.token is not None:
+                timing.tokens.append(time.perf_counter())
+            if event.finish_reason is not None:
+                done.set()
+
+        engine.submit(request, deliver)
+        done.wait(timeout=300)
+
+    return closed_loop(requests, concurrency, send)
+
+
+__all__ = [
+    "CacheCheck",
+    "LoadLevel",
+    "LoadTest",
+    "Timing",
+    "cache_check",
+    "closed_loop",
+    "load_test",
+    "summarize",
+]
