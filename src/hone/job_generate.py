@@ -4,14 +4,16 @@
   its KV cache and checked against PyTorch's greedy tokens);
 - verify: the graph's KV-cache path against itself (``hone.generate.loadtest.cache_check``: cached,
   batched, left-padded greedy tokens equal recomputing every prefix without the cache);
+- optimize: ort-cpu's verified rewrites (``hone.passes.optimize``, fused and missed patterns
+  reported), kept only if greedy decoding gives the loaded decoder's tokens;
 - quantize: int4 behind the generative gate (perplexity and greedy-token agreement on held-out text,
   per-MatMul fallback) and the tokens/s race (``hone.quantize.generative``); CPU only;
 - serve: a bounded load test of the shipped decoder (the float one unless quantize kept a faster
   candidate): the continuous-batching engine in process at ``LOAD_LEVELS`` concurrent clients;
 - ship: the shipped decoder written to ``<out>/generate/model.onnx`` (``hone serve`` serves it).
 
-Decoder fusions and the web and edge targets are not built for generative models; the report lists
-them as skipped with that reason.
+The web and edge targets are not built for generative models; the report lists them as skipped
+with that reason.
 """
 
 from __future__ import annotations
@@ -58,6 +60,14 @@ def run_generative(
         fails=lambda check: None if check.equal else check.line(),
         done=lambda check: check.line(),
     )
+    optimized = stages.run(
+        "optimize",
+        lambda: _optimize(model, decoder),
+        done=lambda pair: f"{pair[1].nodes_before} -> {pair[1].nodes_after} nodes, greedy tokens unchanged",
+    )
+    if optimized is not None:
+        model, report.optimize = optimized
+        decoder = Decoder(model, threads=options.threads)
     shipped = model
     if not quantize:
         stages.skip("quantize", "not asked (--no-quantize)")
@@ -87,8 +97,8 @@ def run_generative(
         stages.skip("serve", "not asked (--no-serve)")
     written = stages.run("ship", lambda: _ship(shipped, options), done=lambda path: f"wrote {path}")
     run.shipped_path = str(written or "")
-    for name in ("optimize", "web", "edge"):
-        stages.skip(name, "not built for generative models yet (decoder fusions, web and edge bundles)")
+    for name in ("web", "edge"):
+        stages.skip(name, "not built for generative models yet (web and edge bundles of a decoder)")
 
 
 def _load(source: str | os.PathLike[str] | Model) -> Model:
@@ -100,6 +110,20 @@ def _load(source: str | os.PathLike[str] | Model) -> Model:
     if model is None:
         raise InvalidModelError(f"{source} is not a generative model", model=str(source))
     return model
+
+
+def _optimize(model: Model, decoder: Any) -> tuple[Model, Any]:
+    """ort-cpu's verified rewrites, kept only if greedy decoding gives the loaded model's tokens."""
+    from hone.errors import ExecutionError
+    from hone.generate.decoder import Decoder
+    from hone.passes import optimize
+
+    optimized, result = optimize(model, target="ort-cpu")
+    prompts = [[1, 2, 3], [7, 8, 9, 10, 11], [42]]
+    steps = max(1, min(16, decoder.layout.max_context - 6))
+    if Decoder(optimized).greedy(prompts, steps) != decoder.greedy(prompts, steps):
+        raise ExecutionError("the optimized decoder's greedy tokens differ; the loaded one is kept")
+    return optimized, result
 
 
 def _quantize(model: Model, options: RunOptions, data: str | os.PathLike[str] | None) -> tuple[Model, Any]:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 # The stages of ``hone run`` in the order they run (hone.job's docstring says what each needs).
 STAGES = ("load", "verify", "profile", "optimize", "quantize", "bench", "serve", "ship-serve", "web", "edge")
 # ... and of a generative model (``hone.generate``'s own stages).
-GENERATIVE_STAGES = ("load", "verify", "quantize", "serve", "ship")
+GENERATIVE_STAGES = ("load", "verify", "optimize", "quantize", "serve", "ship")
 GENERATE_FOLDER = "generate"  # <out>/generate/model.onnx: `hone serve <out>/generate/model.onnx`
 REPORT_JSON = "report.json"  # written by the job
 REPORT_HTML = "report.html"  # written by its caller (the CLI, ``hone.run``) with hone.report.html

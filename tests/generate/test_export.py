@@ -80,3 +80,17 @@ def test_cli_export_target_generate_checks_and_refuses_to_overwrite(tmp_path: Pa
     assert is_generative(load_onnx_file(out))
     again = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert again.returncode != 0 and "already exists" in again.stdout + again.stderr
+
+
+def test_an_exported_decoder_optimizes_without_dims_and_keeps_its_tokens(
+    gpt2_path: Path, gpt2_decoder: Decoder
+) -> None:
+    import hone
+
+    model = load_onnx_file(gpt2_path)
+    assert model.default_dims == {"sequence": 8, "past_sequence": 4, "total_sequence": 12}
+    optimized, result = hone.optimize(model, target="ort-cpu")
+    assert result.nodes_after < result.nodes_before
+    assert is_generative(optimized)
+    prompts = PROMPTS
+    assert Decoder(optimized, threads=2).greedy(prompts, 24) == gpt2_decoder.greedy(prompts, 24)

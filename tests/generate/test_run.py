@@ -17,8 +17,8 @@ def test_run_on_tiny_gpt_checks_quantizes_load_tests_and_ships(tiny_gpt: Model, 
     report = run(tiny_gpt, out_dir=tmp_path / "out", threads=2)
     statuses = {s.name: s.status for s in report.stages}
     assert statuses == {
-        "load": "ok", "verify": "ok", "quantize": "ok", "serve": "ok", "ship": "ok",
-        "optimize": "skipped", "web": "skipped", "edge": "skipped",
+        "load": "ok", "verify": "ok", "optimize": "ok", "quantize": "ok", "serve": "ok", "ship": "ok",
+        "web": "skipped", "edge": "skipped",
     }  # fmt: skip
     generated = report.generate
     assert generated is not None and generated.cache_check is not None and generated.cache_check.equal
@@ -27,6 +27,7 @@ def test_run_on_tiny_gpt_checks_quantizes_load_tests_and_ships(tiny_gpt: Model, 
         "int4-hqq",
     ]
     assert generated.shipped == generated.quantize.kept  # float unless a candidate won the race
+    assert report.optimize is not None and report.optimize.nodes_after < report.optimize.nodes_before
     test = generated.load_test
     assert test is not None and [level.concurrency for level in test.levels] == [1, 8]
     for level in test.levels:

@@ -241,6 +241,28 @@ def write_metadata(
     for key, value in entries.items():
         proto.metadata_props.add(key=key, value=value)
     onnx.save(proto, str(path))
+    _record_invented_inputs(path, layout)
+
+
+# Consistent lengths for invented inputs (total = past + new), so that hone optimize, profile and
+# bench can run a decoder without --dim; and the ranges its integer inputs take.
+INVENTED_DIMS = {"sequence": 8, "past_sequence": 4, "total_sequence": 12}
+
+
+def _record_invented_inputs(path: Path, layout: DecoderLayout) -> None:
+    from dataclasses import replace
+
+    from hone.model import load_onnx_file
+
+    ranges = {
+        INPUT_IDS: (0, layout.vocab_size),
+        ATTENTION_MASK: (1, 2),
+        POSITION_IDS: (0, min(layout.max_context, 64)),
+    }
+    model = load_onnx_file(path)
+    model.default_dims = dict(INVENTED_DIMS)
+    model.inputs = tuple(replace(s, value_range=ranges.get(s.name, s.value_range)) for s in model.inputs)
+    model.save(path, force=True)
 
 
 @dataclass(frozen=True)
