@@ -860,6 +860,23 @@ def serve(
 
     decoder_model = generative_model(model)
     if decoder_model is not None:
+        kserve_only = {
+            "--grpc-port": grpc_port != 8001,
+            "--metrics-port": metrics_port != 8002,
+            "--max-batch-size": max_batch_size is not None,
+            "--max-queue-delay-ms": max_queue_delay_ms is not None,
+            "--instances": instances != 1,
+            "--slo-p99-ms": slo_p99_ms is not None,
+            "--ray": ray,
+            "--model-control-mode": model_control_mode != "none",
+            "--dim/--data": bool(dim or data),
+        }
+        given = [flag for flag, set_ in kserve_only.items() if set_]
+        if given:
+            raise OptionError(
+                f"{', '.join(given)} apply to KServe models; a generative model is served over HTTP on "
+                "--http-port only (metrics on its /metrics; batching: --max-sequences, --batching)"
+            )
         from hone.generate.engine import EngineConfig
         from hone.serve.generate_server import GenerateServeOptions, serve_generative
 
@@ -871,7 +888,13 @@ def serve(
             max_waiting=max_waiting,
         )
         generate_options = GenerateServeOptions(
-            decoder_model, name or decoder_model.name, engine, host=host, http_port=http_port, threads=threads
+            decoder_model,
+            name or decoder_model.name,
+            engine,
+            host=host,
+            http_port=http_port,
+            threads=threads,
+            token=token,
         )
         serve_generative(
             generate_options,

@@ -250,3 +250,33 @@ def test_disconnect_cancels_full_cache_503_and_nothing_leaks(server: Server, gpt
     assert "vllm:inter_token_latency_seconds_bucket" in metrics
     # every finished stream's tokens were counted: the keeper's and each 200's 240, plus the quitter's
     assert server.metric("vllm:generation_tokens_total") >= 240 * (1 + codes.count(200)) + 5
+
+
+def test_a_token_guards_every_route_but_health(gpt2_path: Path, gpt2_decoder: Decoder) -> None:
+    guarded = Server(str(gpt2_path), "--name", "gpt2", "--token", "s3cret")
+    try:
+        assert httpx2.get(f"{guarded.url}/v2/health/ready").status_code == 200
+        for path in ("/v1/models", "/v2/models/gpt2", "/metrics"):
+            refused = httpx2.get(f"{guarded.url}{path}")
+            assert refused.status_code == 401, path
+            assert refused.headers["www-authenticate"] == "Bearer"
+        wrong = openai.OpenAI(base_url=f"{guarded.url}/v1", api_key="wrong", max_retries=0, timeout=30)
+        with pytest.raises(openai.AuthenticationError):
+            wrong.completions.create(model="gpt2", prompt="hello", max_tokens=4, temperature=0)
+        right = openai.OpenAI(base_url=f"{guarded.url}/v1", api_key="s3cret", max_retries=0, timeout=30)
+        answer = right.completions.create(model="gpt2", prompt="hello", max_tokens=8, temperature=0)
+        assert answer.choices[0].text == expected_text(gpt2_decoder, "hello", 8)
+    finally:
+        code, stderr = guarded.stop()
+    assert code == 0, stderr[-2000:]
+
+
+def test_kserve_only_options_are_refused_for_a_generative_model(gpt2_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "hone.cli", "serve", str(gpt2_path), "--grpc-port", "9001", "--instances", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "--grpc-port, --instances apply to KServe models" in done.stdout + done.stderr

@@ -133,8 +133,14 @@ def _error_body(exc: HoneError) -> dict[str, Any]:
     return {"error": str(exc)}
 
 
-def create_generate_app(service: GenerationService) -> FastAPI:
+def create_generate_app(service: GenerationService, token: str | None = None) -> FastAPI:
+    """The routes; with ``token``, every route but health needs ``Authorization: Bearer <token>``
+    (401 otherwise; OpenAI clients send their api_key so)."""
     app = FastAPI(title="hone serve (generate)", docs_url=None, redoc_url=None, openapi_url=None)
+    if token:
+        from hone.serve.http import BearerTokenMiddleware
+
+        app.add_middleware(BearerTokenMiddleware, token=token)
 
     @app.exception_handler(HoneError)
     async def hone_error(_: Request, exc: HoneError) -> JSONResponse:

@@ -32,6 +32,7 @@ class GenerateServeOptions:
     host: str = "127.0.0.1"
     http_port: int = 8000
     threads: int | None = None
+    token: str | None = None  # bearer token required on every route but health
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,11 @@ async def _serve(
     on_ready: Callable[[GenerateReady], None],
 ) -> None:
     config = uvicorn.Config(
-        create_generate_app(service), lifespan="off", log_config=None, access_log=False, server_header=False
+        create_generate_app(service, options.token),
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+        server_header=False,
     )
     server = _Server(config)
     stop = asyncio.Event()
