@@ -602,8 +602,8 @@ def export(
             "--target",
             help=(
                 "onnx | edge | web | generate (edge: smallest INT8 within the budget, manifest, profile at 1"
-                " thread; web: a browser bundle on WebGPU/WASM; generate: a file.py:factory causal LM with"
-                " its KV cache, for hone serve)"
+                " thread; web: a browser bundle on WebGPU/WASM; generate: a file.py:factory causal LM (or"
+                " tiny_gpt) with its KV cache, for hone serve)"
             ),
         ),
     ] = "onnx",
@@ -643,15 +643,14 @@ def export(
 
     _check_json_target(json_path, force)
     if target == "generate":
-        from hone.generate.export import export_checked
-        from hone.generate.sources import load_source
+        from hone.generate.sources import export_to
         from hone.paths import ensure_writable
 
         path = ensure_writable(output, force=force)
         with _progress() as progress:
             progress.add_task(f"export {model} with its KV cache, greedy tokens checked", total=None)
-            checked = export_checked(load_source(model), path)
-        console.print(checked.line(), highlight=False, soft_wrap=True)
+            exported = export_to(model, path)
+        console.print(exported, highlight=False, soft_wrap=True)
         return
     if calib is not None and data is not None:
         raise OptionError("--calib is an older name of --data; give one of them")

@@ -128,3 +128,11 @@ def test_cli_refuses_int4_for_a_model_that_does_not_generate(mlp_path: Path, tmp
     assert done.returncode != 0
     assert "is for generative models" in done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_cli_exports_tiny_gpt_for_generation(tiny_gpt: Model, tmp_path: Path) -> None:
+    out = tmp_path / "tiny_gpt.onnx"
+    done = _hone("export", "tiny_gpt", "--target", "generate", "-o", str(out))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "greedy tokens identical to PyTorch" in done.stdout
+    assert Decoder(load_onnx_file(out)).tokenizer is not None

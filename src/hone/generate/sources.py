@@ -4,6 +4,7 @@ metadata says) or a user's ``file.py:factory`` returning a transformers causal L
 
 from __future__ import annotations
 
+import importlib
 import logging
 import tempfile
 from pathlib import Path
@@ -81,6 +82,15 @@ def load_source(text: str) -> DecoderSource:
     return decoder_source(built, text)
 
 
+def export_to(text: str, path: Path) -> str:
+    """``hone export TEXT --target generate -o PATH``: a ``file.py:factory`` or a generative zoo model
+    exported with its KV cache and checked; returns the line to show."""
+    if text in zoo.names() and zoo.get(text).export_onnx is not None:
+        source = importlib.import_module(zoo.module_of(text)).source
+        return export_checked(decoder_source(source(), text), path).line()
+    return export_checked(load_source(text), path).line()
+
+
 def export_factory_decoder(text: str) -> Path:
     """The factory's decoder exported to a temporary file, refused unless its greedy tokens equal
     PyTorch's (``export_checked``)."""
@@ -90,4 +100,4 @@ def export_factory_decoder(text: str) -> Path:
     return path
 
 
-__all__ = ["export_factory_decoder", "generative_model", "is_generative_source", "load_source"]
+__all__ = ["export_factory_decoder", "export_to", "generative_model", "is_generative_source", "load_source"]

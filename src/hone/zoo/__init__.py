@@ -14,7 +14,7 @@ import importlib
 from hone.errors import UnknownModelError
 from hone.zoo.types import EvalSet, TrainSet, ZooModel
 
-__all__ = ["DEFAULT_MODEL", "EvalSet", "TrainSet", "ZooModel", "get", "names"]
+__all__ = ["DEFAULT_MODEL", "EvalSet", "TrainSet", "ZooModel", "get", "module_of", "names"]
 
 # zoo name -> (module under hone.zoo, or a full module path; the attribute holding its ZooModel)
 _REGISTRY: dict[str, tuple[str, str]] = {
@@ -36,11 +36,16 @@ def names() -> list[str]:
     return list(_REGISTRY)
 
 
+def module_of(name: str) -> str:
+    """The module that holds ``name``'s entry (e.g. ``hone.zoo.digits``)."""
+    module_name = _REGISTRY[name][0]
+    return module_name if "." in module_name else f"hone.zoo.{module_name}"
+
+
 def get(name: str) -> ZooModel:
     if name not in _REGISTRY:
         raise UnknownModelError(
             f"{name!r} is not a zoo model; choose one of: {', '.join(_REGISTRY)}", name=name
         )
-    module_name, attribute = _REGISTRY[name]
-    module = importlib.import_module(module_name if "." in module_name else f"hone.zoo.{module_name}")
-    return getattr(module, attribute)
+    module = importlib.import_module(module_of(name))
+    return getattr(module, _REGISTRY[name][1])
