@@ -57,7 +57,8 @@ def decoder_source(model: object, label: str) -> DecoderSource:
     if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
         raise FactoryError(
             f"{label} returned {type(model).__name__}, not a transformers causal LM "
-            "(a PreTrainedModel such as GPT2LMHeadModel, or a (model, tokenizer) pair)"
+            "(a PreTrainedModel such as GPT2LMHeadModel, or a (model, tokenizer) pair); "
+            "any other module is exported with --input-shape (hone run, optimize, quantize, export)"
         )
     tokenizer_json, chat_template = _tokenizer_parts(tokenizer, label)
     model.eval()
