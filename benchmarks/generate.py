@@ -61,7 +61,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hone.generate import loadtest
-from hone.generate.loadtest import LoadLevel, Timing
+from hone.generate.loadtest import GenerationLevel, Timing
 
 ROOT = Path(__file__).resolve().parents[1]
 THREADS = 2
@@ -82,7 +82,7 @@ class Request:
 
 
 @dataclass(frozen=True)
-class Level(LoadLevel):
+class Level(GenerationLevel):
     """hone.generate.loadtest's level, with the mode and the failed requests."""
 
     mode: str = ""

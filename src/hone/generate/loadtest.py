@@ -44,7 +44,10 @@ class CacheCheck:
 
 
 @dataclass(frozen=True)
-class LoadLevel:
+class GenerationLevel:
+    """One concurrency level of generation: tokens/s, time to first token and inter-token latency
+    (named apart from hone.serve.types.LoadLevel, whose latencies are whole requests)."""
+
     concurrency: int
     requests: int
     output_tokens: int
@@ -64,7 +67,7 @@ class Timing:
     tokens: list[float] = field(default_factory=list)
 
 
-def summarize(concurrency: int, timings: list[Timing], seconds: float) -> LoadLevel:
+def summarize(concurrency: int, timings: list[Timing], seconds: float) -> GenerationLevel:
     """Tokens/s, and time to first token / inter-token percentiles over ``timings``."""
     ttft = [(t.tokens[0] - t.sent) * 1000 for t in timings if t.tokens]
     gaps = [(b - a) * 1000 for t in timings for a, b in zip(t.tokens, t.tokens[1:], strict=False)]
@@ -73,7 +76,7 @@ def summarize(concurrency: int, timings: list[Timing], seconds: float) -> LoadLe
     def pct(values: list[float], q: float) -> float:
         return float(np.percentile(values, q)) if values else 0.0
 
-    return LoadLevel(
+    return GenerationLevel(
         concurrency=concurrency,
         requests=len(timings),
         output_tokens=tokens,
@@ -92,7 +95,7 @@ class LoadTest:
     threads: int | None
     prompt_lengths: tuple[int, ...]
     output_lengths: tuple[int, ...]
-    levels: list[LoadLevel] = field(default_factory=list)
+    levels: list[GenerationLevel] = field(default_factory=list)
     leaked_tokens: int = 0  # reserved tokens left in the engine afterwards (must be 0)
 
     def line(self) -> str:
@@ -157,7 +160,9 @@ def load_test(
     return result
 
 
-def closed_loop(requests: Sequence[R], concurrency: int, send: Callable[[R, Timing], None]) -> LoadLevel:
+def closed_loop(
+    requests: Sequence[R], concurrency: int, send: Callable[[R, Timing], None]
+) -> GenerationLevel:
     """``concurrency`` client threads, each sending its next request when the last one is done;
     ``send(request, timing)`` returns when the request is done, having stamped each token's time."""
     pending = list(reversed(requests))
@@ -184,7 +189,7 @@ def closed_loop(requests: Sequence[R], concurrency: int, send: Callable[[R, Timi
     return summarize(concurrency, timings, time.perf_counter() - started)
 
 
-def _closed_loop(engine: Engine, requests: list[GenerationRequest], concurrency: int) -> LoadLevel:
+def _closed_loop(engine: Engine, requests: list[GenerationRequest], concurrency: int) -> GenerationLevel:
     def send(request: GenerationRequest, timing: Timing) -> None:
         done = threading.Event()
 
@@ -202,7 +207,7 @@ def _closed_loop(engine: Engine, requests: list[GenerationRequest], concurrency:
 
 __all__ = [
     "CacheCheck",
-    "LoadLevel",
+    "GenerationLevel",
     "LoadTest",
     "Timing",
     "cache_check",
