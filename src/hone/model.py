@@ -170,6 +170,36 @@ class Model:
         return target
 
 
+# Contrib ops onnxruntime registers in the default domain (its own optimizer, and hone's
+# fuse_rms_norm, emit them there); the ONNX checker knows no such op and refuses the model.
+ORT_DEFAULT_DOMAIN_OPS = frozenset({"SimplifiedLayerNormalization"})
+
+
+def check_onnx(model: onnx.ModelProto | Path, *, full_check: bool = False) -> None:
+    """The ONNX checker (on a path, external data included); a graph holding one of
+    ``ORT_DEFAULT_DOMAIN_OPS`` is checked as if those nodes were in onnxruntime's own domain.
+    Raises ``onnx.checker.ValidationError``."""
+    proto = model if isinstance(model, onnx.ModelProto) else None
+    if proto is None:
+        proto = onnx.load_model(str(model), load_external_data=False)
+    ours = [
+        n for n in proto.graph.node if n.op_type in ORT_DEFAULT_DOMAIN_OPS and n.domain in ("", "ai.onnx")
+    ]
+    if not ours:
+        onnx.checker.check_model(
+            model if isinstance(model, onnx.ModelProto) else str(model), full_check=full_check
+        )
+        return
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    for node in copy.graph.node:
+        if node.op_type in ORT_DEFAULT_DOMAIN_OPS and node.domain in ("", "ai.onnx"):
+            node.domain = "com.microsoft"
+    if not any(o.domain == "com.microsoft" for o in copy.opset_import):
+        copy.opset_import.add(domain="com.microsoft", version=1)
+    onnx.checker.check_model(copy, full_check=full_check)
+
+
 def load_onnx_file(path: Path, *, name: str | None = None, source: str | None = None) -> Model:
     """Read and check an .onnx file; external data must stay inside the model's folder."""
     if path.is_dir():
@@ -189,7 +219,7 @@ def load_onnx_file(path: Path, *, name: str | None = None, source: str | None = 
     _check_external_data(proto, path.parent)
     _check_tensor_interface(proto.graph, path)
     try:
-        onnx.checker.check_model(str(path))
+        check_onnx(path)
     except onnx.checker.ValidationError as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid model"
         raise InvalidModelError(

@@ -12,7 +12,19 @@ The pattern, from the Softmax outwards (B batch, S/T query/key length, H heads, 
     out = Reshape(Transpose[0,2,1,3](MatMul(p, v4)), [0, 0, H*D])
 
 It covers both exports of the same model: the eager one (scale after the MatMul) and the SDPA
-one (sqrt of the scale on q and on kT, plus the NaN guard for fully masked rows). The result is
+one (sqrt of the scale on q and on kT, plus the NaN guard for fully masked rows).
+
+A decoder with a KV cache (``hone export --target generate``) spells it with the heads already
+split: the keys and values are 4-D (B, H, T, D) -- the cache ``Concat(past, new)``, repeated per
+query head for grouped-query attention -- and the key enters as ``Transpose[0,1,3,2](k4)``; the
+query may come out of a rotary embedding rather than straight from its head split. Then the
+result is ``MultiHeadAttention(q, k4, v4, attention_bias=bias)`` with 4-D (BNSH) key and value, the
+query merged back to (B, S, H*D) when it is not a head split. The cache concatenation stays
+outside, so the graph's ``present.*`` outputs are untouched. Not ``GroupQueryAttention``: on
+onnxruntime's CPU it refuses a batch of more than one row with new tokens over a past ("batch_size
+must be 1 when sequence_length > 1 and past context is given", onnxruntime 1.32), which is the
+step continuous batching runs when a sequence joins; and not MultiHeadAttention's own past inputs,
+which need as many key heads as query heads. The result is
 ``out = Attention(x, [Wq|Wk|Wv], [bq|bk|bv], attention_bias=bias, num_heads=H, scale=c1*c2*c3)``
 when q, k and v are ``x @ W + b`` of one ``x`` with constant weights, else
 ``MultiHeadAttention(q, k, v, attention_bias=bias)``. The NaN guard, when present, is kept as
@@ -24,7 +36,8 @@ the graphs of PyTorch's dynamo exporter and match neither TorchScript export abo
 scale and NaN guard of the SDPA export, the eager export's layout). Reshape targets must be
 constant: run ``simplify_shapes`` first. Leaves alone (reported as missed, with the reason):
 Softmax not on the last axis, intermediate values used outside the pattern, head sizes that do
-not divide the hidden size, non-scalar scales, a bias that is not 4-D.
+not divide the hidden size, non-scalar scales, a bias that is not 4-D, 4-D keys or values whose
+head count or size is not a known number.
 """
 
 from __future__ import annotations
@@ -46,8 +59,8 @@ class NoMatch(Exception):
 class _Attention:
     """One matched attention: the values it reads and the nodes it replaces."""
 
-    q: ir.Value
-    k: ir.Value
+    q: ir.Value  # (B, S, H*D), or (B, H, S, D) when ``merge_query``
+    k: ir.Value  # (B, T, H*D), or (B, H, T, D) when ``kv_bnsh``
     v: ir.Value
     bias: ir.Value | None
     num_heads: int
@@ -55,6 +68,9 @@ class _Attention:
     nan_guard: bool
     output: ir.Value  # the (B, S, H*D) value the fused node produces
     nodes: list[ir.Node]
+    head_size: int = 0
+    merge_query: bool = False  # q is 4-D: transposed and reshaped to (B, S, H*D) first
+    kv_bnsh: bool = False  # k and v are 4-D (B, H, T, D), as a KV cache holds them
 
 
 class FuseAttentionPass(HonePass):
@@ -107,7 +123,9 @@ def match_attention(softmax: ir.Node, graph: ir.Graph) -> _Attention:
     _expect_perm(transpose_out, (0, 2, 1, 3), "context transpose")
     merge = _only_user(transpose_out.outputs[0], "Reshape", outputs, "the transposed context")
     nodes += [context_matmul, transpose_out, merge]
-    v, v_nodes, heads, head_size_v = _split_heads(_operand(context_matmul, 1), (0, 2, 1, 3), outputs, "value")
+    v, v_nodes, heads, head_size_v, v_bnsh = _keys_or_values(
+        _operand(context_matmul, 1), (0, 2, 1, 3), outputs, "value"
+    )
     nodes += v_nodes
     merged = _const_ints(_operand(merge, 1), "context reshape target")
     if (
@@ -142,12 +160,63 @@ def match_attention(softmax: ir.Node, graph: ir.Graph) -> _Attention:
     q_scale, q4, q_scale_nodes = _strip_scales(_operand(qk, 0), outputs)
     k_scale, kT, k_scale_nodes = _strip_scales(_operand(qk, 1), outputs)
     nodes += q_scale_nodes + k_scale_nodes
-    q, q_nodes, q_heads, head_size = _split_heads(q4, (0, 2, 1, 3), outputs, "query")
-    k, k_nodes, k_heads, k_head_size = _split_heads(kT, (0, 2, 3, 1), outputs, "key")
+    q, q_nodes, q_heads, head_size, merge_query = _query(q4, outputs)
+    k, k_nodes, k_heads, k_head_size, k_bnsh = _keys_or_values(kT, (0, 2, 3, 1), outputs, "key")
     nodes += q_nodes + k_nodes
     if not q_heads == k_heads == heads or head_size != k_head_size or head_size != head_size_v:
         raise NoMatch("query, key and value disagree on heads or head size")
-    return _Attention(q, k, v, bias, heads, scale * q_scale * k_scale, nan_guard, merge.outputs[0], nodes)
+    if k_bnsh != v_bnsh:
+        raise NoMatch("the key and the value are not in the same layout (one head-split, one 4-D)")
+    return _Attention(
+        q, k, v, bias, heads, scale * q_scale * k_scale, nan_guard, merge.outputs[0], nodes,
+        head_size=head_size, merge_query=merge_query, kv_bnsh=k_bnsh,
+    )  # fmt: skip
+
+
+def _query(q4: ir.Value, outputs: set[ir.Value]) -> tuple[ir.Value, list[ir.Node], int, int, bool]:
+    """The query as (value, nodes, H, D, merge): its head split's source, else q4 itself (to be
+    merged back to (B, S, H*D)) when q4 is 4-D with static H and D -- the output of a rotary
+    embedding, say."""
+    try:
+        return (*_split_heads(q4, (0, 2, 1, 3), outputs, "query"), False)
+    except NoMatch as reason:
+        heads, head_size = _static_heads(q4)
+        if heads is None or head_size is None:
+            raise NoMatch(f"{reason}, nor a (B, H, S, D) value with static H and D") from None
+        return q4, [], heads, head_size, True
+
+
+def _keys_or_values(
+    value: ir.Value, perm: tuple[int, ...], outputs: set[ir.Value], role: str
+) -> tuple[ir.Value, list[ir.Node], int, int, bool]:
+    """Keys (``value`` is what the QK MatMul reads) or values as (source, nodes, H, D, bnsh): a head
+    split's (B, T, H*D) source, else a 4-D (B, H, T, D) tensor -- a KV cache -- with static H and D
+    (keys behind ``Transpose[0,1,3,2]``)."""
+    try:
+        return (*_split_heads(value, perm, outputs, role), False)
+    except NoMatch as reason:
+        nodes: list[ir.Node] = []
+        source = value
+        if role == "key":
+            transpose = value.producer()
+            attribute = transpose.attributes.get("perm") if transpose is not None else None
+            if transpose is None or attribute is None or tuple(attribute.as_ints()) != (0, 1, 3, 2):
+                raise
+            _check_single_use(transpose.outputs[0], outputs, "the transposed keys")
+            source, nodes = _operand(transpose, 0), [transpose]
+        heads, head_size = _static_heads(source)
+        if heads is None or head_size is None:
+            raise NoMatch(f"{reason}, nor a (B, H, T, D) {role} with static H and D") from None
+        return source, nodes, heads, head_size, True
+
+
+def _static_heads(value: ir.Value) -> tuple[int | None, int | None]:
+    """(H, D) of a 4-D (B, H, S, D) value when both are known numbers, else Nones."""
+    shape = value.shape
+    if shape is None or len(shape) != 4:
+        return None, None
+    heads, head_size = shape[1], shape[3]
+    return (heads if isinstance(heads, int) else None), (head_size if isinstance(head_size, int) else None)
 
 
 def _split_heads(
@@ -210,13 +279,18 @@ def _reaches_matmul(value: ir.Value) -> bool:
 def _replace(graph: ir.Graph, found: _Attention) -> None:
     anchor = found.output.producer()
     assert anchor is not None
-    packed = _packed_projection(found, graph)
+    packed = None if found.merge_query or found.kv_bnsh else _packed_projection(found, graph)
+    merge_nodes: list[ir.Node] = []
     if packed is not None:
         x, weight, bias = packed
         inputs = [x, weight, bias, None, None, found.bias]
         op_type = "Attention"
     else:
-        inputs = [found.q, found.k, found.v, None, None, found.bias]
+        query = found.q
+        if found.merge_query:
+            merge_nodes = _merged_heads(graph, found, anchor.name or found.output.name or "attention")
+            query = merge_nodes[-1].outputs[0]
+        inputs = [query, found.k, found.v, None, None, found.bias]
         op_type = "MultiHeadAttention"
     while inputs and inputs[-1] is None:
         inputs.pop()
@@ -229,7 +303,7 @@ def _replace(graph: ir.Graph, found: _Attention) -> None:
         attributes={"num_heads": found.num_heads, "scale": float(found.scale)},
     )
     dtype = found.output.dtype or found.q.dtype or ir.DataType.FLOAT
-    new_nodes = [fused]
+    new_nodes = [*merge_nodes, fused]
     result = fused.outputs[0]
     if found.nan_guard:
         isnan = ir.node("IsNaN", [result], name=f"{fused.name}_isnan")
@@ -239,6 +313,17 @@ def _replace(graph: ir.Graph, found: _Attention) -> None:
         result = where.outputs[0]
     # The last new value takes over the old output's name, uses and place among graph outputs.
     ir.convenience.replace_nodes_and_values(graph, anchor, [anchor], new_nodes, [found.output], [result])
+
+
+def _merged_heads(graph: ir.Graph, found: _Attention, name: str) -> list[ir.Node]:
+    """Transpose[0,2,1,3] + Reshape [0, 0, H*D]: a 4-D (B, H, S, D) query as MultiHeadAttention's
+    (B, S, H*D)."""
+    transpose = ir.node("Transpose", [found.q], attributes={"perm": [0, 2, 1, 3]}, name=f"{name}_q_bshd")
+    target = _constant(
+        graph, np.array([0, 0, found.num_heads * found.head_size], dtype=np.int64), f"{name}_q_merged_shape"
+    )
+    reshape = ir.node("Reshape", [transpose.outputs[0], target], name=f"{name}_q_merged")
+    return [transpose, reshape]
 
 
 def _packed_projection(found: _Attention, graph: ir.Graph) -> tuple[ir.Value, ir.Value, ir.Value] | None:

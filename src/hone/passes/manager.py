@@ -34,6 +34,8 @@ from hone.passes.fuse_attention import FuseAttentionPass
 from hone.passes.fuse_conv_bn import FuseConvBnPass
 from hone.passes.fuse_matmul_add import FuseMatMulAddPass
 from hone.passes.fuse_pad_conv import FusePadConvPass
+from hone.passes.fuse_rms_norm import FuseRmsNormPass
+from hone.passes.fuse_rotary import FuseRotaryPass
 from hone.passes.fuse_transformer import FuseTransformerPass
 from hone.passes.graph import node_count
 from hone.passes.infer_shapes import InferShapesPass
@@ -65,6 +67,8 @@ def default_passes(target: str = "ort-cpu") -> list[HonePass]:
         FuseActivationPass(target),
         FuseMatMulAddPass(),
         EliminateCommonSubexpressionsPass(),
+        FuseRmsNormPass(),
+        FuseRotaryPass(),
         FuseAttentionPass(),
         FuseTransformerPass(),
         FoldConstantsPass(),
