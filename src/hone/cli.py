@@ -869,6 +869,7 @@ def serve(
             "--ray": ray,
             "--model-control-mode": model_control_mode != "none",
             "--dim/--data": bool(dim or data),
+            "--max-inflight-bytes": max_inflight_bytes != 192 * 1024 * 1024,
         }
         given = [flag for flag, set_ in kserve_only.items() if set_]
         if given:
@@ -878,6 +879,7 @@ def serve(
             )
         from hone.generate.engine import EngineConfig
         from hone.serve.generate_server import GenerateServeOptions, serve_generative
+        from hone.serve.limits import ConnectionLimits
 
         engine = EngineConfig(
             policy=batching,  # type: ignore[arg-type]  # checked by EngineConfig
@@ -894,6 +896,12 @@ def serve(
             http_port=http_port,
             threads=threads,
             token=token,
+            limits=ConnectionLimits(max_header_bytes, max_url_bytes, header_timeout_s),
+            # a generative request is all JSON: the smaller of the two body limits holds
+            max_body_bytes=min(max_body_bytes, max_json_bytes),
+            body_timeout_s=body_timeout_s,
+            keep_alive_s=keep_alive_s,
+            max_connections=max_connections,
         )
         serve_generative(
             generate_options,

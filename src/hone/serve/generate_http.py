@@ -23,10 +23,12 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hone.errors import (
+    BodyTimeoutError,
     HoneError,
     InferenceExecutionError,
     InferenceInputError,
     RequestTimeoutError,
+    RequestTooLargeError,
     ServedModelNotFoundError,
 )
 from hone.generate.decoder import Decoder
@@ -36,6 +38,7 @@ from hone.serve.generate_metrics import GenerationMetrics
 from hone.serve.generate_protocol import ParsedRequest, StopText, parse_chat, parse_completion, parse_generate
 
 DISCONNECT_POLL_S = 0.5
+MAX_TOKENS_PER_PIECE = 256  # the most waiting tokens one event carries
 _FINISH = {"stop": "stop", "length": "length", "cancelled": "abort"}
 
 
@@ -50,8 +53,10 @@ class GenerationService:
 
 @dataclass(frozen=True)
 class Piece:
+    """Text and the tokens it came from: one token, or several when the stream had fallen behind."""
+
     text: str
-    token: int | None
+    tokens: tuple[int, ...]
     finish_reason: str | None = None  # set on the last piece
 
 
@@ -78,6 +83,11 @@ class Generation:
         self.completion_tokens = 0
 
     async def pieces(self, disconnected: Callable[[], Awaitable[bool]]) -> AsyncIterator[Piece]:
+        """The generation as pieces. The tokens already waiting when the stream comes to send are
+        sent as one piece: a stream that falls behind the engine (many streams on one event loop,
+        or a model faster than a server-sent event) catches up in fewer, larger events instead of
+        falling further behind; one that keeps up sends one token per event. Nothing waits for a
+        second token (vLLM's ``--stream-interval`` waits for a fixed count)."""
         tokenizer = self.service.decoder.tokenizer
         text = TextStream(tokenizer) if tokenizer else None
         stop = StopText(self.parsed.stop)
@@ -86,33 +96,40 @@ class Generation:
             while True:
                 try:  # asyncio.timeout, not wait_for: no task per token
                     async with asyncio.timeout(DISCONNECT_POLL_S):
-                        event = await self.events.queue.get()
+                        waiting = [await self.events.queue.get()]
                 except TimeoutError:
                     if await disconnected():
                         return
                     continue
-                if event.token is not None:
-                    self.completion_tokens += 1
-                    piece = stop.push(text.push(event.token)) if text else ""
-                    if stop.stopped:
-                        finished = True
-                        self.service.engine.cancel(self.id)
-                        yield Piece(piece, event.token, "stop")
-                        return
-                    yield Piece(piece, event.token)
-                    continue
-                finished = True
-                if event.finish_reason == "error":
-                    raise InferenceExecutionError(f"generation failed: {event.error}")
-                if event.finish_reason == "timeout":
-                    raise RequestTimeoutError(
-                        "the request waited longer than its timeout for a free sequence; retry later"
-                    )
-                tail = text.text()[len(text.emitted) :] if text else ""
-                yield Piece(
-                    stop.push(tail) + stop.flush(), None, _FINISH.get(event.finish_reason or "", "stop")
-                )
-                return
+                while len(waiting) < MAX_TOKENS_PER_PIECE and not self.events.queue.empty():
+                    waiting.append(self.events.queue.get_nowait())
+                texts: list[str] = []
+                tokens: list[int] = []
+                for event in waiting:
+                    if event.token is not None:
+                        self.completion_tokens += 1
+                        tokens.append(event.token)
+                        texts.append(stop.push(text.push(event.token)) if text else "")
+                        if stop.stopped:
+                            finished = True
+                            self.service.engine.cancel(self.id)
+                            yield Piece("".join(texts), tuple(tokens), "stop")
+                            return
+                        continue
+                    finished = True  # the last event of the sequence
+                    if event.finish_reason in ("error", "timeout") and tokens:
+                        yield Piece("".join(texts), tuple(tokens))
+                    if event.finish_reason == "error":
+                        raise InferenceExecutionError(f"generation failed: {event.error}")
+                    if event.finish_reason == "timeout":
+                        raise RequestTimeoutError(
+                            "the request waited longer than its timeout for a free sequence; retry later"
+                        )
+                    tail = text.text()[len(text.emitted) :] if text else ""
+                    texts.append(stop.push(tail) + stop.flush())
+                    yield Piece("".join(texts), tuple(tokens), _FINISH.get(event.finish_reason or "", "stop"))
+                    return
+                yield Piece("".join(texts), tuple(tokens))
         finally:
             if not finished:
                 self.service.engine.cancel(self.id)
@@ -133,9 +150,16 @@ def _error_body(exc: HoneError) -> dict[str, Any]:
     return {"error": str(exc)}
 
 
-def create_generate_app(service: GenerationService, token: str | None = None) -> FastAPI:
+def create_generate_app(
+    service: GenerationService,
+    token: str | None = None,
+    *,
+    max_body_bytes: int = 4 * 1024 * 1024,
+    body_timeout_s: float = 60.0,
+) -> FastAPI:
     """The routes; with ``token``, every route but health needs ``Authorization: Bearer <token>``
-    (401 otherwise; OpenAI clients send their api_key so)."""
+    (401 otherwise; OpenAI clients send their api_key so). A body is read up to ``max_body_bytes``
+    (413 beyond, before it is all held) within ``body_timeout_s`` (408 beyond)."""
     app = FastAPI(title="hone serve (generate)", docs_url=None, redoc_url=None, openapi_url=None)
     if token:
         from hone.serve.http import BearerTokenMiddleware
@@ -154,8 +178,25 @@ def create_generate_app(service: GenerationService, token: str | None = None) ->
         return service
 
     async def body_of(request: Request) -> object:
+        too_large = RequestTooLargeError(
+            f"the request body is over {max_body_bytes} bytes (--max-body-bytes / --max-json-bytes)"
+        )
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_body_bytes:
+            raise too_large
+        chunks: list[bytes] = []
+        size = 0
         try:
-            return await request.json()
+            async with asyncio.timeout(body_timeout_s):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > max_body_bytes:
+                        raise too_large
+                    chunks.append(chunk)
+        except TimeoutError as exc:
+            raise BodyTimeoutError(f"the request body did not arrive within {body_timeout_s:g} s") from exc
+        try:
+            return json.loads(b"".join(chunks))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise InferenceInputError(f"the request body is not valid JSON ({exc})") from exc
 
@@ -191,11 +232,12 @@ def create_generate_app(service: GenerationService, token: str | None = None) ->
     async def generate(name: str, request: Request) -> dict[str, Any]:
         parsed = parse_generate(await body_of(request), model(name).decoder.tokenizer, stream=False)
         generation = Generation(service, parsed)
-        texts, ids, reason = [], [], None
+        texts: list[str] = []
+        ids: list[int] = []
+        reason: str | None = None
         async for piece in generation.pieces(request.is_disconnected):
             texts.append(piece.text)
-            if piece.token is not None:
-                ids.append(piece.token)
+            ids.extend(piece.tokens)
             reason = piece.finish_reason or reason
         return {
             "model_name": name,
@@ -219,8 +261,8 @@ def create_generate_app(service: GenerationService, token: str | None = None) ->
                         "model_version": "1",
                         "text_output": piece.text,
                     }
-                    if piece.token is not None:
-                        event["output_ids"] = [piece.token]
+                    if piece.tokens:
+                        event["output_ids"] = list(piece.tokens)
                     if piece.finish_reason:
                         event["finish_reason"] = piece.finish_reason
                         event["usage"] = generation.usage()

@@ -20,6 +20,7 @@ from hone.generate.engine import Engine, EngineConfig
 from hone.model import Model
 from hone.serve.generate_http import GenerationService, create_generate_app
 from hone.serve.generate_metrics import GenerationMetrics
+from hone.serve.limits import ConnectionLimits, bounded_protocol
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,11 @@ class GenerateServeOptions:
     http_port: int = 8000
     threads: int | None = None
     token: str | None = None  # bearer token required on every route but health
+    limits: ConnectionLimits = ConnectionLimits()  # request line and headers (431/414 beyond)
+    max_body_bytes: int = 4 * 1024 * 1024  # a request's JSON body (413 beyond)
+    body_timeout_s: float = 60.0  # for the body to arrive after its head (408 beyond)
+    keep_alive_s: float = 5.0
+    max_connections: int = 1024  # HTTP connections and requests in progress (503 beyond)
 
 
 @dataclass(frozen=True)
@@ -79,8 +85,15 @@ async def _serve(
     options: GenerateServeOptions,
     on_ready: Callable[[GenerateReady], None],
 ) -> None:
+    app = create_generate_app(
+        service, options.token, max_body_bytes=options.max_body_bytes, body_timeout_s=options.body_timeout_s
+    )
     config = uvicorn.Config(
-        create_generate_app(service, options.token),
+        app,
+        # the C HTTP parser with head limits and deadline, as the KServe server has
+        http=bounded_protocol(options.limits),
+        timeout_keep_alive=options.keep_alive_s,  # type: ignore[arg-type]  # any seconds
+        limit_concurrency=options.max_connections,
         lifespan="off",
         log_config=None,
         access_log=False,
