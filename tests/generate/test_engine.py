@@ -200,3 +200,24 @@ def test_a_join_reuses_a_free_slot_in_place_and_compaction_drops_free_rows() -> 
     assert batch.ids == [9, None]  # half free: kept for the next join
     batch.compact()
     assert batch.ids == [9] and batch.width == 4 and batch.mask.tolist() == [[1, 1, 1, 1]]
+
+
+def test_leading_columns_no_live_row_uses_are_dropped_when_the_longest_leaves() -> None:
+    from hone.generate.batch_cache import BatchCache
+
+    rng = np.random.default_rng(0)
+    past = [rng.standard_normal((3, 2, 40, 3)).astype(np.float32) for _ in range(2)]
+    mask = np.zeros((3, 40), np.int64)
+    mask[0] = 1  # the long-lived row uses all 40 columns
+    mask[1, 30:] = 1  # two rows that joined later use the last 10 and 12
+    mask[2, 28:] = 1
+    batch = BatchCache([p.copy() for p in past], mask.copy(), np.asarray([40, 10, 12]), [1, 2, 3])
+    batch.remove({1})  # one slot of three free: not compacted, but 28 leading columns are unused
+    assert batch.ids == [None, 2, 3] and batch.width == 12
+    for kept, original in zip(batch.past, past, strict=True):
+        np.testing.assert_array_equal(kept[1:], original[1:, :, 28:])  # the live rows' caches, intact
+        assert kept.flags.c_contiguous
+    assert batch.mask[1:].tolist() == mask[1:, 28:].tolist() and batch.tokens() == 22
+    batch.remove({3})  # two of three free: compacted to row 2 and its own 10 columns
+    assert batch.ids == [2] and batch.width == 10
+    np.testing.assert_array_equal(batch.past[0][0], past[0][1, :, 30:])

@@ -12,6 +12,11 @@ leaves usually copy only the joining rows. Only when there are no free slots, or
 are the rows re-laid (one copy), and then the free slots and the columns every live row pads are
 dropped; the same compaction runs when more than half the slots are free. Measured on tiny_gpt at 32
 clients, copying the whole cache at every join and leave had taken 45% of the engine's time.
+
+The width is the longest live row's: every row attends over it and the graph's Concat copies it at
+every step. So when a sequence leaves, the leading columns no live row uses are dropped (one copy)
+once they are an eighth of the width: on tiny_gpt at 32 clients in process, 2,572 -> about 2,970
+tokens/s.
 """
 
 from __future__ import annotations
@@ -73,18 +78,35 @@ class BatchCache:
         self.positions = self.positions + new_tokens
 
     def remove(self, sequence_ids: set[int]) -> None:
-        """Free the slots of ``sequence_ids`` (nothing moves); compact when over half are free."""
+        """Free the slots of ``sequence_ids`` (nothing moves); compact when over half are free, else
+        drop the leading columns no live row uses once they are an eighth of the width."""
         self.ids = [None if sid in sequence_ids else sid for sid in self.ids]
         if self.live() == 0:
             self.compact()
         elif 2 * len(self.free_slots()) > len(self.ids):
             self.compact()
+        else:
+            self.trim(min_columns=max(8, self.width // 8))
+
+    def _first_used_column(self) -> int:
+        keep = [row for row, sid in enumerate(self.ids) if sid is not None]
+        used = self.mask[keep].any(axis=0) if keep else np.zeros(self.width, bool)
+        return int(used.argmax()) if used.any() else self.width
+
+    def trim(self, *, min_columns: int = 1) -> None:
+        """Drop the leading columns that only free slots or padding hold (one copy), when there are
+        at least ``min_columns`` of them: every later step attends over, and its Concat copies, the
+        whole width."""
+        first = self._first_used_column()
+        if first < min_columns:
+            return
+        self.mask = np.ascontiguousarray(self.mask[:, first:])
+        self.past = [np.ascontiguousarray(p[:, :, first:]) for p in self.past]
 
     def compact(self) -> None:
         """Drop the free slots, and the columns every live row pads (one copy)."""
         keep = [row for row, sid in enumerate(self.ids) if sid is not None]
-        used = self.mask[keep].any(axis=0) if keep else np.zeros(self.width, bool)
-        first = int(used.argmax()) if used.any() else self.width
+        first = self._first_used_column()
         index = np.asarray(keep, dtype=np.int64)
         self.ids = [self.ids[row] for row in keep]
         self.mask = np.ascontiguousarray(self.mask[index, first:])
