@@ -845,6 +845,16 @@ def serve(
             "--batching", help="generative models: continuous | static | sequential (the last two: baselines)"
         ),
     ] = "continuous",
+    kv_cache: Annotated[
+        str,
+        typer.Option(
+            "--kv-cache",
+            help=(
+                "generative models: auto | in-place | padded (auto: in-place when the graph is fused by hone"
+                " optimize and answers alike, else padded)"
+            ),
+        ),
+    ] = "auto",
     threads: Annotated[
         int | None,
         typer.Option("--threads", help="generative models: intra-op threads (default: physical cores)"),
@@ -887,6 +897,7 @@ def serve(
             max_cached_tokens=max_cached_tokens,
             max_batched_tokens=max_batched_tokens,
             max_waiting=max_waiting,
+            kv_cache=kv_cache,  # type: ignore[arg-type]  # checked by EngineConfig
         )
         generate_options = GenerateServeOptions(
             decoder_model,
@@ -912,6 +923,8 @@ def serve(
         raise OptionError(
             "--threads applies to generative models only; KServe models use onnxruntime's default threads"
         )
+    if kv_cache != "auto":
+        raise OptionError("--kv-cache applies to generative models only (`hone export --target generate`)")
     from hone.serve.ray_serve import refuse_unsupported
 
     refuse_unsupported(ray=ray, replicas=replicas, instances=instances, slo_p99_ms=slo_p99_ms, token=token)

@@ -178,6 +178,30 @@ class Session:
         except Exception as exc:
             raise _run_error(self.model.name, exc) from exc
 
+    def run_in_place(
+        self,
+        feeds: Mapping[str, np.ndarray],
+        in_place: Mapping[str, tuple[str, np.ndarray]],
+        fetch: list[str],
+    ) -> list[np.ndarray]:
+        """Run with each ``in_place[input] = (output, array)`` bound to one buffer for both (the
+        graph writes the output over the input, as a KV cache shared between past and present), and
+        return the ``fetch`` outputs. ``feeds`` and the arrays are read where they are (no copy)."""
+        binding = self._session.io_binding()
+        for name, array in feeds.items():
+            binding.bind_cpu_input(name, array)
+        for name in fetch:  # first: get_outputs() lists the outputs in the order they were bound
+            binding.bind_output(name)
+        for name, (output, array) in in_place.items():
+            value = ort.OrtValue.ortvalue_from_numpy(array)
+            binding.bind_ortvalue_input(name, value)
+            binding.bind_ortvalue_output(output, value)
+        try:
+            self._session.run_with_iobinding(binding, self._run_options)
+        except Exception as exc:
+            raise _run_error(self.model.name, exc) from exc
+        return [value.numpy() for value in binding.get_outputs()[: len(fetch)]]
+
 
 def _run_error(model_name: str, exc: BaseException) -> ExecutionError:
     """onnxruntime's run failure as one line that names the failing node (from its message) when it can."""

@@ -29,3 +29,18 @@ def gpt2_decoder(gpt2_path: Path) -> Decoder:
 def tiny_gpt() -> Model:
     """The zoo's trained tiny_gpt decoder (trained once per test cache, about 90 s on 2 cores)."""
     return load_zoo("tiny_gpt")
+
+
+@pytest.fixture(scope="session")
+def fused_decoders(gpt2_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Decoder]:
+    """GPT-2 and Llama (grouped-query attention, rotary, RMSNorm) after hone optimize: the graphs the
+    in-place KV cache serves."""
+    import hone
+
+    llama = tmp_path_factory.mktemp("llama") / "llama.onnx"
+    export_decoder(decoder_source(decoders.llama(), "llama"), llama)
+    found = {}
+    for name, path in (("gpt2", gpt2_path), ("llama", llama)):
+        optimized, _ = hone.optimize(str(path), target="ort-cpu")
+        found[name] = Decoder(optimized, threads=2)
+    return found

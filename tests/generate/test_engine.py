@@ -41,11 +41,20 @@ def workload(count: int, seed: int = 0) -> list[tuple[list[int], int]]:
     ]
 
 
+CACHES = [("gpt2", "padded"), ("gpt2", "in-place"), ("llama", "in-place")]
+
+
 @pytest.mark.parametrize("policy", ["continuous", "static", "sequential"])
-def test_every_policy_gives_each_request_its_own_greedy_tokens(gpt2_decoder: Decoder, policy: str) -> None:
+@pytest.mark.parametrize("model, kv_cache", CACHES, ids=[f"{m}-{k}" for m, k in CACHES])
+def test_every_policy_gives_each_request_its_own_greedy_tokens(
+    fused_decoders: dict[str, Decoder], policy: str, model: str, kv_cache: str
+) -> None:
+    decoder = fused_decoders[model]
     requests = workload(30)
-    reference = [gpt2_decoder.greedy([prompt], n)[0] for prompt, n in requests]
-    engine = Engine(gpt2_decoder, EngineConfig(policy=policy, max_sequences=8, max_cached_tokens=800))  # type: ignore[arg-type]
+    reference = [decoder.greedy([prompt], n)[0] for prompt, n in requests]  # alone, the graph's own cache
+    config = EngineConfig(policy=policy, max_sequences=8, max_cached_tokens=800, kv_cache=kv_cache)  # type: ignore[arg-type]
+    engine = Engine(decoder, config)
+    assert engine.kv_cache == kv_cache
     collector = Collector(len(requests))
     for i, (prompt, n) in enumerate(requests):
         engine.submit(GenerationRequest(prompt, n, stop_token_ids=frozenset()), collector.deliver(i))
@@ -221,3 +230,34 @@ def test_leading_columns_no_live_row_uses_are_dropped_when_the_longest_leaves() 
     batch.remove({3})  # two of three free: compacted to row 2 and its own 10 columns
     assert batch.ids == [2] and batch.width == 10
     np.testing.assert_array_equal(batch.past[0][0], past[0][1, :, 30:])
+
+
+def test_the_in_place_cache_needs_a_fused_graph_and_says_so(gpt2_decoder: Decoder) -> None:
+    engine = Engine(gpt2_decoder, EngineConfig(max_sequences=2))  # the exported graph, not optimized
+    assert engine.kv_cache.startswith("padded (in-place not used: 0 MultiHeadAttention for 2 layers")
+    engine.close()
+    with pytest.raises(InputError, match="the in-place KV cache cannot serve .*run hone optimize first"):
+        Engine(gpt2_decoder, EngineConfig(kv_cache="in-place"))
+
+
+def test_the_in_place_graph_writes_each_rows_new_token_after_its_own_length(
+    fused_decoders: dict[str, Decoder],
+) -> None:
+    from hone.generate.inplace_kv import InPlaceCache, inplace_graph
+
+    decoder = fused_decoders["llama"]
+    graph = Decoder(inplace_graph(decoder.model), threads=2)
+    ops = [n.op_type for n in graph.model.ir.graph]
+    assert ops.count("GroupQueryAttention") == 2 and "MultiHeadAttention" not in ops and "Concat" not in ops
+    cache = InPlaceCache(decoder, graph, max_rows=4)
+    cache.prefill([[5, 6, 7, 8, 9], [3, 4]], [10, 11])
+    before = [b.copy() for b in cache._buffers]
+    cache.decode(np.asarray([1, 2]))
+    assert cache.lengths.tolist() == [6, 3]
+    for after, old in zip(cache._buffers, before, strict=True):
+        np.testing.assert_array_equal(after[0, :, :5], old[0, :, :5])  # the past stays where it is
+        np.testing.assert_array_equal(after[1, :, :2], old[1, :, :2])
+        assert np.abs(after[0, :, 5]).sum() > 0 and np.abs(after[1, :, 2]).sum() > 0  # written in place
+        assert not after[1, :, 3:].any()  # nothing past the row's own length
+    cache.remove({11})
+    assert cache.ids == [10] and cache.tokens() == 6

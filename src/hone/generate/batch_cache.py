@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from hone.generate.decoder import Decoder
+from hone.generate.padding import left_pad
+
 
 class BatchCache:
     """Rows = slots: a sequence id, or None for a free slot; each with its cache, mask and position."""
@@ -162,4 +165,55 @@ def _writable(arrays: list[np.ndarray]) -> bool:
     return all(a.flags.writeable for a in arrays)
 
 
-__all__ = ["BatchCache"]
+class PaddedCache:
+    """The engine's padded cache: a BatchCache stepped through the decoder's own graph (``present =
+    Concat(past, new)``). The same methods as ``inplace_kv.InPlaceCache``."""
+
+    name = "padded"
+
+    def __init__(self, decoder: Decoder) -> None:
+        self.decoder = decoder
+        self.batch = self._empty()
+
+    def _empty(self) -> BatchCache:
+        layout = self.decoder.layout
+        return BatchCache.empty(len(layout.past_names), layout.kv_heads, layout.head_dim)
+
+    @property
+    def ids(self) -> list[int | None]:
+        return self.batch.ids
+
+    def tokens(self) -> int:
+        return self.batch.tokens()
+
+    def nbytes(self) -> int:
+        return self.batch.nbytes()
+
+    def live(self) -> int:
+        return self.batch.live()
+
+    def reset(self) -> None:
+        self.batch = self._empty()
+
+    def remove(self, sequence_ids: set[int]) -> None:
+        self.batch.remove(sequence_ids)
+
+    def prefill(self, prompts: list[list[int]], sequence_ids: list[int]) -> np.ndarray:
+        """Run the joining prompts (left padded) from an empty past and merge their rows in; returns
+        the logits of each prompt's last token [joining, vocab]."""
+        ids, mask = left_pad(prompts)
+        positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+        out = self.decoder.step(ids, mask, positions, self.decoder.empty_past(len(prompts)))
+        lengths = np.asarray([len(p) for p in prompts], np.int64)
+        self.batch.merge(BatchCache(out.presents, mask, lengths, list(sequence_ids)))
+        return out.last_logits
+
+    def decode(self, tokens: np.ndarray) -> np.ndarray:
+        """One token for every row (free slots too, unused); returns [rows, vocab]."""
+        ids, mask, positions = self.batch.decode_inputs(tokens)
+        out = self.decoder.step(ids, mask, positions, self.batch.past)
+        self.batch.advance(out.presents, mask)
+        return out.last_logits
+
+
+__all__ = ["BatchCache", "PaddedCache"]

@@ -35,14 +35,16 @@ from typing import Literal, Protocol
 import numpy as np
 
 from hone.errors import InputError, QueueFullError, ServerShuttingDownError
-from hone.generate.batch_cache import BatchCache
+from hone.generate.batch_cache import PaddedCache
 from hone.generate.decoder import Decoder
-from hone.generate.padding import left_pad
+from hone.generate.inplace_kv import InPlaceCache, inplace_cache
 from hone.generate.sampling import SamplingParams, sample
 
 logger = logging.getLogger(__name__)
 
 Policy = Literal["continuous", "static", "sequential"]
+KVCacheKind = Literal["auto", "in-place", "padded"]
+KV_CACHES: tuple[KVCacheKind, ...] = ("auto", "in-place", "padded")
 POLICIES: tuple[Policy, ...] = ("continuous", "static", "sequential")
 FinishReason = Literal["stop", "length", "cancelled", "timeout", "error"]
 
@@ -54,12 +56,15 @@ class EngineConfig:
     max_cached_tokens: int = 16384  # prompt + max_tokens reserved over all running sequences
     max_batched_tokens: int = 1024  # padded prompt tokens per prefill step
     max_waiting: int = 256  # requests waiting for admission; 503 beyond
+    kv_cache: KVCacheKind = "auto"  # "auto": in-place when the graph allows it (checked), else padded
     static_wait_ms: float = 50.0  # "static": how long the first request waits for a full batch
     priority_levels: int = 2
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             raise InputError(f"policy {self.policy!r} is unknown; choose one of: {', '.join(POLICIES)}")
+        if self.kv_cache not in KV_CACHES:
+            raise InputError(f"kv cache {self.kv_cache!r} is unknown; choose one of: {', '.join(KV_CACHES)}")
         for name in ("max_sequences", "max_cached_tokens", "max_batched_tokens", "max_waiting"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -139,7 +144,7 @@ class Engine:
         self._running: dict[int, _Sequence] = {}
         self._cancelled: set[int] = set()
         self._ids = itertools.count()
-        self._batch = self._empty_batch()
+        self._kv = self._cache()
         self._accepting = True
         self._stop = False
         self._thread = threading.Thread(target=self._loop, name="hone-generate", daemon=True)
@@ -228,8 +233,24 @@ class Engine:
 
     # --- the engine thread -------------------------------------------------------------------------
 
-    def _empty_batch(self) -> BatchCache:
-        return BatchCache.empty(len(self.layout.past_names), self.layout.kv_heads, self.layout.head_dim)
+    @property
+    def kv_cache(self) -> str:
+        """Which cache serves ("in-place" or "padded"), and when padded under "auto", why."""
+        return self._kv.name + (f" ({self.kv_cache_reason})" if self.kv_cache_reason else "")
+
+    def _cache(self) -> PaddedCache | InPlaceCache:
+        self.kv_cache_reason = ""
+        if self.config.kv_cache == "padded":
+            return PaddedCache(self.decoder)
+        found = inplace_cache(
+            self.decoder, self.config.max_sequences, threads=self.decoder.session.config.threads
+        )
+        if isinstance(found, InPlaceCache):
+            return found
+        if self.config.kv_cache == "in-place":
+            raise InputError(f"the in-place KV cache cannot serve {self.decoder.model.name}: {found}")
+        self.kv_cache_reason = f"in-place not used: {found}"
+        return PaddedCache(self.decoder)
 
     def _loop(self) -> None:
         while True:
@@ -303,39 +324,26 @@ class Engine:
                 self._lock.wait(self.config.static_wait_ms / 1000.0)
 
     def _prefill(self, admitted: list[_Sequence]) -> None:
-        prompts = [s.request.prompt for s in admitted]
-        ids, mask = left_pad(prompts)
-        positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
-        out = self.decoder.step(ids, mask, positions, self.decoder.empty_past(len(admitted)))
+        logits = self._kv.prefill([s.request.prompt for s in admitted], [s.id for s in admitted])
         self.stats.steps += 1
-        joined = BatchCache(
-            out.presents,
-            mask,
-            np.asarray([len(p) for p in prompts], np.int64),
-            [s.id for s in admitted],
-        )
-        self._batch.merge(joined)
         now = time.perf_counter()
         for row, sequence in enumerate(admitted):
             self._running[sequence.id] = sequence
             self.stats.prompt_tokens += len(sequence.request.prompt)
-            self._emit(sequence, out.last_logits[row], now, first=True)
+            self._emit(sequence, logits[row], now, first=True)
 
     def _decode(self) -> None:
-        batch = self._batch
         # a free slot (None) keeps decoding its old row until it is reused or compacted away
-        rows = [None if sid is None else self._running[sid] for sid in batch.ids]
+        rows = [None if sid is None else self._running[sid] for sid in self._kv.ids]
         if all(s is None or s.done for s in rows):
             return
         tokens = np.asarray([0 if s is None else s.next_token for s in rows], np.int64)
-        ids, mask, positions = batch.decode_inputs(tokens)
-        out = self.decoder.step(ids, mask, positions, batch.past)
+        logits = self._kv.decode(tokens)
         self.stats.steps += 1
-        batch.advance(out.presents, mask)
         now = time.perf_counter()
         for row, sequence in enumerate(rows):
             if sequence is not None and sequence.done is None:
-                self._emit(sequence, out.last_logits[row], now, first=False)
+                self._emit(sequence, logits[row], now, first=False)
 
     def _emit(self, sequence: _Sequence, logits: np.ndarray, now: float, *, first: bool) -> None:
         token = sample(logits, sequence.request.sampling, sequence.rng)
@@ -361,17 +369,17 @@ class Engine:
         if self.config.policy == "static" and len(done) < len(self._running):
             done = {sid for sid in done if self._running[sid].done == "cancelled"}
         if done:
-            self._batch.remove(done)
+            self._kv.remove(done)
             for sid in done:
                 sequence = self._running.pop(sid)
                 self._finish(sequence, sequence.done or "stop")
         if not self._running:
-            self._batch = self._empty_batch()
+            self._kv.reset()
         with self._lock:
             self.stats.running = len(self._running)
             self.stats.reserved_tokens = sum(s.reservation for s in self._running.values())
-            self.stats.cached_tokens = self._batch.tokens()
-            self.stats.cache_bytes = self._batch.nbytes()
+            self.stats.cached_tokens = self._kv.tokens()
+            self.stats.cache_bytes = self._kv.nbytes()
 
     def _finish(self, sequence: _Sequence, reason: FinishReason, error: str | None = None) -> None:
         self.stats.finished[reason] = self.stats.finished.get(reason, 0) + 1
@@ -389,7 +397,7 @@ class Engine:
             sequence.done = "error"
             self._finish(sequence, "error", message)
         self._running.clear()
-        self._batch = self._empty_batch()
+        self._kv.reset()
 
 
 __all__ = [
@@ -399,6 +407,8 @@ __all__ = [
     "EngineObserver",
     "EngineStats",
     "FinishReason",
+    "KV_CACHES",
+    "KVCacheKind",
     "GenerationRequest",
     "Policy",
     "TokenEvent",

@@ -47,6 +47,7 @@ class GenerateReady:
     host: str
     http_port: int
     config: EngineConfig
+    kv_cache: str = ""  # which cache serves, and why when it is not the in-place one
 
     @property
     def url(self) -> str:
@@ -56,8 +57,8 @@ class GenerateReady:
         c = self.config
         return (
             f"hone serve: ready: {self.name} (generate, {c.policy} batching, {c.max_sequences} sequences, "
-            f"{c.max_cached_tokens} cached tokens) on {self.url} (OpenAI at {self.url}/v1, metrics at "
-            f"{self.url}/metrics)"
+            f"{c.max_cached_tokens} cached tokens, {self.kv_cache or 'padded'} KV cache) on {self.url} "
+            f"(OpenAI at {self.url}/v1, metrics at {self.url}/metrics)"
         )
 
 
@@ -111,7 +112,7 @@ async def _serve(
             return
         await asyncio.sleep(0.01)
     port = sock.getsockname()[1]
-    on_ready(GenerateReady(options.name, options.host, port, options.engine))
+    on_ready(GenerateReady(options.name, options.host, port, options.engine, service.engine.kv_cache))
     await stop.wait()
     logger.info("stop signal: refusing new requests, finishing the running sequences")
     service.ready = False
