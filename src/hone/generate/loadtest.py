@@ -97,13 +97,15 @@ class LoadTest:
     output_lengths: tuple[int, ...]
     levels: list[GenerationLevel] = field(default_factory=list)
     leaked_tokens: int = 0  # reserved tokens left in the engine afterwards (must be 0)
+    kv_cache: str = ""  # which cache served ("in-place", or "padded (why)")
 
     def line(self) -> str:
         parts = [
             f"c={level.concurrency}: {level.tokens_per_s:.0f} tokens/s, TTFT p99 {level.ttft_p99_ms:.1f} ms"
             for level in self.levels
         ]
-        return f"{self.policy} batching in process: " + "; ".join(parts)
+        cache = f", {self.kv_cache} KV cache" if self.kv_cache else ""
+        return f"{self.policy} batching in process{cache}: " + "; ".join(parts)
 
 
 def _prompts(decoder: Decoder, count: int, lengths: tuple[int, ...], seed: int) -> list[list[int]]:
@@ -138,7 +140,7 @@ def load_test(
 ) -> LoadTest:
     config = config or EngineConfig()
     engine = Engine(decoder, config)
-    result = LoadTest(config.policy, None, PROMPT_LENGTHS, OUTPUT_LENGTHS)
+    result = LoadTest(config.policy, None, PROMPT_LENGTHS, OUTPUT_LENGTHS, kv_cache=engine.kv_cache)
     longest = decoder.layout.max_context - 1
     try:
         for concurrency in levels:
