@@ -22,7 +22,7 @@ mode is its median round by tokens/s (its latencies are that round's); every rou
 Requests: prompts cut from Python's held-out documentation (tokenized), lengths drawn (seeded per level) from
 a fixed mix: prompt 8 / 32 / 96 tokens, output 16 / 48 / 128 tokens (``ignore_eos``, so every
 mode produces the same token count). A closed loop: ``c`` clients, each sends its next request when
-the last one ends, ``c x requests-per-client`` requests in all. Levels interleave the modes
+the last one ends, ``c x requests-per-client`` requests in all (at least ``--min-requests``). Levels interleave the modes
 (A B C D E at c=1, then at c=8, ...).
 
 The servers run hone optimize's decoder (``--form optimized``, the default: attention over the cache,
@@ -132,6 +132,7 @@ class Server:
             self.process.kill()
             raise SystemExit(f"hone serve {model} --batching {batching} did not start: {line!r}")
         self.url = match["url"]
+        self.line = line  # says which KV cache serves
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -323,6 +324,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--requests-per-client", type=int, default=3)
+    parser.add_argument(
+        "--min-requests", type=int, default=16,
+        help="requests per level at least (one client's 3 or 4 requests last a fifth of a second: noise)",
+    )  # fmt: skip
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per level (medians shown)")
     parser.add_argument("--json", default=None)
     parser.add_argument(
@@ -371,12 +376,15 @@ def main() -> None:
     servers = {mode: Server(served, mode) for mode in SERVED_MODES}
     if int4_ok:
         servers["continuous-int4"] = Server(str(int4_path), "continuous")
+    for name, server in servers.items():
+        console.print(f"{name}: {server.line}", highlight=False)
     torch_baseline = TorchGenerate(trained.model)
     rows: list[Level] = []
     raw: list[dict[str, Any]] = []
     try:
         for concurrency in levels:
-            requests = requests_for(stream, concurrency * args.requests_per_client, seed=concurrency)
+            count = max(concurrency * args.requests_per_client, args.min_requests)
+            requests = requests_for(stream, count, seed=concurrency)
             for server in servers.values():
                 served_level("warm-up", server, requests[: min(4, len(requests))], concurrency)
             measured: dict[str, list[Level]] = {name: [] for name in [*servers, "torch-generate"]}
@@ -450,10 +458,12 @@ def main() -> None:
         "model": MODEL,
         "training": asdict(trained.record),
         "form": args.form,
+        "servers": {name: server.line for name, server in servers.items()},
         "fusions": fusions,
         "decode_steps": steps,
         "threads": THREADS,
         "requests_per_client": args.requests_per_client,
+        "min_requests": args.min_requests,
         "prompt_lengths": PROMPT_LENGTHS,
         "output_lengths": OUTPUT_LENGTHS,
         "int4_gate": asdict(gate),

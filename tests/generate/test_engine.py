@@ -98,8 +98,11 @@ def test_stop_token_ends_the_sequence(gpt2_decoder: Decoder) -> None:
     assert collector.reasons[0] == "stop"
 
 
-def test_cancel_frees_the_cache_and_others_continue(gpt2_decoder: Decoder) -> None:
-    engine = Engine(gpt2_decoder, EngineConfig(max_sequences=4))
+@pytest.mark.parametrize("kv_cache", ["padded", "in-place"])
+def test_cancel_frees_the_cache_and_others_continue(fused_decoders: dict[str, Decoder], kv_cache: str) -> None:
+    gpt2_decoder = fused_decoders["gpt2"]
+    engine = Engine(gpt2_decoder, EngineConfig(max_sequences=4, kv_cache=kv_cache))  # type: ignore[arg-type]
+    assert engine.kv_cache == kv_cache
     victim, other = Collector(1), Collector(1)
     victim_id = engine.submit(
         GenerationRequest([1, 2, 3], 200, stop_token_ids=frozenset()), victim.deliver(0)
@@ -114,6 +117,7 @@ def test_cancel_frees_the_cache_and_others_continue(gpt2_decoder: Decoder) -> No
     assert other.tokens[0] == gpt2_decoder.greedy([[4, 5, 6]], 40)[0]
     engine.close()
     assert engine.stats.reserved_tokens == 0 and engine.stats.cached_tokens == 0
+    assert engine.stats.cache_bytes == 0  # the in-place buffers go when no sequence runs
 
 
 def test_bounds_are_clear_errors(gpt2_decoder: Decoder) -> None:

@@ -313,3 +313,20 @@ def test_kserve_only_options_are_refused_for_a_generative_model(gpt2_path: Path)
     )
     assert done.returncode == 2
     assert "--grpc-port, --instances apply to KServe models" in done.stdout + done.stderr
+
+
+def test_the_ready_line_says_which_kv_cache_serves_and_in_place_is_refused_when_it_cannot(
+    server: Server, gpt2_path: Path
+) -> None:
+    # the module's server runs the exported graph, not fused by hone optimize: the padded cache
+    assert "padded (in-place not used: 0 MultiHeadAttention for 2 layers" in server.line
+    done = subprocess.run(
+        [sys.executable, "-m", "hone.cli", "serve", str(gpt2_path), "--kv-cache", "in-place", "--http-port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    output = (done.stdout + done.stderr).strip()
+    assert done.returncode != 0
+    assert "the in-place KV cache cannot serve" in output and "run hone optimize first" in output
+    assert "Traceback" not in output
