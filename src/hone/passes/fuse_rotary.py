@@ -210,32 +210,24 @@ def _replace(graph: ir.Graph, found: _Rotary, positions: ir.Value, cos: ir.Value
     assert anchor is not None and x.shape is not None
     name = anchor.name or output.name or "rotary"
     split = _head_split(x)
-    if split is None:
-        if partial is not None:
-            attributes["num_heads"] = int(x.shape[1])  # type: ignore[arg-type]
-        rotary = ir.node(
-            "RotaryEmbedding",
-            [x, positions, cos, sin],
-            attributes=attributes,
-            domain=MS_DOMAIN,
-            name=f"{name}_rotary",
-        )
-        new_nodes = [rotary]
-    else:
-        x3, target, heads = split
-        attributes["num_heads"] = heads
-        rotary = ir.node(
-            "RotaryEmbedding",
-            [x3, positions, cos, sin],
-            attributes=attributes,
-            domain=MS_DOMAIN,
-            name=f"{name}_rotary",
-        )
-        reshape = ir.node("Reshape", [rotary.outputs[0], target], name=f"{name}_rotary_heads")
+    if split is not None:  # rotate the (B, S, N*D) source, then split the heads as before
+        attributes["num_heads"] = split[2]
+    elif partial is not None:
+        attributes["num_heads"] = int(x.shape[1])  # type: ignore[arg-type]
+    rotary = ir.node(
+        "RotaryEmbedding",
+        [x if split is None else split[0], positions, cos, sin],
+        attributes=attributes,
+        domain=MS_DOMAIN,
+        name=f"{name}_rotary",
+    )
+    new_nodes = [rotary]
+    if split is not None:
+        reshape = ir.node("Reshape", [rotary.outputs[0], split[1]], name=f"{name}_rotary_heads")
         transpose = ir.node(
             "Transpose", [reshape.outputs[0]], attributes={"perm": [0, 2, 1, 3]}, name=f"{name}_rotary_bnsh"
         )
-        new_nodes = [rotary, reshape, transpose]
+        new_nodes += [reshape, transpose]
     result = new_nodes[-1].outputs[0]
     result.shape = output.shape
     if output.dtype is not None:

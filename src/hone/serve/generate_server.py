@@ -112,7 +112,7 @@ async def _serve(
             return
         await asyncio.sleep(0.01)
     port = sock.getsockname()[1]
-    on_ready(GenerateReady(options.name, options.host, port, options.engine, service.engine.kv_cache))
+    on_ready(GenerateReady(options.name, options.host, port, service.engine.config, service.engine.kv_cache))
     await stop.wait()
     logger.info("stop signal: refusing new requests, finishing the running sequences")
     service.ready = False
