@@ -48,7 +48,7 @@ import numpy as np
 import onnx_ir as ir
 
 from hone.passes.base import HonePass
-from hone.passes.graph import MS_DOMAIN, infer_shapes, is_onnx_op
+from hone.passes.graph import MS_DOMAIN, add_constant, infer_shapes, is_onnx_op, last_static_dim, scalar_of
 
 
 class NoMatch(Exception):
@@ -234,7 +234,7 @@ def _split_heads(
     _check_single_use(reshape.outputs[0], outputs, f"the split {role}")
     source = _operand(reshape, 0)
     target = _const_ints(_operand(reshape, 1), f"{role} reshape target (run simplify_shapes first)")
-    hidden = _last_dim(source)
+    hidden = last_static_dim(source)
     if hidden is None and len(target) == 4 and min(target[2:]) > 0:
         hidden = target[2] * target[3]
     if len(target) != 4 or _rank(source, default=-1) != 3 or hidden is None:
@@ -257,10 +257,10 @@ def _strip_scales(value: ir.Value, outputs: set[ir.Value]) -> tuple[float, ir.Va
     scale = 1.0
     nodes: list[ir.Node] = []
     while (node := value.producer()) is not None and is_onnx_op(node, "Mul", "Div"):
-        constant = _scalar(node.inputs[1])
+        constant = scalar_of(node.inputs[1])
         operand = node.inputs[0]
         if constant is None and node.op_type == "Mul":
-            constant, operand = _scalar(node.inputs[0]), node.inputs[1]
+            constant, operand = scalar_of(node.inputs[0]), node.inputs[1]
         if constant is None or constant == 0.0 or operand is None:
             break
         _check_single_use(node.outputs[0], outputs, "a scaled attention operand")
@@ -307,7 +307,7 @@ def _replace(graph: ir.Graph, found: _Attention) -> None:
     result = fused.outputs[0]
     if found.nan_guard:
         isnan = ir.node("IsNaN", [result], name=f"{fused.name}_isnan")
-        zero = _constant(graph, np.zeros((), dtype=dtype.numpy()), f"{fused.name}_zero")
+        zero = add_constant(graph, np.zeros((), dtype=dtype.numpy()), f"{fused.name}_zero")
         where = ir.node("Where", [isnan.outputs[0], zero, result], name=f"{fused.name}_nan_to_zero")
         new_nodes += [isnan, where]
         result = where.outputs[0]
@@ -319,7 +319,7 @@ def _merged_heads(graph: ir.Graph, found: _Attention, name: str) -> list[ir.Node
     """Transpose[0,2,1,3] + Reshape [0, 0, H*D]: a 4-D (B, H, S, D) query as MultiHeadAttention's
     (B, S, H*D)."""
     transpose = ir.node("Transpose", [found.q], attributes={"perm": [0, 2, 1, 3]}, name=f"{name}_q_bshd")
-    target = _constant(
+    target = add_constant(
         graph, np.array([0, 0, found.num_heads * found.head_size], dtype=np.int64), f"{name}_q_merged_shape"
     )
     reshape = ir.node("Reshape", [transpose.outputs[0], target], name=f"{name}_q_merged")
@@ -337,8 +337,8 @@ def _packed_projection(found: _Attention, graph: ir.Graph) -> tuple[ir.Value, ir
     biases = [part[2] for part in parts]
     if len({w.shape[0] for w in weights}) != 1:
         return None
-    weight = _constant(graph, np.concatenate(weights, axis=1), f"{found.output.name}_qkv_weight")
-    bias = _constant(graph, np.concatenate(biases), f"{found.output.name}_qkv_bias")
+    weight = add_constant(graph, np.concatenate(weights, axis=1), f"{found.output.name}_qkv_weight")
+    bias = add_constant(graph, np.concatenate(biases), f"{found.output.name}_qkv_bias")
     return x, weight, bias
 
 
@@ -364,13 +364,6 @@ def _projection(value: ir.Value) -> tuple[ir.Value, np.ndarray, np.ndarray] | No
         if w.ndim == 2 and b.ndim == 1 and b.shape[0] == w.shape[1]:
             return x, w, b
     return None
-
-
-def _constant(graph: ir.Graph, array: np.ndarray, name: str) -> ir.Value:
-    value = ir.Value(name=name, const_value=ir.tensor(array))
-    value.shape, value.dtype = ir.Shape(array.shape), ir.DataType.from_numpy(array.dtype)
-    graph.initializers.add(value)
-    return value
 
 
 def _operand(node: ir.Node, index: int) -> ir.Value:
@@ -411,15 +404,8 @@ def _const_ints(value: ir.Value, what: str) -> list[int]:
     return [int(d) for d in tensor.numpy().reshape(-1)]
 
 
-def _scalar(value: ir.Value | None) -> float | None:
-    tensor = ir.convenience.get_const_tensor(value) if value is not None else None
-    if tensor is None or tensor.size != 1:
-        return None
-    return float(tensor.numpy().reshape(-1)[0])
-
-
 def _is_scalar(value: ir.Value | None, expected: float) -> bool:
-    return _scalar(value) == expected
+    return scalar_of(value) == expected
 
 
 def _int_attr(node: ir.Node, name: str, default: int) -> int:
@@ -429,10 +415,3 @@ def _int_attr(node: ir.Node, name: str, default: int) -> int:
 
 def _rank(value: ir.Value | None, *, default: int) -> int:
     return len(value.shape) if value is not None and value.shape is not None else default
-
-
-def _last_dim(value: ir.Value) -> int | None:
-    if value.shape is None or len(value.shape) == 0:
-        return None
-    last = value.shape[-1]
-    return last if isinstance(last, int) else None

@@ -25,7 +25,7 @@ import numpy as np
 import onnx_ir as ir
 
 from hone.passes.base import HonePass
-from hone.passes.graph import is_onnx_op
+from hone.passes.graph import int_attribute, is_onnx_op, last_static_dim, scalar_of
 
 
 class NoMatch(Exception):
@@ -60,7 +60,7 @@ def _squares(mean: ir.Node) -> bool:
     if square is None:
         return False
     if is_onnx_op(square, "Pow"):
-        return _scalar(square.inputs[1]) == 2.0
+        return scalar_of(square.inputs[1]) == 2.0
     return is_onnx_op(square, "Mul") and square.inputs[0] is square.inputs[1]
 
 
@@ -86,11 +86,11 @@ def _match(mean: ir.Node, graph: ir.Graph) -> tuple[ir.Value, float, ir.Value | 
     square = mean.inputs[0].producer() if mean.inputs[0] is not None else None
     x = square.inputs[0] if square is not None else None
     assert square is not None and x is not None, "_squares() found the square before"
-    if _axes(mean) not in ([-1], [_rank(x) - 1]) or _int_attr(mean, "keepdims", 1) != 1:
+    if _axes(mean) not in ([-1], [_rank(x) - 1]) or int_attribute(mean, "keepdims", 1) != 1:
         raise NoMatch("the mean is not over the last axis with keepdims=1")
     _single_use(square.outputs[0], outputs)
     add = _only_user(mean.outputs[0], outputs, "Add")
-    epsilon = _scalar(add.inputs[1] if add.inputs[0] is mean.outputs[0] else add.inputs[0])
+    epsilon = scalar_of(add.inputs[1] if add.inputs[0] is mean.outputs[0] else add.inputs[0])
     if epsilon is None:
         raise NoMatch("epsilon is not a constant scalar")
     sqrt = _only_user(add.outputs[0], outputs, "Sqrt")
@@ -98,14 +98,14 @@ def _match(mean: ir.Node, graph: ir.Graph) -> tuple[ir.Value, float, ir.Value | 
     if is_onnx_op(scale_user, "Div") and scale_user.inputs[0] is x:  # x / rms
         normalized = scale_user.outputs[0]
     else:
-        if is_onnx_op(scale_user, "Div") and _scalar(scale_user.inputs[0]) != 1.0:
+        if is_onnx_op(scale_user, "Div") and scalar_of(scale_user.inputs[0]) != 1.0:
             raise NoMatch("the root mean square divides something other than 1 or x")
         multiply = _only_user(scale_user.outputs[0], outputs, "Mul")
         if x not in multiply.inputs:
             raise NoMatch("1 / rms multiplies something other than the normalized input")
         normalized = multiply.outputs[0]
-    weight, output = _weight(normalized, outputs, _last_dim(x))
-    if weight is None and _last_dim(x) is None:
+    weight, output = _weight(normalized, outputs, last_static_dim(x))
+    if weight is None and last_static_dim(x) is None:
         raise NoMatch("no weight, and the hidden size is not a known number")
     return x, epsilon, weight, output
 
@@ -137,7 +137,7 @@ def _replace(
     assert anchor is not None
     name = anchor.name or output.name or "rms_norm"
     if weight is None:  # the op needs a scale: ones of the hidden size
-        hidden = _last_dim(x)
+        hidden = last_static_dim(x)
         assert hidden is not None, "a weightless RMSNorm of unknown width is refused in _match"
         dtype = (x.dtype or ir.DataType.FLOAT).numpy()
         weight = ir.Value(name=f"{name}_ones", const_value=ir.tensor(np.ones(hidden, dtype=dtype)))
@@ -178,22 +178,5 @@ def _axes(mean: ir.Node) -> list[int] | None:
     return None
 
 
-def _scalar(value: ir.Value | None) -> float | None:
-    tensor = ir.convenience.get_const_tensor(value) if value is not None else None
-    if tensor is None or tensor.size != 1:
-        return None
-    return float(tensor.numpy().reshape(-1)[0])
-
-
-def _int_attr(node: ir.Node, name: str, default: int) -> int:
-    attribute = node.attributes.get(name)
-    return attribute.as_int() if attribute is not None else default
-
-
 def _rank(value: ir.Value) -> int:
     return len(value.shape) if value.shape is not None else -1
-
-
-def _last_dim(value: ir.Value) -> int | None:
-    last = value.shape[-1] if value.shape is not None and len(value.shape) else None
-    return last if isinstance(last, int) else None

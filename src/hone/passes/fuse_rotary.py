@@ -35,7 +35,7 @@ import onnx_ir as ir
 
 from hone.generate.types import LAYOUT_KEY, DecoderLayout
 from hone.passes.base import HonePass
-from hone.passes.graph import MS_DOMAIN, is_onnx_op
+from hone.passes.graph import MS_DOMAIN, add_constant, int_attribute, is_onnx_op
 
 
 class NoMatch(Exception):
@@ -85,8 +85,8 @@ class FuseRotaryPass(HonePass):
             if content not in by_content:
                 by_content[content] = (
                     computed.positions,
-                    _constant(graph, computed.cos, f"{where}_cos_cache"),
-                    _constant(graph, computed.sin, f"{where}_sin_cache"),
+                    add_constant(graph, computed.cos, f"{where}_cos_cache"),
+                    add_constant(graph, computed.sin, f"{where}_sin_cache"),
                 )
             _replace(graph, found, *by_content[content])
             self.matched += 1
@@ -117,7 +117,7 @@ def _match(neg: ir.Node, graph: ir.Graph) -> _Rotary:
     head_size = x.shape[-1] if x.shape is not None and len(x.shape) == 4 else None
     if not isinstance(head_size, int) or head_size % 2:
         raise NoMatch("the rotated tensor is not 4-D with an even, known head size")
-    if _int_attr(concat, "axis") not in (-1, 3):
+    if int_attribute(concat, "axis", None) not in (-1, 3):
         raise NoMatch("the halves are not joined on the last axis")
     half = head_size // 2
     if _slice(first) != (0, half) or _slice(second) != (half, head_size):
@@ -251,7 +251,7 @@ def _partial(found: _Rotary, outputs: set[ir.Value]) -> tuple[ir.Value, ir.Value
         return None
     concat = next(iter(uses)).node
     rest = concat.inputs[1].producer() if len(concat.inputs) == 2 and concat.inputs[1] is not None else None
-    if concat.inputs[0] is not found.output or _int_attr(concat, "axis") not in (-1, 3):
+    if concat.inputs[0] is not found.output or int_attribute(concat, "axis", None) not in (-1, 3):
         return None
     if (
         rest is None
@@ -368,15 +368,3 @@ def _only_user(value: ir.Value, outputs: set[ir.Value], op_type: str) -> ir.Node
 def _single_use(value: ir.Value, outputs: set[ir.Value]) -> None:
     if value in outputs or len(value.uses()) != 1:
         raise NoMatch(f"{value.name} is used outside the rotary pattern")
-
-
-def _int_attr(node: ir.Node, name: str) -> int | None:
-    attribute = node.attributes.get(name)
-    return attribute.as_int() if attribute is not None else None
-
-
-def _constant(graph: ir.Graph, array: np.ndarray, name: str) -> ir.Value:
-    value = ir.Value(name=name, const_value=ir.tensor(array))
-    value.shape, value.dtype = ir.Shape(array.shape), ir.DataType.from_numpy(array.dtype)
-    graph.initializers.add(value)
-    return value

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 from onnx_ir.passes.common import _c_api_utils
@@ -137,3 +138,30 @@ def producer_op(value: ir.Value | None) -> str | None:
 def node_count(model: ir.Model) -> int:
     """Every node of ``model``, those inside subgraphs included."""
     return sum(1 for _ in ir.traversal.RecursiveGraphIterator(model.graph))
+
+
+def add_constant(graph: ir.Graph, array: np.ndarray, name: str) -> ir.Value:
+    """``array`` as a new initializer of ``graph`` named ``name``, typed and shaped."""
+    value = ir.Value(name=name, const_value=ir.tensor(array))
+    value.shape, value.dtype = ir.Shape(array.shape), ir.DataType.from_numpy(array.dtype)
+    graph.initializers.add(value)
+    return value
+
+
+def scalar_of(value: ir.Value | None) -> float | None:
+    """The number a one-element constant holds, else None."""
+    tensor = ir.convenience.get_const_tensor(value) if value is not None else None
+    if tensor is None or tensor.size != 1:
+        return None
+    return float(tensor.numpy().reshape(-1)[0])
+
+
+def int_attribute(node: ir.Node, name: str, default: int | None) -> int | None:
+    attribute = node.attributes.get(name)
+    return attribute.as_int() if attribute is not None else default
+
+
+def last_static_dim(value: ir.Value) -> int | None:
+    """The last dimension of ``value`` when it is a known number."""
+    last = value.shape[-1] if value.shape is not None and len(value.shape) else None
+    return last if isinstance(last, int) else None
