@@ -186,3 +186,20 @@ def test_the_onnx_checker_knows_onnxruntimes_default_domain_norm(tmp_path: Path)
     with pytest.raises(onnx.checker.ValidationError):
         onnx.checker.check_model(str(path))
     assert load_onnx_file(path).ir.graph.node(0).op_type == "SimplifiedLayerNormalization"
+
+
+def test_a_negation_that_is_no_rotary_is_not_reported_as_a_missed_one() -> None:
+    from hone.passes.fuse_rotary import FuseRotaryPass
+
+    model = ir.serde.deserialize_model(
+        onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[2, 8] x) => (float[8, 2] y) {
+            n = Neg (x)
+            y = Transpose <perm = [1, 0]> (n)
+        }
+    """)
+    )
+    fusion = FuseRotaryPass()
+    fusion(model)
+    assert fusion.matched == 0 and fusion.missed == []

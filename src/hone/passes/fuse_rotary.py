@@ -68,7 +68,8 @@ class FuseRotaryPass(HonePass):
         by_values: dict[tuple[int, int], _Caches] = {}
         # one pair of initializers per distinct table: q and k of every layer share theirs
         by_content: dict[tuple[str, bytes, bytes], tuple[ir.Value, ir.Value, ir.Value]] = {}
-        for neg in [n for n in graph if is_onnx_op(n, "Neg")]:
+        # a candidate negates a Slice (rotate_half's second half); other Negs are not rotaries
+        for neg in [n for n in graph if is_onnx_op(n, "Neg") and _negates_a_slice(n)]:
             where = neg.name or neg.outputs[0].name
             try:
                 found = _match(neg, graph)
@@ -94,6 +95,11 @@ class FuseRotaryPass(HonePass):
             ir.passes.common.RemoveUnusedNodesPass()(model)
             model.opset_imports.setdefault(MS_DOMAIN, 1)
         return ir.passes.PassResult(model, modified=self.matched > 0)
+
+
+def _negates_a_slice(neg: ir.Node) -> bool:
+    source = neg.inputs[0].producer() if neg.inputs and neg.inputs[0] is not None else None
+    return source is not None and is_onnx_op(source, "Slice")
 
 
 def _context(model: ir.Model) -> int | None:
