@@ -44,15 +44,22 @@ def workload(count: int, seed: int = 0) -> list[tuple[list[int], int]]:
 CACHES = [("gpt2", "padded"), ("gpt2", "in-place"), ("llama", "in-place")]
 
 
+@pytest.mark.parametrize("budget", [1024, 16], ids=["whole-prompts", "chunked-prefill"])
 @pytest.mark.parametrize("policy", ["continuous", "static", "sequential"])
 @pytest.mark.parametrize("model, kv_cache", CACHES, ids=[f"{m}-{k}" for m, k in CACHES])
 def test_every_policy_gives_each_request_its_own_greedy_tokens(
-    fused_decoders: dict[str, Decoder], policy: str, model: str, kv_cache: str
+    fused_decoders: dict[str, Decoder], policy: str, model: str, kv_cache: str, budget: int
 ) -> None:
     decoder = fused_decoders[model]
     requests = workload(30)
     reference = [decoder.greedy([prompt], n)[0] for prompt, n in requests]  # alone, the graph's own cache
-    config = EngineConfig(policy=policy, max_sequences=8, max_cached_tokens=800, kv_cache=kv_cache)  # type: ignore[arg-type]
+    config = EngineConfig(
+        policy=policy,  # type: ignore[arg-type]
+        max_sequences=8,
+        max_cached_tokens=800,
+        max_batched_tokens=budget,  # 16: prompts of up to 40 tokens are prefilled in chunks
+        kv_cache=kv_cache,  # type: ignore[arg-type]
+    )
     engine = Engine(decoder, config)
     assert engine.kv_cache == kv_cache
     collector = Collector(len(requests))
@@ -99,7 +106,9 @@ def test_stop_token_ends_the_sequence(gpt2_decoder: Decoder) -> None:
 
 
 @pytest.mark.parametrize("kv_cache", ["padded", "in-place"])
-def test_cancel_frees_the_cache_and_others_continue(fused_decoders: dict[str, Decoder], kv_cache: str) -> None:
+def test_cancel_frees_the_cache_and_others_continue(
+    fused_decoders: dict[str, Decoder], kv_cache: str
+) -> None:
     gpt2_decoder = fused_decoders["gpt2"]
     engine = Engine(gpt2_decoder, EngineConfig(max_sequences=4, kv_cache=kv_cache))  # type: ignore[arg-type]
     assert engine.kv_cache == kv_cache
@@ -255,13 +264,85 @@ def test_the_in_place_graph_writes_each_rows_new_token_after_its_own_length(
     assert ops.count("GroupQueryAttention") == 2 and "MultiHeadAttention" not in ops and "Concat" not in ops
     cache = InPlaceCache(decoder, graph, max_rows=4)
     cache.prefill([[5, 6, 7, 8, 9], [3, 4]], [10, 11])
+    five, two = cache.ids.index(10), cache.ids.index(11)  # the cache places rows (by prompt length)
     before = [b.copy() for b in cache._buffers]
     cache.decode(np.asarray([1, 2]))
-    assert cache.lengths.tolist() == [6, 3]
+    assert cache.lengths[five] == 6 and cache.lengths[two] == 3
     for after, old in zip(cache._buffers, before, strict=True):
-        np.testing.assert_array_equal(after[0, :, :5], old[0, :, :5])  # the past stays where it is
-        np.testing.assert_array_equal(after[1, :, :2], old[1, :, :2])
-        assert np.abs(after[0, :, 5]).sum() > 0 and np.abs(after[1, :, 2]).sum() > 0  # written in place
-        assert not after[1, :, 3:].any()  # nothing past the row's own length
+        np.testing.assert_array_equal(after[five, :, :5], old[five, :, :5])  # the past stays where it is
+        np.testing.assert_array_equal(after[two, :, :2], old[two, :, :2])
+        assert np.abs(after[five, :, 5]).sum() > 0 and np.abs(after[two, :, 2]).sum() > 0  # in place
+        assert not after[two, :, 3:].any()  # nothing past the row's own length
     cache.remove({11})
-    assert cache.ids == [10] and cache.tokens() == 6
+    assert [sid for sid in cache.ids if sid is not None] == [10] and cache.tokens() == 6
+
+
+@pytest.mark.parametrize("kv_cache", ["padded", "in-place"])
+def test_a_long_prompt_is_prefilled_in_chunks_while_the_others_keep_decoding(
+    fused_decoders: dict[str, Decoder], kv_cache: str
+) -> None:
+    decoder = fused_decoders["gpt2"]
+    config = EngineConfig(max_sequences=4, max_batched_tokens=16, kv_cache=kv_cache)  # type: ignore[arg-type]
+    engine = Engine(decoder, config)
+    order: list[str] = []  # who got a token, in the engine's order
+    running, joining = Collector(1), Collector(1)
+
+    def log(name: str, collector: Collector):  # type: ignore[no-untyped-def]
+        inner = collector.deliver(0)
+
+        def on_event(event: TokenEvent) -> None:
+            if event.token is not None:
+                order.append(name)
+            inner(event)
+
+        return on_event
+
+    engine.submit(GenerationRequest([5, 6, 7], 120, stop_token_ids=frozenset()), log("running", running))
+    while len(running.tokens[0]) < 3:
+        time.sleep(0.001)
+    prompt = [(7 * i) % 250 + 1 for i in range(100)]
+    engine.submit(GenerationRequest(prompt, 10, stop_token_ids=frozenset()), log("joining", joining))
+    assert joining.done.wait(30) and running.done.wait(30)
+    engine.close()
+    # 100 prompt tokens at 15 an iteration (16 less the running sequence's token): 7 iterations, and
+    # the running sequence got a token in each before the joining one's first token came
+    before_first = order[: order.index("joining")]
+    assert before_first.count("running") >= 3 + 6
+    assert joining.tokens[0] == decoder.greedy([prompt], 10)[0]
+    assert running.tokens[0] == decoder.greedy([[5, 6, 7]], 120)[0]
+    assert (engine.stats.reserved_tokens, engine.stats.cached_tokens, engine.stats.cache_bytes) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("kv_cache", ["padded", "in-place"])
+def test_cancelling_a_prompt_mid_prefill_frees_its_cache(
+    fused_decoders: dict[str, Decoder], kv_cache: str
+) -> None:
+    decoder = fused_decoders["gpt2"]
+    engine = Engine(decoder, EngineConfig(max_sequences=4, max_batched_tokens=16, kv_cache=kv_cache))  # type: ignore[arg-type]
+    running, victim = Collector(1), Collector(1)
+    engine.submit(GenerationRequest([5, 6, 7], 200, stop_token_ids=frozenset()), running.deliver(0))
+    while len(running.tokens[0]) < 2:
+        time.sleep(0.001)
+    victim_id = engine.submit(
+        GenerationRequest(list(range(1, 201)), 5, stop_token_ids=frozenset()), victim.deliver(0)
+    )
+    while engine.stats.running < 2:  # admitted: its first chunks are in the cache
+        time.sleep(0.0005)
+    engine.cancel(victim_id)
+    assert victim.done.wait(10) and victim.reasons[0] == "cancelled" and victim.tokens[0] == []
+    assert running.done.wait(30) and running.tokens[0] == decoder.greedy([[5, 6, 7]], 200)[0]
+    engine.close()
+    assert (engine.stats.reserved_tokens, engine.stats.cached_tokens, engine.stats.cache_bytes) == (0, 0, 0)
+
+
+def test_prefill_groups_pad_only_where_it_costs_less_than_another_call() -> None:
+    from hone.generate.padding import CALL_TOKENS, prefill_groups
+
+    assert prefill_groups([8] * 32) == [list(range(32))]  # equal lengths: one batch
+    assert prefill_groups([96, 8, 8, 8]) == [[1, 2, 3], [0]]  # 3 x 96 padding would cost more than a call
+    assert prefill_groups([5, 6]) == [[0, 1]]  # one padded token is cheaper than a call
+    assert prefill_groups([1, 1 + 2 * CALL_TOKENS]) == [[0], [1]]
+    mixed = [8, 32, 96, 8, 32, 96, 96, 8, 32, 32]
+    groups = prefill_groups(mixed)
+    assert sorted(i for g in groups for i in g) == list(range(len(mixed)))
+    assert [sorted({mixed[i] for i in g}) for g in groups] == [[8], [32], [96]]

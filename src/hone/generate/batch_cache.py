@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from hone.generate.decoder import Decoder
-from hone.generate.padding import left_pad
+from hone.generate.padding import left_pad, prefill_groups
 
 
 class BatchCache:
@@ -167,13 +167,15 @@ def _writable(arrays: list[np.ndarray]) -> bool:
 
 class PaddedCache:
     """The engine's padded cache: a BatchCache stepped through the decoder's own graph (``present =
-    Concat(past, new)``). The same methods as ``inplace_kv.InPlaceCache``."""
+    Concat(past, new)``). The same methods as ``inplace_kv.InPlaceCache``. A prompt prefilled in
+    chunks keeps its own one-row cache on the side until its last chunk, then joins the batch."""
 
     name = "padded"
 
     def __init__(self, decoder: Decoder) -> None:
         self.decoder = decoder
         self.batch = self._empty()
+        self._partial: dict[int, list[np.ndarray]] = {}  # sequence id -> its cache so far, one row
 
     def _empty(self) -> BatchCache:
         layout = self.decoder.layout
@@ -184,29 +186,57 @@ class PaddedCache:
         return self.batch.ids
 
     def tokens(self) -> int:
-        return self.batch.tokens()
+        return self.batch.tokens() + sum(int(past[0].shape[2]) for past in self._partial.values())
 
     def nbytes(self) -> int:
-        return self.batch.nbytes()
+        return self.batch.nbytes() + sum(int(a.nbytes) for past in self._partial.values() for a in past)
 
     def live(self) -> int:
         return self.batch.live()
 
     def reset(self) -> None:
         self.batch = self._empty()
+        self._partial = {}
 
     def remove(self, sequence_ids: set[int]) -> None:
+        for sid in sequence_ids & set(self._partial):
+            del self._partial[sid]
         self.batch.remove(sequence_ids)
 
     def prefill(self, prompts: list[list[int]], sequence_ids: list[int]) -> np.ndarray:
-        """Run the joining prompts (left padded) from an empty past and merge their rows in; returns
-        the logits of each prompt's last token [joining, vocab]."""
-        ids, mask = left_pad(prompts)
-        positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
-        out = self.decoder.step(ids, mask, positions, self.decoder.empty_past(len(prompts)))
-        lengths = np.asarray([len(p) for p in prompts], np.int64)
-        self.batch.merge(BatchCache(out.presents, mask, lengths, list(sequence_ids)))
-        return out.last_logits
+        """Run the joining prompts from an empty past, left padded within the groups
+        ``prefill_groups`` picks, and merge their rows in; returns the logits of each prompt's last
+        token [joining, vocab], in the prompts' order."""
+        found: dict[int, np.ndarray] = {}
+        for group in prefill_groups([len(p) for p in prompts]):
+            ids, mask = left_pad([prompts[i] for i in group])
+            positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+            out = self.decoder.step(ids, mask, positions, self.decoder.empty_past(len(group)))
+            lengths = mask.sum(axis=1)
+            self.batch.merge(BatchCache(out.presents, mask, lengths, [sequence_ids[i] for i in group]))
+            found.update(zip(group, out.last_logits, strict=True))
+        return np.stack([found[i] for i in range(len(prompts))])
+
+    def extend(self, sequence_id: int, tokens: list[int], start: int, *, last: bool) -> np.ndarray:
+        """Prefill ``tokens`` of a prompt from position ``start`` over the sequence's earlier chunks;
+        ``last``: the prompt is all in, and the sequence joins the batch. Returns the chunk's last
+        token's logits [vocab]."""
+        past = self._partial.pop(sequence_id, None) if start else self.decoder.empty_past(1)
+        if past is None or int(past[0].shape[2]) != start:
+            raise ValueError(f"sequence {sequence_id} has no cache of {start} tokens to continue")
+        count = len(tokens)
+        out = self.decoder.step(
+            np.asarray([tokens], np.int64),
+            np.ones((1, start + count), np.int64),
+            np.arange(start, start + count, dtype=np.int64).reshape(1, count),
+            past,
+        )
+        if last:
+            mask = np.ones((1, start + count), np.int64)
+            self.batch.merge(BatchCache(out.presents, mask, np.asarray([start + count]), [sequence_id]))
+        else:
+            self._partial[sequence_id] = out.presents
+        return out.last_logits[0]
 
     def decode(self, tokens: np.ndarray) -> np.ndarray:
         """One token for every row (free slots too, unused); returns [rows, vocab]."""

@@ -1,24 +1,29 @@
 """Iteration-level scheduling of generation requests over one ``Decoder`` (continuous batching).
 
-A thread runs the loop; each iteration is one scheduling decision:
+A thread runs the loop; each iteration is one scheduling decision under a budget of
+``max_batched_tokens`` tokens (one for each decoding sequence, the rest for prompts):
 
-1. waiting requests whose turn it is (priority 0 first, then arrival) are admitted while the
-   running sequences stay under ``max_sequences``, the tokens reserved for them (prompt +
-   ``max_tokens``) under ``max_cached_tokens``, and the admitted prompts' padded size under
-   ``max_batched_tokens``; their prompts run as one prefill step, which yields their first token;
-2. every running sequence then advances one token in one decode step (the newly admitted included);
-3. sequences that produced a stop token, reached ``max_tokens``, were cancelled or timed out leave,
+1. prompts already being prefilled in chunks take their next chunk, oldest first;
+2. waiting requests whose turn it is (priority 0 first, then arrival) are admitted while the
+   sequences stay under ``max_sequences`` and the tokens reserved for them (prompt + ``max_tokens``)
+   under ``max_cached_tokens``, each with as much of its prompt as the budget has left: all of it,
+   or a first chunk (at least ``CHUNK_FLOOR`` tokens) when it is longer (chunked prefill);
+3. the prompts that fit whole are prefilled together (the cache groups them by length), the chunks
+   one by one; a prompt's last chunk yields its first token;
+4. every decoding sequence then advances one token in one decode step (the newly prefilled included);
+5. sequences that produced a stop token, reached ``max_tokens``, were cancelled or timed out leave,
    and their reservation is freed for the next iteration.
 
 So requests join and leave between decode steps, and prefill and decode share each iteration under
-the token budget. Memory is bounded: a request is only admitted when its whole reservation fits, so a
-running sequence never runs out of cache and nothing is preempted; at most ``max_waiting`` requests
-wait (``QueueFullError``, 503, beyond). A prompt is prefilled whole (no chunking): one longer than
-``max_batched_tokens`` runs alone in its iteration.
+the token budget: a long prompt no longer stalls the running sequences for its whole prefill. Memory
+is bounded: a request is only admitted when its whole reservation fits, so a running sequence never
+runs out of cache and nothing is preempted; at most ``max_waiting`` requests wait
+(``QueueFullError``, 503, beyond).
 
 ``policy`` also gives the two baselines the benchmark compares against: ``"static"`` (wait for a full
 batch or ``static_wait_ms``, run it until its longest request ends, admit nothing meanwhile) and
-``"sequential"`` (one request at a time).
+``"sequential"`` (one request at a time). ``"static"`` prefills its prompts whole, as a static batcher
+does; the others chunk.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ KVCacheKind = Literal["auto", "in-place", "padded"]
 KV_CACHES: tuple[KVCacheKind, ...] = ("auto", "in-place", "padded")
 POLICIES: tuple[Policy, ...] = ("continuous", "static", "sequential")
 FinishReason = Literal["stop", "length", "cancelled", "timeout", "error"]
+CHUNK_FLOOR = 16  # the smallest chunk a prompt is prefilled by (unless less of it is left)
 
 
 @dataclass(frozen=True)
@@ -54,7 +60,7 @@ class EngineConfig:
     policy: Policy = "continuous"
     max_sequences: int = 32  # sequences decoding at once
     max_cached_tokens: int = 16384  # prompt + max_tokens reserved over all running sequences
-    max_batched_tokens: int = 1024  # padded prompt tokens per prefill step
+    max_batched_tokens: int = 1024  # tokens per iteration: one per decoding sequence + prompt tokens
     max_waiting: int = 256  # requests waiting for admission; 503 beyond
     kv_cache: KVCacheKind = "auto"  # "auto": in-place when the graph allows it (checked), else padded
     static_wait_ms: float = 50.0  # "static": how long the first request waits for a full batch
@@ -102,6 +108,7 @@ class _Sequence:
     deliver: Callable[[TokenEvent], None]
     submitted: float
     stop_ids: frozenset[int]
+    prefilled: int = 0  # prompt tokens in the cache
     generated: int = 0
     next_token: int = 0
     last_token_at: float = 0.0
@@ -113,9 +120,22 @@ class _Sequence:
         return len(self.request.prompt) + self.request.max_tokens
 
 
+@dataclass(frozen=True)
+class _Chunk:
+    """Prompt tokens [start, end) of a sequence to prefill in this iteration."""
+
+    sequence: _Sequence
+    start: int
+    end: int
+
+    @property
+    def whole(self) -> bool:
+        return self.start == 0 and self.end == len(self.sequence.request.prompt)
+
+
 @dataclass
 class EngineStats:
-    running: int = 0
+    running: int = 0  # decoding or being prefilled
     waiting: int = 0
     reserved_tokens: int = 0
     cached_tokens: int = 0  # real tokens in the cache
@@ -141,7 +161,8 @@ class Engine:
         self.stats = EngineStats()
         self._lock = threading.Condition()
         self._waiting: list[tuple[int, int, _Sequence]] = []  # heap of (priority, arrival, sequence)
-        self._running: dict[int, _Sequence] = {}
+        self._running: dict[int, _Sequence] = {}  # decoding
+        self._prefilling: dict[int, _Sequence] = {}  # admitted, prompt partly in the cache
         self._cancelled: set[int] = set()
         self._ids = itertools.count()
         self._kv = self._cache()
@@ -229,7 +250,7 @@ class Engine:
     @property
     def idle(self) -> bool:
         with self._lock:
-            return not self._waiting and not self._running
+            return not self._waiting and not self._running and not self._prefilling
 
     # --- the engine thread -------------------------------------------------------------------------
 
@@ -255,15 +276,16 @@ class Engine:
     def _loop(self) -> None:
         while True:
             with self._lock:
-                while not self._waiting and not self._running and not self._cancelled:
+                while not (self._waiting or self._running or self._prefilling or self._cancelled):
                     if self._stop:
                         return
                     self._lock.wait()
                 cancelled, self._cancelled = self._cancelled, set()
-                admitted = self._admit(cancelled)
+                chunks = self._schedule(cancelled)
+            admitted = any(chunk.start == 0 for chunk in chunks)
             try:
-                if admitted:
-                    self._prefill(admitted)
+                if chunks:
+                    self._prefill(chunks)
                 if self._running:
                     self._decode()
             except Exception as exc:  # a failed step fails its sequences; the engine keeps serving
@@ -273,8 +295,9 @@ class Engine:
             if self.config.policy == "static" and not self._running and not admitted:
                 self._wait_for_static_batch()
 
-    def _admit(self, cancelled: set[int]) -> list[_Sequence]:
-        """Under the lock: drop cancelled/expired waiters, mark cancelled runners, pick who joins."""
+    def _schedule(self, cancelled: set[int]) -> list[_Chunk]:
+        """Under the lock: drop cancelled/expired waiters, mark cancelled sequences, and pick this
+        iteration's prompt chunks under the token budget (see the module docstring)."""
         now = time.perf_counter()
         kept: list[tuple[int, int, _Sequence]] = []
         for entry in self._waiting:
@@ -288,28 +311,43 @@ class Engine:
                 kept.append(entry)
         heapq.heapify(kept)
         self._waiting = kept
-        for sid in cancelled & set(self._running):
-            self._running[sid].done = "cancelled"
-        if self.config.policy == "static" and (self._running or not self._static_batch_ready(now)):
+        for sequences in (self._running, self._prefilling):
+            for sid in cancelled & set(sequences):
+                sequences[sid].done = "cancelled"
+        if self.config.policy == "static" and (
+            self._running or self._prefilling or not self._static_batch_ready(now)
+        ):
             self.stats.waiting = len(self._waiting)
             return []
-        admitted: list[_Sequence] = []
-        reserved = sum(s.reservation for s in self._running.values())
-        longest = 0
-        while self._waiting and len(self._running) + len(admitted) < self.config.max_sequences:
+        floor = min(CHUNK_FLOOR, self.config.max_batched_tokens)
+        budget = max(self.config.max_batched_tokens - len(self._running), floor)
+        chunks: list[_Chunk] = []
+        for sequence in self._prefilling.values():  # admission order
+            left = len(sequence.request.prompt) - sequence.prefilled
+            take = min(left, budget)
+            if sequence.done or take < min(floor, left):
+                continue
+            chunks.append(_Chunk(sequence, sequence.prefilled, sequence.prefilled + take))
+            budget -= take
+        admitted = len(self._running) + len(self._prefilling)
+        reserved = sum(s.reservation for s in (*self._running.values(), *self._prefilling.values()))
+        while self._waiting and admitted < self.config.max_sequences:
             candidate = self._waiting[0][2]
-            width = max(longest, len(candidate.request.prompt))
-            if admitted and width * (len(admitted) + 1) > self.config.max_batched_tokens:
-                break
-            if reserved + candidate.reservation > self.config.max_cached_tokens:
+            length = len(candidate.request.prompt)
+            if self.config.policy == "static":  # whole prompts; the first one always
+                take = length if not chunks or length <= budget else 0
+            else:
+                take = min(length, budget) if budget >= min(floor, length) else 0
+            if take == 0 or reserved + candidate.reservation > self.config.max_cached_tokens:
                 break
             heapq.heappop(self._waiting)
-            admitted.append(candidate)
+            chunks.append(_Chunk(candidate, 0, take))
+            budget -= take
+            admitted += 1
             reserved += candidate.reservation
-            longest = width
         self.stats.waiting = len(self._waiting)
         self.stats.reserved_tokens = reserved
-        return admitted
+        return chunks
 
     def _static_batch_ready(self, now: float) -> bool:
         if not self._waiting:
@@ -323,18 +361,37 @@ class Engine:
             if self._waiting and not self._static_batch_ready(time.perf_counter()):
                 self._lock.wait(self.config.static_wait_ms / 1000.0)
 
-    def _prefill(self, admitted: list[_Sequence]) -> None:
-        logits = self._kv.prefill([s.request.prompt for s in admitted], [s.id for s in admitted])
+    def _prefill(self, chunks: list[_Chunk]) -> None:
+        """Whole prompts together, then the chunks one by one; a finished prompt yields its first
+        token and its sequence decodes from this iteration's decode step."""
+        whole = [chunk.sequence for chunk in chunks if chunk.whole]
+        finished: list[tuple[_Sequence, np.ndarray]] = []
+        if whole:
+            logits = self._kv.prefill([s.request.prompt for s in whole], [s.id for s in whole])
+            finished += zip(whole, logits, strict=True)
+        for chunk in chunks:
+            if chunk.whole:
+                continue
+            sequence, prompt = chunk.sequence, chunk.sequence.request.prompt
+            last = chunk.end == len(prompt)
+            logits = self._kv.extend(sequence.id, prompt[chunk.start : chunk.end], chunk.start, last=last)
+            sequence.prefilled = chunk.end
+            if last:
+                self._prefilling.pop(sequence.id, None)
+                finished.append((sequence, logits))
+            else:
+                self._prefilling[sequence.id] = sequence
         self.stats.steps += 1
         now = time.perf_counter()
-        for row, sequence in enumerate(admitted):
+        for sequence, row_logits in finished:
+            sequence.prefilled = len(sequence.request.prompt)
             self._running[sequence.id] = sequence
             self.stats.prompt_tokens += len(sequence.request.prompt)
-            self._emit(sequence, logits[row], now, first=True)
+            self._emit(sequence, row_logits, now, first=True)
 
     def _decode(self) -> None:
-        # a free slot (None) keeps decoding its old row until it is reused or compacted away
-        rows = [None if sid is None else self._running[sid] for sid in self._kv.ids]
+        # a free slot, or a row still being prefilled (None), decodes too; its token is not used
+        rows = [None if sid is None else self._running.get(sid) for sid in self._kv.ids]
         if all(s is None or s.done for s in rows):
             return
         tokens = np.asarray([0 if s is None else s.next_token for s in rows], np.int64)
@@ -368,16 +425,22 @@ class Engine:
         done = {sid for sid, s in self._running.items() if s.done}
         if self.config.policy == "static" and len(done) < len(self._running):
             done = {sid for sid in done if self._running[sid].done == "cancelled"}
-        if done:
-            self._kv.remove(done)
+        dropped = {sid for sid, s in self._prefilling.items() if s.done}  # cancelled mid-prefill
+        if done or dropped:
+            self._kv.remove(done | dropped)
             for sid in done:
                 sequence = self._running.pop(sid)
                 self._finish(sequence, sequence.done or "stop")
-        if not self._running:
+            for sid in dropped:
+                sequence = self._prefilling.pop(sid)
+                self._finish(sequence, sequence.done or "cancelled")
+        if not self._running and not self._prefilling:
             self._kv.reset()
         with self._lock:
-            self.stats.running = len(self._running)
-            self.stats.reserved_tokens = sum(s.reservation for s in self._running.values())
+            self.stats.running = len(self._running) + len(self._prefilling)
+            self.stats.reserved_tokens = sum(
+                s.reservation for s in (*self._running.values(), *self._prefilling.values())
+            )
             self.stats.cached_tokens = self._kv.tokens()
             self.stats.cache_bytes = self._kv.nbytes()
 
@@ -393,14 +456,16 @@ class Engine:
         sequence.deliver(TokenEvent(None, reason, error))
 
     def _fail_all(self, message: str) -> None:
-        for sequence in list(self._running.values()):
+        for sequence in [*self._running.values(), *self._prefilling.values()]:
             sequence.done = "error"
             self._finish(sequence, "error", message)
         self._running.clear()
+        self._prefilling.clear()
         self._kv.reset()
 
 
 __all__ = [
+    "CHUNK_FLOOR",
     "POLICIES",
     "Engine",
     "EngineConfig",

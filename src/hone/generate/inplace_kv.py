@@ -17,10 +17,16 @@ never written, and used only if its greedy tokens equal the padded graph's on a 
 different lengths; otherwise the padded cache serves, and the ready line says which.
 
 onnxruntime's CPU GroupQueryAttention refuses new tokens over a past for more than one row at once,
-so joining prompts are prefilled together from an empty past (its "first prompt" form, right
-padded), and their caches are copied into free rows of the buffers; decode steps run one token for
-every row. Memory: rows x context x the model's bytes per token, allocated as rows are first needed
-(bounded by ``--max-sequences``).
+but takes them for one row. So a prompt is prefilled straight into its row (a view of the buffers,
+one row long, bound in place), and a chunk of a long prompt continues over the row's earlier chunks
+the same way (chunked prefill). Joining prompts of about the same length are cheaper together: they
+run as one batch from an empty past (GroupQueryAttention's "first prompt" form, right padded) and
+their caches are copied into free rows. ``prefill_groups`` decides, sorting the prompts by length and
+splitting them where the padding would cost more than another call (measured on tiny_gpt: a call
+costs about what 16 prompt tokens do). Decode steps run one token for every row; a row whose prompt
+is still being prefilled writes its step's token where its next chunk will write (so it is
+overwritten) and does not advance. Memory: rows x context x the model's bytes per token, allocated as
+rows are first needed (bounded by ``--max-sequences``).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common
 
 from hone.generate.decoder import Decoder
+from hone.generate.padding import prefill_groups
 from hone.generate.types import ATTENTION_MASK, INPUT_IDS, LOGITS, POSITION_IDS
 from hone.model import Model
 
@@ -182,6 +189,7 @@ class InPlaceCache:
         self._buffers = [np.zeros((0, *self._shape), np.float32) for _ in self._names]
         self.ids: list[int | None] = []
         self.lengths = np.zeros(0, np.int64)  # tokens in each row's cache
+        self._prefilling: set[int] = set()  # sequences whose prompt is not all in the cache yet
         self._takes_mask = ATTENTION_MASK in graph.session.input_names
 
     # what the engine reads
@@ -198,6 +206,7 @@ class InPlaceCache:
         """No sequence left: the buffers go too (they come back, zeroed, as rows are needed)."""
         self.ids = []
         self.lengths = np.zeros(0, np.int64)
+        self._prefilling = set()
         self._buffers = [np.zeros((0, *self._shape), np.float32) for _ in self._names]
 
     def remove(self, sequence_ids: set[int]) -> None:
@@ -206,13 +215,57 @@ class InPlaceCache:
             if sid in sequence_ids:
                 self.ids[row] = None
                 self.lengths[row] = 0
+        self._prefilling -= sequence_ids
         while self.ids and self.ids[-1] is None:
             self.ids.pop()
         self.lengths = self.lengths[: len(self.ids)]
 
     def prefill(self, prompts: list[list[int]], sequence_ids: list[int]) -> np.ndarray:
-        """Run the joining prompts from an empty past, copy their caches into free rows; returns the
-        logits of each prompt's last token [joining, vocab]."""
+        """Put the joining prompts' caches into free rows, in the groups ``prefill_groups`` picks;
+        returns the logits of each prompt's last token [joining, vocab]."""
+        found: list[np.ndarray | None] = [None] * len(prompts)
+        for group in prefill_groups([len(p) for p in prompts]):
+            if len(group) == 1:
+                (i,) = group
+                found[i] = self.extend(sequence_ids[i], prompts[i], 0, last=True)
+                continue
+            logits = self._prefill_batch([prompts[i] for i in group], [sequence_ids[i] for i in group])
+            for i, row_logits in zip(group, logits, strict=True):
+                found[i] = row_logits
+        return np.stack([f for f in found if f is not None])
+
+    def extend(self, sequence_id: int, tokens: list[int], start: int, *, last: bool) -> np.ndarray:
+        """Prefill ``tokens`` of a sequence's prompt from position ``start`` (its earlier chunks are in
+        its row; a new sequence takes a free row), straight into its row; ``last``: the prompt is all
+        in, the row decodes from the next step. Returns the logits of the chunk's last token [vocab]."""
+        if start == 0:
+            (row,) = self._rows_for(1)
+            self.ids[row] = sequence_id
+            self.lengths[row] = 0
+        else:
+            row = self.ids.index(sequence_id)
+        if int(self.lengths[row]) != start:
+            raise ValueError(f"sequence {sequence_id} has {self.lengths[row]} tokens cached, not {start}")
+        count = len(tokens)
+        feeds = self._feeds(
+            np.asarray([tokens], np.int64),
+            np.arange(start, start + count, dtype=np.int64).reshape(1, count),
+            np.asarray([start + count], np.int64),
+        )
+        in_place = {
+            name: (present, buffer[row : row + 1])
+            for name, present, buffer in zip(self._names, self._presents, self._buffers, strict=True)
+        }
+        (logits,) = self.graph.session.run_in_place(feeds, in_place, [LOGITS])
+        self.lengths[row] = start + count
+        if last:
+            self._prefilling.discard(sequence_id)
+        else:
+            self._prefilling.add(sequence_id)
+        return logits[0, -1, :]
+
+    def _prefill_batch(self, prompts: list[list[int]], sequence_ids: list[int]) -> np.ndarray:
+        """Run prompts together from an empty past (right padded), copy their caches into free rows."""
         lengths = np.asarray([len(p) for p in prompts], np.int64)
         width = int(lengths.max())
         ids = np.zeros((len(prompts), width), np.int64)
@@ -232,10 +285,11 @@ class InPlaceCache:
         return logits[np.arange(len(prompts)), lengths - 1]
 
     def decode(self, tokens: np.ndarray) -> np.ndarray:
-        """One token for every row (free rows too, at position 0, unused); returns [rows, vocab]."""
+        """One token for every row (free rows and rows still prefilling too, unused); returns
+        [rows, vocab]. A row writes its token after its cached tokens; only decoding rows keep it."""
         rows = len(self.ids)
-        live = np.asarray([sid is not None for sid in self.ids], bool)
-        positions = np.where(live, self.lengths, 0)
+        decoding = np.asarray([sid is not None and sid not in self._prefilling for sid in self.ids], bool)
+        positions = self.lengths.copy()  # a free row's length is 0
         feeds = self._feeds(
             tokens.reshape(rows, 1).astype(np.int64), positions.reshape(rows, 1), positions + 1
         )
@@ -244,7 +298,7 @@ class InPlaceCache:
             for name, present, buffer in zip(self._names, self._presents, self._buffers, strict=True)
         }
         (logits,) = self.graph.session.run_in_place(feeds, in_place, [LOGITS])
-        self.lengths = np.where(live, self.lengths + 1, 0)
+        self.lengths = np.where(decoding, self.lengths + 1, self.lengths)
         return logits[:, -1, :]
 
     def _feeds(self, ids: np.ndarray, positions: np.ndarray, lengths: np.ndarray) -> dict[str, np.ndarray]:
@@ -280,7 +334,7 @@ class InPlaceCache:
 def inplace_cache(decoder: Decoder, max_rows: int, *, threads: int | None = None) -> InPlaceCache | str:
     """The in-place cache for ``decoder``, or the one-line reason it is not used: not applicable to
     the graph, or its greedy tokens differ from the padded graph's (checked on 4 prompts of different
-    lengths, batched, 12 steps)."""
+    lengths, filled in the three ways the engine fills rows, 12 steps)."""
     try:
         graph = Decoder(inplace_graph(decoder.model), threads=threads)
     except NotApplicable as reason:
@@ -300,13 +354,21 @@ def inplace_cache(decoder: Decoder, max_rows: int, *, threads: int | None = None
 
 def _greedy(cache: InPlaceCache, prompts: list[list[int]], steps: int) -> list[list[int]]:
     generated: list[list[int]] = [[] for _ in prompts]
-    # two joins, as the engine makes them: the first two prompts, then the rest over them
-    logits = np.concatenate([cache.prefill(prompts[:2], [0, 1]), cache.prefill(prompts[2:], [2, 3])])
+    # the three ways the engine fills rows: two prompts as one padded batch, one in two chunks
+    # (prefill over its own earlier chunk), one alone straight into its row
+    together = cache.prefill(prompts[:2], [0, 1])
+    cache.extend(2, prompts[2][:1], 0, last=False)
+    chunked = cache.extend(2, prompts[2][1:], 1, last=True)
+    alone = cache.prefill(prompts[3:], [3])
+    # sequence i's logits; rows are the cache's to place (grouping sorts prompts by length)
+    by_sequence = np.concatenate([together, chunked[None], alone])
     for _ in range(steps):
-        tokens = logits.argmax(axis=-1)
-        for row, token in enumerate(tokens):
-            generated[row].append(int(token))
-        logits = cache.decode(tokens)
+        tokens = by_sequence.argmax(axis=-1)
+        for sid, token in enumerate(tokens):
+            generated[sid].append(int(token))
+        row_tokens = np.asarray([0 if sid is None else tokens[sid] for sid in cache.ids], np.int64)
+        logits = cache.decode(row_tokens)
+        by_sequence = logits[[cache.ids.index(sid) for sid in range(len(prompts))]]
     return generated
 
 
