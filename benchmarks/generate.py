@@ -22,8 +22,10 @@ mode is its median round by tokens/s (its latencies are that round's); every rou
 Requests: prompts cut from Python's held-out documentation (tokenized), lengths drawn (seeded per level) from
 a fixed mix: prompt 8 / 32 / 96 tokens, output 16 / 48 / 128 tokens (``ignore_eos``, so every
 mode produces the same token count). A closed loop: ``c`` clients, each sends its next request when
-the last one ends, ``c x requests-per-client`` requests in all (at least ``--min-requests``). Levels interleave the modes
-(A B C D E at c=1, then at c=8, ...).
+the last one ends, ``c x requests-per-client`` requests in all (at least ``--min-requests``). Levels
+interleave the modes (A B C D E at c=1, then at c=8, ...). "after start" is the TTFT p99 without each
+client's first request: the loop starts with all ``c`` prompts at once, a burst whose prefill alone
+takes a multiple of one prompt's; the goal is computed over every request, the column is beside it.
 
 The servers run hone optimize's decoder (``--form optimized``, the default: attention over the cache,
 SkipLayerNorm fused; what ``hone run`` ships), its greedy tokens checked equal to the exported
@@ -409,6 +411,7 @@ def main() -> None:
         "tokens/s",
         "TTFT p50",
         "TTFT p99",
+        "after start",
         "ITL p50",
         "ITL p99",
         "errors",
@@ -416,7 +419,8 @@ def main() -> None:
         table.add_column(column, justify="left" if column == "mode" else "right")
     for r in rows:
         table.add_row(r.mode, str(r.concurrency), str(r.requests), str(r.output_tokens), f"{r.tokens_per_s:.0f}",
-                      f"{r.ttft_p50_ms:.1f}", f"{r.ttft_p99_ms:.1f}", f"{r.itl_p50_ms:.2f}", f"{r.itl_p99_ms:.2f}",
+                      f"{r.ttft_p50_ms:.1f}", f"{r.ttft_p99_ms:.1f}", f"{r.ttft_p99_after_start_ms:.1f}",
+                      f"{r.itl_p50_ms:.2f}", f"{r.itl_p99_ms:.2f}",
                       str(r.errors))  # fmt: skip
     console.print(table)
 
@@ -432,6 +436,10 @@ def main() -> None:
     first = row("continuous", low)
     if cont and first:
         goals["continuous_ttft_p99_top_over_c1"] = cont.ttft_p99_ms / first.ttft_p99_ms
+        # shown beside the goal, not instead of it: the p99 without each client's first request
+        goals["continuous_ttft_p99_after_start_top_over_c1"] = (
+            cont.ttft_p99_after_start_ms / first.ttft_p99_ms
+        )
     int4_row, fp32_row = row("continuous-int4", low), row("continuous", low)
     if int4_row and fp32_row:
         goals["int4_vs_fp32_tokens_per_s_at_c1"] = int4_row.tokens_per_s / fp32_row.tokens_per_s
@@ -451,6 +459,12 @@ def main() -> None:
         met = None if value is None else (value >= target if op == ">=" else value <= target)
         goal_table.add_row(name, "-" if value is None else f"{value:.2f}", f"{op} {target}", str(met))
     console.print(goal_table)
+    if "continuous_ttft_p99_after_start_top_over_c1" in goals:
+        console.print(
+            "TTFT p99 at the top level without each client's first request (the start burst), over c=1's "
+            f"p99: {goals['continuous_ttft_p99_after_start_top_over_c1']:.2f} (not the goal; the goal counts"
+            " every request)"
+        )
 
     result = {
         "date": dt.date.today().isoformat(),

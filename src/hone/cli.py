@@ -833,7 +833,10 @@ def serve(
     ] = 16384,
     max_batched_tokens: Annotated[
         int,
-        typer.Option("--max-batched-tokens", help="generative models: padded prompt tokens per prefill step"),
+        typer.Option(
+            "--max-batched-tokens",
+            help="generative models: tokens per iteration (one per decoding sequence, the rest prompt chunks)",
+        ),
     ] = 1024,
     max_waiting: Annotated[
         int,
