@@ -835,7 +835,7 @@ def serve(
         int,
         typer.Option(
             "--max-batched-tokens",
-            help="generative models: tokens per iteration (one per decoding sequence, the rest prompt chunks)",
+            help="generative models: tokens per iteration (one per decoding sequence, the rest for prompts)",
         ),
     ] = 1024,
     max_waiting: Annotated[
