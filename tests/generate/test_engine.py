@@ -262,11 +262,13 @@ def test_the_in_place_graph_writes_each_rows_new_token_after_its_own_length(
     graph = Decoder(inplace_graph(decoder.model), threads=2)
     ops = [n.op_type for n in graph.model.ir.graph]
     assert ops.count("GroupQueryAttention") == 2 and "MultiHeadAttention" not in ops and "Concat" not in ops
+    assert "logits_rows" in graph.session.input_names  # the LM head runs on each row's last token only
     cache = InPlaceCache(decoder, graph, max_rows=4)
     cache.prefill([[5, 6, 7, 8, 9], [3, 4]], [10, 11])
     five, two = cache.ids.index(10), cache.ids.index(11)  # the cache places rows (by prompt length)
     before = [b.copy() for b in cache._buffers]
-    cache.decode(np.asarray([1, 2]))
+    logits = cache.decode(np.asarray([1, 2]))
+    assert logits.shape == (2, decoder.layout.vocab_size)
     assert cache.lengths[five] == 6 and cache.lengths[two] == 3
     for after, old in zip(cache._buffers, before, strict=True):
         np.testing.assert_array_equal(after[five, :, :5], old[five, :, :5])  # the past stays where it is

@@ -46,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 SEQLENS_K = "seqlens_k"  # int32 [batch]: each row's length after this step, minus one
 TOTAL_SEQUENCE_LENGTH = "total_sequence_length"  # int32 scalar: the longest row's length after it
+LOGITS_ROWS = "logits_rows"  # int64 [batch]: which token of the flattened (batch x new) each row's logits are
 MS_DOMAIN = "com.microsoft"
 
 
@@ -108,11 +109,44 @@ def inplace_graph(model: Model) -> Model:
             old.name = f"{name}_unused"
             present.name = name
     graph.inputs.extend([seqlens, total])
+    _last_token_logits(graph)
     ir.passes.common.RemoveUnusedNodesPass()(copy.ir)
     for unused in [v for v in graph.inputs if not v.uses() and v.name == ATTENTION_MASK]:
         graph.inputs.remove(unused)
     graph.sort()
     return copy
+
+
+def _last_token_logits(graph: ir.Graph) -> None:
+    """The LM head on one token per row (``logits_rows`` picks it) instead of on every new token: a
+    step only samples each row's last, and a prefill's other logits were 14% of its multiply-adds on
+    tiny_gpt. Left as it is unless ``logits`` is ``MatMul(hidden, W)`` (or that plus a bias) with a
+    known hidden width."""
+    logits = next((v for v in graph.outputs if v.name == LOGITS), None)
+    head = logits.producer() if logits is not None else None
+    if head is not None and head.op_type == "Add" and head.inputs[0] is not None:
+        head = head.inputs[0].producer()  # the bias
+    if head is None or head.op_type != "MatMul" or head.inputs[0] is None:
+        return
+    hidden = head.inputs[0]
+    width = hidden.shape[-1] if hidden.shape is not None and len(hidden.shape) == 3 else None
+    if not isinstance(width, int):
+        return
+    rows = ir.Value(name=LOGITS_ROWS, type=ir.TensorType(ir.DataType.INT64), shape=ir.Shape(["batch"]))
+    flat_shape = ir.Value(
+        name="logits_rows_flat_shape", const_value=ir.tensor(np.array([-1, width], np.int64))
+    )
+    flat_shape.shape, flat_shape.dtype = ir.Shape([2]), ir.DataType.INT64
+    axes = ir.Value(name="logits_rows_axes", const_value=ir.tensor(np.array([1], np.int64)))
+    axes.shape, axes.dtype = ir.Shape([1]), ir.DataType.INT64
+    graph.initializers.add(flat_shape)
+    graph.initializers.add(axes)
+    flat = ir.node("Reshape", [hidden, flat_shape], name="logits_rows_flat")
+    picked = ir.node("Gather", [flat.outputs[0], rows], attributes={"axis": 0}, name="logits_rows_pick")
+    back = ir.node("Unsqueeze", [picked.outputs[0], axes], name="logits_rows_unsqueeze")
+    graph.insert_before(head, [flat, picked, back])
+    head.replace_input_with(0, back.outputs[0])
+    graph.inputs.append(rows)
 
 
 def _cache_concat(value: ir.Value, past_inputs: dict[str, ir.Value]) -> ir.Node:
@@ -191,6 +225,7 @@ class InPlaceCache:
         self.lengths = np.zeros(0, np.int64)  # tokens in each row's cache
         self._prefilling: set[int] = set()  # sequences whose prompt is not all in the cache yet
         self._takes_mask = ATTENTION_MASK in graph.session.input_names
+        self._picks_rows = LOGITS_ROWS in graph.session.input_names  # logits [rows, 1, vocab]
 
     # what the engine reads
     def tokens(self) -> int:
@@ -251,6 +286,7 @@ class InPlaceCache:
             np.asarray([tokens], np.int64),
             np.arange(start, start + count, dtype=np.int64).reshape(1, count),
             np.asarray([start + count], np.int64),
+            last=np.asarray([count - 1], np.int64),
         )
         in_place = {
             name: (present, buffer[row : row + 1])
@@ -271,10 +307,16 @@ class InPlaceCache:
         ids = np.zeros((len(prompts), width), np.int64)
         for row, prompt in enumerate(prompts):
             ids[row, : len(prompt)] = prompt  # right padded: GroupQueryAttention's rows start at 0
-        feeds = self._feeds(ids, np.tile(np.arange(width, dtype=np.int64), (len(prompts), 1)), lengths)
+        feeds = self._feeds(
+            ids, np.tile(np.arange(width, dtype=np.int64), (len(prompts), 1)), lengths, last=lengths - 1
+        )
         empty = np.zeros((len(prompts), self._shape[0], 0, self._shape[2]), np.float32)
         outputs = self.graph.session.run({**feeds, **dict.fromkeys(self._names, empty)})
         logits, presents = outputs[0], outputs[1:]
+        if self._picks_rows:
+            logits = logits[:, 0, :]
+        else:
+            logits = logits[np.arange(len(prompts)), lengths - 1]
         rows = self._rows_for(len(prompts))
         for joined, (row, sid) in enumerate(zip(rows, sequence_ids, strict=True)):
             length = int(lengths[joined])
@@ -282,7 +324,7 @@ class InPlaceCache:
                 buffer[row, :, :length] = present[joined, :, :length]
             self.ids[row] = sid
             self.lengths[row] = length
-        return logits[np.arange(len(prompts)), lengths - 1]
+        return logits
 
     def decode(self, tokens: np.ndarray) -> np.ndarray:
         """One token for every row (free rows and rows still prefilling too, unused); returns
@@ -291,7 +333,10 @@ class InPlaceCache:
         decoding = np.asarray([sid is not None and sid not in self._prefilling for sid in self.ids], bool)
         positions = self.lengths.copy()  # a free row's length is 0
         feeds = self._feeds(
-            tokens.reshape(rows, 1).astype(np.int64), positions.reshape(rows, 1), positions + 1
+            tokens.reshape(rows, 1).astype(np.int64),
+            positions.reshape(rows, 1),
+            positions + 1,
+            last=np.zeros(rows, np.int64),
         )
         in_place = {
             name: (present, buffer[:rows])
@@ -301,7 +346,10 @@ class InPlaceCache:
         self.lengths = np.where(decoding, self.lengths + 1, self.lengths)
         return logits[:, -1, :]
 
-    def _feeds(self, ids: np.ndarray, positions: np.ndarray, lengths: np.ndarray) -> dict[str, np.ndarray]:
+    def _feeds(
+        self, ids: np.ndarray, positions: np.ndarray, lengths: np.ndarray, *, last: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """The step's inputs; ``last``: which new token of each row its logits are for."""
         feeds = {
             INPUT_IDS: np.ascontiguousarray(ids),
             POSITION_IDS: np.ascontiguousarray(positions),
@@ -310,6 +358,8 @@ class InPlaceCache:
         }
         if self._takes_mask:  # not used by the graph's attention any more; fed as the graph asks
             feeds[ATTENTION_MASK] = np.ones((ids.shape[0], int(lengths.max())), np.int64)
+        if self._picks_rows:  # the flattened (row, new token) index of each row's logits
+            feeds[LOGITS_ROWS] = np.arange(ids.shape[0], dtype=np.int64) * ids.shape[1] + last
         return feeds
 
     def _rows_for(self, count: int) -> list[int]:
