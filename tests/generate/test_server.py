@@ -330,3 +330,27 @@ def test_the_ready_line_says_which_kv_cache_serves_and_in_place_is_refused_when_
     assert done.returncode != 0
     assert "the in-place KV cache cannot serve" in output and "run hone optimize first" in output
     assert "Traceback" not in output
+
+
+def test_the_benchmarks_streaming_client_counts_every_token(server: Server) -> None:
+    """benchmarks/generate.py's aiohttp client against a real server: each request's tokens counted
+    once, also when one event carries several (a client that falls behind)."""
+    import asyncio
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_generate", Path(__file__).resolve().parents[2] / "benchmarks" / "generate.py"
+    )
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # its dataclasses look their module up
+    try:
+        spec.loader.exec_module(bench)
+    finally:
+        del sys.modules[spec.name]
+    bench.MODEL = "gpt2"
+    requests = [bench.Request([5 + i, 6, 7][: 1 + i % 3], 10 + 7 * i) for i in range(8)]
+    timings, errors = asyncio.run(bench._closed_loop(server.url, requests, 4))
+    assert errors == 0
+    assert sorted(len(t.tokens) for t in timings) == sorted(r.max_tokens for r in requests)
+    assert all(t.tokens[0] >= t.sent for t in timings)
