@@ -226,6 +226,7 @@ class InPlaceCache:
         self._prefilling: set[int] = set()  # sequences whose prompt is not all in the cache yet
         self._takes_mask = ATTENTION_MASK in graph.session.input_names
         self._picks_rows = LOGITS_ROWS in graph.session.input_names  # logits [rows, 1, vocab]
+        self._views: tuple[int, dict[str, tuple[str, np.ndarray]]] = (-1, {})  # decode's, by row count
 
     # what the engine reads
     def tokens(self) -> int:
@@ -243,6 +244,8 @@ class InPlaceCache:
         self.lengths = np.zeros(0, np.int64)
         self._prefilling = set()
         self._buffers = [np.zeros((0, *self._shape), np.float32) for _ in self._names]
+        self._views = (-1, {})  # nothing keeps the old buffers alive
+        self.graph.session.release_in_place()
 
     def remove(self, sequence_ids: set[int]) -> None:
         """Free the rows of ``sequence_ids``; trailing free rows leave the steps."""
@@ -338,13 +341,22 @@ class InPlaceCache:
             positions + 1,
             last=np.zeros(rows, np.int64),
         )
-        in_place = {
-            name: (present, buffer[:rows])
-            for name, present, buffer in zip(self._names, self._presents, self._buffers, strict=True)
-        }
-        (logits,) = self.graph.session.run_in_place(feeds, in_place, [LOGITS])
+        (logits,) = self.graph.session.run_in_place(feeds, self._decode_views(rows), [LOGITS])
         self.lengths = np.where(decoding, self.lengths + 1, self.lengths)
         return logits[:, -1, :]
+
+    def _decode_views(self, rows: int) -> dict[str, tuple[str, np.ndarray]]:
+        """The buffers' first ``rows`` rows, the same view objects from step to step until the rows
+        or the buffers change (so the session reuses their OrtValues)."""
+        count, views = self._views
+        first = next(iter(views.values()), None)
+        if count != rows or first is None or first[1].base is not self._buffers[0]:
+            views = {
+                name: (present, buffer[:rows])
+                for name, present, buffer in zip(self._names, self._presents, self._buffers, strict=True)
+            }
+            self._views = (rows, views)
+        return views
 
     def _feeds(
         self, ids: np.ndarray, positions: np.ndarray, lengths: np.ndarray, *, last: np.ndarray
