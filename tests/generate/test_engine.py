@@ -348,3 +348,31 @@ def test_prefill_groups_pad_only_where_it_costs_less_than_another_call() -> None
     groups = prefill_groups(mixed)
     assert sorted(i for g in groups for i in g) == list(range(len(mixed)))
     assert [sorted({mixed[i] for i in g}) for g in groups] == [[8], [32], [96]]
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["whole", "chunked"])
+def test_a_failed_prefill_ends_its_requests_with_an_error_and_the_engine_serves_on(
+    gpt2_decoder: Decoder, chunked: bool
+) -> None:
+    engine = Engine(gpt2_decoder, EngineConfig(max_batched_tokens=16 if chunked else 1024))
+    method = "extend" if chunked else "prefill"
+    real = getattr(engine._kv, method)
+    calls = []
+
+    def fails_once(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("injected")
+        return real(*args, **kwargs)
+
+    setattr(engine._kv, method, fails_once)
+    failed, later = Collector(1), Collector(1)
+    prompt = list(range(1, 41))  # 40 tokens: chunked at 16
+    engine.submit(GenerationRequest(prompt, 5, stop_token_ids=frozenset()), failed.deliver(0))
+    assert failed.done.wait(10), "the request admitted in the failed step never ended"
+    assert failed.reasons[0] == "error"
+    engine.submit(GenerationRequest(prompt, 5, stop_token_ids=frozenset()), later.deliver(0))
+    assert later.done.wait(10) and later.reasons[0] == "length"
+    engine.close()
+    assert later.tokens[0] == gpt2_decoder.greedy([prompt], 5)[0]
+    assert (engine.stats.reserved_tokens, engine.stats.cached_tokens) == (0, 0)

@@ -290,7 +290,7 @@ class Engine:
                     self._decode()
             except Exception as exc:  # a failed step fails its sequences; the engine keeps serving
                 logger.exception("generation step failed")
-                self._fail_all(f"{type(exc).__name__}: {exc}")
+                self._fail_all(f"{type(exc).__name__}: {exc}", [chunk.sequence for chunk in chunks])
             self._retire()
             if self.config.policy == "static" and not self._running and not admitted:
                 self._wait_for_static_batch()
@@ -455,8 +455,14 @@ class Engine:
             )
         sequence.deliver(TokenEvent(None, reason, error))
 
-    def _fail_all(self, message: str) -> None:
-        for sequence in [*self._running.values(), *self._prefilling.values()]:
+    def _fail_all(self, message: str, joining: list[_Sequence]) -> None:
+        """Every admitted sequence ends with ``message``: the running, the prefilling, and those
+        ``joining`` in the failed iteration (in neither yet when their first prefill failed)."""
+        failed = {s.id: s for s in [*self._running.values(), *self._prefilling.values(), *joining]}
+        for sequence in failed.values():
+            if sequence.done is not None:  # it had ended before the failure: its own reason
+                self._finish(sequence, sequence.done)
+                continue
             sequence.done = "error"
             self._finish(sequence, "error", message)
         self._running.clear()
