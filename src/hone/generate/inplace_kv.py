@@ -133,20 +133,23 @@ def _last_token_logits(graph: ir.Graph) -> None:
     if not isinstance(width, int):
         return
     rows = ir.Value(name=LOGITS_ROWS, type=ir.TensorType(ir.DataType.INT64), shape=ir.Shape(["batch"]))
-    flat_shape = ir.Value(
-        name="logits_rows_flat_shape", const_value=ir.tensor(np.array([-1, width], np.int64))
-    )
-    flat_shape.shape, flat_shape.dtype = ir.Shape([2]), ir.DataType.INT64
-    axes = ir.Value(name="logits_rows_axes", const_value=ir.tensor(np.array([1], np.int64)))
-    axes.shape, axes.dtype = ir.Shape([1]), ir.DataType.INT64
-    graph.initializers.add(flat_shape)
-    graph.initializers.add(axes)
+    flat_shape = _int64_initializer(graph, "logits_rows_flat_shape", [-1, width])
+    axes = _int64_initializer(graph, "logits_rows_axes", [1])
     flat = ir.node("Reshape", [hidden, flat_shape], name="logits_rows_flat")
     picked = ir.node("Gather", [flat.outputs[0], rows], attributes={"axis": 0}, name="logits_rows_pick")
     back = ir.node("Unsqueeze", [picked.outputs[0], axes], name="logits_rows_unsqueeze")
     graph.insert_before(head, [flat, picked, back])
     head.replace_input_with(0, back.outputs[0])
     graph.inputs.append(rows)
+
+
+def _int64_initializer(graph: ir.Graph, name: str, values: list[int]) -> ir.Value:
+    """A 1-D int64 initializer (a shape or axes). ``passes.graph.add_constant`` does this for the
+    passes; generate cannot import passes, which imports generate."""
+    value = ir.Value(name=name, const_value=ir.tensor(np.array(values, np.int64)))
+    value.shape, value.dtype = ir.Shape([len(values)]), ir.DataType.INT64
+    graph.initializers.add(value)
+    return value
 
 
 def _cache_concat(value: ir.Value, past_inputs: dict[str, ir.Value]) -> ir.Node:
@@ -189,12 +192,7 @@ def _merged(graph: ir.Graph, before: ir.Node, heads4: ir.Value | None, role: str
     back = ir.node(
         "Transpose", [heads4], attributes={"perm": [0, 2, 1, 3]}, name=f"{before.name}_{role}_bshd"
     )
-    target = ir.Value(
-        name=f"{before.name}_{role}_merged_shape",
-        const_value=ir.tensor(np.array([0, 0, kv_heads * head_dim], np.int64)),
-    )
-    target.shape, target.dtype = ir.Shape([3]), ir.DataType.INT64
-    graph.initializers.add(target)
+    target = _int64_initializer(graph, f"{before.name}_{role}_merged_shape", [0, 0, kv_heads * head_dim])
     merge = ir.node("Reshape", [back.outputs[0], target], name=f"{before.name}_{role}_merged")
     graph.insert_before(before, [back, merge])
     return merge.outputs[0], kv_heads
