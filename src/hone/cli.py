@@ -603,7 +603,7 @@ def export(
             help=(
                 "onnx | edge | web | generate (edge: smallest INT8 within the budget, manifest, profile at 1"
                 " thread; web: a browser bundle on WebGPU/WASM; generate: a file.py:factory causal LM (or"
-                " tiny_gpt) with its KV cache, for hone serve)"
+                " tiny_gpt) with its KV cache, or a decoder .onnx from elsewhere adopted, for hone serve)"
             ),
         ),
     ] = "onnx",
@@ -628,6 +628,16 @@ def export(
             "--fp16", help="web: a float16 model for WebGPU too, kept only if it answers like float32"
         ),
     ] = False,
+    context: Annotated[
+        int | None,
+        typer.Option(
+            "--context",
+            help=(
+                "generate, a decoder .onnx from elsewhere: tokens it was trained for"
+                " (default: config.json beside it)"
+            ),
+        ),
+    ] = None,
     input_shape: InputShapeOption = None,
     dim: DimOption = None,
     data: DataOption = None,
@@ -649,9 +659,11 @@ def export(
         path = ensure_writable(output, force=force)
         with _progress() as progress:
             progress.add_task(f"export {model} with its KV cache, greedy tokens checked", total=None)
-            exported = export_to(model, path)
+            exported = export_to(model, path, context=context, force=force)
         console.print(exported, highlight=False, soft_wrap=True)
         return
+    if context is not None:
+        raise OptionError("--context applies to --target generate only")
     if calib is not None and data is not None:
         raise OptionError("--calib is an older name of --data; give one of them")
     loaded = _load(model, input_shape, dim, data or calib, check=target != "onnx")

@@ -1,4 +1,4 @@
-"""Small seeded decoders of four architectures, as ``file.py:factory`` for hone (tests only).
+"""Small seeded decoders of six architectures, as ``file.py:factory`` for hone (tests only).
 
 ``initializer_range`` is raised above transformers' default so that the random models are confident:
 greedy decoding then has clear margins and float-level differences cannot flip a token.
@@ -12,8 +12,12 @@ from tokenizers import decoders, models, pre_tokenizers, trainers
 from transformers import (
     GPT2Config,
     GPT2LMHeadModel,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
     PhiConfig,
     PhiForCausalLM,
     Qwen2Config,
@@ -44,6 +48,18 @@ def qwen2() -> torch.nn.Module:
 def phi() -> torch.nn.Module:
     torch.manual_seed(0)
     return PhiForCausalLM(PhiConfig(partial_rotary_factor=0.5, **ROPE, **SHARED)).eval()
+
+
+def phi3() -> torch.nn.Module:
+    """Phi-3 (Phi-3-mini, Phi-4-mini): one fused qkv projection, rotary sliced by cos's own width."""
+    torch.manual_seed(0)
+    return Phi3ForCausalLM(Phi3Config(num_key_value_heads=2, pad_token_id=0, **ROPE, **SHARED)).eval()
+
+
+def neox() -> torch.nn.Module:
+    """GPT-NeoX (Pythia): fused qkv per head, partial rotary, LayerNorm."""
+    torch.manual_seed(0)
+    return GPTNeoXForCausalLM(GPTNeoXConfig(rotary_pct=0.5, **ROPE, **SHARED)).eval()
 
 
 def byte_tokenizer() -> tokenizers.Tokenizer:

@@ -22,8 +22,9 @@ from hone.model import check_onnx, load_onnx_file
 from hone.passes.fuse_rms_norm import FuseRmsNormPass
 
 PROMPTS = [[5, 6, 7, 8, 9, 10, 11], [100, 3], [42, 43, 44, 45], [250]]
-ROTARY = {"gpt2": False, "llama": True, "qwen2": True, "phi": True}
-RMS_NORM = {"gpt2": False, "llama": True, "qwen2": True, "phi": False}  # Phi and GPT-2 use LayerNorm
+ROTARY = {"gpt2": False, "llama": True, "qwen2": True, "phi": True, "phi3": True, "neox": True}
+# Phi, GPT-2 and GPT-NeoX use LayerNorm
+RMS_NORM = {"gpt2": False, "llama": True, "qwen2": True, "phi": False, "phi3": True, "neox": False}
 
 
 def _export(tmp_path: Path, architecture: str) -> Path:
@@ -56,7 +57,7 @@ def _chunk_over_a_past(path: Path, batch: int = 3, past: int = 5, new: int = 4) 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("architecture", ["gpt2", "llama", "qwen2", "phi"])
+@pytest.mark.parametrize("architecture", sorted(ROTARY))
 def test_decoder_fusions_match_and_keep_the_answers(tmp_path: Path, architecture: str) -> None:
     path = _export(tmp_path, architecture)
     optimized, result = hone.optimize(str(path), target="ort-cpu")

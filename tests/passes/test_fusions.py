@@ -175,6 +175,42 @@ def test_a_run_time_reshape_target_becomes_a_constant_and_its_shape_nodes_go() -
     onnx.checker.check_model(simplified, full_check=True)
 
 
+# Phi-3's rotary: q[..., :cos.shape[-1]] rotated, q[..., cos.shape[-1]:] (empty here) put back after it
+SHAPE_BOUND_SLICES = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N, 4, S, 16] q, float[N, 1, S, 16] cos) => (float[N, 4, S, 16] y)
+      <int64 last = {3}, int64[1] axis0 = {0}, int64[1] axes = {3}, int64[1] begin = {0},
+       int64[1] end = {9223372036854775807}, int64[1] start = {-9223372036854775807}, int64[1] back = {-1}> {
+        shape = Shape (cos)
+        width = Gather (shape, last)
+        bound = Unsqueeze (width, axis0)
+        rotated = Slice (q, begin, bound, axes)
+        rest = Slice (q, bound, end, axes)
+        reversed = Slice (q, end, start, axes, back)
+        scaled = Mul (rotated, cos)
+        y0 = Concat <axis = -1> (scaled, rest)
+        y = Add (y0, reversed)
+    }"""
+
+
+def test_shape_derived_bounds_become_constants_and_whole_or_empty_slices_go() -> None:
+    hone_pass = SimplifyShapesPass()
+    original, simplified, modified = _apply(hone_pass, SHAPE_BOUND_SLICES)
+    assert modified and hone_pass.missed == []
+    ops = [n.op_type for n in simplified.graph.node]
+    # the bound is 16 (cos's static last dim): the Shape arithmetic, the Slice of the whole axis and
+    # the empty one go with the Concat; the reversing Slice keeps q's shape but is not q, so it stays
+    assert ops == ["Slice", "Mul", "Add"], ops
+    rng = np.random.default_rng(0)
+    for n, s in ((1, 3), (2, 5)):
+        feeds = {
+            "q": rng.standard_normal((n, 4, s, 16)).astype(np.float32),
+            "cos": rng.standard_normal((n, 1, s, 16)).astype(np.float32),
+        }
+        np.testing.assert_array_equal(_run(simplified, feeds)[0], _run(original, feeds)[0])
+    onnx.checker.check_model(simplified, full_check=True)
+
+
 @pytest.mark.parametrize(("in_shape", "out_shape", "expected"), [
     (["batch", "sequence", 384], ["batch", "sequence", 12, 32], [0, 0, 12, 32]),
     (["batch", "sequence", 12, 32], ["batch", "sequence", 384], [0, 0, 384]),

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 from hone import zoo
-from hone.errors import ModelNotFoundError
+from hone.errors import ModelNotFoundError, OptionError
 from hone.generate.export import DecoderSource, decoder_source, export_checked
 from hone.generate.types import LAYOUT_KEY
 from hone.model import Model, load_onnx_file
@@ -55,7 +55,16 @@ def _has_layout(path: Path) -> bool:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception:  # noqa: BLE001  # any parse failure: not ours to report here
         return False
-    return any(p.key == LAYOUT_KEY for p in proto.metadata_props)
+    if any(p.key == LAYOUT_KEY for p in proto.metadata_props):
+        return True
+    if any(i.name.startswith("past_key_values.") for i in proto.graph.input):
+        logger.warning(
+            "%s takes past_key_values but has no hone KV-cache layout, so it is treated as a plain model; "
+            "adopt it as a decoder with `hone export %s --target generate -o decoder.onnx`",
+            path,
+            path,
+        )
+    return False
 
 
 def load_source(text: str) -> DecoderSource:
@@ -82,9 +91,17 @@ def load_source(text: str) -> DecoderSource:
     return decoder_source(built, text)
 
 
-def export_to(text: str, path: Path) -> str:
+def export_to(text: str, path: Path, *, context: int | None = None, force: bool = False) -> str:
     """``hone export TEXT --target generate -o PATH``: a ``file.py:factory`` or a generative zoo model
-    exported with its KV cache and checked; returns the line to show."""
+    exported with its KV cache and checked, or a decoder .onnx from elsewhere adopted
+    (``hone.generate.adopt``); returns the line to show."""
+    source_file = Path(text).expanduser()
+    if source_file.suffix == ".onnx" and source_file.is_file():
+        from hone.generate.adopt import adopt
+
+        return adopt(source_file, path, context=context, force=force).line()
+    if context is not None:
+        raise OptionError("--context is for adopting a decoder .onnx; a factory's config gives its own")
     if text in zoo.names() and zoo.get(text).export_onnx is not None:
         source = importlib.import_module(zoo.module_of(text)).source
         return export_checked(decoder_source(source(), text), path).line()

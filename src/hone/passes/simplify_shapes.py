@@ -15,9 +15,18 @@ own shape inference does not). It assumes that dims which must broadcast togethe
 (``auto_merge``), like onnxruntime's transformer optimizer; the pipeline's verification runs the
 result with distinct batch and sequence sizes, which is where a wrong merge would show.
 
+The same inference also knows the *values* of small integer tensors computed from shapes. Where
+such a value is fully static (``Gather(Shape(cos), 3)`` is 16 when cos is (B, 1, S, 16)), it becomes
+a constant: Phi-3's rotary slices ``q[..., :cos.shape[-1]]``, and with a run-time bound neither
+onnx's inference nor the fusions knew the slice's shape. Then a Slice that keeps its whole input
+(every step 1) is its input, and a Concat drops its inputs that are empty along its axis (Phi-3's
+``q[..., rotary_dim:]`` when the rotary covers the whole head), so that the rotary is a rotary of
+the head split itself.
+
 Leaves alone: Reshape with ``allowzero=1``; targets with two or more dims that are neither static
-nor the input's own (``-1`` can stand for only one); models symbolic shape inference cannot
-handle (reported as missed, nothing rewritten); nodes inside subgraphs.
+nor the input's own (``-1`` can stand for only one); values with a symbolic element, of a non-integer
+type or that are graph outputs; models symbolic shape inference cannot handle (reported as missed,
+nothing rewritten); nodes inside subgraphs.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ import onnx
 import onnx_ir as ir
 
 from hone.passes.base import HonePass
-from hone.passes.graph import is_onnx_op
+from hone.passes.graph import infer_shapes, is_onnx_op
 
 logger = logging.getLogger(__name__)
 
@@ -42,15 +51,19 @@ class SimplifyShapesPass(HonePass):
     def rewrite(self, model: ir.Model) -> ir.passes.PassResult:
         self.matched = 0
         try:
-            shapes = symbolic_shapes(model)
+            shapes, values = symbolic_inference(model)
         except Exception as exc:  # noqa: BLE001 - the library raises plain Exception on graphs it cannot follow
             self.missed = [
                 f"symbolic shape inference failed, nothing simplified: {type(exc).__name__}: {exc}"
             ]
             return ir.passes.PassResult(model, modified=False)
+        self.matched += _fold_known_values(model, values, shapes)
+        self.matched += _drop_empty_concat_inputs(model, shapes)
         unsimplified: list[str] = []
         for node in list(model.graph):
-            if not is_onnx_op(node, "Reshape", "Expand"):
+            if is_onnx_op(node, "Slice") and not _steps_are_one(node):
+                continue  # a reversing Slice keeps the shape, not the data
+            if not is_onnx_op(node, "Reshape", "Expand", "Slice"):
                 continue
             source, target, output = node.inputs[0], node.inputs[1], node.outputs[0]
             if source is None or target is None or source.name is None or output.name is None:
@@ -87,6 +100,7 @@ class SimplifyShapesPass(HonePass):
             self.matched += 1
         if self.matched:
             ir.passes.common.RemoveUnusedNodesPass()(model)
+            _reinfer_unknown_dims(model)
         self.missed = [
             f"run-time reshape target left (more than one unknown dim): {name}" for name in unsimplified
         ]
@@ -95,6 +109,12 @@ class SimplifyShapesPass(HonePass):
 
 def symbolic_shapes(model: ir.Model) -> dict[str, list[Dim | None]]:
     """Every value's shape as onnxruntime's symbolic shape inference sees it (None: unknown dim)."""
+    return symbolic_inference(model)[0]
+
+
+def symbolic_inference(model: ir.Model) -> tuple[dict[str, list[Dim | None]], dict[str, np.ndarray]]:
+    """onnxruntime's symbolic shape inference of ``model``: every value's shape (None: unknown dim),
+    and the values it computed of shape-derived tensors that are fully static integers."""
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
     proto = ir.to_proto(model)
@@ -113,7 +133,139 @@ def symbolic_shapes(model: ir.Model) -> dict[str, list[Dim | None]]:
         tensor_type = info.type.tensor_type
         if info.type.HasField("tensor_type") and tensor_type.HasField("shape"):
             shapes[info.name] = [_dim(d) for d in tensor_type.shape.dim]
-    return shapes
+    values = {}
+    for name, data in inference.sympy_data_.items():
+        static = _static_integers(data)
+        if static is not None:
+            values[name] = static
+    return shapes, values
+
+
+MAX_FOLDED_ELEMENTS = 64  # shape arithmetic only: a rank's worth of dims, not data
+
+
+def _static_integers(data: object) -> np.ndarray | None:
+    """``data`` (ints, sympy numbers, lists or arrays of them) as an int64 array, or None when an
+    element is symbolic, not an integer, or a bool."""
+    import sympy
+
+    array = np.asarray(data, dtype=object)
+    if array.size > MAX_FOLDED_ELEMENTS:
+        return None
+    found = []
+    for element in array.flat:
+        if isinstance(element, bool | np.bool_ | sympy.logic.boolalg.BooleanAtom):
+            return None
+        if isinstance(element, int | np.integer):
+            found.append(int(element))
+        elif isinstance(element, sympy.Integer):
+            found.append(int(element))
+        else:
+            return None
+    return np.array(found, np.int64).reshape(array.shape)
+
+
+_INTEGER_TYPES = {ir.DataType.INT64: np.int64, ir.DataType.INT32: np.int32}
+
+
+def _fold_known_values(
+    model: ir.Model, values: dict[str, np.ndarray], shapes: dict[str, list[Dim | None]]
+) -> int:
+    """Replace every integer node output whose value the inference knows fully by a constant."""
+    folded = 0
+    outputs = set(model.graph.outputs)
+    for node in list(model.graph):
+        if node.op_type == "Constant" or node.domain not in ("", "ai.onnx"):
+            continue
+        for output in node.outputs:
+            array = values.get(output.name or "")
+            dtype = output.type.dtype if output.type is not None else None
+            if array is None or output in outputs or dtype not in _INTEGER_TYPES or not output.uses():
+                continue
+            if output.shape is not None:
+                rank: int | None = len(output.shape)
+            else:
+                inferred = shapes.get(output.name or "")
+                rank = None if inferred is None else len(inferred)
+            if rank != array.ndim:
+                continue  # a scalar the inference stored as a list, or the reverse: not sure, leave it
+            constant = ir.Value(
+                name=f"{output.name}_static", const_value=ir.tensor(array.astype(_INTEGER_TYPES[dtype]))
+            )
+            constant.shape, constant.type = ir.Shape(list(array.shape)), ir.TensorType(dtype)
+            model.graph.initializers.add(constant)
+            output.replace_all_uses_with(constant)
+            folded += 1
+    return folded
+
+
+def _reinfer_unknown_dims(model: ir.Model) -> None:
+    """Infer again the shapes that had unknown dims: onnx's inference keeps a value's recorded
+    ``unk__7`` rather than the ``batch`` it would now find behind a bound that became constant."""
+    graph_values = {*model.graph.inputs, *model.graph.outputs}
+    cleared: dict[ir.Value, ir.Shape] = {}
+    for node in model.graph:
+        for value in node.outputs:
+            shape = value.shape
+            if value in graph_values or shape is None:
+                continue
+            if any(
+                not isinstance(d, int) and (d.value is None or d.value.startswith("unk__")) for d in shape
+            ):
+                cleared[value] = shape
+                value.shape = None
+    infer_shapes(model)
+    for value, shape in cleared.items():
+        if value.shape is None:  # inference could not follow the graph: keep what was known
+            value.shape = shape
+
+
+def _steps_are_one(slice_node: ir.Node) -> bool:
+    steps = slice_node.inputs[4] if len(slice_node.inputs) > 4 else None
+    if steps is None:
+        return True
+    return steps.const_value is not None and bool(np.all(steps.const_value.numpy() == 1))
+
+
+def _drop_empty_concat_inputs(model: ir.Model, shapes: dict[str, list[Dim | None]]) -> int:
+    """Concat inputs that are empty along the Concat's axis are dropped (one input left: its input)."""
+    dropped = 0
+    outputs = set(model.graph.outputs)
+    for node in list(model.graph):
+        if not is_onnx_op(node, "Concat") or node.outputs[0].name not in shapes:
+            continue
+        out_shape = shapes[node.outputs[0].name or ""]
+        axis = node.attributes.get("axis")
+        if axis is None or not out_shape:
+            continue
+        axis_index = axis.as_int() % len(out_shape)
+        kept: list[ir.Value] = []
+        for value in node.inputs:
+            dims = shapes.get(value.name or "") if value is not None else None
+            if value is None or dims is None or len(dims) != len(out_shape):
+                kept = []
+                break
+            if dims[axis_index] != 0:
+                kept.append(value)
+        if not kept or len(kept) == len(node.inputs):
+            continue
+        if (
+            len(kept) == 1
+            and node.outputs[0] not in outputs
+            and _same(shapes.get(kept[0].name or "", []), out_shape)
+        ):
+            node.outputs[0].replace_all_uses_with(kept[0])
+            model.graph.remove(node, safe=True)
+        else:
+            replacement = ir.node("Concat", kept, attributes={"axis": axis.as_int()}, name=node.name)
+            model.graph.insert_after(node, replacement)
+            old_output = node.outputs[0]
+            replacement.outputs[0].shape, replacement.outputs[0].type = old_output.shape, old_output.type
+            old_output.replace_all_uses_with(replacement.outputs[0], replace_graph_outputs=True)
+            model.graph.remove(node, safe=True)
+            replacement.outputs[0].name = old_output.name
+        dropped += 1
+    return dropped
 
 
 _CONSTANT_ATTRIBUTES = {
