@@ -309,3 +309,20 @@ def test_a_dim_without_a_name_is_given_as_input_and_axis(tmp_path: Path) -> None
     assert synthesize(model.inputs, dims=model.default_dims)["audio"].shape == (1, 1, 40)
     with pytest.raises(OptionError, match="no such symbolic dim"):
         attach(model, dims={"audio[1]": 3})  # a fixed axis
+
+
+def test_a_dim_name_shared_by_two_inputs_gets_one_invented_size() -> None:
+    from hone.specs import TensorSpec
+
+    # alone, the mask's S would be an image side (a float 4-D input with one channel)
+    specs = [
+        TensorSpec("x", "float32", ("N", "S", 8)),
+        TensorSpec("mask", "float32", ("N", 1, "S", "S")),
+        TensorSpec("ids", "int64", ("N", "T"), value_range=(0, 5)),
+    ]
+    made = synthesize(specs, batch=2)
+    sequence = made["x"].shape[1]
+    assert made["mask"].shape == (2, 1, sequence, sequence)
+    assert synthesize(specs[1:2], batch=2)["mask"].shape[2] == 224 != sequence  # the mask alone
+    given = synthesize(specs, batch=2, dims={"S": 6})
+    assert given["x"].shape == (2, 6, 8) and given["mask"].shape == (2, 1, 6, 6)

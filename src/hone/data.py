@@ -87,6 +87,23 @@ def resolve_shape(spec: TensorSpec, *, batch: int, dims: Mapping[str, int]) -> t
     return tuple(shape)
 
 
+def resolve_shapes(
+    specs: Sequence[TensorSpec], *, batch: int, dims: Mapping[str, int]
+) -> dict[str, tuple[int, ...]]:
+    """``resolve_shape`` of every spec, a named dim guessed for one input kept for the others: the
+    ``S`` of x [N, S, 8] and of mask [N, 1, S, S] is one size (alone, the mask's looks like an
+    image's side)."""
+    pinned = dict(dims)
+    shapes = {}
+    for spec in specs:
+        shape = resolve_shape(spec, batch=batch, dims=pinned)
+        for axis, (dim, size) in enumerate(zip(spec.shape, shape, strict=True)):
+            if isinstance(dim, str) and axis != spec.batch_axis:
+                pinned.setdefault(dim, size)
+        shapes[spec.name] = shape
+    return shapes
+
+
 def _guess_dim(spec: TensorSpec, axis: int, dims: Mapping[str, int]) -> int:
     name = spec.shape[axis]
     lowered = (name or "").lower() if isinstance(name, str) else ""
@@ -179,7 +196,7 @@ def synthesize(
     """Seeded inputs for every spec, same values for the same (specs, batch, dims, seed)."""
     rng = np.random.default_rng(seed)
     dims = dict(dims or {})
-    shapes = {spec.name: resolve_shape(spec, batch=batch, dims=dims) for spec in specs}
+    shapes = resolve_shapes(specs, batch=batch, dims=dims)
     sizes = dict(dims)  # every symbolic dim's resolved size, for index bounds named by a dim
     for spec in specs:
         for dim, size in zip(spec.shape, shapes[spec.name], strict=False):

@@ -175,6 +175,32 @@ def test_a_run_time_reshape_target_becomes_a_constant_and_its_shape_nodes_go() -
     onnx.checker.check_model(simplified, full_check=True)
 
 
+def test_an_attention_scale_computed_from_a_run_time_shape_is_folded_before_attention_is_fused(tmp_path) -> None:
+    # Optimum's GPT-2 (SDPA, TorchScript): q's reshape target is built from Shape(x) at run time, and
+    # the scale is sqrt(1 / sqrt(q.shape[-1])): only a constant once simplify_shapes knows that dim
+    text = _attention_text("sdpa").replace("qr = Reshape (q, split)", """
+            shape = Shape (x)
+            lead = Slice (shape, begin, two)
+            target = Concat <axis = 0> (lead, heads)
+            qr = Reshape (q, target)""").replace("qs = Mul (q4, root)", """
+            qshape = Shape (q4)
+            width = Slice (qshape, back, end)
+            widthf = Cast <to = 1> (width)
+            root_d = Sqrt (widthf)
+            inverse = Div (unit, root_d)
+            root_q = Sqrt (inverse)
+            qs = Mul (q4, root_q)""").replace("ks = Mul (kt, root)", "ks = Mul (kt, root_q)").replace(
+        "float zero = {0.0}>",
+        f"float zero = {{0.0}}, float unit = {{1.0}}, int64[1] begin = {{0}}, int64[1] two = {{2}}, "
+        f"int64[1] back = {{-1}}, int64[1] end = {{9223372036854775807}}, int64[2] heads = {{{HEADS}, {HEAD_SIZE}}}>")
+    path = tmp_path / "attention.onnx"
+    onnx.save(onnx.parser.parse_model(text), path)
+    optimized, result = hone.optimize(str(path), target="ort-cpu")
+    assert result.verified
+    ops = [n.op_type for n in optimized.ir.graph]
+    assert "Attention" in ops and "Softmax" not in ops and "Sqrt" not in ops, ops
+
+
 # Phi-3's rotary: q[..., :cos.shape[-1]] rotated, q[..., cos.shape[-1]:] (empty here) put back after it
 SHAPE_BOUND_SLICES = """
     <ir_version: 8, opset_import: ["" : 17]>

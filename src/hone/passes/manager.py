@@ -61,6 +61,7 @@ def default_passes(target: str = "ort-cpu") -> list[HonePass]:
         FoldConstantsPass(),
         RemoveNoOpsPass(),
         SimplifyShapesPass(),
+        FoldConstantsPass(),  # what the shape values simplify_shapes made constant feed (a scale)
         CollapseChainsPass(),
         FuseConvBnPass(),
         FusePadConvPass(),
