@@ -14,6 +14,9 @@ import math
 import onnx_ir as ir
 from onnxscript.rewriter import ort_fusions
 
+# not re-exported by onnxscript.rewriter (onnxscript is pinned in requirements.lock)
+from onnxscript.rewriter.rules.fusion._layer_norm import layer_normalization_ruleset
+
 from hone.passes.base import HonePass
 from hone.passes.fold_constants import hide_dropouts_with_kept_masks
 from hone.passes.graph import ONNX_DOMAINS, is_onnx_op, node_count, restore_overwritten_initializers
@@ -69,6 +72,13 @@ class FuseTransformerPass(HonePass):
         # SkipLayerNormalization rule can leave the graph unsorted, its rules overwrite
         # initializers of the same name, and its no-op rules take 1e-10 for 0. Hide the first two
         # and the last, then sort and restore.
+        # optimize_for_ort fuses Add + LayerNormalization but not a spelled-out LayerNorm;
+        # onnxscript's own rule does, in the opset-18 form (ReduceMean axes as an input) that
+        # raise_opset gives older graphs; before the hiding, which would hide BERT's 1e-12 epsilon
+        layer_norms = 0
+        if _opset(model) >= 18:
+            _spell_out_keepdims(model)
+            layer_norms = layer_normalization_ruleset.apply_to_model(model)
         dropouts = hide_dropouts_with_kept_masks(model)
         matmuls = _hide_low_rank_matmuls(model)
         near_neutral = _hide_near_neutral_arithmetic(model)
@@ -77,6 +87,7 @@ class FuseTransformerPass(HonePass):
             model.opset_imports[_HIDDEN_FROM_FUSIONS_DOMAIN] = 1
         try:
             fused, counts = ort_fusions.optimize_for_ort(model)
+            counts["layer_norm"] = layer_norms
         finally:
             for node in hidden:
                 node.domain = ""
@@ -87,6 +98,18 @@ class FuseTransformerPass(HonePass):
         self.matched = sum(counts.values())
         self.missed = _missed(model)
         return ir.passes.PassResult(model, modified=node_count(model) != before or self.matched > 0)
+
+
+def _spell_out_keepdims(model: ir.Model) -> None:
+    """ReduceMean's default keepdims=1 written out: the LayerNorm rule's pattern names it, and
+    TorchScript's export leaves it to the default."""
+    for node in model.graph:
+        if is_onnx_op(node, "ReduceMean") and "keepdims" not in node.attributes:
+            node.attributes["keepdims"] = ir.AttrInt64("keepdims", 1)
+
+
+def _opset(model: ir.Model) -> int:
+    return model.opset_imports.get("", model.opset_imports.get("ai.onnx", 0))
 
 
 def _missed(model: ir.Model) -> list[str]:

@@ -40,6 +40,7 @@ from hone.passes.fuse_transformer import FuseTransformerPass
 from hone.passes.graph import node_count
 from hone.passes.infer_shapes import InferShapesPass
 from hone.passes.lift_constants import LiftConstantsPass
+from hone.passes.raise_opset import RaiseOpsetPass
 from hone.passes.remove_dead_code import RemoveDeadCodePass
 from hone.passes.remove_no_ops import RemoveNoOpsPass
 from hone.passes.simplify_shapes import SimplifyShapesPass
@@ -71,6 +72,7 @@ def default_passes(target: str = "ort-cpu") -> list[HonePass]:
         FuseRmsNormPass(),
         FuseRotaryPass(),
         FuseAttentionPass(),
+        RaiseOpsetPass(),  # late: onnxruntime's symbolic shape inference fails on some raised graphs
         FuseTransformerPass(),
         FoldConstantsPass(),
         LiftConstantsPass(),
