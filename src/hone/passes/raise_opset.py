@@ -10,10 +10,12 @@ falls back to onnx's C API below it); the pass is verified like every other, so 
 changed an answer is rolled back.
 
 Runs after simplify_shapes (onnxruntime's symbolic shape inference fails on some raised graphs)
-and only where fuse_transformer has something to fuse: a Softmax, an Erf or a ReduceMean with a
-Sqrt (a CNN keeps its opset).
+and only where fuse_transformer needs it: a spelled-out LayerNorm (ReduceMean with Sqrt), or below
+opset 15 a Softmax or an Erf. A CNN, or an opset-17 BERT whose LayerNorm is already the op, keeps
+its opset (raised, MiniLM lost its 6 SkipLayerNormalization fusions: the converted graph had no
+value shapes until inferred again).
 
-Leaves alone: opset 18 and newer; graphs without those ops; graphs the converter cannot convert
+Leaves alone: opset 18 and newer; graphs without those needs; graphs the converter cannot convert
 (custom or contrib domains it does not know, very old opsets): reported as missed with the
 converter's reason, nothing changed.
 """
@@ -29,6 +31,7 @@ from onnx_ir.passes.common import LiftConstantsToInitializersPass
 from onnxscript.version_converter import ConvertVersionPass
 
 from hone.passes.base import HonePass
+from hone.passes.graph import infer_shapes
 
 TARGET_OPSET = 18  # LayerNormalization (17); ReduceMean with axes as an input (18), the form the rules match
 
@@ -39,7 +42,7 @@ class RaiseOpsetPass(HonePass):
 
     def rewrite(self, model: ir.Model) -> ir.passes.PassResult:
         version = model.opset_imports.get("", model.opset_imports.get("ai.onnx"))
-        if version is None or version >= TARGET_OPSET or not _has_transformer_parts(model):
+        if version is None or version >= TARGET_OPSET or not _needs_raising(model, version):
             return ir.passes.PassResult(model, modified=False)
         notes: list[str] = []
         try:
@@ -55,15 +58,17 @@ class RaiseOpsetPass(HonePass):
         # the converter writes new operands (ReduceMean's axes) as Constant nodes; the rules match
         # constants held as initializers, as every other pass leaves them
         LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
+        infer_shapes(model)  # the converter's graph has no value shapes; the fusions check them
         self.matched = 1
         return ir.passes.PassResult(model, modified=True)
 
 
-def _has_transformer_parts(model: ir.Model) -> bool:
-    """Whether fuse_transformer has something to fuse: an attention's Softmax, an Erf GELU, or a
-    spelled-out LayerNorm (ReduceMean with Sqrt). A CNN keeps its opset."""
+def _needs_raising(model: ir.Model, version: int) -> bool:
+    """Whether fuse_transformer needs a newer opset here: a spelled-out LayerNorm (ReduceMean with
+    Sqrt), or, below opset 15, an attention's Softmax or an Erf GELU (its rules emit opset-15 Shape).
+    A CNN, or a graph whose LayerNorm is already the op, keeps its opset."""
     ops = {node.op_type for node in model.graph if node.domain in ("", "ai.onnx")}
-    return bool(ops & {"Softmax", "Erf"}) or {"ReduceMean", "Sqrt"} <= ops
+    return {"ReduceMean", "Sqrt"} <= ops or (version < 15 and bool(ops & {"Softmax", "Erf"}))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -38,7 +38,7 @@ import onnx
 import onnx_ir as ir
 
 from hone.passes.base import HonePass
-from hone.passes.graph import infer_shapes, is_onnx_op
+from hone.passes.graph import is_onnx_op
 
 logger = logging.getLogger(__name__)
 
@@ -200,24 +200,32 @@ def _fold_known_values(
 
 
 def _reinfer_unknown_dims(model: ir.Model) -> None:
-    """Infer again the shapes that had unknown dims: onnx's inference keeps a value's recorded
-    ``unk__7`` rather than the ``batch`` it would now find behind a bound that became constant."""
+    """Infer again the shapes that have unknown dims, with the symbolic inference: onnx's keeps a
+    value's recorded ``unk__7`` rather than the ``batch`` it would now find behind a bound that
+    became constant, and would name apart dims that are one (BERT's residual Adds, both
+    [batch, sequence, 384], which SkipLayerNormalization's rule compares). Shapes are only ever
+    replaced by ones with fewer unknown dims."""
+    try:
+        shapes, _ = symbolic_inference(model)
+    except Exception:  # noqa: BLE001 - it followed the graph before the rewrite; if not now, keep what is known
+        return
     graph_values = {*model.graph.inputs, *model.graph.outputs}
-    cleared: dict[ir.Value, ir.Shape] = {}
     for node in model.graph:
         for value in node.outputs:
-            shape = value.shape
-            if value in graph_values or shape is None:
+            inferred = shapes.get(value.name or "")
+            if value in graph_values or inferred is None:
                 continue
-            if any(
-                not isinstance(d, int) and (d.value is None or d.value.startswith("unk__")) for d in shape
+            candidate = ir.Shape([d if isinstance(d, int) else ir.SymbolicDim(d) for d in inferred])
+            if value.shape is None or (
+                len(candidate) == len(value.shape) and _unknown_dims(candidate) < _unknown_dims(value.shape)
             ):
-                cleared[value] = shape
-                value.shape = None
-    infer_shapes(model)
-    for value, shape in cleared.items():
-        if value.shape is None:  # inference could not follow the graph: keep what was known
-            value.shape = shape
+                value.shape = candidate
+
+
+def _unknown_dims(shape: ir.Shape) -> int:
+    return sum(
+        1 for d in shape if not isinstance(d, int) and (d.value is None or d.value.startswith("unk__"))
+    )
 
 
 def _steps_are_one(slice_node: ir.Node) -> bool:
